@@ -1,0 +1,209 @@
+"""One function per verb, for Python callers and the CLI alike. Nothing here prints:
+progress goes through the ``log``/``on_event`` callbacks, failures raise LabkitError."""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import catalog, engine, images
+from .errors import LabkitError, SpecError
+from .facts import HostFacts, collect
+from .paths import lab_dir, state_dir
+from .runner import RunResult, run_playbook
+from .spec import DEFAULT_LAB, Lab, load_lab, parse_lab
+
+Log = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+# --------------------------------------------------------------------------- lab resolution
+
+def resolve_lab(path: str | Path | None = None, name: str | None = None) -> Lab:
+    """The lab from a file, or one that ran before by name (its saved spec), or the default lab."""
+    if path is not None:
+        return load_lab(path)
+    if name is not None and name != DEFAULT_LAB["name"]:
+        saved = state_dir() / "labs" / name / "lab.json"
+        if not saved.is_file():
+            known = sorted(p.parent.name for p in (state_dir() / "labs").glob("*/lab.json"))
+            raise SpecError(f"no lab named '{name}' has been brought up on this machine",
+                            "pass its lab file with -f" + (f"; known labs: {', '.join(known)}" if known else ""))
+        return parse_lab(json.loads(saved.read_text()), str(saved))
+    return load_lab(None)
+
+
+def _save_lab(lab: Lab) -> None:
+    (lab_dir(lab.name) / "lab.json").write_text(json.dumps(lab.model_dump(mode="json"), indent=2))
+
+
+@contextmanager
+def lab_lock(lab: str, verb: str) -> Iterator[None]:
+    """Hold the lab's lock; a second labkit on the same lab is refused, naming the holder.
+
+    The lock is a kernel flock: it is released when its holder exits, also by a crash,
+    so a stale lock file never blocks anybody.
+    """
+    path = lab_dir(lab) / "lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another labkit process"
+            raise LabkitError(f"lab '{lab}' is busy: {holder} holds its lock ({path})",
+                              "wait for it to finish, or stop that process") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"labkit {verb} (pid {os.getpid()}, started {time.strftime('%H:%M:%S')})".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- plan
+
+def container_plan(lab: Lab, students: list[str] | None = None) -> list[dict]:
+    """One item per student and distro: the names, image and labels ``lab_container`` creates."""
+    registry = lab.registry or catalog.default_registry()
+    plan = []
+    for student in lab.students:
+        if students and student not in students:
+            continue
+        for c in lab.containers:
+            d = c.spec
+            plan.append({
+                "name": f"labkit-{lab.name}-{student}-{d.slug}",
+                "hostname": f"{student}-{d.slug}",
+                "image": d.image_ref(registry),
+                "student": student,
+                "distro": d.ref,
+                "python": d.python,
+                "family": d.family,
+                "pkg_mgr": d.pkg_mgr,
+                "bootstrap": d.bootstrap or "",
+                "server": "*",
+            })
+    return plan
+
+
+def _check_students(lab: Lab, students: list[str] | None) -> None:
+    for s in students or []:
+        if s not in lab.students:
+            raise SpecError(f"--student {s}: not a student of lab '{lab.name}'",
+                            f"students: {', '.join(lab.students[:20])}")
+
+
+# --------------------------------------------------------------------------- verbs
+
+@dataclass
+class UpResult:
+    lab: Lab
+    run: RunResult
+    images: list
+    facts: list[HostFacts] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log: Log = _quiet,
+       on_event=None, verbosity: int = 0, show_output: bool = False, with_facts: bool = True) -> UpResult:
+    """Bring the lab up (idempotent): images, then ``playbooks/up.yml`` through ansible-runner."""
+    _check_students(lab, students)
+    t0 = time.monotonic()
+    with lab_lock(lab.name, "up"):
+        engine.client()
+        refs = [c.distro for c in lab.containers]
+        imgs = images.ensure(refs, lab.registry or catalog.default_registry(), build_missing=build, log=log)
+        _save_lab(lab)
+        extravars = {
+            "labkit_lab": lab.name,
+            "labkit_containers": container_plan(lab, students),
+            "labkit_limits": lab.limits.model_dump(mode="json"),
+            "labkit_provision": lab.provision.model_dump(mode="json"),
+        }
+        run = run_playbook("up.yml", lab=lab.name, extravars=extravars, on_event=on_event,
+                           verbosity=verbosity, show_output=show_output)
+    res = UpResult(lab, run, imgs, seconds=time.monotonic() - t0)
+    if with_facts:
+        res.facts = facts(lab)
+    return res
+
+
+@dataclass
+class DownResult:
+    lab: str
+    removed_containers: int
+    removed_networks: int
+    run: RunResult | None
+
+
+def down(lab: Lab, *, students: list[str] | None = None, log: Log = _quiet, on_event=None,
+         verbosity: int = 0, show_output: bool = False) -> DownResult:
+    """Remove exactly what carries the lab's labels (one student's when asked); idempotent."""
+    _check_students(lab, students)
+    with lab_lock(lab.name, "down"):
+        before = hosts(lab.name)
+        nets_before = _networks(lab.name)
+        engine.client()
+        if students:
+            run = None
+            for s in students:
+                run = run_playbook("down.yml", lab=lab.name, extravars={"labkit_lab": lab.name, "labkit_student": s},
+                                   on_event=on_event, verbosity=verbosity, show_output=show_output)
+        else:
+            run = run_playbook("down.yml", lab=lab.name, extravars={"labkit_lab": lab.name},
+                               on_event=on_event, verbosity=verbosity, show_output=show_output)
+        after = hosts(lab.name)
+        nets_after = _networks(lab.name)
+    return DownResult(lab.name, len(before) - len(after), len(nets_before) - len(nets_after), run)
+
+
+def _networks(lab: str) -> list:
+    return engine.client().networks.list(filters={"label": f"labkit.lab={lab}"})
+
+
+def hosts(lab: str, students: list[str] | None = None) -> list[dict]:
+    """The lab's hosts found on the engine by label, whatever their state."""
+    out = []
+    for c in engine.client().containers.list(all=True, filters={"label": f"labkit.lab={lab}"}):
+        lb = c.labels or {}
+        if students and lb.get("labkit.student") not in students:
+            continue
+        out.append({
+            "name": c.name,
+            "role": lb.get("labkit.role", "container"),
+            "student": lb.get("labkit.student", ""),
+            "distro": lb.get("labkit.distro", ""),
+            "state": c.status,
+            "image": (c.attrs.get("Config") or {}).get("Image", ""),
+            "spec": f"docker://{c.name}",
+        })
+    return sorted(out, key=lambda h: (h["student"], h["name"]))
+
+
+def status(lab: Lab) -> dict:
+    """Hosts and networks of the lab, with what the lab file expects but is missing."""
+    found = hosts(lab.name)
+    names = {h["name"] for h in found}
+    missing = [p["name"] for p in container_plan(lab) if p["name"] not in names]
+    return {
+        "lab": lab.name,
+        "hosts": found,
+        "missing": missing,
+        "networks": [n.name for n in _networks(lab.name)],
+    }
+
+
+def facts(lab: Lab) -> list[HostFacts]:
+    """Side-by-side facts of the lab server and every running host of the lab."""
+    running = [h for h in hosts(lab.name) if h["state"] == "running"]
+    if not running:
+        raise LabkitError(f"lab '{lab.name}' has no running hosts", "bring it up with `labkit up`")
+    return collect(running)

@@ -1,0 +1,242 @@
+"""labkit's command line: thin click commands over ``labkit.api``.
+
+This is the only place that prints errors and exits: library code raises
+LabkitError(message, hint, exit_code); tracebacks go to the debug log.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+import traceback
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from . import api, catalog
+from . import images as images_mod
+from .errors import LabkitError
+from .paths import state_dir
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+log = logging.getLogger("labkit")
+
+
+def _debug_log(exc: BaseException) -> str:
+    path = state_dir() / "debug.log"
+    with path.open("a") as f:
+        f.write("".join(traceback.format_exception(exc)))
+    return str(path)
+
+
+def handle_errors(fn):
+    """Turn LabkitError into message + hint on stderr and its exit code; never a traceback."""
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        try:
+            return fn(*a, **kw)
+        except LabkitError as e:
+            err.print(f"[bold red]error:[/] {escape(e.message)}", markup=True)
+            if e.hint:
+                err.print(f"[yellow]hint:[/] {escape(e.hint)}", markup=True)
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            err.print("interrupted: run the same command again to converge, or `labkit down` to clean up")
+            sys.exit(130)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as e:  # a bug: keep the traceback out of the student's way
+            path = _debug_log(e)
+            err.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(str(e))}", markup=True)
+            err.print(f"[yellow]hint:[/] the traceback is in {path}; please report it", markup=True)
+            sys.exit(70)
+    return wrapper
+
+
+def lab_options(fn):
+    fn = click.option("-f", "--file", "lab_file", type=click.Path(dir_okay=False),
+                      help="Lab file (lab.yml). Default: the built-in default lab.")(fn)
+    fn = click.option("--lab", "lab_name", help="Name of a lab brought up before (instead of -f).")(fn)
+    return fn
+
+
+def _lab(lab_file, lab_name):
+    return api.resolve_lab(lab_file, lab_name)
+
+
+def _say(msg: str) -> None:
+    out.print(msg, markup=False)
+
+
+# --------------------------------------------------------------------------- rendering
+
+def _yesno(v) -> str:
+    return "-" if v is None else ("yes" if v else "NO")
+
+
+def facts_table(rows) -> Table:
+    t = Table(title="kernel-sharing facts: lab server vs lab hosts", title_justify="left")
+    for col in ("host", "role", "distro (os-release)", "kernel release", "same kernel", "same boot_id",
+                "PID 1", "pkg manager", "virt"):
+        t.add_column(col)
+    for r in rows:
+        distro = r.os_pretty or (f"{r.distro}: no os-release" if not r.error else "")
+        if r.error:
+            t.add_row(r.host, r.role, "[red]unreadable[/]", r.error, "", "", "", "", "")
+            continue
+        t.add_row(r.host, r.role, distro, r.kernel_release, _yesno(r.same_kernel), _yesno(r.same_boot),
+                  r.pid1, r.pkg_mgr, r.virt)
+    return t
+
+
+def _recap(run) -> str:
+    keys = ("ok", "changed", "failures", "dark", "skipped")
+    return "recap: " + " ".join(f"{k}={run.total(k)}" for k in keys) + f"  ({run.seconds:.1f}s)"
+
+
+# --------------------------------------------------------------------------- commands
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="labkit")
+def main():
+    """labkit: matched lab hosts (a Vagrant VM and containers of several distros per student),
+    provisioned by Ansible, and the kernel-sharing facts checked side by side."""
+    logging.basicConfig(level=logging.WARNING)
+
+
+@main.command()
+@lab_options
+@click.option("--student", "students", multiple=True, help="Act on this student only (repeatable).")
+@click.option("--build/--no-build", default=False, help="Build missing local images (default: error saying how).")
+@click.option("--facts/--no-facts", "with_facts", default=True, help="Show the facts table at the end.")
+@click.option("-v", "--verbose", count=True, help="Show Ansible's own output (-vv... for more).")
+@handle_errors
+def up(lab_file, lab_name, students, build, with_facts, verbose):
+    """Create and provision the lab's hosts (idempotent), then show the facts."""
+    from .progress import TaskLines
+
+    lab = _lab(lab_file, lab_name)
+    _say(f"labkit up: lab '{lab.name}', {len(lab.students)} student(s), "
+         f"{len(lab.containers)} container(s) each")
+    res = api.up(lab, students=list(students) or None, build=build, log=_say,
+                 on_event=None if verbose else TaskLines(_say), verbosity=max(0, verbose - 1),
+                 show_output=bool(verbose), with_facts=with_facts)
+    _say(_recap(res.run))
+    if with_facts and res.facts:
+        out.print(facts_table(res.facts))
+
+
+@main.command()
+@lab_options
+@click.option("--student", "students", multiple=True, help="Remove this student's hosts only (repeatable).")
+@click.option("-v", "--verbose", count=True, help="Show Ansible's own output.")
+@handle_errors
+def down(lab_file, lab_name, students, verbose):
+    """Remove everything that carries the lab's labels, from any state (idempotent)."""
+    from .progress import TaskLines
+
+    lab = _lab(lab_file, lab_name)
+    res = api.down(lab, students=list(students) or None, on_event=None if verbose else TaskLines(_say),
+                   show_output=bool(verbose))
+    _say(f"labkit down: lab '{lab.name}': removed {res.removed_containers} container(s), "
+         f"{res.removed_networks} network(s)")
+
+
+@main.command()
+@lab_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@handle_errors
+def status(lab_file, lab_name, as_json):
+    """List the lab's hosts and their states."""
+    lab = _lab(lab_file, lab_name)
+    st = api.status(lab)
+    if as_json:
+        click.echo(json.dumps(st, indent=2))
+        return
+    t = Table(title=f"lab '{lab.name}'", title_justify="left")
+    for col in ("host", "role", "student", "distro", "state"):
+        t.add_column(col)
+    for h in st["hosts"]:
+        t.add_row(h["name"], h["role"], h["student"], h["distro"], h["state"])
+    for m in st["missing"]:
+        t.add_row(m, "", "", "", "[yellow]missing[/]")
+    out.print(t)
+    _say(f"networks: {', '.join(st['networks']) or '(none)'}")
+
+
+@main.command()
+@lab_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@handle_errors
+def facts(lab_file, lab_name, as_json):
+    """Side-by-side table: lab server vs each host (distro, kernel, boot_id, PID 1, package manager)."""
+    lab = _lab(lab_file, lab_name)
+    rows = api.facts(lab)
+    if as_json:
+        click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
+    else:
+        out.print(facts_table(rows))
+
+
+# --------------------------------------------------------------------------- images
+
+@main.group()
+def images():
+    """Base images: build offline (Debian, BusyBox), pull (registry distros), list, remove."""
+
+
+@images.command("build")
+@click.argument("distros", nargs=-1)
+@click.option("--force", is_flag=True, help="Rebuild even when the image is up to date.")
+@handle_errors
+def images_build(distros, force):
+    """Build local images (default: every offline distro of the catalogue)."""
+    refs = list(distros) or catalog.names("local")
+    images_mod.build(refs, force=force, log=_say)
+
+
+@images.command("pull")
+@click.argument("distros", nargs=-1, required=True)
+@click.option("--registry", help="Pull through this registry (mirror), e.g. localhost:5000.")
+@handle_errors
+def images_pull(distros, registry):
+    """Pull registry-backed distros (ubuntu, fedora, alpine, rockylinux, amazonlinux, ...)."""
+    images_mod.pull(distros, registry or catalog.default_registry(), log=_say)
+
+
+@images.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@handle_errors
+def images_list(as_json):
+    """The catalogue with each image's state on this machine."""
+    rows = images_mod.list_images()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    t = Table(title="distro catalogue", title_justify="left")
+    for col in ("distro", "image", "source", "status", "size"):
+        t.add_column(col)
+    for r in rows:
+        size = f"{r['size'] / 1e6:.0f} MB" if r["size"] else ""
+        t.add_row(r["distro"], r["image"], r["source"], r["status"], size)
+    out.print(t)
+
+
+@images.command("rm")
+@click.argument("distros", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Remove every local (offline-built) image.")
+@handle_errors
+def images_rm(distros, all_):
+    """Remove images by distro reference."""
+    refs = list(distros) or (catalog.names("local") if all_ else [])
+    if not refs:
+        raise LabkitError("name the distros to remove, or pass --all", "e.g. `labkit images rm debian:11`")
+    images_mod.remove(refs, log=_say)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,33 @@
+"""The Docker engine, reached through the docker SDK (imported lazily)."""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from .errors import EngineError
+
+START_HINT = (
+    "start the engine: `bash scripts/setup.sh` (starts dockerd when none answers), "
+    "or run `dockerd &` as root; then check `docker info`"
+)
+
+
+@lru_cache(maxsize=1)
+def client(timeout: int = 120):
+    """A docker SDK client that has answered a ping; EngineError otherwise."""
+    try:
+        import docker
+    except ImportError as e:  # pragma: no cover - dependency of labkit
+        raise EngineError("the docker Python SDK is missing", "pip install 'docker>=7'") from e
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    try:
+        c = docker.from_env(timeout=timeout)
+        c.ping()
+    except Exception as e:  # docker.errors.DockerException, requests errors, socket errors
+        raise EngineError(f"the Docker engine is not answering at {host} ({type(e).__name__})", START_HINT) from None
+    return c
+
+
+def reset() -> None:
+    """Forget the cached client (after the engine restarted)."""
+    client.cache_clear()

@@ -1,0 +1,120 @@
+"""Collect the kernel-sharing facts of each lab host with testinfra.
+
+One shell script per host (POSIX sh, so BusyBox works), run through testinfra's
+backends: ``local://`` for the lab server, ``docker://`` for containers (no
+Python needed inside), ``ssh://`` with the lab's ssh config for the VM.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import LabkitError
+
+PROBE = r"""
+echo "kernel_release=$(uname -r)"
+echo "kernel_version=$(uname -v)"
+echo "boot_id=$(cat /proc/sys/kernel/random/boot_id)"
+echo "pid1=$(cat /proc/1/comm 2>/dev/null)"
+echo "hostname=$(cat /proc/sys/kernel/hostname)"
+if [ -r /etc/os-release ]; then
+  . /etc/os-release; echo "os_id=$ID"; echo "os_version=${VERSION_ID:-}"; echo "os_pretty=$PRETTY_NAME"
+fi
+pm=none
+for p in apt-get dnf microdnf yum apk zypper pacman; do
+  if command -v $p >/dev/null 2>&1; then pm=$p; break; fi
+done
+echo "pkg_mgr=$pm"
+v=$(systemd-detect-virt 2>/dev/null)
+if [ -z "$v" ] && [ -f /.dockerenv ]; then v=docker; fi
+echo "virt=${v:-unknown}"
+r=$(uname -r)
+if [ -e "/boot/vmlinuz-$r" ]; then echo "own_kernel_image=/boot/vmlinuz-$r"; fi
+if [ -d "/lib/modules/$r" ]; then echo "kernel_modules=yes"; else echo "kernel_modules=no"; fi
+for ns in pid mnt uts net; do echo "ns_$ns=$(readlink /proc/1/ns/$ns 2>/dev/null)"; done
+"""
+
+
+@dataclass
+class HostFacts:
+    host: str
+    role: str                      # server, container, vm
+    student: str = ""
+    distro: str = ""               # the catalogue reference it was made from
+    kernel_release: str = ""
+    kernel_version: str = ""
+    boot_id: str = ""
+    pid1: str = ""
+    hostname: str = ""
+    os_id: str = ""
+    os_version: str = ""
+    os_pretty: str = ""
+    pkg_mgr: str = ""
+    virt: str = ""
+    own_kernel_image: str = ""
+    kernel_modules: str = ""
+    ns_pid: str = ""
+    ns_mnt: str = ""
+    ns_uts: str = ""
+    ns_net: str = ""
+    same_kernel: bool | None = None   # vs the lab server
+    same_boot: bool | None = None
+    error: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _parse(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if "=" in line:
+            k, v = line.split("=", 1)
+            out[k.strip()] = v.strip()
+    return out
+
+
+def probe(spec: str, ssh_config: Path | None = None) -> dict[str, str]:
+    """Run the probe on one testinfra host spec (``local://``, ``docker://name``, ``ssh://name``)."""
+    import testinfra
+
+    kwargs = {"ssh_config": str(ssh_config)} if ssh_config else {}
+    host = testinfra.get_host(spec, **kwargs)
+    out = host.run(PROBE)
+    if out.rc != 0 or "boot_id=" not in out.stdout:
+        raise LabkitError(f"cannot read facts from {spec}: {out.stderr.strip() or 'rc ' + str(out.rc)}")
+    return _parse(out.stdout)
+
+
+def _fill(hf: HostFacts, raw: dict[str, str]) -> HostFacts:
+    for k, v in raw.items():
+        if hasattr(hf, k) and k not in ("extra",):
+            setattr(hf, k, v)
+    return hf
+
+
+def collect(hosts: list[dict], ssh_config: Path | None = None, jobs: int = 8) -> list[HostFacts]:
+    """Facts of the lab server followed by ``hosts`` (dicts: name, role, student, distro, spec)."""
+    server = HostFacts("lab-server", "server")
+    todo = [(server, "local://")] + [
+        (HostFacts(h["name"], h["role"], h.get("student", ""), h.get("distro", "")), h["spec"]) for h in hosts
+    ]
+
+    def one(item):
+        hf, spec = item
+        try:
+            _fill(hf, probe(spec, ssh_config if spec.startswith("ssh://") else None))
+        except Exception as e:  # a host that cannot be read is reported, not fatal
+            hf.error = str(getattr(e, "message", e)).strip().splitlines()[0][:200]
+        return hf
+
+    with ThreadPoolExecutor(max_workers=jobs) as ex:
+        results = list(ex.map(one, todo))
+    srv = results[0]
+    for hf in results[1:]:
+        if not hf.error:
+            hf.same_kernel = (hf.kernel_release, hf.kernel_version) == (srv.kernel_release, srv.kernel_version)
+            hf.same_boot = hf.boot_id == srv.boot_id
+    return results

@@ -1,0 +1,254 @@
+"""The lab file: a typed, frozen model validated once, at load.
+
+Every error names the file, the key path (``containers[1].distro``), the line
+when known, and what is allowed. Unknown keys are errors, so a typo never turns
+silently into a default.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from . import catalog
+from .errors import SpecError
+
+NAME_RE = r"^[a-z][a-z0-9-]{0,19}$"           # lab name: a DNS label part, short enough for libvirt names
+STUDENT_RE = r"^[a-z0-9][a-z0-9-]{0,19}$"     # student id
+MEMORY_RE = r"^[1-9][0-9]*[kmg]?$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Container(_Model):
+    """One container per student for this distro."""
+
+    distro: str = Field(description="Distro reference from the catalogue, e.g. debian:12, busybox, ubuntu:24.04")
+
+    @field_validator("distro")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        try:
+            return catalog.get(v).ref
+        except SpecError as e:
+            raise ValueError(f"{e.message}; {e.hint}") from None
+
+    @property
+    def spec(self) -> catalog.Distro:
+        return catalog.get(self.distro)
+
+
+class VM(_Model):
+    """The student's Vagrant VM (libvirt)."""
+
+    enabled: bool = Field(True, description="Create one VM per student")
+    box: str = Field("labkit/debian12", description="Vagrant box name (labkit builds labkit/debian12 offline)")
+    memory: int = Field(512, ge=256, le=65536, description="Memory in MiB")
+    cpus: int = Field(1, ge=1, le=16, description="Virtual CPUs")
+    accel: Literal["auto", "kvm", "qemu"] = Field(
+        "auto", description="auto: KVM when it really works, else QEMU emulation (TCG)")
+
+
+class Limits(_Model):
+    """Resource limits for every student container."""
+
+    memory: Annotated[str, Field(pattern=MEMORY_RE)] = Field("256m", description="Memory limit (e.g. 256m, 1g)")
+    cpus: float = Field(1.0, gt=0, le=64, description="CPU quota in cores")
+    pids: int = Field(256, ge=16, le=65536, description="Maximum number of processes")
+
+
+class Provision(_Model):
+    """What the student_env role puts on every host."""
+
+    user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,30}$")] = Field(
+        "student", description="Login name of the student account")
+    packages: list[Annotated[str, Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9.+_-]*$")]] = Field(
+        default_factory=lambda: ["less"],
+        description="Packages installed with each distro's own package manager (not on BusyBox)")
+    motd: bool = Field(True, description="Write a message of the day naming the distro and kernel")
+
+
+class Lab(_Model):
+    """A lab: for each student, one VM and one container per distro."""
+
+    name: Annotated[str, Field(pattern=NAME_RE)] = Field(description="Lab name, used in every resource name")
+    students: list[Annotated[str, Field(pattern=STUDENT_RE)]] = Field(
+        min_length=1, max_length=500, description="Student ids (or a count: 3 -> s01, s02, s03)")
+    containers: list[Container] = Field(default_factory=list, max_length=20)
+    vm: VM = Field(default_factory=VM)
+    limits: Limits = Field(default_factory=Limits)
+    provision: Provision = Field(default_factory=Provision)
+    registry: str | None = Field(
+        None, pattern=r"^[a-zA-Z0-9.-]+(:[0-9]+)?(/[a-z0-9._/-]+)?$",
+        description="Registry (mirror) for registry-backed distros, e.g. localhost:5000")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthands(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        n = data.get("students")
+        if isinstance(n, int) and not isinstance(n, bool):
+            if not 1 <= n <= 500:
+                raise ValueError("students: a count must be between 1 and 500")
+            width = max(2, len(str(n)))
+            data["students"] = [f"s{i:0{width}d}" for i in range(1, n + 1)]
+        cs = data.get("containers")
+        if isinstance(cs, list):
+            data["containers"] = [{"distro": c} if isinstance(c, str) else c for c in cs]
+        return data
+
+    @field_validator("students")
+    @classmethod
+    def _unique_students(cls, v: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for s in v:
+            if s in seen:
+                raise ValueError(f"student id '{s}' appears twice")
+            seen.add(s)
+        return v
+
+    @field_validator("containers")
+    @classmethod
+    def _unique_distros(cls, v: list[Container]) -> list[Container]:
+        seen: set[str] = set()
+        for c in v:
+            if c.distro in seen:
+                raise ValueError(f"distro '{c.distro}' is listed twice")
+            seen.add(c.distro)
+        return v
+
+    @model_validator(mode="after")
+    def _something_to_make(self) -> Lab:
+        if not self.containers and not self.vm.enabled:
+            raise ValueError("the lab has no containers and no VM: add containers or set vm.enabled: true")
+        return self
+
+
+DEFAULT_LAB: dict[str, Any] = {
+    "name": "demo",
+    "students": ["s01"],
+    "containers": ["debian:11", "debian:12", "debian:13", "busybox"],
+    "vm": {"enabled": True},
+}
+
+
+# ---------------------------------------------------------------------------- loading
+
+def _line_map(text: str) -> dict[tuple, int]:
+    """Map each key path in a YAML document to its 1-based line."""
+    lines: dict[tuple, int] = {}
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return lines
+
+    def walk(node, path):
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                p = path + (k.value,)
+                lines[p] = k.start_mark.line + 1
+                walk(v, p)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                p = path + (i,)
+                lines[p] = v.start_mark.line + 1
+                walk(v, p)
+
+    walk(root, ())
+    return lines
+
+
+def _fmt_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The keys allowed at ``loc`` (the parent of an unknown key)."""
+    m: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = m.model_fields.get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        args = getattr(ann, "__args__", ()) or ()
+        inner = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if inner is None:
+            return []
+        m = inner
+    return list(m.model_fields)
+
+
+def _clean_loc(loc: tuple) -> tuple:
+    # pydantic adds validator names ("function-after[...]") to some locations
+    return tuple(p for p in loc if isinstance(p, int) or not re.match(r"^[a-z-]+\[", str(p)))
+
+
+def parse_lab(data: Any, source: str = "<lab>", text: str | None = None) -> Lab:
+    """Validate ``data`` (already parsed YAML) into a Lab; errors raise SpecError."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: the lab file must be a mapping of keys (name, students, containers, ...)",
+                        "see `labkit init` for a commented example")
+    lines = _line_map(text) if text else {}
+    try:
+        return Lab.model_validate(data)
+    except ValidationError as e:
+        msgs = []
+        for err in e.errors():
+            loc = _clean_loc(tuple(err["loc"]))
+            where = _fmt_path(loc)
+            line = lines.get(loc) or lines.get(loc[:-1]) if loc else None
+            at = f"{source}:{line}" if line else source
+            if err["type"] == "extra_forbidden":
+                allowed = _allowed_keys(Lab, loc[:-1])
+                close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+                fix = f"did you mean '{close[0]}'? " if close else ""
+                msgs.append(f"{at}: {where}: unknown key; {fix}allowed keys: {', '.join(allowed)}")
+            else:
+                msg = err["msg"].removeprefix("Value error, ")
+                if err["type"] == "string_pattern_mismatch":
+                    pat = (err.get("ctx") or {}).get("pattern", "")
+                    msg = f"{err['input']!r} is not allowed (must match {pat})"
+                msgs.append(f"{at}: {where}: {msg}")
+        raise SpecError("\n".join(msgs)) from None
+
+
+def load_lab(path: str | Path | None = None) -> Lab:
+    """Load and validate a lab file; ``None`` gives the built-in default lab."""
+    if path is None:
+        return parse_lab(DEFAULT_LAB, "<default lab>")
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise SpecError(f"{p}: lab file not found", "give an existing file, or run `labkit init` to write one") from None
+    except OSError as e:
+        raise SpecError(f"{p}: cannot read the lab file: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}" if mark else str(p)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError(f"{where}: not valid YAML: {problem}") from None
+    return parse_lab(data, str(p), text)
+
+
+def schema() -> dict:
+    """The lab file's JSON schema (for editor completion)."""
+    return Lab.model_json_schema()

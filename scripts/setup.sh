@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# labkit set-up, one idempotent step used by both README commands:
+#   Debian packages, the virtual environment, a running dockerd (no systemd here),
+#   and with --vm (default when the lab has a VM) libvirt, QEMU and Vagrant.
+# On a ready machine it changes nothing and takes a second or two.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${LABKIT_VENV:-$ROOT/.venv}
+LOGDIR=${LABKIT_LOGDIR:-/var/log/labkit}
+WITH_VM=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-vm) WITH_VM=0 ;;
+    --vm) WITH_VM=1 ;;
+    *) echo "setup: unknown option $arg (use --vm or --no-vm)" >&2; exit 2 ;;
+  esac
+done
+
+say() { printf 'setup: %s\n' "$*"; }
+
+# --- Debian packages -------------------------------------------------------------
+PKGS=(docker.io mmdebstrap busybox-static iptables ca-certificates python3-venv)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" != 0 ]; then
+    echo "setup: missing Debian packages: ${missing[*]}; run as root or: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+  say "installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  say "Debian packages present"
+fi
+
+# --- virtual environment -------------------------------------------------------------
+stamp_want=$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)
+stamp_have=$(cat "$VENV/.labkit-stamp" 2>/dev/null || true)
+if [ ! -x "$VENV/bin/labkit" ] || [ "$stamp_want" != "$stamp_have" ]; then
+  say "creating the virtual environment in $VENV"
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -e "$ROOT[test]" 2>&1 | grep -v '^WARNING: Location' || true
+  "$VENV/bin/labkit" --version >/dev/null
+  echo "$stamp_want" > "$VENV/.labkit-stamp"
+else
+  say "virtual environment up to date ($VENV)"
+fi
+
+# --- dockerd -------------------------------------------------------------------------
+mkdir -p "$LOGDIR"
+docker_up() { timeout 10 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+if docker_up; then
+  say "dockerd answering (server $(docker version --format '{{.Server.Version}}'))"
+else
+  [ "$(id -u)" = 0 ] || { echo "setup: dockerd is not running and only root can start it: sudo $0" >&2; exit 1; }
+  say "starting dockerd (log: $LOGDIR/dockerd.log)"
+  setsid nohup dockerd >>"$LOGDIR/dockerd.log" 2>&1 < /dev/null &
+  for _ in $(seq 1 60); do docker_up && break; sleep 1; done
+  if ! docker_up; then
+    echo "setup: dockerd did not answer within 60 s; last log lines:" >&2
+    tail -n 15 "$LOGDIR/dockerd.log" >&2
+    exit 1
+  fi
+  say "dockerd answering"
+fi
+
+# --- libvirt, QEMU, Vagrant (the lab VM) ---------------------------------------------
+if [ "$WITH_VM" = 1 ] && [ -f "$ROOT/scripts/setup-vm.sh" ]; then
+  bash "$ROOT/scripts/setup-vm.sh"
+fi
+say "ready: $VENV/bin/labkit"

@@ -1,0 +1,48 @@
+"""Bad input gets one clear error and creates nothing (real engine, real CLI)."""
+import pytest
+
+from .conftest import docker, run
+
+pytestmark = pytest.mark.integration
+
+
+def nothing_of(lab):
+    assert docker("ps", "-a", "--filter", f"label=labkit.lab={lab}", "-q") == ""
+    assert docker("network", "ls", "--filter", f"label=labkit.lab={lab}", "-q") == ""
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("name: typo\nstudents: [a]\ncontainrs: [debian:12]\n", "containrs: unknown key; did you mean 'containers'"),
+    ("name: typo\nstudents: [a]\ncontainers: [debain:12]\n", "unknown distro 'debain:12'"),
+    ("name: typo\nstudents: ['a b']\ncontainers: [debian:12]\n", "students[0]"),
+])
+def test_bad_lab_file_one_line_nothing_created(tmp_path, text, needle):
+    f = tmp_path / "lab.yml"
+    f.write_text(text)
+    p = run("up", "-f", str(f), check=False)
+    assert p.returncode == 2
+    assert needle in p.stderr and str(f) in p.stderr
+    assert "Traceback" not in p.stderr + p.stdout
+    nothing_of("typo")
+
+
+def test_missing_local_image_says_how_to_build_it(tmp_path):
+    import os
+
+    f = tmp_path / "lab.yml"
+    f.write_text("name: noimg\nstudents: [a]\ncontainers: [debian:12]\nvm: {enabled: false}\n")
+    env = dict(os.environ, LABKIT_IMAGE_PREFIX="labkit-test-missing/")
+    p = run("up", "-f", str(f), check=False, env=env)
+    assert p.returncode == 4
+    assert "labkit-test-missing/debian:12" in p.stderr and "labkit images build debian:12" in p.stderr
+    nothing_of("noimg")
+
+
+def test_unreachable_registry_is_a_clear_error_not_a_hang(tmp_path):
+    f = tmp_path / "lab.yml"
+    f.write_text("name: noreg\nstudents: [a]\ncontainers: [ubuntu:24.04]\nregistry: 127.0.0.1:9\n"
+                 "vm: {enabled: false}\n")
+    p = run("up", "-f", str(f), check=False, timeout=120)
+    assert p.returncode == 4
+    assert "127.0.0.1:9/library/ubuntu:24.04" in p.stderr
+    nothing_of("noreg")

@@ -1,0 +1,76 @@
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from labkit import spec
+from labkit.errors import SpecError
+
+
+def write(tmp_path, text):
+    p = tmp_path / "lab.yml"
+    p.write_text(text)
+    return p
+
+
+def test_default_lab_is_valid_and_matched():
+    lab = spec.load_lab(None)
+    assert lab.name == "demo"
+    assert [c.distro for c in lab.containers] == ["debian:11", "debian:12", "debian:13", "busybox"]
+    assert lab.vm.enabled
+
+
+def test_shorthands(tmp_path):
+    lab = spec.load_lab(write(tmp_path, "name: c1\nstudents: 3\ncontainers: [debian:12, busybox]\nvm: {enabled: false}\n"))
+    assert lab.students == ["s01", "s02", "s03"]
+    assert lab.containers[1].distro == "busybox"
+
+
+def test_aliases_resolve_to_canonical(tmp_path):
+    lab = spec.load_lab(write(tmp_path, "name: c1\nstudents: [a]\ncontainers: [debian:bookworm]\n"))
+    assert lab.containers[0].distro == "debian:12"
+
+
+@pytest.mark.parametrize("text, expect", [
+    ("name: x\nstudents: [a]\ncontainers: [debian:12]\nvm:\n  memroy: 3\n",
+     ["lab.yml:5", "vm.memroy", "unknown key", "did you mean 'memory'"]),
+    ("name: x\nstudents: [a]\ncontainers:\n  - debian:12\n  - debain:13\n",
+     ["lab.yml:5", "containers[1].distro", "unknown distro 'debain:13'", "did you mean 'debian:13'"]),
+    ("name: x\nstudents: [Bad_Id]\ncontainers: [debian:12]\n",
+     ["lab.yml:2", "students[0]", "'Bad_Id' is not allowed"]),
+    ("name: x\nstudents: [a, a]\ncontainers: [debian:12]\n", ["students", "appears twice"]),
+    ("name: x\nstudents: [a]\ncontainers: [debian:12, debian:12]\n", ["containers", "listed twice"]),
+    ("name: x\nstudnets: [a]\ncontainers: [debian:12]\n", ["studnets", "did you mean 'students'"]),
+    ("name: X Y\nstudents: [a]\ncontainers: [debian:12]\n", ["name", "'X Y' is not allowed"]),
+    ("name: x\nstudents: [a]\ncontainers: []\nvm: {enabled: false}\n", ["no containers and no VM"]),
+    ("name: x\nstudents: [a]\ncontainers: [debian:12]\nlimits: {memory: lots}\n", ["limits.memory", "'lots'"]),
+    ("name: x\nstudents: 0\n", ["between 1 and 500"]),
+    ("name: [\n", ["not valid YAML"]),
+    ("- just\n- a list\n", ["must be a mapping"]),
+])
+def test_bad_lab_files_name_file_path_and_fix(tmp_path, text, expect):
+    with pytest.raises(SpecError) as ei:
+        spec.load_lab(write(tmp_path, text))
+    msg = str(ei.value)
+    assert str(tmp_path / "lab.yml") in msg
+    for part in expect:
+        assert part in msg, msg
+    assert "Traceback" not in msg
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(SpecError, match="lab file not found"):
+        spec.load_lab(tmp_path / "nope.yml")
+
+
+def test_model_is_frozen():
+    lab = spec.load_lab(None)
+    with pytest.raises(ValidationError):
+        lab.name = "other"
+
+
+def test_schema_exports_and_forbids_extra():
+    s = spec.schema()
+    json.dumps(s)
+    assert s["additionalProperties"] is False
+    assert "students" in s["properties"]
