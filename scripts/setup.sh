@@ -20,7 +20,7 @@ done
 say() { printf 'setup: %s\n' "$*"; }
 
 # --- Debian packages -------------------------------------------------------------
-PKGS=(docker.io mmdebstrap busybox-static iptables ca-certificates python3-venv)
+PKGS=(docker.io mmdebstrap busybox-static iptables ca-certificates python3-venv docker-registry)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -8,4 +8,4 @@ cd "$ROOT"
 export PATH="$ROOT/.venv/bin:$PATH"
 ruff check labkit tests
 mkdir -p test-artifacts
-exec pytest tests --junitxml=test-artifacts/junit.xml "$@"
+exec pytest --junitxml=test-artifacts/junit.xml "$@"
