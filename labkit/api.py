@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import catalog, engine, images
+from . import catalog, engine, images, measure
 from .errors import LabkitError, SpecError
 from .facts import HostFacts, collect
 from .paths import lab_dir, state_dir
@@ -130,6 +130,7 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
         }
         run = run_playbook("up.yml", lab=lab.name, extravars=extravars, on_event=on_event,
                            verbosity=verbosity, show_output=show_output)
+        measure.save(lab.name, [measure.container(p["name"]) for p in extravars["labkit_containers"]])
     res = UpResult(lab, run, imgs, seconds=time.monotonic() - t0)
     if with_facts:
         res.facts = facts(lab)
@@ -162,6 +163,7 @@ def down(lab: Lab, *, students: list[str] | None = None, log: Log = _quiet, on_e
                                on_event=on_event, verbosity=verbosity, show_output=show_output)
         after = hosts(lab.name)
         nets_after = _networks(lab.name)
+        measure.forget(lab.name, [h["name"] for h in before if h not in after] if students else None)
     return DownResult(lab.name, len(before) - len(after), len(nets_before) - len(nets_after), run)
 
 
@@ -207,3 +209,14 @@ def facts(lab: Lab) -> list[HostFacts]:
     if not running:
         raise LabkitError(f"lab '{lab.name}' has no running hosts", "bring it up with `labkit up`")
     return collect(running)
+
+
+def verify(lab: Lab, only: list[str] | None = None, junit: str | Path | None = None):
+    """Check the kernel-sharing facts K1..K12 on the live lab; one result per fact and host."""
+    from .verify import build_view, run_checks
+
+    running = [h for h in hosts(lab.name) if h["state"] == "running"]
+    if not running:
+        raise LabkitError(f"lab '{lab.name}' has no running hosts", "bring it up with `labkit up`")
+    view = build_view(collect(running), lab.name)
+    return run_checks(view, only, junit)

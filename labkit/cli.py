@@ -182,6 +182,37 @@ def facts(lab_file, lab_name, as_json):
         out.print(facts_table(rows))
 
 
+@main.command()
+@lab_options
+@click.option("--fact", "only", multiple=True, help="Check only this fact (K1..K12; repeatable).")
+@click.option("--junit", type=click.Path(dir_okay=False), help="Write a JUnit XML file (one case per fact and host).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@handle_errors
+def verify(lab_file, lab_name, only, junit, as_json):
+    """Check the kernel-sharing facts K1..K12 on the live lab (exit 1 when any fails)."""
+    from .checks import FACTS
+
+    lab = _lab(lab_file, lab_name)
+    results = api.verify(lab, list(only) or None, junit)
+    failed = [r for r in results if r.outcome == "failed"]
+    if as_json:
+        click.echo(json.dumps([r.__dict__ for r in results], indent=2))
+    else:
+        t = Table(title=f"lab '{lab.name}': kernel-sharing facts", title_justify="left")
+        for col in ("fact", "host", "result", "detail"):
+            t.add_column(col, overflow="fold")
+        style = {"passed": "[green]pass[/]", "failed": "[bold red]FAIL[/]", "skipped": "[yellow]n/a[/]"}
+        last = None
+        for r in results:
+            fact = f"{r.fact} {FACTS[r.fact]}" if r.fact != last else ""
+            last = r.fact
+            t.add_row(fact, r.host, style.get(r.outcome, r.outcome), escape(r.detail))
+        out.print(t)
+        _say(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    if failed:
+        sys.exit(1)
+
+
 # --------------------------------------------------------------------------- images
 
 @main.group()

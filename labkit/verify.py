@@ -1,0 +1,108 @@
+"""`labkit verify`: the checks of K1..K12 run with pytest + testinfra against the live lab."""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pytest
+
+from . import measure
+from .checks import FACTS
+from .errors import LabkitError
+from .facts import HostFacts
+
+CHECKS_DIR = Path(__file__).resolve().parent / "checks"
+
+
+@dataclass
+class View:
+    """What the checks see: the server's and each host's facts, measurements, ssh config."""
+
+    server: HostFacts
+    hosts: dict[str, HostFacts]
+    measurements: dict[str, dict]
+    ssh_config: Path | None = None
+    containers: list[str] = field(default_factory=list)
+    vms: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CheckResult:
+    fact: str
+    host: str
+    outcome: str        # passed, failed, skipped
+    detail: str
+
+
+class _Plugin:
+    """Gives the checks their ``view`` and parameters, and collects each outcome."""
+
+    def __init__(self, view: View):
+        self._view = view
+        self.results: list[CheckResult] = []
+
+    @pytest.fixture(scope="session")
+    def view(self):
+        return self._view
+
+    def pytest_generate_tests(self, metafunc):
+        v = self._view
+        for name, values in (("container", v.containers), ("vm", v.vms), ("lab_host", v.containers + v.vms)):
+            if name in metafunc.fixturenames:
+                metafunc.parametrize(name, values, ids=values)
+
+    def pytest_runtest_logreport(self, report):
+        if report.when != "call" and not (report.when == "setup" and report.outcome != "passed"):
+            return
+        m = re.search(r"test_(K\d+)(?:\[(.*)\])?", report.nodeid)
+        if not m:
+            return
+        fact, host = m.group(1), m.group(2) or "lab-server"
+        if "NOTSET" in host:
+            host = "-"
+        if report.passed:
+            detail = dict(report.user_properties).get("detail", "")
+        elif report.skipped:
+            detail = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else "skipped"
+            if "empty parameter set" in detail:
+                detail = "not applicable: the lab has no " + ("VM" if "(vm)" in detail else "such host")
+        else:
+            exc = getattr(report.longrepr, "reprcrash", None)
+            detail = exc.message if exc else str(report.longrepr).splitlines()[-1]
+            detail = re.sub(r"^[\w.]*FactFailed: ", "", detail).split("\nassert")[0]
+        self.results.append(CheckResult(fact, host, report.outcome, detail))
+
+
+def build_view(facts: list[HostFacts], lab: str, ssh_config: Path | None = None) -> View:
+    server = facts[0]
+    hosts = {f.host: f for f in facts[1:]}
+    broken = [f"{f.host}: {f.error}" for f in facts if f.error]
+    if broken:
+        raise LabkitError("cannot read facts from " + "; ".join(broken), "check `labkit status`; `labkit up` converges")
+    return View(server, hosts, measure.load(lab), ssh_config,
+                containers=[h for h, f in hosts.items() if f.role == "container"],
+                vms=[h for h, f in hosts.items() if f.role == "vm"])
+
+
+def run_checks(view: View, only: list[str] | None = None, junit: str | Path | None = None) -> list[CheckResult]:
+    """Run the checks (all, or the fact ids in ``only``) and return one result per fact and host."""
+    for f in only or []:
+        if f.upper() not in FACTS:
+            raise LabkitError(f"--fact {f}: unknown fact", f"facts: {', '.join(FACTS)}")
+    module = str(CHECKS_DIR / "test_facts.py")
+    targets = [f"{module}::test_{f.upper()}" for f in only] if only else [module]
+    args = [*targets, "-c", str(CHECKS_DIR / "pytest.ini"), "--rootdir", str(CHECKS_DIR),
+            "-p", "no:cacheprovider", "-p", "no:terminal", "-p", "no:randomly"]
+    if junit:
+        args += [f"--junitxml={junit}", "-o", "junit_suite_name=labkit-verify"]
+    plugin = _Plugin(view)
+    rc = pytest.main(args, plugins=[plugin])
+    if rc not in (0, 1, 5) or (rc == 5 and not only):
+        raise LabkitError(f"the checks could not run (pytest exit {rc})")
+    order = {k: i for i, k in enumerate(FACTS)}
+    return sorted(plugin.results, key=lambda r: (order[r.fact], r.host))
+
+
+def as_dicts(results: list[CheckResult]) -> list[dict]:
+    return [asdict(r) for r in results]
