@@ -81,6 +81,7 @@ def container_plan(lab: Lab, students: list[str] | None = None) -> list[dict]:
             d = c.spec
             plan.append({
                 "name": f"labkit-{lab.name}-{student}-{d.slug}",
+                "network": network_name(lab.name, student),
                 "hostname": f"{student}-{d.slug}",
                 "image": d.image_ref(registry),
                 "student": student,
@@ -92,6 +93,16 @@ def container_plan(lab: Lab, students: list[str] | None = None) -> list[dict]:
                 "server": "*",
             })
     return plan
+
+
+def network_name(lab: str, student: str) -> str:
+    """One network per student: Docker keeps bridge networks apart, so students cannot reach each other."""
+    return f"labkit-{lab}-{student}"
+
+
+def network_plan(lab: Lab, students: list[str] | None = None) -> list[dict]:
+    return [{"name": network_name(lab.name, s), "student": s, "server": "*"}
+            for s in lab.students if not students or s in students]
 
 
 def _check_students(lab: Lab, students: list[str] | None) -> None:
@@ -125,6 +136,7 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
         extravars = {
             "labkit_lab": lab.name,
             "labkit_containers": container_plan(lab, students),
+            "labkit_networks": network_plan(lab, students) if lab.containers else [],
             "labkit_limits": lab.limits.model_dump(mode="json"),
             "labkit_provision": lab.provision.model_dump(mode="json"),
         }

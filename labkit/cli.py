@@ -21,7 +21,8 @@ from . import images as images_mod
 from .errors import LabkitError
 from .paths import state_dir
 
-out = Console(highlight=False, soft_wrap=True)
+# CI logs and pipes are not terminals: give tables room instead of rich's 80 columns
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 log = logging.getLogger("labkit")
 
@@ -80,11 +81,11 @@ def _yesno(v) -> str:
 
 def facts_table(rows) -> Table:
     t = Table(title="kernel-sharing facts: lab server vs lab hosts", title_justify="left")
-    for col in ("host", "role", "distro (os-release)", "kernel release", "same kernel", "same boot_id",
+    for col in ("host", "role", "os-release", "kernel release", "same kernel", "same boot_id",
                 "PID 1", "pkg manager", "virt"):
         t.add_column(col)
     for r in rows:
-        distro = r.os_pretty or (f"{r.distro}: no os-release" if not r.error else "")
+        distro = f"{r.os_id} {r.os_version}".strip() or (f"none ({r.distro})" if not r.error else "")
         if r.error:
             t.add_row(r.host, r.role, "[red]unreadable[/]", r.error, "", "", "", "", "")
             continue
@@ -211,6 +212,34 @@ def verify(lab_file, lab_name, only, junit, as_json):
         _say(f"{len(results) - len(failed)} passed, {len(failed)} failed")
     if failed:
         sys.exit(1)
+
+
+@main.command()
+@click.argument("path", default="lab.yml", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@handle_errors
+def init(path, force):
+    """Write a commented lab file to start from (default: ./lab.yml)."""
+    from pathlib import Path
+
+    from .spec import load_lab
+
+    p = Path(path)
+    if p.exists() and not force:
+        raise LabkitError(f"{p} exists", "pass --force to overwrite it, or give another path")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text((Path(__file__).parent / "templates" / "lab.yml").read_text())
+    load_lab(p)  # what we write must itself be valid
+    _say(f"wrote {p}: edit it, then `labkit up -f {p}`")
+
+
+@main.command()
+@handle_errors
+def schema():
+    """Print the lab file's JSON schema (for editor completion)."""
+    from .spec import schema as lab_schema
+
+    click.echo(json.dumps(lab_schema(), indent=2))
 
 
 # --------------------------------------------------------------------------- images

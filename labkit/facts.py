@@ -76,16 +76,25 @@ def _parse(text: str) -> dict[str, str]:
     return out
 
 
+def probe_host(host, name: str = "") -> dict[str, str]:
+    """Run the probe on a testinfra Host (any backend: local, docker, ssh, ansible)."""
+    out = host.run(PROBE)
+    if out.rc != 0 or "boot_id=" not in out.stdout:
+        raise LabkitError(f"cannot read facts from {name or host}: {out.stderr.strip() or 'rc ' + str(out.rc)}")
+    return _parse(out.stdout)
+
+
 def probe(spec: str, ssh_config: Path | None = None) -> dict[str, str]:
     """Run the probe on one testinfra host spec (``local://``, ``docker://name``, ``ssh://name``)."""
     import testinfra
 
     kwargs = {"ssh_config": str(ssh_config)} if ssh_config else {}
-    host = testinfra.get_host(spec, **kwargs)
-    out = host.run(PROBE)
-    if out.rc != 0 or "boot_id=" not in out.stdout:
-        raise LabkitError(f"cannot read facts from {spec}: {out.stderr.strip() or 'rc ' + str(out.rc)}")
-    return _parse(out.stdout)
+    return probe_host(testinfra.get_host(spec, **kwargs), spec)
+
+
+def host_facts(host, name: str, role: str, student: str = "", distro: str = "") -> HostFacts:
+    """HostFacts of a testinfra Host, e.g. a Molecule instance seen by the testinfra verifier."""
+    return _fill(HostFacts(name, role, student, distro), probe_host(host, name))
 
 
 def _fill(hf: HostFacts, raw: dict[str, str]) -> HostFacts:

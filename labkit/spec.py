@@ -228,6 +228,46 @@ def parse_lab(data: Any, source: str = "<lab>", text: str | None = None) -> Lab:
         raise SpecError("\n".join(msgs)) from None
 
 
+def load_roster(path: Path) -> list[str]:
+    """Student ids from a roster: CSV (an ``id`` column, else the first column) or YAML
+    (a list of ids, or of mappings with ``id``). Errors name the roster file and line."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read the roster: {e.strerror}",
+                        "roster: is relative to the lab file's folder") from None
+    ids: list[str] = []
+    if path.suffix.lower() == ".csv":
+        import csv
+
+        rows = list(csv.reader(text.splitlines()))
+        if not rows:
+            raise SpecError(f"{path}: the roster is empty")
+        header = [h.strip().lower() for h in rows[0]]
+        col, start = (header.index("id"), 1) if "id" in header else (0, 0)
+        for n, row in enumerate(rows[start:], start=start + 1):
+            if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+                continue
+            if col >= len(row):
+                raise SpecError(f"{path}:{n}: no value in column {col + 1} (id)")
+            ids.append(row[col].strip())
+    else:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise SpecError(f"{path}: not valid YAML: {getattr(e, 'problem', e)}") from None
+        if isinstance(data, dict) and "students" in data:
+            data = data["students"]
+        if not isinstance(data, list):
+            raise SpecError(f"{path}: a YAML roster is a list of student ids (or of mappings with 'id')")
+        for i, item in enumerate(data):
+            sid = item.get("id") if isinstance(item, dict) else item
+            if not isinstance(sid, str | int) or isinstance(sid, bool):
+                raise SpecError(f"{path}: [{i}]: expected a student id, got {item!r}")
+            ids.append(str(sid))
+    return ids
+
+
 def load_lab(path: str | Path | None = None) -> Lab:
     """Load and validate a lab file; ``None`` gives the built-in default lab."""
     if path is None:
@@ -246,6 +286,18 @@ def load_lab(path: str | Path | None = None) -> Lab:
         where = f"{p}:{mark.line + 1}" if mark else str(p)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise SpecError(f"{where}: not valid YAML: {problem}") from None
+    if isinstance(data, dict) and "roster" in data:
+        if "students" in data:
+            raise SpecError(f"{p}: give either students: or roster:, not both")
+        roster = data.pop("roster")
+        if not isinstance(roster, str):
+            raise SpecError(f"{p}: roster: expected a file name (CSV or YAML), got {roster!r}")
+        rp = (p.parent / roster).resolve()
+        data["students"] = load_roster(rp)
+        try:
+            return parse_lab(data, str(p), text)
+        except SpecError as e:
+            raise SpecError(e.message.replace(f"{p}:", f"{p} (roster {rp}):", 1), e.hint) from None
     return parse_lab(data, str(p), text)
 
 

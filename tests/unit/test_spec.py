@@ -74,3 +74,22 @@ def test_schema_exports_and_forbids_extra():
     json.dumps(s)
     assert s["additionalProperties"] is False
     assert "students" in s["properties"]
+
+
+def test_roster_csv_and_yaml(tmp_path):
+    (tmp_path / "class.csv").write_text("id,name\nalice,Alice A\n\nbob,Bob B\n")
+    (tmp_path / "class.yml").write_text("- alice\n- id: carol\n")
+    lab = spec.load_lab(write(tmp_path, "name: c\nroster: class.csv\ncontainers: [busybox]\n"))
+    assert lab.students == ["alice", "bob"]
+    lab = spec.load_lab(write(tmp_path, "name: c\nroster: class.yml\ncontainers: [busybox]\n"))
+    assert lab.students == ["alice", "carol"]
+
+
+def test_roster_errors_name_the_roster(tmp_path):
+    (tmp_path / "dup.csv").write_text("alice\nalice\n")
+    with pytest.raises(SpecError, match=r"roster .*dup.csv.*appears twice"):
+        spec.load_lab(write(tmp_path, "name: c\nroster: dup.csv\ncontainers: [busybox]\n"))
+    with pytest.raises(SpecError, match="cannot read the roster"):
+        spec.load_lab(write(tmp_path, "name: c\nroster: nope.csv\ncontainers: [busybox]\n"))
+    with pytest.raises(SpecError, match="either students: or roster:"):
+        spec.load_lab(write(tmp_path, "name: c\nroster: dup.csv\nstudents: [a]\ncontainers: [busybox]\n"))
