@@ -215,6 +215,33 @@ def verify(lab_file, lab_name, only, junit, as_json):
 
 
 @main.command()
+@lab_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@handle_errors
+def doctor(lab_file, lab_name, as_json):
+    """Check this machine for everything `labkit up` needs; print the fix for each problem."""
+    from . import doctor as doc
+
+    lab = _lab(lab_file, lab_name)
+    checks = doc.run(students=len(lab.students), need_vm=lab.vm.enabled)
+    if as_json:
+        click.echo(json.dumps([c.as_dict() for c in checks], indent=2))
+    else:
+        marks = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]FAIL[/]"}
+        t = Table(title=f"labkit doctor (lab '{lab.name}')", title_justify="left")
+        for col in ("check", "", "detail", "fix"):
+            t.add_column(col, overflow="fold")
+        for c in checks:
+            t.add_row(c.name, marks[c.status], escape(c.detail), escape(c.fix))
+        out.print(t)
+    blocking = [c for c in checks if c.status == "fail"]
+    if blocking:
+        err.print(f"[bold red]{len(blocking)} problem(s) block `labkit up`:[/] "
+                  + ", ".join(c.name for c in blocking), markup=True)
+        sys.exit(1)
+
+
+@main.command()
 @click.argument("path", default="lab.yml", type=click.Path(dir_okay=False))
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 @handle_errors

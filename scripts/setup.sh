@@ -52,6 +52,23 @@ fi
 
 # --- dockerd -------------------------------------------------------------------------
 mkdir -p "$LOGDIR"
+# One network per student: the engine's default address pools run out at about 31 networks,
+# so give it pools with room for 1024 (/24 each) unless the machine has its own config.
+DAEMON_JSON=/etc/docker/daemon.json
+if [ "$(id -u)" = 0 ] && [ ! -e "$DAEMON_JSON" ]; then
+  mkdir -p /etc/docker
+  cat > "$DAEMON_JSON" <<'JSON'
+{
+  "default-address-pools": [{"base": "10.200.0.0/14", "size": 24}]
+}
+JSON
+  say "wrote $DAEMON_JSON (address pools for 1024 student networks)"
+  if timeout 10 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; then
+    say "note: the running dockerd reads the pools at its next start"
+  fi
+elif [ -e "$DAEMON_JSON" ] && ! grep -q default-address-pools "$DAEMON_JSON"; then
+  say "note: $DAEMON_JSON has no default-address-pools: about 31 student networks fit (see labkit doctor)"
+fi
 docker_up() { timeout 10 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 if docker_up; then
   say "dockerd answering (server $(docker version --format '{{.Server.Version}}'))"

@@ -46,3 +46,18 @@ def test_unreachable_registry_is_a_clear_error_not_a_hang(tmp_path):
     assert p.returncode == 4
     assert "127.0.0.1:9/library/ubuntu:24.04" in p.stderr
     nothing_of("noreg")
+
+
+def test_engine_not_answering_is_named_with_its_fix(tmp_path):
+    import os
+
+    env = dict(os.environ, DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock")
+    p = run("up", check=False, env=env)
+    assert p.returncode == 3
+    assert "Docker engine is not answering" in p.stderr and "dockerd" in p.stderr
+    d = run("doctor", "--json", check=False, env=env)
+    assert d.returncode == 1
+    import json
+
+    engine = next(c for c in json.loads(d.stdout) if c["name"] == "docker engine")
+    assert engine["status"] == "fail" and "dockerd" in engine["fix"]

@@ -1,0 +1,144 @@
+"""`labkit doctor`: is this machine ready for `labkit up`? Each problem comes with its fix."""
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .paths import state_dir
+
+SETUP = "bash scripts/setup.sh"
+DEFAULT_POOL_NETWORKS = 31  # Docker's built-in pools: 172.17-31/16 and 192.168/16 in /20s
+
+
+@dataclass
+class Check:
+    name: str
+    status: str        # ok, warn, fail (fail blocks `labkit up`)
+    detail: str
+    fix: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _run(cmd: list[str], timeout: float = 15) -> subprocess.CompletedProcess | None:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def check_engine() -> list[Check]:
+    from . import engine
+    from .errors import EngineError
+
+    engine.reset()
+    try:
+        c = engine.client(timeout=10)
+    except EngineError as e:
+        return [Check("docker engine", "fail", e.message,
+                      f"start it: `{SETUP}` (starts dockerd when none answers) or `dockerd &` as root; "
+                      "then `docker info`")]
+    info = c.info()
+    out = [Check("docker engine", "ok", f"Docker {info.get('ServerVersion')} on {info.get('OperatingSystem')}, "
+                                       f"storage {info.get('Driver')}")]
+    cg = str(info.get("CgroupVersion") or "1")
+    out.append(Check("cgroups", "ok", f"cgroup v{cg}, driver {info.get('CgroupDriver')}; "
+                     "memory/CPU/PID limits apply" if info.get("MemoryLimit", True) else "memory limit unsupported"))
+    return out
+
+
+def pool_capacity(daemon_json: Path = Path("/etc/docker/daemon.json")) -> int:
+    """How many /size networks the engine's configured address pools hold."""
+    try:
+        pools = json.loads(daemon_json.read_text()).get("default-address-pools")
+    except (OSError, ValueError):
+        pools = None
+    if not pools:
+        return DEFAULT_POOL_NETWORKS
+    total = 0
+    for p in pools:
+        base_bits = int(p["base"].split("/")[1])
+        total += 2 ** max(0, int(p["size"]) - base_bits)
+    return total
+
+
+def check_pools(students: int) -> Check:
+    cap = pool_capacity()
+    if students + 1 > cap:
+        return Check("address pools", "fail", f"{students} student networks needed, the engine's pools hold {cap}",
+                     'add {"default-address-pools": [{"base": "10.200.0.0/14", "size": 24}]} to '
+                     "/etc/docker/daemon.json and restart dockerd")
+    return Check("address pools", "ok", f"room for {cap} networks ({students} needed by this lab)")
+
+
+def check_vm_stack(need_vm: bool) -> list[Check]:
+    level = "fail" if need_vm else "warn"
+    out = []
+    r = _run(["virsh", "-c", "qemu:///system", "version"])
+    if r is None or r.returncode != 0:
+        why = "virsh not installed" if r is None else (r.stderr.strip().splitlines() or ["no answer"])[-1]
+        out.append(Check("libvirt", level, f"libvirtd is not answering ({why})",
+                         f"`{SETUP}` starts virtlogd and libvirtd, or run `virtlogd -d; libvirtd -d` as root"))
+    else:
+        out.append(Check("libvirt", "ok", r.stdout.strip().splitlines()[-1]))
+    if shutil.which("vagrant") is None:
+        out.append(Check("vagrant", level, "vagrant is not installed", f"`{SETUP}` (apt-get install vagrant vagrant-libvirt)"))
+    else:
+        r = _run(["vagrant", "plugin", "list"], timeout=60)
+        if r is None or "vagrant-libvirt" not in r.stdout:
+            out.append(Check("vagrant-libvirt", level, "the vagrant-libvirt plugin is missing",
+                             "apt-get install vagrant-libvirt"))
+        else:
+            out.append(Check("vagrant-libvirt", "ok", r.stdout.strip().splitlines()[0]))
+    try:
+        from .virt import detect_accel
+
+        a = detect_accel()
+        out.append(Check("KVM", "ok" if a.mode == "kvm" else "warn",
+                         f"VMs run with {a.mode} ({a.reason})",
+                         "" if a.mode == "kvm" else "emulation works, only slower (about a minute per boot); "
+                         "for KVM use a machine with vmx/svm and a usable /dev/kvm"))
+    except Exception as e:  # noqa: BLE001 - doctor reports, never crashes
+        out.append(Check("KVM", "warn", f"cannot decide: {e}", f"`{SETUP}` installs QEMU"))
+    r = _run(["lsmod"])
+    if r is not None and "vboxdrv" in r.stdout:
+        out.append(Check("VirtualBox", "warn", "the vboxdrv module is loaded next to KVM",
+                         "VirtualBox and KVM cannot both run VMs: `rmmod vboxnetadp vboxnetflt vboxdrv`"))
+    return out
+
+
+def check_tools() -> list[Check]:
+    out = []
+    for tool, pkg in (("mmdebstrap", "mmdebstrap"), ("busybox", "busybox-static")):
+        p = shutil.which(tool) or (Path("/bin/busybox").exists() and "/bin/busybox")
+        out.append(Check(tool, "ok" if p else "fail", p or f"{tool} not found", "" if p else f"apt-get install {pkg}"))
+    return out
+
+
+def check_disk(min_gb: float = 5.0) -> list[Check]:
+    out = []
+    for label, path in (("disk (images)", Path("/var/lib/docker")), ("disk (boxes, labs)", state_dir())):
+        probe = path if path.exists() else Path("/")
+        free = shutil.disk_usage(probe).free / 2**30
+        ok = free >= min_gb
+        out.append(Check(label, "ok" if ok else "fail", f"{free:.1f} GiB free on {probe}",
+                         "" if ok else f"free at least {min_gb:.0f} GiB: `labkit images rm`, `docker system prune`"))
+    return out
+
+
+def check_arch() -> Check:
+    m = platform.machine()
+    ok = m in ("x86_64", "amd64")
+    return Check("architecture", "ok" if ok else "fail", m,
+                 "" if ok else "labkit's images and box are built for amd64 (x86_64)")
+
+
+def run(students: int = 1, need_vm: bool = True) -> list[Check]:
+    """Every check, in the order a user would fix them."""
+    return [check_arch(), *check_tools(), *check_engine(), check_pools(students), *check_vm_stack(need_vm),
+            *check_disk()]
