@@ -105,6 +105,35 @@ def network_plan(lab: Lab, students: list[str] | None = None) -> list[dict]:
             for s in lab.students if not students or s in students]
 
 
+def vm_plan(lab: Lab, students: list[str] | None = None) -> list[dict]:
+    """One VM per student (when the lab has one): libvirt domain ``labkit-<lab>-<student>-vm``."""
+    from .vms import vm_name
+
+    if not lab.vm.enabled:
+        return []
+    return [{"name": vm_name(lab.name, s), "student": s, "server": "*"}
+            for s in lab.students if not students or s in students]
+
+
+def _vm_settings(lab: Lab, log: Log, build: bool) -> dict:
+    """Box present (or built), KVM or emulation decided and said: the lab_vm role's settings."""
+    from . import boxes, virt
+    from .errors import BoxError
+
+    if not boxes.box_present(lab.vm.box):
+        if not build:
+            raise BoxError(f"the Vagrant box {lab.vm.box} is not on this machine",
+                           "build it offline with `labkit box build` (about a minute), or run `labkit up --build`")
+        boxes.build_box(lab.vm.box, log=log)
+    accel = virt.detect_accel(lab.vm.accel)
+    log(f"VM: {'KVM' if accel.mode == 'kvm' else 'QEMU emulation (TCG)'}: {accel.reason}")
+    return {
+        "box": lab.vm.box, "memory": lab.vm.memory, "cpus": lab.vm.cpus, "accel": accel.mode,
+        "emulator_path": str(virt.tcg_emulator_wrapper()) if accel.emulated else "",
+        "boot_timeout": 600 if accel.emulated else 300,
+    }
+
+
 def _check_students(lab: Lab, students: list[str] | None) -> None:
     for s in students or []:
         if s not in lab.students:
@@ -132,9 +161,14 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
         engine.client()
         refs = [c.distro for c in lab.containers]
         imgs = images.ensure(refs, lab.registry or catalog.default_registry(), build_missing=build, log=log)
+        vms = vm_plan(lab, students)
+        vm_settings = _vm_settings(lab, log, build) if vms else {}
         _save_lab(lab)
         extravars = {
             "labkit_lab": lab.name,
+            "labkit_lab_dir": str(lab_dir(lab.name)),
+            "labkit_vms": vms,
+            "labkit_vm": vm_settings,
             "labkit_containers": container_plan(lab, students),
             "labkit_networks": network_plan(lab, students) if lab.containers else [],
             "labkit_limits": lab.limits.model_dump(mode="json"),
@@ -142,11 +176,21 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
         }
         run = run_playbook("up.yml", lab=lab.name, extravars=extravars, on_event=on_event,
                            verbosity=verbosity, show_output=show_output)
-        measure.save(lab.name, [measure.container(p["name"]) for p in extravars["labkit_containers"]])
+        measure.save(lab.name, [measure.container(p["name"]) for p in extravars["labkit_containers"]]
+                     + [_measure_vm(lab, v["name"], run) for v in vms])
     res = UpResult(lab, run, imgs, seconds=time.monotonic() - t0)
     if with_facts:
         res.facts = facts(lab)
     return res
+
+
+def _measure_vm(lab: Lab, domain: str, run: RunResult) -> dict:
+    from . import boxes
+
+    secs = (run.host_facts.get(domain) or {}).get("labkit_vm_boot_seconds")
+    if secs is None:  # not booted by this run: keep the time of the boot that made it
+        secs = (measure.load(lab.name).get(domain) or {}).get("ready_seconds")
+    return measure.vm(domain, float(secs) if secs is not None else None, boxes.box_size(lab.vm.box))
 
 
 @dataclass
@@ -155,6 +199,7 @@ class DownResult:
     removed_containers: int
     removed_networks: int
     run: RunResult | None
+    removed_vms: list[str] = field(default_factory=list)
 
 
 def down(lab: Lab, *, students: list[str] | None = None, log: Log = _quiet, on_event=None,
@@ -173,18 +218,75 @@ def down(lab: Lab, *, students: list[str] | None = None, log: Log = _quiet, on_e
         else:
             run = run_playbook("down.yml", lab=lab.name, extravars={"labkit_lab": lab.name},
                                on_event=on_event, verbosity=verbosity, show_output=show_output)
+        removed_vms: list[str] = []
+        if lab.vm.enabled or vm_hosts(lab.name):
+            from .vms import destroy_lab_vms
+
+            for s in students or [None]:
+                removed_vms += destroy_lab_vms(lab.name, s, log=log)
         after = hosts(lab.name)
         nets_after = _networks(lab.name)
-        measure.forget(lab.name, [h["name"] for h in before if h not in after] if students else None)
-    return DownResult(lab.name, len(before) - len(after), len(nets_before) - len(nets_after), run)
+        gone = [h["name"] for h in before if h["name"] not in {a["name"] for a in after}]
+        measure.forget(lab.name, gone if students else None)
+    containers_removed = len([h for h in before if h["role"] == "container"]) - len(
+        [h for h in after if h["role"] == "container"])
+    return DownResult(lab.name, containers_removed, len(nets_before) - len(nets_after), run, removed_vms)
 
 
 def _networks(lab: str) -> list:
     return engine.client().networks.list(filters={"label": f"labkit.lab={lab}"})
 
 
+def vm_hosts(lab: str, students: list[str] | None = None) -> list[dict]:
+    """The lab's VMs found in libvirt by name (labkit-<lab>-<student>-vm), whatever their state."""
+    import subprocess
+
+    from .vms import LIBVIRT_URI
+
+    try:
+        p = subprocess.run(["virsh", "-q", "-c", LIBVIRT_URI, "list", "--all"], capture_output=True,
+                           text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    out = []
+    known = set(_known_labs()) - {lab}
+    for line in p.stdout.splitlines():
+        parts = line.split(None, 2)
+        if len(parts) < 3:
+            continue
+        name, state = parts[1], parts[2].strip()
+        if not (name.startswith(f"labkit-{lab}-") and name.endswith("-vm")):
+            continue
+        student = name[len(f"labkit-{lab}-"):-len("-vm")]
+        if any(name.startswith(f"labkit-{o}-") and len(o) > len(lab) for o in known):
+            continue  # belongs to a lab whose name extends this one
+        if students and student not in students:
+            continue
+        out.append({"name": name, "role": "vm", "student": student, "distro": "debian:12",
+                    "state": state, "image": "", "spec": f"ssh://{name}"})
+    return out
+
+
+def _known_labs() -> list[str]:
+    d = state_dir() / "labs"
+    return [p.name for p in d.iterdir() if p.is_dir()] if d.exists() else []
+
+
+def ssh_config(lab: str) -> Path:
+    """One OpenSSH config for every VM of the lab (from the lab_vm role's per-VM files)."""
+    parts = sorted((lab_dir(lab) / "vagrant").glob("*/ssh_config"))
+    path = lab_dir(lab) / "ssh_config"
+    path.write_text("".join(p.read_text() + "\n" for p in parts))
+    path.chmod(0o600)
+    return path
+
+
 def hosts(lab: str, students: list[str] | None = None) -> list[dict]:
-    """The lab's hosts found on the engine by label, whatever their state."""
+    """The lab's hosts (containers by label, VMs by name), whatever their state."""
+    return _containers(lab, students) + vm_hosts(lab, students)
+
+
+def _containers(lab: str, students: list[str] | None = None) -> list[dict]:
     out = []
     for c in engine.client().containers.list(all=True, filters={"label": f"labkit.lab={lab}"}):
         lb = c.labels or {}
@@ -206,7 +308,7 @@ def status(lab: Lab) -> dict:
     """Hosts and networks of the lab, with what the lab file expects but is missing."""
     found = hosts(lab.name)
     names = {h["name"] for h in found}
-    missing = [p["name"] for p in container_plan(lab) if p["name"] not in names]
+    missing = [p["name"] for p in container_plan(lab) + vm_plan(lab) if p["name"] not in names]
     return {
         "lab": lab.name,
         "hosts": found,
@@ -220,7 +322,7 @@ def facts(lab: Lab) -> list[HostFacts]:
     running = [h for h in hosts(lab.name) if h["state"] == "running"]
     if not running:
         raise LabkitError(f"lab '{lab.name}' has no running hosts", "bring it up with `labkit up`")
-    return collect(running)
+    return collect(running, ssh_config(lab.name))
 
 
 def verify(lab: Lab, only: list[str] | None = None, junit: str | Path | None = None):
@@ -230,5 +332,6 @@ def verify(lab: Lab, only: list[str] | None = None, junit: str | Path | None = N
     running = [h for h in hosts(lab.name) if h["state"] == "running"]
     if not running:
         raise LabkitError(f"lab '{lab.name}' has no running hosts", "bring it up with `labkit up`")
-    view = build_view(collect(running), lab.name)
+    cfg = ssh_config(lab.name)
+    view = build_view(collect(running, cfg), lab.name, cfg)
     return run_checks(view, only, junit)

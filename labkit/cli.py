@@ -118,13 +118,13 @@ def main():
 @handle_errors
 def up(lab_file, lab_name, students, build, with_facts, verbose):
     """Create and provision the lab's hosts (idempotent), then show the facts."""
-    from .progress import TaskLines
+    from .progress import HostLines
 
     lab = _lab(lab_file, lab_name)
     _say(f"labkit up: lab '{lab.name}', {len(lab.students)} student(s), "
-         f"{len(lab.containers)} container(s) each")
+         f"{len(lab.containers)} container(s)" + (" and a VM" if lab.vm.enabled else "") + " each")
     res = api.up(lab, students=list(students) or None, build=build, log=_say,
-                 on_event=None if verbose else TaskLines(_say), verbosity=max(0, verbose - 1),
+                 on_event=None if verbose else HostLines(_say), verbosity=max(0, verbose - 1),
                  show_output=bool(verbose), with_facts=with_facts)
     _say(_recap(res.run))
     if with_facts and res.facts:
@@ -138,13 +138,13 @@ def up(lab_file, lab_name, students, build, with_facts, verbose):
 @handle_errors
 def down(lab_file, lab_name, students, verbose):
     """Remove everything that carries the lab's labels, from any state (idempotent)."""
-    from .progress import TaskLines
+    from .progress import HostLines
 
     lab = _lab(lab_file, lab_name)
-    res = api.down(lab, students=list(students) or None, on_event=None if verbose else TaskLines(_say),
+    res = api.down(lab, students=list(students) or None, log=_say, on_event=None if verbose else HostLines(_say),
                    show_output=bool(verbose))
     _say(f"labkit down: lab '{lab.name}': removed {res.removed_containers} container(s), "
-         f"{res.removed_networks} network(s)")
+         f"{res.removed_networks} network(s), {len(res.removed_vms)} VM resource(s)")
 
 
 @main.command()
@@ -323,6 +323,57 @@ def images_rm(distros, all_):
     if not refs:
         raise LabkitError("name the distros to remove, or pass --all", "e.g. `labkit images rm debian:11`")
     images_mod.remove(refs, log=_say)
+
+
+# --------------------------------------------------------------------------- box
+
+@main.group()
+def box():
+    """The Vagrant box of the lab VM, built offline from Debian packages."""
+
+
+@box.command("build")
+@click.argument("name", default="labkit/debian12")
+@click.option("--force", is_flag=True, help="Rebuild even when the box is up to date.")
+@handle_errors
+def box_build(name, force):
+    """Build the box (Debian bookworm, cloud kernel, systemd, sshd, python3) and add it to Vagrant."""
+    from . import boxes
+
+    info = boxes.build_box(name, force=force, log=_say)
+    state = "up to date, skipped" if info.cached else f"built in {info.seconds:.0f}s"
+    _say(f"{info.name}: {state} ({info.size / 2**20:.0f} MiB, {info.path})")
+
+
+@box.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@handle_errors
+def box_list(as_json):
+    """Boxes in labkit's private VAGRANT_HOME."""
+    from . import boxes
+
+    rows = boxes.list_boxes()
+    for r in rows:
+        r["size"] = boxes.box_size(r["name"])
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    t = Table(title="Vagrant boxes (labkit)", title_justify="left")
+    for col in ("name", "provider", "version", "size"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["name"], r.get("provider", ""), r.get("version", ""), f"{r['size'] / 2**20:.0f} MiB")
+    out.print(t)
+
+
+@box.command("rm")
+@click.argument("name", default="labkit/debian12")
+@handle_errors
+def box_rm(name):
+    """Remove the box from Vagrant and its volume from libvirt's pool."""
+    from . import boxes
+
+    boxes.remove_box(name, log=_say)
 
 
 if __name__ == "__main__":  # pragma: no cover

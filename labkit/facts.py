@@ -88,7 +88,7 @@ def probe(spec: str, ssh_config: Path | None = None) -> dict[str, str]:
     """Run the probe on one testinfra host spec (``local://``, ``docker://name``, ``ssh://name``)."""
     import testinfra
 
-    kwargs = {"ssh_config": str(ssh_config)} if ssh_config else {}
+    kwargs = {"ssh_config": str(ssh_config), "sudo": True} if ssh_config else {}
     return probe_host(testinfra.get_host(spec, **kwargs), spec)
 
 

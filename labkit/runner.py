@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LabkitError, PlaybookFailed
-from .paths import ansible_root, lab_dir, playbooks_dir, roles_dir
+from .paths import ansible_root, lab_dir, playbooks_dir, roles_dir, vagrant_home
 
 EventHandler = Callable[[dict], Any]
 KEEP_ARTIFACTS = 10
@@ -121,6 +121,11 @@ def run_playbook(
         "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
         "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=120s",
         "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
+        # the lab_vm role drives Vagrant with labkit's private VAGRANT_HOME and libvirt's system URI
+        "VAGRANT_HOME": str(vagrant_home()),
+        "LIBVIRT_DEFAULT_URI": "qemu:///system",
+        "VAGRANT_CHECKPOINT_DISABLE": "1",
+        "VAGRANT_DEFAULT_PROVIDER": "libvirt",
     }
     failures: list[Failure] = []
     host_facts: dict[str, dict] = {}

@@ -1,21 +1,24 @@
-from labkit.progress import TaskLines
+from labkit.progress import HostLines
 
 
 def ev(kind, **data):
     return {"event": kind, "event_data": data}
 
 
-def test_one_line_per_task_names_changed_and_failed_hosts():
+def test_one_line_per_host_change_or_failure_with_hosts_interleaved():
     lines = []
-    p = TaskLines(lines.append)
+    p = HostLines(lines.append)
     p(ev("playbook_on_play_start", play="Provision"))
-    p(ev("playbook_on_task_start", task="Ensure X"))
-    p(ev("runner_on_ok", host="a", res={"changed": True}))
-    p(ev("runner_on_ok", host="b", res={"changed": False}))
-    p(ev("runner_on_failed", host="c", res={"msg": "boom"}))
-    p(ev("runner_on_failed", host="d", res={}, ignore_errors=True))
+    p(ev("runner_on_start", host="vm", task="Ensure the VM is running", task_uuid="t1"))
+    p(ev("runner_on_start", host="c1", task="Ensure X", task_uuid="t2"))
+    p(ev("runner_on_ok", host="c1", task="Ensure X", task_uuid="t2", res={"changed": False}))
+    p(ev("runner_on_failed", host="c2", task="Ensure Y", task_uuid="t3", res={"msg": "boom\nmore"}))
+    p(ev("runner_on_failed", host="c3", task="Ensure Y", task_uuid="t3", res={}, ignore_errors=True))
+    p(ev("runner_on_ok", host="vm", task="Ensure the VM is running", task_uuid="t1", res={"changed": True}))
     p(ev("playbook_on_stats"))
     assert lines[0] == "play: Provision"
-    assert "Ensure X" in lines[1]
-    assert "changed=1" in lines[1] and "ok=1" in lines[1] and "failed=1" in lines[1] and "ignored=1" in lines[1]
-    assert "changed: a" in lines[1] and "FAILED: c" in lines[1]
+    assert lines[1] == "  [c2] FAILED: Ensure Y: boom"
+    assert lines[2] == "  [c3] failed (ignored): Ensure Y"
+    assert lines[3].startswith("  [vm] changed: Ensure the VM is running (") and lines[3].endswith("s)")
+    assert "changed=1" in lines[4] and "failed=1" in lines[4] and "ok=1" in lines[4] and "ignored=1" in lines[4]
+    assert len(lines) == 5

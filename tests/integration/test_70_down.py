@@ -1,7 +1,7 @@
 """Last in the run: `labkit down` removes exactly the lab's labelled resources, idempotently."""
 import pytest
 
-from .conftest import docker, run
+from .conftest import docker, run, virsh
 
 pytestmark = pytest.mark.integration
 
@@ -11,10 +11,12 @@ def test_down_removes_everything_and_is_idempotent(default_lab):
     try:
         out = run("down").stdout
         assert "removed 4 container(s), 1 network(s)" in out
+        assert not [d for d in virsh("list", "--all", "--name") if d.startswith("labkit-demo-")]
+        assert not [v for v in virsh("vol-list", "default") if v.startswith("labkit-demo-")]
         assert docker("ps", "-a", "--filter", "label=labkit.lab=demo", "-q") == ""
         assert docker("network", "ls", "--filter", "label=labkit.lab=demo", "-q") == ""
         assert other[:12] in docker("ps", "-q", "--no-trunc") or other in docker("ps", "-q", "--no-trunc")
         again = run("down").stdout
-        assert "removed 0 container(s), 0 network(s)" in again
+        assert "removed 0 container(s), 0 network(s), 0 VM resource(s)" in again
     finally:
         docker("rm", "-f", other)

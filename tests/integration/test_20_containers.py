@@ -60,7 +60,7 @@ def test_containers_are_labelled_and_hardened(default_lab):
         assert hc["Memory"] == 256 * 1024 * 1024 and hc["PidsLimit"] == 256
         assert not any("docker.sock" in (b or "") for b in (hc.get("Binds") or []))
     nets = docker("network", "ls", "--filter", "label=labkit.lab=demo", "--format", "{{.Name}}").split()
-    assert nets == ["labkit-demo"]
+    assert nets == ["labkit-demo-s01"]   # one network per student
 
 
 @pytest.mark.parametrize("distro", ["debian11", "debian12", "debian13", "busybox"])
@@ -79,7 +79,7 @@ def test_student_env_is_provisioned_on_every_distro(default_lab, default_facts, 
 
 def test_status_lists_every_host_running(default_lab):
     st = json.loads(run("status", "--json").stdout)
-    assert len(st["hosts"]) == 4 and st["missing"] == []
+    assert len(st["hosts"]) == 5 and st["missing"] == []   # 4 containers and the VM
     assert {h["state"] for h in st["hosts"]} == {"running"}
 
 

@@ -1,0 +1,177 @@
+"""Lab VMs outside Ansible: tear them down (also after interrupted runs) and read their facts.
+
+A lab VM is the libvirt domain ``labkit-<lab>-<student>-vm`` made by Vagrant in
+``lab_dir(lab)/vagrant/<student>/`` (role ``lab_vm``); its disk is the volume
+``labkit-<lab>-<student>-vm.img`` in libvirt's ``default`` pool.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from labkit import paths
+from labkit.errors import EngineError
+
+LIBVIRT_URI = "qemu:///system"
+POOL = "default"
+MGMT_NETWORK = "labkit"
+Log = Callable[[str], None]
+
+
+def vm_name(lab: str, student: str) -> str:
+    """The libvirt domain (and inventory host) name of a student's VM."""
+    return f"labkit-{lab}-{student}-vm"
+
+
+def _virsh(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(["virsh", "-q", "-c", LIBVIRT_URI, *args], capture_output=True,
+                              text=True, timeout=timeout)
+    except FileNotFoundError as e:
+        raise EngineError("virsh not found", "run scripts/setup-vm.sh as root") from e
+
+
+def _names(out: str) -> list[str]:
+    return [ln.split()[0] for ln in out.splitlines() if ln.strip()]
+
+
+def _owned_by(name: str, lab: str, student: str | None, other_labs: list[str]) -> bool:
+    """Does a domain/volume name belong to this lab (and student)?
+
+    ``labkit-a-`` is also the start of lab ``a-b``'s names, so a name that matches a longer
+    known lab's prefix is left alone.
+    """
+    prefix = f"labkit-{lab}-{student}-" if student else f"labkit-{lab}-"
+    if not name.startswith(prefix):
+        return False
+    return not any(len(o) > len(lab) and name.startswith(f"labkit-{o}-") for o in other_labs)
+
+
+def _known_labs() -> list[str]:
+    d = paths.state_dir() / "labs"
+    return [p.name for p in d.iterdir() if p.is_dir()] if d.exists() else []
+
+
+def _vagrant_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(VAGRANT_HOME=str(paths.vagrant_home()), LIBVIRT_DEFAULT_URI=LIBVIRT_URI,
+               VAGRANT_DEFAULT_PROVIDER="libvirt", VAGRANT_CHECKPOINT_DISABLE="1")
+    return env
+
+
+def destroy_lab_vms(lab: str, student: str | None = None, log: Log = print) -> list[str]:
+    """Destroy the lab's VMs (or one student's) and everything they left in libvirt.
+
+    Runs ``vagrant destroy -f`` where a Vagrant folder exists, then sweeps libvirt by name
+    prefix ``labkit-<lab>-[<student>-]``: domains are destroyed and undefined with their
+    storage, leftover volumes in the default pool deleted, Vagrant folders removed. Works
+    when ``.vagrant`` is gone or the last run was interrupted. Idempotent; returns what was
+    removed.
+    """
+    removed: list[str] = []
+    others = [o for o in _known_labs() if o != lab]
+    doms = _virsh("list", "--all", "--name")
+    if doms.returncode != 0:
+        raise EngineError(f"cannot list libvirt domains: {doms.stderr.strip()}",
+                          "is libvirtd running? run scripts/setup-vm.sh")
+    before = [d for d in _names(doms.stdout) if _owned_by(d, lab, student, others)]
+    base = paths.state_dir() / "labs" / lab / "vagrant"
+    workdirs = [base / student] if student else (sorted(p for p in base.iterdir() if p.is_dir())
+                                                 if base.exists() else [])
+    for wd in workdirs:
+        if (wd / "Vagrantfile").exists() and (wd / ".vagrant").exists() and shutil.which("vagrant"):
+            log(f"vagrant destroy in {wd}")
+            try:
+                subprocess.run(["vagrant", "destroy", "-f"], cwd=wd, env=_vagrant_env(),
+                               capture_output=True, text=True, timeout=300)
+            except subprocess.TimeoutExpired:
+                log(f"vagrant destroy in {wd} timed out; sweeping libvirt instead")
+
+    gone = set(before) - set(_names(_virsh("list", "--all", "--name").stdout))
+    for dom in sorted(gone):
+        removed.append(f"domain {dom}")
+        log(f"removed domain {dom} (vagrant destroy)")
+    for dom in _names(_virsh("list", "--all", "--name").stdout):
+        if not _owned_by(dom, lab, student, others):
+            continue
+        _virsh("destroy", dom)
+        r = _virsh("undefine", dom, "--remove-all-storage", "--nvram")
+        if r.returncode != 0:
+            r = _virsh("undefine", dom, "--remove-all-storage")
+        if r.returncode != 0:
+            raise EngineError(f"cannot undefine domain {dom}: {r.stderr.strip()}",
+                              f"try: virsh -c {LIBVIRT_URI} undefine {dom} --remove-all-storage")
+        removed.append(f"domain {dom}")
+        log(f"removed domain {dom}")
+
+    vols = _virsh("vol-list", POOL)
+    if vols.returncode == 0:
+        for vol in _names(vols.stdout):
+            if _owned_by(vol, lab, student, others):
+                r = _virsh("vol-delete", "--pool", POOL, vol)
+                if r.returncode == 0:
+                    removed.append(f"volume {vol}")
+                    log(f"removed volume {vol}")
+                else:
+                    log(f"could not delete volume {vol}: {r.stderr.strip()}")
+
+    for wd in workdirs:
+        if wd.exists():
+            shutil.rmtree(wd, ignore_errors=True)
+            removed.append(str(wd))
+    if base.exists() and not any(base.iterdir()):
+        base.rmdir()
+
+    # the management network is shared by all labkit labs: drop it with the last labkit VM
+    left = [d for d in _names(_virsh("list", "--all", "--name").stdout) if d.startswith("labkit-")]
+    if not left and _virsh("net-info", MGMT_NETWORK).returncode == 0:
+        _virsh("net-destroy", MGMT_NETWORK)
+        if _virsh("net-undefine", MGMT_NETWORK).returncode == 0:
+            removed.append(f"network {MGMT_NETWORK}")
+            log(f"removed network {MGMT_NETWORK}")
+    return removed
+
+
+_FACTS_SCRIPT = r"""
+r=$(uname -r)
+echo "kernel_release=$r"
+if [ -e "/boot/vmlinuz-$r" ]; then echo kernel_in_boot=true; else echo kernel_in_boot=false; fi
+echo "boot_id=$(cat /proc/sys/kernel/random/boot_id)"
+echo "pid1=$(cat /proc/1/comm)"
+echo "virt=$(systemd-detect-virt 2>/dev/null || echo none)"
+if [ -r /etc/os-release ]; then . /etc/os-release; echo "os_id=${ID:-}"; echo "os_version_id=${VERSION_ID:-}"; fi
+"""
+
+
+def parse_facts(text: str) -> dict:
+    """``key=value`` lines of the facts script -> dict (kernel_in_boot as a bool)."""
+    facts: dict = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            facts[key.strip()] = value.strip()
+    if "kernel_in_boot" in facts:
+        facts["kernel_in_boot"] = facts["kernel_in_boot"] == "true"
+    return facts
+
+
+def vm_facts(ssh_config: Path, host: str, timeout: float = 60) -> dict:
+    """Facts of a VM, read over SSH with the OpenSSH config the lab_vm role wrote.
+
+    Keys: kernel_release, kernel_in_boot (bool: /boot/vmlinuz-<release> exists), boot_id,
+    pid1, virt (systemd-detect-virt), os_id, os_version_id. Raises EngineError.
+    """
+    cmd = ["ssh", "-F", str(ssh_config), "-o", "BatchMode=yes", "-o", "ConnectTimeout=15", host,
+           "sh -s"]
+    try:
+        p = subprocess.run(cmd, input=_FACTS_SCRIPT, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        raise EngineError(f"ssh to {host} timed out after {timeout:.0f}s",
+                          f"is the VM running? virsh -c {LIBVIRT_URI} list --all") from e
+    if p.returncode != 0:
+        raise EngineError(f"ssh to {host} failed (rc={p.returncode}): {p.stderr.strip()}",
+                          f"check {ssh_config} and that the VM runs: virsh -c {LIBVIRT_URI} list --all")
+    return parse_facts(p.stdout)

@@ -1,0 +1,223 @@
+#!/usr/bin/python
+"""Ansible module: bring one Vagrant (vagrant-libvirt) machine up or down, idempotently."""
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: labkit_vagrant
+short_description: Bring one Vagrant machine of a labkit lab up or down
+description:
+  - Drives Vagrant through python-vagrant in a folder holding the machine's Vagrantfile.
+  - C(present) reports changed=false when the machine is already running.
+  - Leftovers of an interrupted run (a libvirt domain Vagrant has no record of) are removed
+    before creating the machine, so a run killed during creation converges.
+options:
+  workdir: {description: Folder with the Vagrantfile, type: path, required: true}
+  state: {description: present or absent, type: str, default: present, choices: [present, absent]}
+  machine: {description: Vagrant machine name, type: str, default: vm}
+  domain: {description: Libvirt domain name Vagrant gives the machine, type: str, required: true}
+  vagrant_home: {description: VAGRANT_HOME for Vagrant, type: path}
+  libvirt_uri: {description: libvirt connection, type: str, default: "qemu:///system"}
+  timeout: {description: Hard limit in seconds for C(vagrant up), type: int, default: 900}
+requirements: [python-vagrant, vagrant, vagrant-libvirt]
+"""
+
+RETURN = r"""
+status: {description: machine state after the run, type: str}
+ssh_host: {description: address of the machine, type: str}
+ssh_port: {description: SSH port, type: int}
+ssh_user: {description: SSH user, type: str}
+ssh_identity_file: {description: private key Vagrant uses for the machine, type: str}
+seconds: {description: time spent in vagrant up/destroy, type: float}
+log: {description: file holding Vagrant's output, type: str}
+"""
+
+import os
+import signal
+import subprocess
+import threading
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+try:
+    import vagrant  # python-vagrant
+    HAS_VAGRANT = True
+except ImportError:  # pragma: no cover
+    HAS_VAGRANT = False
+
+
+def _children(pid):
+    """Direct and indirect child PIDs of ``pid`` (from /proc)."""
+    parents = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        parents.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        for c in parents.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+class Watchdog:
+    """Kill every child process when the hard timeout passes."""
+
+    def __init__(self, seconds):
+        self.fired = False
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+
+    def _fire(self):
+        self.fired = True
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in reversed(_children(os.getpid())):
+                try:
+                    os.kill(pid, sig)
+                except OSError:
+                    pass
+            time.sleep(3)
+
+    def __enter__(self):
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._timer.cancel()
+        return False
+
+
+def _virsh(uri, *args):
+    return subprocess.run(["virsh", "-q", "-c", uri, *args], capture_output=True, text=True)
+
+
+def domain_exists(uri, name):
+    return _virsh(uri, "dominfo", name).returncode == 0
+
+
+def volume_exists(uri, vol):
+    return _virsh(uri, "vol-info", "--pool", "default", vol).returncode == 0
+
+
+def remove_leftover(uri, name):
+    """Remove a domain Vagrant lost track of (and its disks)."""
+    _virsh(uri, "destroy", name)
+    r = _virsh(uri, "undefine", name, "--remove-all-storage", "--nvram")
+    if r.returncode != 0:
+        _virsh(uri, "undefine", name, "--remove-all-storage")
+    _virsh(uri, "vol-delete", "--pool", "default", name + ".img")
+
+
+def _tail(path, n=25):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return ""
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            workdir=dict(type="path", required=True),
+            state=dict(type="str", default="present", choices=["present", "absent"]),
+            machine=dict(type="str", default="vm"),
+            domain=dict(type="str", required=True),
+            vagrant_home=dict(type="path"),
+            libvirt_uri=dict(type="str", default="qemu:///system"),
+            timeout=dict(type="int", default=900),
+        ),
+        supports_check_mode=True,
+    )
+    if not HAS_VAGRANT:
+        module.fail_json(msg="python-vagrant is not importable by " + os.sys.executable,
+                         hint="run this module with labkit's Python (ansible_python_interpreter="
+                              "{{ ansible_playbook_python }} for localhost)")
+    p = module.params
+    workdir, machine, domain, uri = p["workdir"], p["machine"], p["domain"], p["libvirt_uri"]
+    env = dict(os.environ)
+    env.update(LIBVIRT_DEFAULT_URI=uri, VAGRANT_DEFAULT_PROVIDER="libvirt",
+               VAGRANT_CHECKPOINT_DISABLE="1", VAGRANT_NO_COLOR="1")
+    if p["vagrant_home"]:
+        env["VAGRANT_HOME"] = p["vagrant_home"]
+    log = os.path.join(workdir, "vagrant.log")
+    result = dict(changed=False, domain=domain, log=log, seconds=0.0)
+
+    if not os.path.isfile(os.path.join(workdir, "Vagrantfile")):
+        if p["state"] == "absent":
+            if domain_exists(uri, domain) or volume_exists(uri, domain + ".img"):
+                result["changed"] = True
+                if not module.check_mode:
+                    remove_leftover(uri, domain)
+            module.exit_json(status="not_created", **result)
+        module.fail_json(msg=f"no Vagrantfile in {workdir}", **result)
+
+    v = vagrant.Vagrant(root=workdir, env=env, out_cm=vagrant.make_file_cm(log),
+                        err_cm=vagrant.make_file_cm(log))
+    try:
+        state = v.status(vm_name=machine)[0].state
+    except (subprocess.CalledProcessError, IndexError) as e:
+        module.fail_json(msg=f"vagrant status failed in {workdir}: {e}", **result)
+
+    t0 = time.monotonic()
+    if p["state"] == "absent":
+        if state != "not_created":
+            result["changed"] = True
+            if not module.check_mode:
+                try:
+                    v.destroy(vm_name=machine)
+                except subprocess.CalledProcessError:
+                    pass  # the leftover sweep below finishes the job
+        if domain_exists(uri, domain) or volume_exists(uri, domain + ".img"):
+            result["changed"] = True
+            if not module.check_mode:
+                remove_leftover(uri, domain)
+        result["seconds"] = round(time.monotonic() - t0, 1)
+        module.exit_json(status="not_created", **result)
+
+    if state != "running":
+        result["changed"] = True
+        if module.check_mode:
+            module.exit_json(status=state, **result)
+        if state == "not_created" and (domain_exists(uri, domain) or volume_exists(uri, domain + ".img")):
+            # an interrupted run left a domain or its disk; Vagrant has no record of them and
+            # would fail with "Volume for domain is already created"
+            remove_leftover(uri, domain)
+        with open(log, "a") as f:
+            f.write(f"\n==== labkit: vagrant up {machine} ({time.ctime()}) ====\n")
+        with Watchdog(p["timeout"]) as wd:
+            try:
+                v.up(vm_name=machine, provider="libvirt")
+            except subprocess.CalledProcessError as e:
+                why = (f"timed out after {p['timeout']}s" if wd.fired else f"failed (rc={e.returncode})")
+                module.fail_json(
+                    msg=f"vagrant up of {domain} {why}. Last lines of {log}:\n{_tail(log)}",
+                    hint=(f"check: libvirtd running (virsh -c {uri} list --all)? the guest console "
+                          f"(virsh -c {uri} console {domain}, or {workdir}/console.log)? "
+                          f"dnsmasq of the management network (virsh -c {uri} net-dhcp-leases labkit)?"),
+                    **result)
+        result["seconds"] = round(time.monotonic() - t0, 1)
+        state = v.status(vm_name=machine)[0].state
+
+    try:
+        conf = v.conf(vm_name=machine)
+    except subprocess.CalledProcessError as e:
+        module.fail_json(msg=f"vagrant ssh-config for {domain} failed: {e}; see {log}", **result)
+    module.exit_json(
+        status=state,
+        ssh_host=conf.get("HostName"),
+        ssh_port=int(conf.get("Port", 22)),
+        ssh_user=conf.get("User", "vagrant"),
+        ssh_identity_file=conf.get("IdentityFile"),
+        **result,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""The VM half of the default lab, for real (QEMU emulation here, KVM where it works)."""
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from labkit import boxes
+
+from .conftest import recap, run, virsh
+
+pytestmark = [pytest.mark.integration, pytest.mark.vm]
+VM = "labkit-demo-s01-vm"
+
+
+def test_ctrl_c_during_vm_creation_then_up_converges(default_lab):
+    it = default_lab["interrupted"]
+    assert it["domain_seen"], it["output"][-2000:]
+    assert it["rc"] != 0
+    assert "Traceback" not in it["output"]
+    r = recap(default_lab["first"].stdout)
+    assert r["failures"] == 0 and r["dark"] == 0
+    assert VM in virsh("list", "--name")
+
+
+def test_up_says_which_virtualization_it_uses(default_lab):
+    out = default_lab["first"].stdout
+    assert "VM: QEMU emulation (TCG)" in out or "VM: KVM" in out
+
+
+def test_vm_boots_its_own_kernel_containers_share_the_servers(default_facts):
+    server = default_facts[0]
+    vm = next(f for f in default_facts if f["role"] == "vm")
+    assert vm["kernel_release"] != server["kernel_release"] or vm["kernel_version"] != server["kernel_version"]
+    assert vm["boot_id"] != server["boot_id"]
+    assert vm["same_kernel"] is False and vm["same_boot"] is False
+    assert vm["pid1"] == "systemd"
+    assert vm["virt"] in ("kvm", "qemu")
+    assert vm["own_kernel_image"] == f"/boot/vmlinuz-{vm['kernel_release']}"
+    for c in default_facts:
+        if c["role"] == "container":
+            assert c["same_kernel"] and c["same_boot"], c
+
+
+def test_vm_is_provisioned_by_student_env(default_lab):
+    cfg = Path.home() / ".local/share/labkit/labs/demo/ssh_config"
+    import subprocess
+
+    run("facts")  # writes the lab's ssh_config
+    motd = subprocess.run(["ssh", "-F", str(cfg), VM, "cat /etc/motd; id student"], capture_output=True,
+                          text=True, timeout=60, check=True).stdout
+    assert "virtual machine" in motd and "its own kernel" in motd and "uid=" in motd
+
+
+def test_box_build_is_cached():
+    t0 = time.monotonic()
+    info = boxes.build_box(boxes.DEFAULT_BOX, log=print)
+    assert info.cached and info.path.is_file()
+    print(f"cached box build: {time.monotonic() - t0:.1f}s")
+    rows = json.loads(run("box", "list", "--json").stdout)
+    assert any(r["name"] == boxes.DEFAULT_BOX and r["size"] > 0 for r in rows)
