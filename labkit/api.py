@@ -335,3 +335,68 @@ def verify(lab: Lab, only: list[str] | None = None, junit: str | Path | None = N
     cfg = ssh_config(lab.name)
     view = build_view(collect(running, cfg), lab.name, cfg)
     return run_checks(view, only, junit)
+
+
+def shell_command(lab: Lab, host: str, student: str | None = None, root: bool = False,
+                  command: list[str] | None = None) -> list[str]:
+    """The command that opens a shell (or runs ``command``) on a lab host as the student.
+
+    ``host`` is a full host name (``labkit-demo-s01-debian12``) or its short form
+    (``debian12``, ``vm``) for ``student`` (default: the lab's first student).
+    """
+    student = student or lab.students[0]
+    _check_students(lab, [student])
+    found = {h["name"]: h for h in hosts(lab.name)}
+    name = host if host in found else f"labkit-{lab.name}-{student}-{host.replace(':', '').replace('.', '')}"
+    h = found.get(name)
+    if h is None:
+        choices = sorted(n.removeprefix(f"labkit-{lab.name}-{student}-") for n in found
+                         if n.startswith(f"labkit-{lab.name}-{student}-"))
+        raise LabkitError(f"no host '{host}' in lab '{lab.name}' for student {student}",
+                          "hosts: " + (", ".join(choices) or "none running: `labkit up` first"))
+    if h["state"] != "running":
+        raise LabkitError(f"{name} is {h['state']}", "bring it back with `labkit up`")
+    user = lab.provision.user
+    if h["role"] == "vm":
+        remote = (["sudo", "-i"] if root else ["sudo", "-iu", user]) + (command or [])
+        return ["ssh", "-F", str(ssh_config(lab.name)), "-T" if command else "-t", name, *remote]
+    import sys
+
+    tty = ["-it"] if sys.stdin.isatty() and not command else ["-i"]
+    who = [] if root else ["-u", user, "-w", f"/home/{user}"]
+    return ["docker", "exec", *tty, *who, name, *(command or ["/bin/sh", "-l"])]
+
+
+@dataclass
+class ReportResult:
+    files: list[Path]
+    data: dict
+
+
+def report(lab: Lab, out_dir: str | Path, with_checks: bool = True, junit_dir: str | Path | None = None) -> ReportResult:
+    """Write report.md, report.html (chart embedded) and chart.png into ``out_dir``."""
+    from . import report as rep
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    running = [h for h in hosts(lab.name) if h["state"] == "running"]
+    if not running:
+        raise LabkitError(f"lab '{lab.name}' has no running hosts", "bring it up with `labkit up`")
+    cfg = ssh_config(lab.name)
+    host_facts = collect(running, cfg)
+    meas = measure.load(lab.name)
+    checks = None
+    if with_checks:
+        from .verify import build_view, run_checks
+
+        checks = run_checks(build_view(host_facts, lab.name, cfg))
+    png = rep.chart_png(host_facts, meas)
+    files = [out / "chart.png", out / "report.md", out / "report.html"]
+    files[0].write_bytes(png)
+    files[1].write_text(rep.markdown(lab.name, host_facts, meas, checks))
+    files[2].write_text(rep.html_page(lab.name, host_facts, meas, png, checks))
+    if junit_dir and checks is not None:
+        files += rep.junit_per_student(lab.name, checks, {h["name"]: h["student"] for h in running}, Path(junit_dir))
+    data = {"lab": lab.name, "hosts": rep._rows(host_facts, meas),
+            "checks": [c.__dict__ for c in checks] if checks else None}
+    return ReportResult(files, data)

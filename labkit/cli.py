@@ -216,6 +216,41 @@ def verify(lab_file, lab_name, only, junit, as_json):
 
 @main.command()
 @lab_options
+@click.option("-o", "--output", "out_dir", default="labkit-report", show_default=True,
+              type=click.Path(file_okay=False), help="Folder for report.md, report.html and chart.png.")
+@click.option("--checks/--no-checks", default=True, help="Include the K1..K12 checks (labkit verify).")
+@click.option("--junit-dir", type=click.Path(file_okay=False), help="Also write one JUnit file per student here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report's data as JSON.")
+@handle_errors
+def report(lab_file, lab_name, out_dir, checks, junit_dir, as_json):
+    """Facts and measurements as Markdown and a self-contained HTML page with a chart (K8, K9)."""
+    lab = _lab(lab_file, lab_name)
+    res = api.report(lab, out_dir, with_checks=checks, junit_dir=junit_dir)
+    if as_json:
+        click.echo(json.dumps(res.data, indent=2))
+    else:
+        for f in res.files:
+            _say(f"wrote {f}")
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@lab_options
+@click.argument("host")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.option("--student", help="Whose host (default: the lab's first student).")
+@click.option("--root", is_flag=True, help="As root instead of the student account.")
+@handle_errors
+def shell(lab_file, lab_name, host, command, student, root):
+    """Open a shell on a lab host as the student (HOST: debian12, busybox, vm, or a full name)."""
+    import os
+
+    lab = _lab(lab_file, lab_name)
+    argv = api.shell_command(lab, host, student, root, list(command) or None)
+    os.execvp(argv[0], argv)
+
+
+@main.command()
+@lab_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
 def doctor(lab_file, lab_name, as_json):

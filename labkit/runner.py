@@ -78,6 +78,58 @@ def _failure_from(event: dict) -> Failure | None:
                    unreachable=(kind == "runner_on_unreachable"))
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (from /proc), children first."""
+    parents: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in parents.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def stop_process_tree(grace: float = 30.0) -> list[int]:
+    """Stop everything this process started (ansible-playbook, its modules, vagrant, ssh...).
+
+    ansible-runner runs ansible-playbook in a session of its own, so a Ctrl-C on labkit never
+    reaches it, and a `vagrant up` would go on alone, racing the next run. SIGTERM first,
+    SIGKILL what is left after ``grace`` seconds. Returns the pids that were signalled.
+    """
+    import signal
+
+    pids = _descendants(os.getpid())
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for p in pids:
+            try:
+                os.kill(p, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 5)
+        while time.monotonic() < deadline:
+            # zombies count as stopped: their parents (pexpect, ansible) reap them
+            if not any(_alive(p) for p in pids):
+                return pids
+            time.sleep(0.2)
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def run_playbook(
     playbook: str,
     *,
@@ -145,8 +197,37 @@ def run_playbook(
             on_event(event)
         return True  # keep the event in artifacts
 
+    # Ctrl-C or SIGTERM: stop ansible-playbook and everything it started (vagrant included)
+    # while they are still ours to find, then tell ansible-runner to cancel.
+    interrupted: list[int] = []
+
+    def on_signal(signum, _frame):
+        interrupted.append(signum)
+        stop_process_tree()
+
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
     t0 = time.monotonic()
-    r = ansible_runner.run(
+    try:
+        r = _run(ansible_runner, private, pb, inventory, extravars, envvars, limit, forks, verbosity,
+                 show_output, handler, timeout, lambda: bool(interrupted))
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+    if interrupted:
+        raise KeyboardInterrupt(f"{playbook} interrupted by signal {interrupted[0]}")
+    if r.status in ("canceled", "timeout"):
+        stop_process_tree()
+    secs = time.monotonic() - t0
+    return _result(r, playbook, secs, failures, host_facts)
+
+
+def _run(ansible_runner, private, pb, inventory, extravars, envvars, limit, forks, verbosity, show_output,
+         handler, timeout, cancel):
+    return ansible_runner.run(
         private_data_dir=str(private),
         project_dir=str(playbooks_dir()),
         playbook=str(pb),
@@ -161,8 +242,11 @@ def run_playbook(
         rotate_artifacts=KEEP_ARTIFACTS,
         suppress_env_files=True,
         timeout=timeout,
+        cancel_callback=cancel,
     )
-    secs = time.monotonic() - t0
+
+
+def _result(r, playbook: str, secs: float, failures: list[Failure], host_facts: dict) -> RunResult:
     artifacts = Path(r.config.artifact_dir)
     result = RunResult(playbook, r.status, r.rc if r.rc is not None else -1, r.stats or {}, artifacts, secs,
                        failures, host_facts)

@@ -290,10 +290,13 @@ def load_lab(path: str | Path | None = None) -> Lab:
         if "students" in data:
             raise SpecError(f"{p}: give either students: or roster:, not both")
         roster = data.pop("roster")
-        if not isinstance(roster, str):
+        if not isinstance(roster, str) or not roster.strip():
             raise SpecError(f"{p}: roster: expected a file name (CSV or YAML), got {roster!r}")
         rp = (p.parent / roster).resolve()
-        data["students"] = load_roster(rp)
+        try:
+            data["students"] = load_roster(rp)
+        except SpecError as e:
+            raise SpecError(f"{p}: roster: {e.message}", e.hint) from None
         try:
             return parse_lab(data, str(p), text)
         except SpecError as e:

@@ -114,6 +114,35 @@ def remove_leftover(uri, name):
     _virsh(uri, "vol-delete", "--pool", "default", name + ".img")
 
 
+def ssh_ok(conf):
+    """Can we log in with what Vagrant says (host, port, user, key)?"""
+    if not conf.get("HostName") or not conf.get("IdentityFile"):
+        return False
+    cmd = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "StrictHostKeyChecking=no",
+           "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
+           "-i", conf["IdentityFile"], "-p", str(conf.get("Port", 22)),
+           f"{conf.get('User', 'vagrant')}@{conf['HostName']}", "true"]
+    try:
+        return subprocess.run(cmd, capture_output=True, timeout=30).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def wait_ssh(v, machine, seconds):
+    """Wait until SSH answers with Vagrant's key; the conf when it does, None when it never did."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            conf = v.conf(vm_name=machine)
+        except subprocess.CalledProcessError:
+            conf = {}
+        if ssh_ok(conf):
+            return conf
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(5)
+
+
 def _tail(path, n=25):
     try:
         with open(path, errors="replace") as f:
@@ -180,6 +209,20 @@ def main():
                 remove_leftover(uri, domain)
         result["seconds"] = round(time.monotonic() - t0, 1)
         module.exit_json(status="not_created", **result)
+
+    if state == "running" and not module.check_mode:
+        # running, but maybe half-made: a run interrupted mid-boot or mid key swap leaves a
+        # domain Vagrant calls running whose SSH may still be coming up, or never will
+        if wait_ssh(v, machine, min(p["timeout"], 240)) is None:
+            with open(log, "a") as f:
+                f.write(f"\n==== labkit: {domain} runs but SSH never answered: recreating ({time.ctime()}) ====\n")
+            try:
+                v.destroy(vm_name=machine)
+            except subprocess.CalledProcessError:
+                pass
+            remove_leftover(uri, domain)
+            state = "not_created"
+            result["recreated"] = True
 
     if state != "running":
         result["changed"] = True

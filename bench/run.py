@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""labkit benchmarks, side by side with the raw tools it drives, in one run on one machine.
+
+    .venv/bin/python bench/run.py                 # everything (several minutes; boots 2 VMs)
+    .venv/bin/python bench/run.py --only a,d,e    # some of: a b c d e
+
+(a) the default lab's containers: a plain `docker` shell loop vs `labkit up` (containers only)
+(b) one VM: plain `vagrant up` of the same box vs `labkit up` of the VM
+(c) `molecule create` + `converge` (molecule/default) vs `labkit up` of the same containers
+(d) the no-op re-run of `labkit up` vs its first run
+(e) scale: 1, 10, 40 students (containers only): wall time, students per minute, server memory
+
+Results: bench/results/<time>.json (+ latest.json) and a chart, with the machine described.
+Repetitions give median and spread; ratios are labkit / raw.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+BIN = Path(sys.executable).parent
+LABKIT = str(BIN / "labkit")
+ENV = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")
+
+
+def sh(cmd, check=True, cwd=None, env=None, quiet=True) -> subprocess.CompletedProcess:
+    p = subprocess.run(cmd, shell=isinstance(cmd, str), capture_output=quiet, text=True, cwd=cwd, env=env or ENV)
+    if check and p.returncode != 0:
+        raise SystemExit(f"failed: {cmd}\n{p.stdout[-3000:] if p.stdout else ''}\n{p.stderr[-3000:] if p.stderr else ''}")
+    return p
+
+
+def timed(cmd, **kw) -> float:
+    t0 = time.monotonic()
+    sh(cmd, **kw)
+    return time.monotonic() - t0
+
+
+def stats(xs: list[float]) -> dict:
+    return {"runs": [round(x, 2) for x in xs], "median": round(statistics.median(xs), 2),
+            "min": round(min(xs), 2), "max": round(max(xs), 2)}
+
+
+def mem_available() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def machine() -> dict:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    docker = sh("docker version --format '{{.Server.Version}}'", check=False).stdout.strip()
+    sys.path.insert(0, str(ROOT))
+    from labkit.virt import detect_accel
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "mem_gib": round(os.sysconf("SC_PAGE_SIZE") *
+            os.sysconf("SC_PHYS_PAGES") / 2**30, 1), "kernel": platform.release(), "docker": docker,
+            "python": platform.python_version(), "vm_accel": detect_accel().mode}
+
+
+def lab_file(d: Path, name: str, students, containers=("debian:11", "debian:12", "debian:13", "busybox"),
+             vm=False, packages=("less",)) -> Path:
+    f = d / f"{name}.yml"
+    f.write_text(json.dumps({"name": name, "students": students, "containers": list(containers),
+                             "vm": {"enabled": vm}, "provision": {"packages": list(packages)}}))
+    return f
+
+
+def bench_containers(d: Path, reps: int, res: dict) -> None:
+    """(a) and (d)."""
+    lf = lab_file(d, "bench", ["b1"])
+    raw, lab, noop = [], [], []
+    for _ in range(reps):
+        sh(f"bash {ROOT}/bench/raw_containers.sh down bench b1")
+        raw.append(timed(f"bash {ROOT}/bench/raw_containers.sh up bench b1 less"))
+        sh(f"bash {ROOT}/bench/raw_containers.sh down bench b1")
+        sh([LABKIT, "down", "-f", str(lf)])
+        lab.append(timed([LABKIT, "up", "-f", str(lf), "--no-facts"]))
+        noop.append(timed([LABKIT, "up", "-f", str(lf), "--no-facts"]))
+    sh([LABKIT, "down", "-f", str(lf)])
+    res["a_containers"] = {"raw_docker_loop": stats(raw), "labkit_up": stats(lab),
+                           "ratio": round(statistics.median(lab) / statistics.median(raw), 2)}
+    res["d_noop_rerun"] = {"first_run": stats(lab), "noop_rerun": stats(noop),
+                           "ratio": round(statistics.median(noop) / statistics.median(lab), 2)}
+
+
+def bench_vm(d: Path, res: dict) -> None:
+    """(b): one VM, raw vagrant up vs labkit up (VM only). One repetition each: minutes under TCG."""
+    sys.path.insert(0, str(ROOT))
+    from labkit import paths, virt
+
+    accel = virt.detect_accel()
+    emulator = f'libvirt.emulator_path = "{virt.tcg_emulator_wrapper()}"' if accel.emulated else ""
+    work = d / "raw-vagrant"
+    work.mkdir()
+    (work / "Vagrantfile").write_text(f"""
+Vagrant.configure("2") do |config|
+  config.vm.box = "labkit/debian12"
+  config.vm.synced_folder ".", "/vagrant", disabled: true
+  config.vm.boot_timeout = 900
+  config.vm.define "vm" do |m|
+    m.vm.provider :libvirt do |libvirt|
+      libvirt.default_prefix = "bench-raw-"
+      libvirt.driver = "{accel.mode}"
+      libvirt.memory = 512
+      libvirt.cpus = 1
+      libvirt.graphics_type = "none"
+      libvirt.management_network_name = "labkit"
+      libvirt.management_network_address = "192.168.123.0/24"
+      {emulator}
+    end
+  end
+end
+""")
+    venv = dict(ENV, VAGRANT_HOME=str(paths.vagrant_home()), LIBVIRT_DEFAULT_URI="qemu:///system",
+                VAGRANT_CHECKPOINT_DISABLE="1", VAGRANT_DEFAULT_PROVIDER="libvirt")
+    raw = timed("vagrant up", cwd=work, env=venv)
+    sh("vagrant destroy -f", cwd=work, env=venv)
+    lf = lab_file(d, "benchvm", ["b1"], containers=(), vm=True, packages=())
+    sh([LABKIT, "down", "-f", str(lf)])
+    lab = timed([LABKIT, "up", "-f", str(lf), "--no-facts"])
+    noop = timed([LABKIT, "up", "-f", str(lf), "--no-facts"])
+    sh([LABKIT, "down", "-f", str(lf)])
+    res["b_vm"] = {"accel": accel.mode, "raw_vagrant_up": stats([raw]), "labkit_up": stats([lab]),
+                   "labkit_noop_rerun": stats([noop]), "ratio": round(lab / raw, 2),
+                   "note": "labkit also provisions the VM (student_env) and waits for SSH; raw vagrant up only boots"}
+
+
+def bench_molecule(d: Path, reps: int, res: dict) -> None:
+    """(c): molecule create + converge of molecule/default vs labkit up of the same containers."""
+    lf = lab_file(d, "benchmol", ["m2"], packages=("less",))
+    mol, lab = [], []
+    for _ in range(reps):
+        sh("molecule destroy -s default", cwd=ROOT, check=False)
+        mol.append(timed("molecule create -s default && molecule converge -s default", cwd=ROOT))
+        sh("molecule destroy -s default", cwd=ROOT, check=False)
+        sh([LABKIT, "down", "-f", str(lf)])
+        lab.append(timed([LABKIT, "up", "-f", str(lf), "--no-facts"]))
+        sh([LABKIT, "down", "-f", str(lf)])
+    res["c_molecule"] = {"molecule_create_converge": stats(mol), "labkit_up": stats(lab),
+                         "speedup": round(statistics.median(mol) / statistics.median(lab), 2)}
+
+
+def bench_scale(d: Path, sizes: list[int], res: dict) -> None:
+    """(e): containers only, the default lab's four distros, no packages (no mirror load)."""
+    out = {}
+    for n in sizes:
+        lf = lab_file(d, f"scale{n}", n, packages=())
+        sh([LABKIT, "down", "-f", str(lf)])
+        before = mem_available()
+        secs = timed([LABKIT, "up", "-f", str(lf), "--no-facts"])
+        used = before - mem_available()
+        sh([LABKIT, "down", "-f", str(lf)])
+        out[str(n)] = {"students": n, "containers": n * 4, "seconds": round(secs, 1),
+                       "students_per_minute": round(n / secs * 60, 1), "server_memory_mib": round(used / 2**20)}
+    res["e_scale"] = out
+
+
+def chart(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    pairs = []
+    if "a_containers" in res:
+        pairs.append(("containers\nraw loop / labkit", res["a_containers"]["raw_docker_loop"]["median"],
+                      res["a_containers"]["labkit_up"]["median"]))
+    if "b_vm" in res:
+        pairs.append(("VM\nvagrant up / labkit", res["b_vm"]["raw_vagrant_up"]["median"], res["b_vm"]["labkit_up"]["median"]))
+    if "c_molecule" in res:
+        pairs.append(("molecule create+converge\n/ labkit", res["c_molecule"]["molecule_create_converge"]["median"],
+                      res["c_molecule"]["labkit_up"]["median"]))
+    if "d_noop_rerun" in res:
+        pairs.append(("labkit first run\n/ no-op re-run", res["d_noop_rerun"]["first_run"]["median"],
+                      res["d_noop_rerun"]["noop_rerun"]["median"]))
+    ax = axes[0]
+    for i, (label, a, b) in enumerate(pairs):
+        ax.bar(i - 0.2, a, 0.4, color="#999999", label="raw tool / first" if i == 0 else None)
+        ax.bar(i + 0.2, b, 0.4, color="#2a7ab8", label="labkit" if i == 0 else None)
+    ax.set_xticks(range(len(pairs)), [p[0] for p in pairs], fontsize=8)
+    ax.set_ylabel("seconds (median)")
+    ax.set_title("labkit vs the raw tools")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    if "e_scale" in res:
+        rows = list(res["e_scale"].values())
+        ax.plot([r["students"] for r in rows], [r["seconds"] for r in rows], "o-", color="#2a7ab8")
+        for r in rows:
+            ax.annotate(f"{r['students_per_minute']}/min", (r["students"], r["seconds"]), fontsize=8)
+        ax.set_xlabel("students (4 containers each)")
+        ax.set_ylabel("labkit up, seconds")
+        ax.set_title("scale: containers only")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default="a,b,c,d,e", help="which benchmarks: a,b,c,d,e")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--scale", default="1,10,40")
+    args = ap.parse_args()
+    only = set(args.only.split(","))
+    res: dict = {"machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "reps": args.reps}
+    with tempfile.TemporaryDirectory(prefix="labkit-bench-") as tmp:
+        d = Path(tmp)
+        if only & {"a", "d"}:
+            bench_containers(d, args.reps, res)
+        if "c" in only:
+            bench_molecule(d, args.reps, res)
+        if "e" in only:
+            bench_scale(d, [int(x) for x in args.scale.split(",")], res)
+        if "b" in only and shutil.which("vagrant"):
+            bench_vm(d, res)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = RESULTS / f"{stamp}.json"
+    out.write_text(json.dumps(res, indent=2))
+    (RESULTS / "latest.json").write_text(json.dumps(res, indent=2))
+    chart(res, RESULTS / "latest.png")
+    print(json.dumps(res, indent=2))
+    print(f"results: {out}, chart: {RESULTS / 'latest.png'}")
+
+
+if __name__ == "__main__":
+    main()
