@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import catalog, engine, images, measure
-from .errors import LabkitError, SpecError
+from .errors import LabkitError, PlaybookFailed, SpecError
 from .facts import HostFacts, collect
 from .paths import lab_dir, state_dir
 from .runner import RunResult, run_playbook
@@ -174,20 +174,25 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
             "labkit_limits": lab.limits.model_dump(mode="json"),
             "labkit_provision": lab.provision.model_dump(mode="json"),
         }
-        run = run_playbook("up.yml", lab=lab.name, extravars=extravars, on_event=on_event,
-                           verbosity=verbosity, show_output=show_output)
+        try:
+            run = run_playbook("up.yml", lab=lab.name, extravars=extravars, on_event=on_event,
+                               verbosity=verbosity, show_output=show_output)
+        except PlaybookFailed as e:  # keep the boot times of the VMs that did boot (K8)
+            booted = [v["name"] for v in vms if "labkit_vm_boot_seconds" in e.host_facts.get(v["name"], {})]
+            measure.save(lab.name, [_measure_vm(lab, n, e.host_facts) for n in booted])
+            raise
         measure.save(lab.name, [measure.container(p["name"]) for p in extravars["labkit_containers"]]
-                     + [_measure_vm(lab, v["name"], run) for v in vms])
+                     + [_measure_vm(lab, v["name"], run.host_facts) for v in vms])
     res = UpResult(lab, run, imgs, seconds=time.monotonic() - t0)
     if with_facts:
         res.facts = facts(lab)
     return res
 
 
-def _measure_vm(lab: Lab, domain: str, run: RunResult) -> dict:
+def _measure_vm(lab: Lab, domain: str, host_facts: dict) -> dict:
     from . import boxes
 
-    secs = (run.host_facts.get(domain) or {}).get("labkit_vm_boot_seconds")
+    secs = (host_facts.get(domain) or {}).get("labkit_vm_boot_seconds")
     if secs is None:  # not booted by this run: keep the time of the boot that made it
         secs = (measure.load(lab.name).get(domain) or {}).get("ready_seconds")
     return measure.vm(domain, float(secs) if secs is not None else None, boxes.box_size(lab.vm.box))

@@ -51,7 +51,8 @@ class PlaybookFailed(LabkitError):
 
     exit_code = 5
 
-    def __init__(self, message: str, hint: str | None = None, *, failures=None, artifacts=None):
+    def __init__(self, message: str, hint: str | None = None, *, failures=None, artifacts=None, host_facts=None):
         super().__init__(message, hint)
         self.failures = list(failures or [])
         self.artifacts = artifacts
+        self.host_facts = dict(host_facts or {})  # labkit_* facts hosts reported before the failure

@@ -117,9 +117,9 @@ tr.failed td {{ background: #fdd; }}
 (same release, same boot_id); the VM boots its own.</p>
 <h2>Kernel-sharing facts and measurements</h2>
 <table id="facts"><tr>{th}</tr>{body}</table>
-{check_html}
 <h2>VM vs containers (K8, K9)</h2>
 <img id="chart" alt="VM vs container start time, memory and disk" src="data:image/png;base64,{img}">
+{check_html}
 </body></html>
 """
 

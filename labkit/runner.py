@@ -261,5 +261,6 @@ def _result(r, playbook: str, secs: float, failures: list[Failure], host_facts: 
             f"full output kept in {artifacts}/stdout; rerun with -v for Ansible's own output",
             failures=failures,
             artifacts=artifacts,
+            host_facts=host_facts,
         )
     return result

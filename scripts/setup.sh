@@ -20,7 +20,8 @@ done
 say() { printf 'setup: %s\n' "$*"; }
 
 # --- Debian packages -------------------------------------------------------------
-PKGS=(docker.io mmdebstrap busybox-static iptables ca-certificates python3-venv docker-registry)
+PKGS=(docker.io mmdebstrap busybox-static iptables ca-certificates python3-venv
+      docker-registry chromium fonts-dejavu-core)  # the last three: tests (loopback registry, report in a browser)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -212,10 +212,13 @@ def main():
 
     if state == "running" and not module.check_mode:
         # running, but maybe half-made: a run interrupted mid-boot or mid key swap leaves a
-        # domain Vagrant calls running whose SSH may still be coming up, or never will
-        if wait_ssh(v, machine, min(p["timeout"], 240)) is None:
+        # domain Vagrant calls running whose SSH may still be coming up, or never will, or
+        # that still takes Vagrant's public insecure key (the swap to its own key never ran)
+        conf = wait_ssh(v, machine, min(p["timeout"], 240))
+        if conf is None or str(conf.get("IdentityFile", "")).endswith("insecure_private_key"):
             with open(log, "a") as f:
-                f.write(f"\n==== labkit: {domain} runs but SSH never answered: recreating ({time.ctime()}) ====\n")
+                f.write(f"\n==== labkit: {domain} runs half-made (no SSH, or still the insecure key): "
+                        f"recreating ({time.ctime()}) ====\n")
             try:
                 v.destroy(vm_name=machine)
             except subprocess.CalledProcessError:
