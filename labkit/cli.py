@@ -5,6 +5,7 @@ LabkitError(message, hint, exit_code); tracebacks go to the debug log.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -94,6 +95,21 @@ def facts_table(rows) -> Table:
     return t
 
 
+@contextlib.contextmanager
+def _progress(verbose: int, quiet: bool, title: str):
+    """The event handler for a run: a live per-host view on a terminal, one line per event
+    otherwise (CI logs, pipes), nothing with -q, Ansible's own output with -v."""
+    from .progress import HostLines, LiveHosts
+
+    if verbose or quiet:
+        yield None
+    elif sys.stdout.isatty():
+        with LiveHosts(out, title) as live:
+            yield live
+    else:
+        yield HostLines(_say)
+
+
 def _recap(run) -> str:
     keys = ("ok", "changed", "failures", "dark", "skipped")
     return "recap: " + " ".join(f"{k}={run.total(k)}" for k in keys) + f"  ({run.seconds:.1f}s)"
@@ -112,20 +128,19 @@ def main():
 @main.command()
 @lab_options
 @click.option("--student", "students", multiple=True, help="Act on this student only (repeatable).")
-@click.option("--build/--no-build", default=False, help="Build missing local images (default: error saying how).")
+@click.option("--build/--no-build", default=False, help="Build missing local images and the box (default: error saying how).")
 @click.option("--facts/--no-facts", "with_facts", default=True, help="Show the facts table at the end.")
 @click.option("-v", "--verbose", count=True, help="Show Ansible's own output (-vv... for more).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress, only the result.")
 @handle_errors
-def up(lab_file, lab_name, students, build, with_facts, verbose):
+def up(lab_file, lab_name, students, build, with_facts, verbose, quiet):
     """Create and provision the lab's hosts (idempotent), then show the facts."""
-    from .progress import HostLines
-
     lab = _lab(lab_file, lab_name)
     _say(f"labkit up: lab '{lab.name}', {len(lab.students)} student(s), "
          f"{len(lab.containers)} container(s)" + (" and a VM" if lab.vm.enabled else "") + " each")
-    res = api.up(lab, students=list(students) or None, build=build, log=_say,
-                 on_event=None if verbose else HostLines(_say), verbosity=max(0, verbose - 1),
-                 show_output=bool(verbose), with_facts=with_facts)
+    with _progress(verbose, quiet, f"labkit up {lab.name}") as on_event:
+        res = api.up(lab, students=list(students) or None, build=build, log=_say, on_event=on_event,
+                     verbosity=max(0, verbose - 1), show_output=bool(verbose), with_facts=with_facts)
     _say(_recap(res.run))
     if with_facts and res.facts:
         out.print(facts_table(res.facts))
@@ -135,14 +150,14 @@ def up(lab_file, lab_name, students, build, with_facts, verbose):
 @lab_options
 @click.option("--student", "students", multiple=True, help="Remove this student's hosts only (repeatable).")
 @click.option("-v", "--verbose", count=True, help="Show Ansible's own output.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress, only the result.")
 @handle_errors
-def down(lab_file, lab_name, students, verbose):
+def down(lab_file, lab_name, students, verbose, quiet):
     """Remove everything that carries the lab's labels, from any state (idempotent)."""
-    from .progress import HostLines
-
     lab = _lab(lab_file, lab_name)
-    res = api.down(lab, students=list(students) or None, log=_say, on_event=None if verbose else HostLines(_say),
-                   show_output=bool(verbose))
+    with _progress(verbose, quiet, f"labkit down {lab.name}") as on_event:
+        res = api.down(lab, students=list(students) or None, log=_say, on_event=on_event,
+                       show_output=bool(verbose))
     _say(f"labkit down: lab '{lab.name}': removed {res.removed_containers} container(s), "
          f"{res.removed_networks} network(s), {len(res.removed_vms)} VM resource(s)")
 

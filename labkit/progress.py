@@ -58,3 +58,66 @@ class HostLines:
         elif kind == "playbook_on_stats":
             parts = " ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
             self.write(f"done in {time.monotonic() - self.t0:.1f}s: {parts}")
+
+
+class LiveHosts:
+    """A live view for terminals (rich): one line per host with its current task, its
+    ok/changed/failed counts and the time since it started."""
+
+    def __init__(self, console, title: str = "labkit"):
+        from rich.live import Live
+
+        self.console = console
+        self.title = title
+        self.t0 = time.monotonic()
+        self.play = ""
+        self.hosts: dict[str, dict] = {}
+        self.live = Live(self._render(), console=console, refresh_per_second=4, transient=False)
+
+    def __enter__(self):
+        self.live.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.live.update(self._render())
+        self.live.stop()
+        return False
+
+    def _host(self, name: str) -> dict:
+        return self.hosts.setdefault(name, {"task": "", "ok": 0, "changed": 0, "failed": 0,
+                                            "t0": time.monotonic(), "t1": None})
+
+    def _render(self):
+        from rich.table import Table
+
+        t = Table(title=f"{self.title}: {self.play}  ({time.monotonic() - self.t0:.0f}s)", title_justify="left",
+                  expand=False)
+        for col in ("host", "current task", "ok", "changed", "failed", "time"):
+            t.add_column(col)
+        for name, h in self.hosts.items():
+            end = h["t1"] or time.monotonic()
+            failed = f"[bold red]{h['failed']}[/]" if h["failed"] else "0"
+            t.add_row(name, h["task"][:60], str(h["ok"]), str(h["changed"]), failed, f"{end - h['t0']:.0f}s")
+        return t
+
+    def __call__(self, event: dict) -> None:
+        kind = event.get("event", "")
+        data = event.get("event_data") or {}
+        host = data.get("host")
+        if kind == "playbook_on_play_start":
+            self.play = data.get("play", "")
+        elif kind == "runner_on_start" and host:
+            self._host(host)["task"] = data.get("task", "")
+        elif kind == "runner_on_ok" and host:
+            h = self._host(host)
+            h["changed" if (data.get("res") or {}).get("changed") else "ok"] += 1
+        elif kind in ("runner_on_failed", "runner_on_unreachable") and host and not data.get("ignore_errors"):
+            h = self._host(host)
+            h["failed"] += 1
+            h["task"] = "FAILED: " + data.get("task", "")
+        elif kind == "playbook_on_stats":
+            for h in self.hosts.values():
+                h["t1"] = h["t1"] or time.monotonic()
+                if not h["task"].startswith("FAILED"):
+                    h["task"] = "done"
+        self.live.update(self._render())

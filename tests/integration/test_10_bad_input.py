@@ -61,3 +61,17 @@ def test_engine_not_answering_is_named_with_its_fix(tmp_path):
 
     engine = next(c for c in json.loads(d.stdout) if c["name"] == "docker engine")
     assert engine["status"] == "fail" and "dockerd" in engine["fix"]
+
+
+def test_missing_box_says_how_to_build_it(tmp_path):
+    f = tmp_path / "lab.yml"
+    f.write_text("name: nobox\nstudents: [a]\ncontainers: []\nvm: {box: labkit/not-built}\n")
+    p = run("up", "-f", str(f), check=False)
+    assert p.returncode == 4
+    assert "labkit/not-built is not on this machine" in p.stderr and "labkit box build" in p.stderr
+    nothing_of("nobox")
+    import subprocess
+
+    doms = subprocess.run(["virsh", "-c", "qemu:///system", "list", "--all", "--name"], capture_output=True,
+                          text=True).stdout
+    assert "labkit-nobox-" not in doms

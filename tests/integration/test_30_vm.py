@@ -59,3 +59,17 @@ def test_box_build_is_cached():
     print(f"cached box build: {time.monotonic() - t0:.1f}s")
     rows = json.loads(run("box", "list", "--json").stdout)
     assert any(r["name"] == boxes.DEFAULT_BOX and r["size"] > 0 for r in rows)
+
+
+def test_a_vm_deleted_behind_labkits_back_is_recreated(default_lab):
+    import subprocess
+
+    for args in (["destroy", VM], ["undefine", VM, "--remove-all-storage"]):
+        subprocess.run(["virsh", "-c", "qemu:///system", *args], capture_output=True, check=True)
+    assert VM not in virsh("list", "--all", "--name")
+    out = run("up", "--no-facts").stdout
+    assert recap(out)["failures"] == 0
+    assert VM in virsh("list", "--name")
+    rows = json.loads(run("facts", "--json").stdout)
+    vm = next(r for r in rows if r["role"] == "vm")
+    assert not vm["error"] and vm["pid1"] == "systemd"

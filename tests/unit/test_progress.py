@@ -22,3 +22,24 @@ def test_one_line_per_host_change_or_failure_with_hosts_interleaved():
     assert lines[3].startswith("  [vm] changed: Ensure the VM is running (") and lines[3].endswith("s)")
     assert "changed=1" in lines[4] and "failed=1" in lines[4] and "ok=1" in lines[4] and "ignored=1" in lines[4]
     assert len(lines) == 5
+
+
+def test_live_view_shows_each_host_with_its_task_and_counts():
+    import io
+
+    from rich.console import Console
+
+    from labkit.progress import LiveHosts
+
+    buf = io.StringIO()
+    con = Console(file=buf, force_terminal=True, width=150)
+    with LiveHosts(con, "labkit up demo") as live:
+        live(ev("playbook_on_play_start", play="Create and provision every lab host"))
+        live(ev("runner_on_start", host="vm", task="Ensure the VM is running"))
+        live(ev("runner_on_start", host="c1", task="Ensure X"))
+        live(ev("runner_on_ok", host="c1", task="Ensure X", res={"changed": True}))
+        live(ev("runner_on_failed", host="c2", task="Ensure Y", res={}))
+        live(ev("playbook_on_stats"))
+    text = buf.getvalue()
+    assert "Create and provision every lab host" in text
+    assert "vm" in text and "c1" in text and "FAILED: Ensure Y" in text and "done" in text

@@ -1,0 +1,76 @@
+"""A classroom of 40 students on one server (containers only): 40 isolated networks, limits,
+one student removed alone, everything removed by down. Sized for CI: BusyBox only."""
+import json
+
+import pytest
+
+from .conftest import docker, recap, run
+
+pytestmark = pytest.mark.integration
+N = 40
+
+
+@pytest.fixture(scope="module")
+def classroom(tmp_path_factory):
+    d = tmp_path_factory.mktemp("classroom")
+    (d / "roster.csv").write_text("id,name\n" + "".join(f"st{i:02d},Student {i}\n" for i in range(1, N + 1)))
+    f = d / "lab.yml"
+    f.write_text("name: class40\nroster: roster.csv\ncontainers: [busybox]\nvm: {enabled: false}\n"
+                 "limits: {memory: 64m, cpus: 0.25, pids: 64}\nprovision: {packages: []}\n")
+    run("down", "-f", str(f), check=False)
+    up = run("up", "-f", str(f), "--no-facts")
+    yield f, up
+    run("down", "-f", str(f), check=False)
+
+
+def names(kind="ps"):
+    if kind == "ps":
+        return docker("ps", "--filter", "label=labkit.lab=class40", "--format", "{{.Names}}").split()
+    return docker("network", "ls", "--filter", "label=labkit.lab=class40", "--format", "{{.Name}}").split()
+
+
+def ip(container):
+    info = json.loads(docker("inspect", container))[0]
+    return next(iter(info["NetworkSettings"]["Networks"].values()))["IPAddress"]
+
+
+def test_all_hosts_up_with_one_network_each(classroom):
+    _, up = classroom
+    assert recap(up.stdout)["failures"] == 0
+    assert len(names()) == N
+    assert sorted(names("net")) == [f"labkit-class40-st{i:02d}" for i in range(1, N + 1)]
+
+
+def test_limits_visible_in_docker_inspect(classroom):
+    hc = json.loads(docker("inspect", "labkit-class40-st07-busybox"))[0]["HostConfig"]
+    assert hc["Memory"] == 64 * 2**20 and hc["NanoCpus"] == 250_000_000 and hc["PidsLimit"] == 64
+    assert hc["Privileged"] is False and "ALL" in hc["CapDrop"] and "no-new-privileges" in hc["SecurityOpt"]
+
+
+def test_no_student_reaches_another_students_container(classroom):
+    target = "labkit-class40-st02-busybox"
+    docker("exec", "-d", target, "busybox", "httpd", "-p", "8080", "-h", "/etc")
+    url = f"http://{ip(target)}:8080/hostname"
+    # same network (a helper container on st02's network): reachable
+    same = docker("run", "--rm", "--network", "labkit-class40-st02", "labkit/busybox:1.35",
+                  "wget", "-q", "-T", "5", "-O", "-", url)
+    assert same.strip() == "st02-busybox"
+    # another student's container: not reachable
+    import subprocess
+
+    other = subprocess.run(["docker", "exec", "labkit-class40-st01-busybox", "wget", "-q", "-T", "5", "-O", "-", url],
+                           capture_output=True, text=True)
+    assert other.returncode != 0 and "st02" not in other.stdout
+
+
+def test_down_one_student_only_then_all(classroom):
+    f, _ = classroom
+    out = run("down", "-f", str(f), "--student", "st05").stdout
+    assert "removed 1 container(s), 1 network(s)" in out
+    left = names()
+    assert len(left) == N - 1 and "labkit-class40-st05-busybox" not in left
+    assert "labkit-class40-st05" not in names("net")
+    again = run("up", "-f", str(f), "--student", "st05", "--no-facts")
+    assert recap(again.stdout)["failures"] == 0 and len(names()) == N
+    run("down", "-f", str(f))
+    assert names() == [] and names("net") == []
