@@ -123,6 +123,12 @@ def main():
     """labkit: matched lab hosts (a Vagrant VM and containers of several distros per student),
     provisioned by Ansible, and the kernel-sharing facts checked side by side."""
     logging.basicConfig(level=logging.WARNING)
+    import signal
+
+    def _terminate(signum, _frame):  # SIGTERM behaves like Ctrl-C: clean-ups run, nothing half-made is left
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _terminate)
 
 
 @main.command()

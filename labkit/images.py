@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shutil
 import subprocess
 import tarfile
@@ -91,9 +92,19 @@ def _import(tar: Path, d: catalog.Distro, rec: str) -> None:
         raise ImageError(f"docker import of {d.image} failed: {out}")
 
 
+_RUNNING: set[subprocess.Popen] = set()
+
+
 def _run(cmd: list[str], what: str, logfile: Path) -> None:
+    # mmdebstrap's own temp files go into the build's work folder, removed whatever happens
+    env = dict(os.environ, TMPDIR=str(logfile.parent))
     with logfile.open("wb") as f:
-        p = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
+        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+        _RUNNING.add(p)
+        try:
+            p.wait()
+        finally:
+            _RUNNING.discard(p)
     if p.returncode != 0:
         tail = logfile.read_text(errors="replace").strip().splitlines()[-5:]
         raise ImageError(
@@ -201,11 +212,23 @@ def build(refs: Iterable[str], force: bool = False, log: Log = print, jobs: int 
     errors = []
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as ex:
         futs = [ex.submit(one, d) for d in todo]
-        for f in futs:
-            try:
-                results.append(f.result())
-            except ImageError as e:
-                errors.append(e)
+        try:
+            for f in futs:
+                try:
+                    results.append(f.result())
+                except ImageError as e:
+                    errors.append(e)
+        except KeyboardInterrupt:  # Ctrl-C / SIGTERM: stop the builds; each removes its work folder
+            for f in futs:
+                f.cancel()
+            for p in list(_RUNNING):
+                p.terminate()
+            for f in futs:
+                try:
+                    f.result(timeout=60)
+                except BaseException:  # noqa: BLE001 - we are stopping anyway
+                    pass
+            raise
     if errors:
         raise ImageError("\n".join(e.message for e in errors), errors[0].hint)
     return results
