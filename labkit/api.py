@@ -405,3 +405,19 @@ def report(lab: Lab, out_dir: str | Path, with_checks: bool = True, junit_dir: s
     data = {"lab": lab.name, "hosts": rep._rows(host_facts, meas),
             "checks": [c.__dict__ for c in checks] if checks else None}
     return ReportResult(files, data)
+
+
+def prepare(inventory: str | Path, bundle: str | Path | None = None, log: Log = _quiet, on_event=None,
+            verbosity: int = 0, show_output: bool = False) -> RunResult:
+    """Prepare every lab server of ``inventory`` (role lab_server), loading images from ``bundle``."""
+    extravars = {}
+    if bundle:
+        from .bundle import verify
+
+        verify(bundle)  # a corrupt bundle is refused here, before any server is touched
+        extravars["lab_server_bundle"] = str(Path(bundle).resolve())
+    inv = Path(inventory)
+    if not inv.exists():
+        raise SpecError(f"{inv}: inventory not found", "see inventories/classroom/ for an example")
+    return run_playbook("lab_server.yml", lab="_servers", inventory=inv.resolve(), extravars=extravars,
+                        on_event=on_event, verbosity=verbosity, show_output=show_output)

@@ -381,6 +381,52 @@ def images_rm(distros, all_):
     images_mod.remove(refs, log=_say)
 
 
+@main.command()
+@click.option("-i", "--inventory", required=True, type=click.Path(exists=True),
+              help="Inventory whose group lab_servers lists the servers (see inventories/classroom/).")
+@click.option("--bundle", "bundle_dir", type=click.Path(file_okay=False, exists=True),
+              help="Offline bundle (labkit bundle create) whose images every server gets.")
+@click.option("-v", "--verbose", count=True, help="Show Ansible's own output.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress, only the result.")
+@handle_errors
+def prepare(inventory, bundle_dir, verbose, quiet):
+    """Prepare lab servers: engine running, Python for Ansible's docker modules, images from a bundle."""
+    with _progress(verbose, quiet, "labkit prepare") as on_event:
+        res = api.prepare(inventory, bundle_dir, log=_say, on_event=on_event, show_output=bool(verbose))
+    _say(_recap(res))
+
+
+# --------------------------------------------------------------------------- bundle
+
+@main.group()
+def bundle():
+    """Offline bundles: images and box as files with checksums, for other lab servers."""
+
+
+@bundle.command("create")
+@lab_options
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--box/--no-box", "with_box", default=True, help="Include the lab's Vagrant box.")
+@handle_errors
+def bundle_create(lab_file, lab_name, directory, with_box):
+    """Save the lab's local images (and box) into DIRECTORY with a manifest and SHA256SUMS."""
+    from . import bundle as bundle_mod
+
+    lab = _lab(lab_file, lab_name)
+    refs = [c.distro for c in lab.containers if c.spec.source == "local"]
+    bundle_mod.create(directory, refs, lab.vm.box if (with_box and lab.vm.enabled) else None, log=_say)
+
+
+@bundle.command("load")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+@handle_errors
+def bundle_load(directory):
+    """Verify a bundle's checksums and load its images and box on this server."""
+    from . import bundle as bundle_mod
+
+    bundle_mod.load(directory, log=_say)
+
+
 # --------------------------------------------------------------------------- box
 
 @main.group()

@@ -72,7 +72,7 @@ def test_student_env_is_provisioned_on_every_distro(default_lab, default_facts, 
     if distro == "busybox":
         assert "BusyBox" in motd
     else:
-        assert f"Debian {distro[-2:]}" in motd
+        assert f"Debian GNU/Linux {distro[-2:]}" in motd
         docker("exec", name, "dpkg", "-s", "less")   # installed through apt
     assert "student:" in docker("exec", name, "cat", "/etc/passwd")
 
@@ -97,3 +97,12 @@ def test_a_container_removed_behind_labkits_back_is_recreated(default_lab):
     out = run("up", "--no-facts").stdout
     assert recap(out)["failures"] == 0
     assert "labkit-demo-s01-debian12" in docker("ps", "--format", "{{.Names}}")
+
+
+def test_shell_runs_as_the_student_in_a_container(default_lab):
+    out = run("shell", "debian12", "sh", "-c", "id -un; cat /etc/motd").stdout
+    assert out.startswith("student\n") and "Debian GNU/Linux 12" in out
+    root = run("shell", "busybox", "--root", "id", "-u").stdout
+    assert root.strip() == "0"
+    bad = run("shell", "debain12", check=False)
+    assert bad.returncode == 1 and "hosts: busybox, debian11, debian12, debian13, vm" in bad.stderr

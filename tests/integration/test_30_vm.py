@@ -73,3 +73,8 @@ def test_a_vm_deleted_behind_labkits_back_is_recreated(default_lab):
     rows = json.loads(run("facts", "--json").stdout)
     vm = next(r for r in rows if r["role"] == "vm")
     assert not vm["error"] and vm["pid1"] == "systemd"
+
+
+def test_shell_runs_as_the_student_in_the_vm(default_lab):
+    out = run("shell", "vm", "sh", "-c", "id -un; cat /proc/1/comm").stdout.split()
+    assert out == ["student", "systemd"]

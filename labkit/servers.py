@@ -1,0 +1,131 @@
+"""Lab servers from an Ansible inventory, and the way labkit reaches their engines.
+
+The inventory's group ``lab_servers`` lists the servers. A local one (``ansible_connection:
+local``) is reached as usual; for a remote one labkit opens an SSH tunnel to its Docker
+socket for the length of a command (``ssh -L <lab dir>/docker-<server>.sock:/var/run/docker.sock``),
+so the docker SDK, Ansible's ``docker_api`` connection and the checks reach its containers
+without exposing the engine on the network.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import EngineError, SpecError
+from .paths import lab_dir
+
+LOCAL_SOCKET = "unix:///var/run/docker.sock"
+
+
+@dataclass
+class Server:
+    name: str
+    local: bool
+    hostvars: dict = field(default_factory=dict)
+    docker_host: str = LOCAL_SOCKET
+
+    def ssh_argv(self) -> list[str]:
+        """``ssh`` with this server's inventory settings (user, port, key, common args)."""
+        hv = self.hostvars
+        argv = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=20", "-p", str(hv.get("ansible_port", 22))]
+        if hv.get("ansible_ssh_private_key_file"):
+            argv += ["-i", str(hv["ansible_ssh_private_key_file"]), "-o", "IdentitiesOnly=yes"]
+        argv += shlex.split(str(hv.get("ansible_ssh_common_args", "")))
+        user = hv.get("ansible_user")
+        host = hv.get("ansible_host", self.name)
+        return argv + [f"{user}@{host}" if user else str(host)]
+
+    def testinfra_spec(self) -> tuple[str, dict]:
+        """testinfra host spec and kwargs for the server itself."""
+        if self.local:
+            return "local://", {}
+        hv = self.hostvars
+        user = f"{hv['ansible_user']}@" if hv.get("ansible_user") else ""
+        spec = f"ssh://{user}{hv.get('ansible_host', self.name)}:{hv.get('ansible_port', 22)}"
+        kw = {"ssh_extra_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"}
+        if hv.get("ansible_ssh_private_key_file"):
+            kw["ssh_identity_file"] = str(hv["ansible_ssh_private_key_file"])
+        return spec, kw
+
+
+def default_servers() -> list[Server]:
+    return [Server("localhost", True)]
+
+
+def from_inventory(inventory: str | Path) -> list[Server]:
+    """The hosts of group ``lab_servers`` (with their variables), in inventory order."""
+    inv = Path(inventory)
+    if not inv.exists():
+        raise SpecError(f"{inv}: inventory not found", "see inventories/classroom/ for an example")
+    exe = Path(sys.executable).parent / "ansible-inventory"
+    p = subprocess.run([str(exe), "-i", str(inv), "--list", "--export"], capture_output=True, text=True, timeout=120)
+    if p.returncode != 0:
+        raise SpecError(f"{inv}: not a valid inventory: {p.stderr.strip().splitlines()[-1] if p.stderr else p.returncode}")
+    data = json.loads(p.stdout)
+
+    def members(group: str) -> list[str]:
+        g = data.get(group) or {}
+        out = list(g.get("hosts", []))
+        for child in g.get("children", []):
+            out += [h for h in members(child) if h not in out]
+        return out
+
+    names = members("lab_servers")
+    if not names:
+        raise SpecError(f"{inv}: no hosts in group lab_servers", "list the lab servers under lab_servers")
+    hostvars = (data.get("_meta") or {}).get("hostvars", {})
+    return [Server(n, hostvars.get(n, {}).get("ansible_connection") == "local", hostvars.get(n, {})) for n in names]
+
+
+def assign(students: list[str], servers: list[Server], previous: dict[str, str] | None = None) -> dict[str, str]:
+    """Spread students over servers: keep earlier assignments, give new students to the least loaded."""
+    names = [s.name for s in servers]
+    out = {st: sv for st, sv in (previous or {}).items() if st in students and sv in names}
+    load = {n: sum(1 for v in out.values() if v == n) for n in names}
+    for st in students:
+        if st not in out:
+            target = min(names, key=lambda n: (load[n], names.index(n)))
+            out[st] = target
+            load[target] += 1
+    return {st: out[st] for st in students}
+
+
+@contextmanager
+def engines(lab: str, servers: list[Server], timeout: float = 30) -> Iterator[list[Server]]:
+    """Open an SSH tunnel to each remote server's Docker socket; close them on exit."""
+    procs = []
+    try:
+        for s in servers:
+            if s.local:
+                continue
+            sock = lab_dir(lab) / f"docker-{s.name}.sock"
+            sock.unlink(missing_ok=True)
+            argv = s.ssh_argv()
+            cmd = argv[:-1] + ["-N", "-o", "ExitOnForwardFailure=yes", "-o", "StreamLocalBindUnlink=yes",
+                               "-L", f"{sock}:/var/run/docker.sock", argv[-1]]
+            p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            procs.append(p)
+            deadline = time.monotonic() + timeout
+            while not sock.exists():
+                if p.poll() is not None or time.monotonic() > deadline:
+                    err = (p.stderr.read() if p.poll() is not None else "timed out").strip()
+                    raise EngineError(f"cannot reach the engine of lab server {s.name} over SSH: {err}",
+                                      f"check `{' '.join(argv)} docker version`; prepare it with `labkit prepare -i ...`")
+                time.sleep(0.1)
+            s.docker_host = f"unix://{sock}"
+        yield servers
+    finally:
+        for p in procs:
+            p.terminate()
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()

@@ -1,0 +1,71 @@
+"""Several lab servers: an offline bundle (checksummed) carried to a second lab server, the
+default lab's VM, which `labkit prepare` (role lab_server) readies with its own engine."""
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from labkit import api
+
+from .conftest import recap, run
+
+pytestmark = [pytest.mark.integration, pytest.mark.vm]
+VM = "labkit-demo-s01-vm"
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory, default_lab):
+    d = tmp_path_factory.mktemp("bundle")
+    lab = d / "lab.yml"
+    lab.write_text("name: srv\nstudents: [a]\ncontainers: [busybox]\nvm: {enabled: false}\n")
+    run("bundle", "create", "-f", str(lab), str(d / "b"))
+    return d / "b"
+
+
+def test_bundle_has_manifest_and_checksums_and_loads_idempotently(bundle):
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert [e["image"] for e in manifest["images"]] == ["labkit/busybox:1.35"]
+    assert "images/busybox.tar" in (bundle / "SHA256SUMS").read_text()
+    out = run("bundle", "load", str(bundle)).stdout
+    assert "present with the same recipe, skipped" in out
+
+
+def test_a_corrupt_bundle_is_refused_naming_the_file(bundle, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(bundle, bad)
+    with (bad / "images" / "busybox.tar").open("r+b") as f:
+        f.seek(100)
+        f.write(b"X")
+    p = run("bundle", "load", str(bad), check=False)
+    assert p.returncode == 1 and "images/busybox.tar does not match its checksum" in p.stderr
+
+
+def ssh(cmd: str) -> str:
+    cfg = api.ssh_config("demo")
+    return subprocess.run(["ssh", "-F", str(cfg), VM, cmd], capture_output=True, text=True, timeout=300,
+                          check=True).stdout
+
+
+def test_the_vm_prepared_as_a_second_lab_server_runs_containers_on_its_own_kernel(bundle, tmp_path):
+    cfg = {}
+    for line in api.ssh_config("demo").read_text().splitlines():
+        parts = line.split(None, 1)
+        if len(parts) == 2:
+            cfg[parts[0]] = parts[1]
+    inv = tmp_path / "hosts.yml"
+    inv.write_text(json.dumps({"all": {"children": {"lab_servers": {"hosts": {"server-2": {
+        "ansible_host": cfg["HostName"], "ansible_port": int(cfg.get("Port", 22)), "ansible_user": cfg["User"],
+        "ansible_ssh_private_key_file": cfg["IdentityFile"], "ansible_python_interpreter": "/usr/bin/python3",
+        "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"}}}}}}))
+    ssh("sudo docker rmi -f labkit/busybox:1.35 >/dev/null 2>&1; true")
+    first = run("prepare", "-i", str(inv), "--bundle", str(bundle))
+    assert recap(first.stdout)["failures"] == 0 and recap(first.stdout)["changed"] > 0
+    second = run("prepare", "-i", str(inv), "--bundle", str(bundle))
+    assert recap(second.stdout)["changed"] == 0, second.stdout
+    out = ssh("sudo docker run --rm --network none labkit/busybox:1.35 cat /proc/sys/kernel/random/boot_id").strip()
+    vm_boot = ssh("cat /proc/sys/kernel/random/boot_id").strip()
+    assert out == vm_boot
+    assert out != Path("/proc/sys/kernel/random/boot_id").read_text().strip()

@@ -1,0 +1,77 @@
+"""A two-server classroom from one inventory, on this machine: this machine and the default
+lab's VM (prepared by `labkit prepare` with its own engine) as the second lab server. Each
+server's containers run on that server's kernel; one command brings it up, one report merges
+the facts of both servers, `labkit down` cleans both."""
+import json
+
+import pytest
+
+from labkit import api
+
+from .conftest import recap, run
+
+pytestmark = [pytest.mark.integration, pytest.mark.vm]
+
+
+@pytest.fixture(scope="module")
+def classroom(tmp_path_factory, default_lab):
+    d = tmp_path_factory.mktemp("duo")
+    cfg = {}
+    for line in api.ssh_config("demo").read_text().splitlines():
+        parts = line.split(None, 1)
+        if len(parts) == 2:
+            cfg[parts[0]] = parts[1]
+    inv = d / "hosts.yml"
+    inv.write_text(json.dumps({"all": {"children": {"lab_servers": {"hosts": {
+        "localhost": {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}"},
+        "server-2": {"ansible_host": cfg["HostName"], "ansible_port": int(cfg.get("Port", 22)),
+                     "ansible_user": cfg["User"], "ansible_ssh_private_key_file": cfg["IdentityFile"],
+                     "ansible_python_interpreter": "/usr/bin/python3", "ansible_become": True,
+                     "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"}}}}}}))
+    lab = d / "lab.yml"
+    lab.write_text("name: duo\nstudents: [a1, a2, a3]\ncontainers: [busybox]\nvm: {enabled: false}\n"
+                   "provision: {packages: []}\n")
+    run("bundle", "create", "-f", str(lab), str(d / "bundle"))
+    run("prepare", "-i", str(inv), "--bundle", str(d / "bundle"))
+    run("down", "-f", str(lab), "-i", str(inv), check=False)
+    up = run("up", "-f", str(lab), "-i", str(inv))
+    yield {"lab": lab, "inv": inv, "up": up}
+    run("down", "-f", str(lab), "-i", str(inv), check=False)
+
+
+def test_one_command_brings_up_both_servers(classroom):
+    r = recap(classroom["up"].stdout)
+    assert r["failures"] == 0 and r["dark"] == 0
+    st = json.loads(run("status", "-f", str(classroom["lab"]), "--json").stdout)
+    by_server = {}
+    for h in st["hosts"]:
+        by_server.setdefault(h["server"], []).append(h["student"])
+    assert sorted(by_server) == ["localhost", "server-2"]
+    assert sorted(by_server["localhost"] + by_server["server-2"]) == ["a1", "a2", "a3"]
+
+
+def test_merged_facts_show_each_servers_containers_on_that_servers_kernel(classroom):
+    rows = json.loads(run("facts", "-f", str(classroom["lab"]), "--json").stdout)
+    servers = {r["host"]: r for r in rows if r["role"] == "server"}
+    assert set(servers) == {"lab-server", "server-2"}
+    assert servers["lab-server"]["boot_id"] != servers["server-2"]["boot_id"]
+    for c in (r for r in rows if r["role"] == "container"):
+        own = servers["lab-server" if c["server"] == "localhost" else c["server"]]
+        assert c["boot_id"] == own["boot_id"] and c["kernel_release"] == own["kernel_release"], c
+        assert c["same_kernel"] is True and c["same_boot"] is True
+    assert {c["server"] for c in rows if c["role"] == "container"} == {"localhost", "server-2"}
+
+
+def test_verify_passes_per_server(classroom):
+    p = run("verify", "-f", str(classroom["lab"]), "--fact", "K1", "--fact", "K2", "--json")
+    results = json.loads(p.stdout)
+    assert len(results) == 6 and all(r["outcome"] == "passed" for r in results), results
+
+
+def test_second_up_changes_nothing_and_down_cleans_both(classroom):
+    again = run("up", "-f", str(classroom["lab"]), "-i", str(classroom["inv"]), "--no-facts")
+    assert recap(again.stdout)["changed"] == 0, again.stdout
+    out = run("down", "-f", str(classroom["lab"]), "-i", str(classroom["inv"])).stdout
+    assert "removed 3 container(s), 3 network(s)" in out
+    st = json.loads(run("status", "-f", str(classroom["lab"]), "--json").stdout)
+    assert st["hosts"] == [] and st["networks"] == []
