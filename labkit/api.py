@@ -70,8 +70,10 @@ def lab_lock(lab: str, verb: str) -> Iterator[None]:
 
 # --------------------------------------------------------------------------- plan
 
-def container_plan(lab: Lab, students: list[str] | None = None) -> list[dict]:
-    """One item per student and distro: the names, image and labels ``lab_container`` creates."""
+def container_plan(lab: Lab, students: list[str] | None = None,
+                   assignment: dict[str, str] | None = None) -> list[dict]:
+    """One item per student and distro: the names, image and labels ``lab_container`` creates,
+    and the lab server it goes to (``*``: the only one)."""
     registry = lab.registry or catalog.default_registry()
     plan = []
     for student in lab.students:
@@ -90,7 +92,7 @@ def container_plan(lab: Lab, students: list[str] | None = None) -> list[dict]:
                 "family": d.family,
                 "pkg_mgr": d.pkg_mgr,
                 "bootstrap": d.bootstrap or "",
-                "server": "*",
+                "server": (assignment or {}).get(student, "*"),
             })
     return plan
 
@@ -100,9 +102,52 @@ def network_name(lab: str, student: str) -> str:
     return f"labkit-{lab}-{student}"
 
 
-def network_plan(lab: Lab, students: list[str] | None = None) -> list[dict]:
-    return [{"name": network_name(lab.name, s), "student": s, "server": "*"}
+def network_plan(lab: Lab, students: list[str] | None = None,
+                 assignment: dict[str, str] | None = None) -> list[dict]:
+    return [{"name": network_name(lab.name, s), "student": s, "server": (assignment or {}).get(s, "*")}
             for s in lab.students if not students or s in students]
+
+
+# --------------------------------------------------------------------------- lab servers
+
+def _inventory_file(lab: str) -> Path:
+    return lab_dir(lab) / "inventory"
+
+
+def lab_servers(lab: str, inventory: str | Path | None = None) -> tuple[list, str | None]:
+    """The lab's servers: from ``inventory`` (remembered for later commands), else from the
+    inventory the lab was brought up with, else this machine alone. Returns (servers, inventory)."""
+    from . import servers as srv
+
+    saved = _inventory_file(lab)
+    if inventory is None and saved.is_file():
+        inventory = saved.read_text().strip()
+    if inventory is None:
+        return srv.default_servers(), None
+    return srv.from_inventory(inventory), str(Path(inventory).resolve())
+
+
+@contextmanager
+def engines(lab: str, inventory: str | Path | None = None) -> Iterator[list]:
+    """The lab's servers with their engines reachable (SSH tunnels to remote ones)."""
+    from . import servers as srv
+
+    servers, _ = lab_servers(lab, inventory)
+    with srv.engines(lab, servers) as svs:
+        yield svs
+
+
+def _assignment(lab: Lab, servers: list) -> dict[str, str] | None:
+    """Which server each student's hosts go to (kept across runs); None for one local server."""
+    from . import servers as srv
+
+    if len(servers) == 1 and servers[0].local:
+        return None
+    path = lab_dir(lab.name) / "assignment.json"
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    out = srv.assign(lab.students, servers, previous)
+    path.write_text(json.dumps(out, indent=2))
+    return out
 
 
 def vm_plan(lab: Lab, students: list[str] | None = None) -> list[dict]:
@@ -153,14 +198,30 @@ class UpResult:
 
 
 def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log: Log = _quiet,
-       on_event=None, verbosity: int = 0, show_output: bool = False, with_facts: bool = True) -> UpResult:
-    """Bring the lab up (idempotent): images, then ``playbooks/up.yml`` through ansible-runner."""
+       on_event=None, verbosity: int = 0, show_output: bool = False, with_facts: bool = True,
+       inventory: str | Path | None = None) -> UpResult:
+    """Bring the lab up (idempotent): images, then ``playbooks/up.yml`` through ansible-runner.
+
+    With ``inventory``, the lab's students are spread over its ``lab_servers`` (each server
+    prepared with ``labkit prepare``); later commands on the lab remember the inventory.
+    """
     _check_students(lab, students)
     t0 = time.monotonic()
-    with lab_lock(lab.name, "up"):
-        engine.client()
+    servers, inv_path = lab_servers(lab.name, inventory)
+    multi = not (len(servers) == 1 and servers[0].local)
+    if multi and lab.vm.enabled:
+        raise SpecError(f"lab '{lab.name}': VMs on several lab servers are not supported yet",
+                        "set vm.enabled: false for a multi-server lab, or bring the VMs up on one server")
+    with lab_lock(lab.name, "up"), engines_for(lab.name, servers) as svs:
+        assignment = _assignment(lab, svs)
+        if inv_path:
+            _inventory_file(lab.name).write_text(inv_path)
         refs = [c.distro for c in lab.containers]
-        imgs = images.ensure(refs, lab.registry or catalog.default_registry(), build_missing=build, log=log)
+        imgs = []
+        if any(sv.local for sv in svs):
+            engine.client()
+            imgs = images.ensure(refs, lab.registry or catalog.default_registry(), build_missing=build, log=log)
+        _check_remote_images(lab, svs)
         vms = vm_plan(lab, students)
         vm_settings = _vm_settings(lab, log, build) if vms else {}
         _save_lab(lab)
@@ -169,24 +230,54 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
             "labkit_lab_dir": str(lab_dir(lab.name)),
             "labkit_vms": vms,
             "labkit_vm": vm_settings,
-            "labkit_containers": container_plan(lab, students),
-            "labkit_networks": network_plan(lab, students) if lab.containers else [],
+            "labkit_containers": container_plan(lab, students, assignment),
+            "labkit_networks": network_plan(lab, students, assignment) if lab.containers else [],
+            "labkit_docker_hosts": {sv.name: sv.docker_host for sv in svs},
             "labkit_limits": lab.limits.model_dump(mode="json"),
             "labkit_provision": lab.provision.model_dump(mode="json"),
         }
         try:
             run = run_playbook("up.yml", lab=lab.name, extravars=extravars, on_event=on_event,
-                               verbosity=verbosity, show_output=show_output)
+                               verbosity=verbosity, show_output=show_output, inventory=inv_path)
         except PlaybookFailed as e:  # keep the boot times of the VMs that did boot (K8)
             booted = [v["name"] for v in vms if "labkit_vm_boot_seconds" in e.host_facts.get(v["name"], {})]
             measure.save(lab.name, [_measure_vm(lab, n, e.host_facts) for n in booted])
             raise
-        measure.save(lab.name, [measure.container(p["name"]) for p in extravars["labkit_containers"]]
+        clients = {sv.name: engine.client_for(sv.docker_host) for sv in svs}
+        local = next((n for n, sv in zip(clients, svs, strict=True) if sv.local), None)
+        measure.save(lab.name, [measure.container(p["name"], clients.get(p["server"]) or clients.get(local))
+                                for p in extravars["labkit_containers"]]
                      + [_measure_vm(lab, v["name"], run.host_facts) for v in vms])
     res = UpResult(lab, run, imgs, seconds=time.monotonic() - t0)
     if with_facts:
         res.facts = facts(lab)
     return res
+
+
+def engines_for(lab: str, servers: list):
+    from . import servers as srv
+
+    return srv.engines(lab, servers)
+
+
+def _check_remote_images(lab: Lab, servers: list) -> None:
+    """A remote server must have the lab's images (from a bundle): say which are missing where."""
+    registry = lab.registry or catalog.default_registry()
+    for sv in servers:
+        if sv.local:
+            continue
+        c = engine.client_for(sv.docker_host)
+        missing = []
+        for ct in lab.containers:
+            ref = ct.spec.image_ref(registry)
+            try:
+                c.images.get(ref)
+            except Exception:  # noqa: BLE001 - docker.errors.ImageNotFound and friends
+                missing.append(ref)
+        if missing:
+            raise images.ImageError(f"lab server {sv.name} lacks image(s): {', '.join(missing)}",
+                                    "carry them over offline: `labkit bundle create DIR` then "
+                                    "`labkit prepare -i INVENTORY --bundle DIR`")
 
 
 def _measure_vm(lab: Lab, domain: str, host_facts: dict) -> dict:
@@ -208,29 +299,31 @@ class DownResult:
 
 
 def down(lab: Lab, *, students: list[str] | None = None, log: Log = _quiet, on_event=None,
-         verbosity: int = 0, show_output: bool = False) -> DownResult:
-    """Remove exactly what carries the lab's labels (one student's when asked); idempotent."""
+         verbosity: int = 0, show_output: bool = False, inventory: str | Path | None = None) -> DownResult:
+    """Remove exactly what carries the lab's labels (one student's when asked), on every
+    lab server of the lab; idempotent."""
     _check_students(lab, students)
-    with lab_lock(lab.name, "down"):
-        before = hosts(lab.name)
-        nets_before = _networks(lab.name)
-        engine.client()
+    servers, inv_path = lab_servers(lab.name, inventory)
+    with lab_lock(lab.name, "down"), engines_for(lab.name, servers) as svs:
+        before = hosts(lab.name, servers=svs)
+        nets_before = _networks(lab.name, svs)
         if students:
             run = None
             for s in students:
                 run = run_playbook("down.yml", lab=lab.name, extravars={"labkit_lab": lab.name, "labkit_student": s},
-                                   on_event=on_event, verbosity=verbosity, show_output=show_output)
+                                   on_event=on_event, verbosity=verbosity, show_output=show_output,
+                                   inventory=inv_path)
         else:
             run = run_playbook("down.yml", lab=lab.name, extravars={"labkit_lab": lab.name},
-                               on_event=on_event, verbosity=verbosity, show_output=show_output)
+                               on_event=on_event, verbosity=verbosity, show_output=show_output, inventory=inv_path)
         removed_vms: list[str] = []
         if lab.vm.enabled or vm_hosts(lab.name):
             from .vms import destroy_lab_vms
 
             for s in students or [None]:
                 removed_vms += destroy_lab_vms(lab.name, s, log=log)
-        after = hosts(lab.name)
-        nets_after = _networks(lab.name)
+        after = hosts(lab.name, servers=svs)
+        nets_after = _networks(lab.name, svs)
         gone = [h["name"] for h in before if h["name"] not in {a["name"] for a in after}]
         measure.forget(lab.name, gone if students else None)
     containers_removed = len([h for h in before if h["role"] == "container"]) - len(
@@ -238,8 +331,11 @@ def down(lab: Lab, *, students: list[str] | None = None, log: Log = _quiet, on_e
     return DownResult(lab.name, containers_removed, len(nets_before) - len(nets_after), run, removed_vms)
 
 
-def _networks(lab: str) -> list:
-    return engine.client().networks.list(filters={"label": f"labkit.lab={lab}"})
+def _networks(lab: str, servers: list | None = None) -> list[str]:
+    from .servers import default_servers
+
+    return [n.name for sv in (servers or default_servers())
+            for n in engine.client_for(sv.docker_host).networks.list(filters={"label": f"labkit.lab={lab}"})]
 
 
 def vm_hosts(lab: str, students: list[str] | None = None) -> list[dict]:
@@ -286,14 +382,20 @@ def ssh_config(lab: str) -> Path:
     return path
 
 
-def hosts(lab: str, students: list[str] | None = None) -> list[dict]:
-    """The lab's hosts (containers by label, VMs by name), whatever their state."""
-    return _containers(lab, students) + vm_hosts(lab, students)
+def hosts(lab: str, students: list[str] | None = None, servers: list | None = None) -> list[dict]:
+    """The lab's hosts (containers by label on each lab server, VMs by name), whatever their state.
+    ``servers``: with their engines reachable (``engines()``); default: this machine."""
+    from .servers import default_servers
 
-
-def _containers(lab: str, students: list[str] | None = None) -> list[dict]:
     out = []
-    for c in engine.client().containers.list(all=True, filters={"label": f"labkit.lab={lab}"}):
+    for sv in servers or default_servers():
+        out += _containers(lab, students, sv)
+    return sorted(out, key=lambda h: (h["student"], h["name"])) + vm_hosts(lab, students)
+
+
+def _containers(lab: str, students: list[str] | None, server) -> list[dict]:
+    out = []
+    for c in engine.client_for(server.docker_host).containers.list(all=True, filters={"label": f"labkit.lab={lab}"}):
         lb = c.labels or {}
         if students and lb.get("labkit.student") not in students:
             continue
@@ -305,41 +407,51 @@ def _containers(lab: str, students: list[str] | None = None) -> list[dict]:
             "state": c.status,
             "image": (c.attrs.get("Config") or {}).get("Image", ""),
             "spec": f"docker://{c.name}",
+            "server": server.name,
+            "local": server.local,
+            "docker_host": server.docker_host,
         })
-    return sorted(out, key=lambda h: (h["student"], h["name"]))
+    return out
 
 
 def status(lab: Lab) -> dict:
     """Hosts and networks of the lab, with what the lab file expects but is missing."""
-    found = hosts(lab.name)
-    names = {h["name"] for h in found}
-    missing = [p["name"] for p in container_plan(lab) + vm_plan(lab) if p["name"] not in names]
-    return {
-        "lab": lab.name,
-        "hosts": found,
-        "missing": missing,
-        "networks": [n.name for n in _networks(lab.name)],
-    }
+    with engines(lab.name) as svs:
+        found = hosts(lab.name, servers=svs)
+        names = {h["name"] for h in found}
+        missing = [p["name"] for p in container_plan(lab) + vm_plan(lab) if p["name"] not in names]
+        return {
+            "lab": lab.name,
+            "servers": [sv.name for sv in svs],
+            "hosts": found,
+            "missing": missing,
+            "networks": _networks(lab.name, svs),
+        }
 
 
 def facts(lab: Lab) -> list[HostFacts]:
     """Side-by-side facts of the lab server and every running host of the lab."""
-    running = [h for h in hosts(lab.name) if h["state"] == "running"]
+    with engines(lab.name) as svs:
+        running = _running(lab, svs)
+        return collect(running, ssh_config(lab.name), servers=svs)
+
+
+def _running(lab: Lab, servers: list) -> list[dict]:
+    running = [h for h in hosts(lab.name, servers=servers) if h["state"] == "running"]
     if not running:
         raise LabkitError(f"lab '{lab.name}' has no running hosts", "bring it up with `labkit up`")
-    return collect(running, ssh_config(lab.name))
+    return running
 
 
 def verify(lab: Lab, only: list[str] | None = None, junit: str | Path | None = None):
     """Check the kernel-sharing facts K1..K12 on the live lab; one result per fact and host."""
     from .verify import build_view, run_checks
 
-    running = [h for h in hosts(lab.name) if h["state"] == "running"]
-    if not running:
-        raise LabkitError(f"lab '{lab.name}' has no running hosts", "bring it up with `labkit up`")
-    cfg = ssh_config(lab.name)
-    view = build_view(collect(running, cfg), lab.name, cfg)
-    return run_checks(view, only, junit)
+    with engines(lab.name) as svs:
+        running = _running(lab, svs)
+        cfg = ssh_config(lab.name)
+        view = build_view(collect(running, cfg, servers=svs), lab.name, cfg)
+        return run_checks(view, only, junit)
 
 
 def shell_command(lab: Lab, host: str, student: str | None = None, root: bool = False,
@@ -351,7 +463,7 @@ def shell_command(lab: Lab, host: str, student: str | None = None, root: bool = 
     """
     student = student or lab.students[0]
     _check_students(lab, [student])
-    found = {h["name"]: h for h in hosts(lab.name)}
+    found = {h["name"]: h for h in hosts(lab.name)}  # this machine's hosts
     name = host if host in found else f"labkit-{lab.name}-{student}-{host.replace(':', '').replace('.', '')}"
     h = found.get(name)
     if h is None:
@@ -363,8 +475,11 @@ def shell_command(lab: Lab, host: str, student: str | None = None, root: bool = 
         raise LabkitError(f"{name} is {h['state']}", "bring it back with `labkit up`")
     user = lab.provision.user
     if h["role"] == "vm":
-        remote = (["sudo", "-i"] if root else ["sudo", "-iu", user]) + (command or [])
-        return ["ssh", "-F", str(ssh_config(lab.name)), "-T" if command else "-t", name, *remote]
+        import shlex
+
+        # ssh hands the remote shell one string: quote the command so it arrives as typed
+        remote = shlex.join((["sudo", "-i"] if root else ["sudo", "-iu", user]) + (command or []))
+        return ["ssh", "-F", str(ssh_config(lab.name)), "-T" if command else "-t", name, remote]
     import sys
 
     tty = ["-it"] if sys.stdin.isatty() and not command else ["-i"]
@@ -384,11 +499,10 @@ def report(lab: Lab, out_dir: str | Path, with_checks: bool = True, junit_dir: s
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    running = [h for h in hosts(lab.name) if h["state"] == "running"]
-    if not running:
-        raise LabkitError(f"lab '{lab.name}' has no running hosts", "bring it up with `labkit up`")
-    cfg = ssh_config(lab.name)
-    host_facts = collect(running, cfg)
+    with engines(lab.name) as svs:
+        running = _running(lab, svs)
+        cfg = ssh_config(lab.name)
+        host_facts = collect(running, cfg, servers=svs)
     meas = measure.load(lab.name)
     checks = None
     if with_checks:

@@ -81,17 +81,20 @@ def _yesno(v) -> str:
 
 
 def facts_table(rows) -> Table:
+    several = len([r for r in rows if r.role == "server"]) > 1
     t = Table(title="kernel-sharing facts: lab server vs lab hosts", title_justify="left")
-    for col in ("host", "role", "os-release", "kernel release", "same kernel", "same boot_id",
-                "PID 1", "pkg manager", "virt"):
+    cols = ["host", "role", "os-release", "kernel release", "same kernel", "same boot_id", "PID 1",
+            "pkg manager", "virt"] + (["lab server"] if several else [])
+    for col in cols:
         t.add_column(col)
     for r in rows:
         distro = f"{r.os_id} {r.os_version}".strip() or (f"none ({r.distro})" if not r.error else "")
+        extra = [r.server] if several else []
         if r.error:
-            t.add_row(r.host, r.role, "[red]unreadable[/]", r.error, "", "", "", "", "")
+            t.add_row(r.host, r.role, "[red]unreadable[/]", escape(r.error), "", "", "", "", "", *extra)
             continue
         t.add_row(r.host, r.role, distro, r.kernel_release, _yesno(r.same_kernel), _yesno(r.same_boot),
-                  r.pid1, r.pkg_mgr, r.virt)
+                  r.pid1, r.pkg_mgr, r.virt, *extra)
     return t
 
 
@@ -138,15 +141,18 @@ def main():
 @click.option("--facts/--no-facts", "with_facts", default=True, help="Show the facts table at the end.")
 @click.option("-v", "--verbose", count=True, help="Show Ansible's own output (-vv... for more).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, only the result.")
+@click.option("-i", "--inventory", type=click.Path(exists=True),
+              help="Spread the students over this inventory's lab_servers (remembered for later commands).")
 @handle_errors
-def up(lab_file, lab_name, students, build, with_facts, verbose, quiet):
+def up(lab_file, lab_name, students, build, with_facts, verbose, quiet, inventory):
     """Create and provision the lab's hosts (idempotent), then show the facts."""
     lab = _lab(lab_file, lab_name)
     _say(f"labkit up: lab '{lab.name}', {len(lab.students)} student(s), "
          f"{len(lab.containers)} container(s)" + (" and a VM" if lab.vm.enabled else "") + " each")
     with _progress(verbose, quiet, f"labkit up {lab.name}") as on_event:
         res = api.up(lab, students=list(students) or None, build=build, log=_say, on_event=on_event,
-                     verbosity=max(0, verbose - 1), show_output=bool(verbose), with_facts=with_facts)
+                     verbosity=max(0, verbose - 1), show_output=bool(verbose), with_facts=with_facts,
+                     inventory=inventory)
     _say(_recap(res.run))
     if with_facts and res.facts:
         out.print(facts_table(res.facts))
@@ -157,13 +163,14 @@ def up(lab_file, lab_name, students, build, with_facts, verbose, quiet):
 @click.option("--student", "students", multiple=True, help="Remove this student's hosts only (repeatable).")
 @click.option("-v", "--verbose", count=True, help="Show Ansible's own output.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, only the result.")
+@click.option("-i", "--inventory", type=click.Path(exists=True), help="The lab servers (default: those of `labkit up`).")
 @handle_errors
-def down(lab_file, lab_name, students, verbose, quiet):
+def down(lab_file, lab_name, students, verbose, quiet, inventory):
     """Remove everything that carries the lab's labels, from any state (idempotent)."""
     lab = _lab(lab_file, lab_name)
     with _progress(verbose, quiet, f"labkit down {lab.name}") as on_event:
         res = api.down(lab, students=list(students) or None, log=_say, on_event=on_event,
-                       show_output=bool(verbose))
+                       show_output=bool(verbose), inventory=inventory)
     _say(f"labkit down: lab '{lab.name}': removed {res.removed_containers} container(s), "
          f"{res.removed_networks} network(s), {len(res.removed_vms)} VM resource(s)")
 
@@ -179,11 +186,11 @@ def status(lab_file, lab_name, as_json):
     if as_json:
         click.echo(json.dumps(st, indent=2))
         return
-    t = Table(title=f"lab '{lab.name}'", title_justify="left")
-    for col in ("host", "role", "student", "distro", "state"):
+    t = Table(title=f"lab '{lab.name}' on {', '.join(st['servers'])}", title_justify="left")
+    for col in ("host", "role", "student", "distro", "state", "lab server"):
         t.add_column(col)
     for h in st["hosts"]:
-        t.add_row(h["name"], h["role"], h["student"], h["distro"], h["state"])
+        t.add_row(h["name"], h["role"], h["student"], h["distro"], h["state"], h.get("server", "localhost"))
     for m in st["missing"]:
         t.add_row(m, "", "", "", "[yellow]missing[/]")
     out.print(t)

@@ -31,3 +31,24 @@ def client(timeout: int = 120):
 def reset() -> None:
     """Forget the cached client (after the engine restarted)."""
     client.cache_clear()
+
+
+_REMOTE: dict[str, object] = {}
+
+
+def client_for(docker_host: str | None):
+    """A client for the engine at ``docker_host`` (a lab server's tunnelled socket); the
+    local engine's client for None or the local socket."""
+    if not docker_host or docker_host == "unix:///var/run/docker.sock":
+        return client()
+    if docker_host not in _REMOTE:
+        import docker
+
+        try:
+            c = docker.DockerClient(base_url=docker_host, timeout=120)
+            c.ping()
+        except Exception as e:  # noqa: BLE001 - any failure is "not answering"
+            raise EngineError(f"the Docker engine at {docker_host} is not answering ({type(e).__name__})",
+                              "prepare the lab server with `labkit prepare -i INVENTORY`") from None
+        _REMOTE[docker_host] = c
+    return _REMOTE[docker_host]

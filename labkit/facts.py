@@ -42,6 +42,7 @@ class HostFacts:
     role: str                      # server, container, vm
     student: str = ""
     distro: str = ""               # the catalogue reference it was made from
+    server: str = "localhost"      # the lab server (inventory name) it runs on; a server: itself
     kernel_release: str = ""
     kernel_version: str = ""
     boot_id: str = ""
@@ -104,26 +105,73 @@ def _fill(hf: HostFacts, raw: dict[str, str]) -> HostFacts:
     return hf
 
 
-def collect(hosts: list[dict], ssh_config: Path | None = None, jobs: int = 8) -> list[HostFacts]:
-    """Facts of the lab server followed by ``hosts`` (dicts: name, role, student, distro, spec)."""
-    server = HostFacts("lab-server", "server")
-    todo = [(server, "local://")] + [
-        (HostFacts(h["name"], h["role"], h.get("student", ""), h.get("distro", "")), h["spec"]) for h in hosts
-    ]
+def server_label(name: str, local: bool) -> str:
+    """How a lab server appears among the hosts: ``lab-server`` for this machine, else its name."""
+    return "lab-server" if local else name
+
+
+def _probe_remote_container(name: str, docker_host: str) -> dict[str, str]:
+    """A container on another lab server, through that server's tunnelled engine socket."""
+    import shlex
+
+    import testinfra
+
+    host = testinfra.get_host("local://")
+    return probe_host(_Wrapped(host, f"docker -H {shlex.quote(docker_host)} exec {shlex.quote(name)} /bin/sh -c"),
+                      name)
+
+
+class _Wrapped:
+    """A testinfra host whose commands run through a prefix (``docker -H ... exec NAME sh -c``)."""
+
+    def __init__(self, host, prefix: str):
+        self.host, self.prefix = host, prefix
+
+    def run(self, script: str):
+        import shlex
+
+        return self.host.run(f"{self.prefix} {shlex.quote(script)}")
+
+
+def collect(hosts: list[dict], ssh_config: Path | None = None, jobs: int = 8, servers=None) -> list[HostFacts]:
+    """Facts of every lab server followed by ``hosts`` (dicts: name, role, student, distro, spec,
+    and for hosts of other servers: server, docker_host, local=False)."""
+    from .servers import default_servers
+
+    servers = servers or default_servers()
+    todo = []
+    for s in servers:
+        spec, kw = s.testinfra_spec()
+        todo.append((HostFacts(server_label(s.name, s.local), "server", server=s.name), ("server", spec, kw)))
+    for h in hosts:
+        hf = HostFacts(h["name"], h["role"], h.get("student", ""), h.get("distro", ""), server=h.get("server", "localhost"))
+        if h.get("local", True) or h["role"] != "container":
+            todo.append((hf, ("spec", h["spec"], None)))
+        else:
+            todo.append((hf, ("remote", h["name"], h["docker_host"])))
 
     def one(item):
-        hf, spec = item
+        hf, (kind, a, b) = item
         try:
-            _fill(hf, probe(spec, ssh_config if spec.startswith("ssh://") else None))
+            if kind == "server":
+                import testinfra
+
+                raw = probe_host(testinfra.get_host(a, **b), hf.host)
+            elif kind == "remote":
+                raw = _probe_remote_container(a, b)
+            else:
+                raw = probe(a, ssh_config if a.startswith("ssh://") else None)
+            _fill(hf, raw)
         except Exception as e:  # a host that cannot be read is reported, not fatal
             hf.error = str(getattr(e, "message", e)).strip().splitlines()[0][:200]
         return hf
 
     with ThreadPoolExecutor(max_workers=jobs) as ex:
         results = list(ex.map(one, todo))
-    srv = results[0]
-    for hf in results[1:]:
-        if not hf.error:
+    by_server = {r.server: r for r in results if r.role == "server"}
+    for hf in results:
+        srv = by_server.get(hf.server)
+        if hf.role != "server" and not hf.error and srv is not None and not srv.error:
             hf.same_kernel = (hf.kernel_release, hf.kernel_version) == (srv.kernel_release, srv.kernel_version)
             hf.same_boot = hf.boot_id == srv.boot_id
     return results

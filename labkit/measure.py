@@ -24,9 +24,10 @@ def _ts(s: str) -> float:
     return datetime.fromisoformat(s).timestamp()
 
 
-def container(name: str) -> dict:
+def container(name: str, client=None) -> dict:
     """Create-to-ready seconds, memory (cgroup usage) and disk (image size) of one container."""
-    c = engine.client().containers.get(name)
+    client = client or engine.client()
+    c = client.containers.get(name)
     st = c.attrs["State"]
     ready = max(0.0, _ts(st["StartedAt"]) - _ts(c.attrs["Created"]))
     stats = c.stats(stream=False, one_shot=True) if st.get("Running") else {}
@@ -35,7 +36,7 @@ def container(name: str) -> dict:
     inner = ms.get("stats") or {}
     cache = inner.get("total_inactive_file", inner.get("inactive_file", 0))
     mem = max(0, ms.get("usage", 0) - cache)
-    img = engine.client().images.get(c.attrs["Image"])
+    img = client.images.get(c.attrs["Image"])
     return {"host": name, "role": "container", "ready_seconds": round(ready, 3),
             "ready_how": "engine: created -> started", "memory_bytes": int(mem),
             "memory_how": "cgroup usage less inactive cache, as docker stats", "disk_bytes": int(img.attrs.get("Size", 0)),

@@ -19,12 +19,21 @@ CHECKS_DIR = Path(__file__).resolve().parent / "checks"
 class View:
     """What the checks see: the server's and each host's facts, measurements, ssh config."""
 
-    server: HostFacts
+    server: HostFacts                   # this machine (K10, K12)
     hosts: dict[str, HostFacts]
     measurements: dict[str, dict]
     ssh_config: Path | None = None
     containers: list[str] = field(default_factory=list)
     vms: list[str] = field(default_factory=list)
+    servers: dict[str, HostFacts] = field(default_factory=dict)   # every lab server, by inventory name
+
+    def server_of(self, h: HostFacts) -> HostFacts:
+        """The lab server a host runs on: the one its kernel is compared with."""
+        return self.servers.get(h.server, self.server)
+
+    def neighbours(self, h: HostFacts) -> list[HostFacts]:
+        """Containers on the same lab server (namespace ids are only comparable there)."""
+        return [self.hosts[c] for c in self.containers if self.hosts[c].server == h.server]
 
 
 @dataclass
@@ -75,14 +84,15 @@ class _Plugin:
 
 
 def build_view(facts: list[HostFacts], lab: str, ssh_config: Path | None = None) -> View:
-    server = facts[0]
-    hosts = {f.host: f for f in facts[1:]}
+    servers = {f.server: f for f in facts if f.role == "server"}
+    server = next((f for f in servers.values() if f.host == "lab-server"), next(iter(servers.values())))
+    hosts = {f.host: f for f in facts if f.role != "server"}
     broken = [f"{f.host}: {f.error}" for f in facts if f.error]
     if broken:
         raise LabkitError("cannot read facts from " + "; ".join(broken), "check `labkit status`; `labkit up` converges")
     return View(server, hosts, measure.load(lab), ssh_config,
                 containers=[h for h, f in hosts.items() if f.role == "container"],
-                vms=[h for h, f in hosts.items() if f.role == "vm"])
+                vms=[h for h, f in hosts.items() if f.role == "vm"], servers=servers)
 
 
 def run_checks(view: View, only: list[str] | None = None, junit: str | Path | None = None) -> list[CheckResult]:

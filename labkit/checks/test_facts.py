@@ -10,32 +10,32 @@ from labkit.checks import engine_facts
 
 
 def test_K1(view, container, record_property):
-    record_property("detail", checks.k1(view.hosts[container], view.server))
+    record_property("detail", checks.k1(view.hosts[container], view.server_of(view.hosts[container])))
 
 
 def test_K2(view, container, record_property):
-    record_property("detail", checks.k2(view.hosts[container], view.server))
+    record_property("detail", checks.k2(view.hosts[container], view.server_of(view.hosts[container])))
 
 
 def test_K3(view, vm, record_property):
-    record_property("detail", checks.k3(view.hosts[vm], view.server))
+    record_property("detail", checks.k3(view.hosts[vm], view.server_of(view.hosts[vm])))
 
 
 def test_K4(view, container, record_property):
-    record_property("detail", checks.k4(view.hosts[container], view.server))
+    record_property("detail", checks.k4(view.hosts[container], view.server_of(view.hosts[container])))
 
 
 def test_K5(view, lab_host, record_property):
-    record_property("detail", checks.k5(view.hosts[lab_host], view.server))
+    record_property("detail", checks.k5(view.hosts[lab_host], view.server_of(view.hosts[lab_host])))
 
 
 def test_K6(view, lab_host, record_property):
-    record_property("detail", checks.k6(view.hosts[lab_host], view.server))
+    record_property("detail", checks.k6(view.hosts[lab_host], view.server_of(view.hosts[lab_host])))
 
 
 def test_K7(view, container, record_property):
-    others = [view.hosts[c] for c in view.containers]
-    record_property("detail", checks.k7(view.hosts[container], view.server, others))
+    h = view.hosts[container]
+    record_property("detail", checks.k7(h, view.server_of(h), view.neighbours(h)))
 
 
 def test_K8(view, lab_host, record_property):
