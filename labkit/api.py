@@ -245,9 +245,13 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
             raise
         clients = {sv.name: engine.client_for(sv.docker_host) for sv in svs}
         local = next((n for n, sv in zip(clients, svs, strict=True) if sv.local), None)
-        measure.save(lab.name, [measure.container(p["name"], clients.get(p["server"]) or clients.get(local))
-                                for p in extravars["labkit_containers"]]
-                     + [_measure_vm(lab, v["name"], run.host_facts) for v in vms])
+        rows = []
+        for p in extravars["labkit_containers"]:
+            try:
+                rows.append(measure.container(p["name"], clients.get(p["server"]) or clients.get(local)))
+            except Exception as e:  # noqa: BLE001 - a measurement never fails the run; K8/K9 say what is missing
+                log(f"{p['name']}: not measured ({type(e).__name__})")
+        measure.save(lab.name, rows + [_measure_vm(lab, v["name"], run.host_facts) for v in vms])
     res = UpResult(lab, run, imgs, seconds=time.monotonic() - t0)
     if with_facts:
         res.facts = facts(lab)

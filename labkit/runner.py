@@ -7,6 +7,7 @@ and keeping its artifacts. Successful runs' artifacts are rotated.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -253,6 +254,14 @@ def _result(r, playbook: str, secs: float, failures: list[Failure], host_facts: 
     if r.status != "successful" or result.rc != 0:
         if not failures and r.status in ("timeout", "canceled"):
             failures.append(Failure("-", playbook, f"run {r.status}"))
+        if not failures:  # failed before any task ran (a syntax error, a bad inventory): say what Ansible said
+            try:
+                lines = [ln for ln in (artifacts / "stdout").read_text(errors="replace").splitlines() if ln.strip()]
+            except OSError:
+                lines = []
+            said = [re.sub(r"\x1b\[[0-9;]*m", "", ln) for ln in lines[:6]]
+            if said:
+                failures.append(Failure("-", playbook, " / ".join(said)))
         detail = "\n  ".join(str(f) for f in failures[:20]) or f"status {r.status}, rc {result.rc}"
         hosts = sorted({f.host for f in failures})
         raise PlaybookFailed(

@@ -95,3 +95,11 @@ def test_interrupted_run_leaves_no_process_behind(tmp_path, labkit_home):
     left = [p for p in seen["procs"] if os.path.exists(f"/proc/{p}")
             and open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
     assert not left, f"left running: {left}"
+
+
+def test_a_playbook_that_does_not_parse_is_named_with_ansibles_words(tmp_path, labkit_home):
+    pb = tmp_path / "broken.yml"
+    pb.write_text("- hosts: lab_servers\n  tasks:\n    - name: Ensure x: y\n      ansible.builtin.debug: {}\n")
+    with pytest.raises(PlaybookFailed) as ei:
+        run_playbook(str(pb), lab="t1")
+    assert "YAML parsing failed" in ei.value.message or "Syntax Error" in ei.value.message
