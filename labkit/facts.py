@@ -175,3 +175,24 @@ def collect(hosts: list[dict], ssh_config: Path | None = None, jobs: int = 8, se
             hf.same_kernel = (hf.kernel_release, hf.kernel_version) == (srv.kernel_release, srv.kernel_version)
             hf.same_boot = hf.boot_id == srv.boot_id
     return results
+
+
+_BY_INVENTORY: dict[str, HostFacts] = {}
+
+
+def inventory_host_facts(host) -> HostFacts:
+    """HostFacts of a testinfra host of the ansible backend (a Molecule instance), probed once
+    per process; its role, student and distro come from its inventory variables."""
+    v = host.ansible.get_variables()
+    name = v["inventory_hostname"]
+    if name not in _BY_INVENTORY:
+        _BY_INVENTORY[name] = host_facts(host, name, v["labkit_role"], v.get("labkit_student", ""),
+                                         v.get("labkit_distro", ""))
+    return _BY_INVENTORY[name]
+
+
+def local_server_facts() -> HostFacts:
+    """HostFacts of this machine, the lab server."""
+    import testinfra
+
+    return host_facts(testinfra.get_host("local://"), "lab-server", "server")

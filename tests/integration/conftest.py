@@ -76,6 +76,25 @@ def default_lab():
     run("down", check=False)
 
 
+def vm_as_lab_server(name: str = "server-2") -> dict:
+    """Inventory variables that make the default lab's VM a lab server (its ssh settings)."""
+    from labkit import api
+
+    cfg = {}
+    for line in api.ssh_config("demo").read_text().splitlines():
+        parts = line.split(None, 1)
+        if len(parts) == 2:
+            cfg[parts[0]] = parts[1]
+    return {name: {"ansible_host": cfg["HostName"], "ansible_port": int(cfg.get("Port", 22)),
+                   "ansible_user": cfg["User"], "ansible_ssh_private_key_file": cfg["IdentityFile"],
+                   "ansible_python_interpreter": "/usr/bin/python3", "ansible_become": True,
+                   "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"}}
+
+
+def write_inventory(path, servers: dict) -> None:
+    path.write_text(json.dumps({"all": {"children": {"lab_servers": {"hosts": servers}}}}))
+
+
 @pytest.fixture(scope="session")
 def default_facts(default_lab):
     return json.loads(run("facts", "--json").stdout)

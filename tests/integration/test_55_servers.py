@@ -8,7 +8,7 @@ import pytest
 
 from labkit import api
 
-from .conftest import recap, run
+from .conftest import recap, run, vm_as_lab_server, write_inventory
 
 pytestmark = [pytest.mark.integration, pytest.mark.vm]
 VM = "labkit-demo-s01-vm"
@@ -50,16 +50,8 @@ def ssh(cmd: str) -> str:
 
 
 def test_the_vm_prepared_as_a_second_lab_server_runs_containers_on_its_own_kernel(bundle, tmp_path):
-    cfg = {}
-    for line in api.ssh_config("demo").read_text().splitlines():
-        parts = line.split(None, 1)
-        if len(parts) == 2:
-            cfg[parts[0]] = parts[1]
     inv = tmp_path / "hosts.yml"
-    inv.write_text(json.dumps({"all": {"children": {"lab_servers": {"hosts": {"server-2": {
-        "ansible_host": cfg["HostName"], "ansible_port": int(cfg.get("Port", 22)), "ansible_user": cfg["User"],
-        "ansible_ssh_private_key_file": cfg["IdentityFile"], "ansible_python_interpreter": "/usr/bin/python3",
-        "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"}}}}}}))
+    write_inventory(inv, vm_as_lab_server("server-2"))
     ssh("sudo docker rmi -f labkit/busybox:1.35 >/dev/null 2>&1; true")
     first = run("prepare", "-i", str(inv), "--bundle", str(bundle))
     assert recap(first.stdout)["failures"] == 0 and recap(first.stdout)["changed"] > 0

@@ -6,9 +6,7 @@ import json
 
 import pytest
 
-from labkit import api
-
-from .conftest import recap, run
+from .conftest import recap, run, vm_as_lab_server, write_inventory
 
 pytestmark = [pytest.mark.integration, pytest.mark.vm]
 
@@ -16,18 +14,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.vm]
 @pytest.fixture(scope="module")
 def classroom(tmp_path_factory, default_lab):
     d = tmp_path_factory.mktemp("duo")
-    cfg = {}
-    for line in api.ssh_config("demo").read_text().splitlines():
-        parts = line.split(None, 1)
-        if len(parts) == 2:
-            cfg[parts[0]] = parts[1]
     inv = d / "hosts.yml"
-    inv.write_text(json.dumps({"all": {"children": {"lab_servers": {"hosts": {
-        "localhost": {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}"},
-        "server-2": {"ansible_host": cfg["HostName"], "ansible_port": int(cfg.get("Port", 22)),
-                     "ansible_user": cfg["User"], "ansible_ssh_private_key_file": cfg["IdentityFile"],
-                     "ansible_python_interpreter": "/usr/bin/python3", "ansible_become": True,
-                     "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"}}}}}}))
+    write_inventory(inv, {"localhost": {"ansible_connection": "local",
+                                        "ansible_python_interpreter": "{{ ansible_playbook_python }}"},
+                          **vm_as_lab_server("server-2")})
     lab = d / "lab.yml"
     lab.write_text("name: duo\nstudents: [a1, a2, a3]\ncontainers: [busybox]\nvm: {enabled: false}\n"
                    "provision: {packages: []}\n")

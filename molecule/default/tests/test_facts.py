@@ -14,27 +14,17 @@ import testinfra
 from testinfra.utils.ansible_runner import AnsibleRunner
 
 from labkit import checks
-from labkit.facts import HostFacts, host_facts
+from labkit.facts import HostFacts, inventory_host_facts, local_server_facts
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 testinfra_hosts = AnsibleRunner(INVENTORY).get_hosts("all")
 
-_cache: dict[str, HostFacts] = {}
-
-
-def facts_of(host) -> HostFacts:
-    """HostFacts of one instance, probed once per run; role/student/distro from its host vars."""
-    v = host.ansible.get_variables()
-    name = v["inventory_hostname"]
-    if name not in _cache:
-        _cache[name] = host_facts(host, name, v["labkit_role"], v.get("labkit_student", ""),
-                                  v.get("labkit_distro", ""))
-    return _cache[name]
+facts_of = inventory_host_facts
 
 
 @pytest.fixture(scope="module")
 def server() -> HostFacts:
-    return host_facts(testinfra.get_host("local://"), "lab-server", "server")
+    return local_server_facts()
 
 
 @pytest.fixture(scope="module")

@@ -10,30 +10,19 @@ from __future__ import annotations
 import os
 
 import pytest
-import testinfra
 from testinfra.utils.ansible_runner import AnsibleRunner
 
 from labkit import checks
-from labkit.facts import HostFacts, host_facts
+from labkit.facts import HostFacts, inventory_host_facts, local_server_facts
 
 testinfra_hosts = AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts("lab_vms")
 
-_cache: dict[str, HostFacts] = {}
-
-
-def facts_of(host) -> HostFacts:
-    """HostFacts of the VM, probed once per run; role/student/distro from its host vars."""
-    v = host.ansible.get_variables()
-    name = v["inventory_hostname"]
-    if name not in _cache:
-        _cache[name] = host_facts(host, name, v["labkit_role"], v.get("labkit_student", ""),
-                                  v.get("labkit_distro", ""))
-    return _cache[name]
+facts_of = inventory_host_facts
 
 
 @pytest.fixture(scope="module")
 def server() -> HostFacts:
-    return host_facts(testinfra.get_host("local://"), "lab-server", "server")
+    return local_server_facts()
 
 
 @pytest.mark.parametrize("check", [checks.k3, checks.k5, checks.k6], ids=["K3", "K5", "K6"])
