@@ -169,6 +169,35 @@ def bench_scale(d: Path, sizes: list[int], res: dict) -> None:
     res["e_scale"] = out
 
 
+def profile(lab: str, playbook: str = "up.yml", last: int = 2) -> list[dict]:
+    """Where the time goes in labkit's most recent runs of ``playbook`` for ``lab``: per task,
+    the summed host time, from ansible-runner's job events (artifacts of the runs)."""
+    import collections
+    from datetime import datetime
+
+    from labkit.paths import lab_dir
+
+    art = lab_dir(lab) / "runner" / "artifacts"
+    runs = sorted((d for d in art.iterdir() if playbook in (d / "command").read_text(errors="ignore")),
+                  key=lambda d: d.stat().st_mtime)[-last:] if art.is_dir() else []
+    out = []
+    for d in runs:
+        per_task, count, stamps = collections.Counter(), collections.Counter(), []
+        for f in (d / "job_events").glob("*.json"):
+            e = json.loads(f.read_text())
+            ed = e.get("event_data") or {}
+            if e.get("created"):
+                stamps.append(datetime.fromisoformat(e["created"]))
+            if e.get("event", "").startswith("runner_on_") and "duration" in ed:
+                per_task[ed.get("task", "?")] += ed["duration"]
+                count[ed.get("task", "?")] += 1
+        out.append({"run": d.name, "playbook_seconds": round((max(stamps) - min(stamps)).total_seconds(), 2)
+                    if stamps else None,
+                    "top_tasks": [{"task": t, "host_seconds": round(v, 2), "hosts": count[t]}
+                                  for t, v in per_task.most_common(8)]})
+    return out
+
+
 def chart(res: dict, path: Path) -> None:
     import matplotlib
 
@@ -189,7 +218,7 @@ def chart(res: dict, path: Path) -> None:
         pairs.append(("labkit first run\n/ no-op re-run", res["d_noop_rerun"]["first_run"]["median"],
                       res["d_noop_rerun"]["noop_rerun"]["median"]))
     ax = axes[0]
-    for i, (label, a, b) in enumerate(pairs):
+    for i, (_label, a, b) in enumerate(pairs):
         ax.bar(i - 0.2, a, 0.4, color="#999999", label="raw tool / first" if i == 0 else None)
         ax.bar(i + 0.2, b, 0.4, color="#2a7ab8", label="labkit" if i == 0 else None)
     ax.set_xticks(range(len(pairs)), [p[0] for p in pairs], fontsize=8)
@@ -227,6 +256,12 @@ def main() -> None:
             bench_scale(d, [int(x) for x in args.scale.split(",")], res)
         if "b" in only and shutil.which("vagrant"):
             bench_vm(d, res)
+    sys.path.insert(0, str(ROOT))
+    if only & {"a", "d"}:  # the first run and the no-op re-run of the last repetition
+        res["profile_containers"] = {
+            "note": "summed host seconds per task; on 2 cores each module run in a container costs "
+                    "0.6-1.2 s, and ansible-runner + ansible-playbook start in about 3 s",
+            "runs": profile("bench")}
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = RESULTS / f"{stamp}.json"
