@@ -1,0 +1,68 @@
+"""Pure logic of many lab servers: spreading students, ssh settings, inventory reading, bundles."""
+import hashlib
+import json
+
+import pytest
+
+from labkit import bundle
+from labkit.errors import LabkitError, SpecError
+from labkit.servers import Server, assign, from_inventory
+
+
+def servers(*names):
+    return [Server(n, n == "localhost") for n in names]
+
+
+def test_students_are_spread_evenly_and_keep_their_server():
+    a = assign(["a", "b", "c", "d", "e"], servers("localhost", "s2"))
+    assert a == {"a": "localhost", "b": "s2", "c": "localhost", "d": "s2", "e": "localhost"}
+    # a new student goes to the least loaded server; the others stay where they are
+    again = assign(["a", "b", "c", "d", "e", "f"], servers("localhost", "s2"), a)
+    assert {k: again[k] for k in a} == a and again["f"] == "s2"
+    # a server that left the inventory gives its students to the others
+    moved = assign(["a", "b"], servers("localhost"), {"a": "localhost", "b": "gone"})
+    assert moved == {"a": "localhost", "b": "localhost"}
+
+
+def test_ssh_settings_come_from_the_inventory():
+    s = Server("s2", False, {"ansible_host": "10.0.0.2", "ansible_user": "lab", "ansible_port": 2222,
+                             "ansible_ssh_private_key_file": "/k", "ansible_ssh_common_args": "-o Foo=bar"})
+    argv = s.ssh_argv()
+    assert argv[-1] == "lab@10.0.0.2" and "-p" in argv and "2222" in argv and "/k" in argv and "Foo=bar" in argv
+    spec, kw = s.testinfra_spec()
+    assert spec == "ssh://lab@10.0.0.2:2222" and kw["ssh_identity_file"] == "/k"
+    assert Server("localhost", True).testinfra_spec() == ("local://", {})
+
+
+def test_inventory_lab_servers_in_order_with_their_vars(tmp_path):
+    inv = tmp_path / "hosts.yml"
+    inv.write_text("all:\n  children:\n    lab_servers:\n      hosts:\n        localhost: {ansible_connection: local}\n"
+                   "        s2: {ansible_host: 10.0.0.2}\n")
+    got = from_inventory(inv)
+    assert [(s.name, s.local) for s in got] == [("localhost", True), ("s2", False)]
+    assert got[1].hostvars["ansible_host"] == "10.0.0.2"
+    empty = tmp_path / "empty.yml"
+    empty.write_text("all:\n  hosts:\n    x: {}\n")
+    with pytest.raises(SpecError, match="no hosts in group lab_servers"):
+        from_inventory(empty)
+    with pytest.raises(SpecError, match="inventory not found"):
+        from_inventory(tmp_path / "nope.yml")
+
+
+def test_bundle_checksums_name_the_bad_file(tmp_path):
+    (tmp_path / "images").mkdir()
+    f = tmp_path / "images" / "x.tar"
+    f.write_bytes(b"image bytes")
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": 1, "images": [], "box": None}))
+    sums = "".join(f"{hashlib.sha256((tmp_path / n).read_bytes()).hexdigest()}  {n}\n"
+                   for n in ("images/x.tar", "manifest.json"))
+    (tmp_path / "SHA256SUMS").write_text(sums)
+    assert bundle.verify(tmp_path)["format"] == 1
+    f.write_bytes(b"image bytez")
+    with pytest.raises(LabkitError, match="images/x.tar does not match its checksum"):
+        bundle.verify(tmp_path)
+    f.unlink()
+    with pytest.raises(LabkitError, match="images/x.tar is listed in SHA256SUMS but missing"):
+        bundle.verify(tmp_path)
+    with pytest.raises(LabkitError, match="not a labkit bundle"):
+        bundle.verify(tmp_path / "images")
