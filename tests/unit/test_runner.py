@@ -63,8 +63,9 @@ SLOW = """
 """
 
 
-def test_interrupted_run_leaves_no_process_behind(tmp_path, labkit_home):
-    """Ctrl-C (KeyboardInterrupt) during a run stops ansible-playbook and what it started."""
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_interrupted_run_leaves_no_process_behind(tmp_path, labkit_home, signame):
+    """Ctrl-C or SIGTERM during a run stops ansible-playbook and what it started."""
     import os
     import signal
     import threading
@@ -85,7 +86,7 @@ def test_interrupted_run_leaves_no_process_behind(tmp_path, labkit_home):
                 seen["procs"] = procs
                 break
             time.sleep(0.2)
-        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), getattr(signal, signame))
 
     threading.Thread(target=interrupt, daemon=True).start()
     with pytest.raises((KeyboardInterrupt, PlaybookFailed)):
