@@ -128,11 +128,13 @@ def lab_servers(lab: str, inventory: str | Path | None = None) -> tuple[list, st
 
 
 @contextmanager
-def engines(lab: str, inventory: str | Path | None = None) -> Iterator[list]:
-    """The lab's servers with their engines reachable (SSH tunnels to remote ones)."""
+def engines(lab: str, inventory: str | Path | None = None, servers: list | None = None) -> Iterator[list]:
+    """The lab's servers (``servers``, else those of ``lab_servers``) with their engines
+    reachable (SSH tunnels to remote ones)."""
     from . import servers as srv
 
-    servers, _ = lab_servers(lab, inventory)
+    if servers is None:
+        servers, _ = lab_servers(lab, inventory)
     with srv.engines(lab, servers) as svs:
         yield svs
 
@@ -212,7 +214,7 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
     if multi and lab.vm.enabled:
         raise SpecError(f"lab '{lab.name}': VMs on several lab servers are not supported yet",
                         "set vm.enabled: false for a multi-server lab, or bring the VMs up on one server")
-    with lab_lock(lab.name, "up"), engines_for(lab.name, servers) as svs:
+    with lab_lock(lab.name, "up"), engines(lab.name, servers=servers) as svs:
         assignment = _assignment(lab, svs)
         if inv_path:
             _inventory_file(lab.name).write_text(inv_path)
@@ -256,12 +258,6 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
     if with_facts:
         res.facts = facts(lab)
     return res
-
-
-def engines_for(lab: str, servers: list):
-    from . import servers as srv
-
-    return srv.engines(lab, servers)
 
 
 def _check_remote_images(lab: Lab, servers: list) -> None:
@@ -308,7 +304,7 @@ def down(lab: Lab, *, students: list[str] | None = None, log: Log = _quiet, on_e
     lab server of the lab; idempotent."""
     _check_students(lab, students)
     servers, inv_path = lab_servers(lab.name, inventory)
-    with lab_lock(lab.name, "down"), engines_for(lab.name, servers) as svs:
+    with lab_lock(lab.name, "down"), engines(lab.name, servers=servers) as svs:
         before = hosts(lab.name, servers=svs)
         nets_before = _networks(lab.name, svs)
         if students:
@@ -346,7 +342,7 @@ def vm_hosts(lab: str, students: list[str] | None = None) -> list[dict]:
     """The lab's VMs found in libvirt by name (labkit-<lab>-<student>-vm), whatever their state."""
     import subprocess
 
-    from .vms import LIBVIRT_URI
+    from .vms import LIBVIRT_URI, _known_labs, _owned_by
 
     try:
         p = subprocess.run(["virsh", "-q", "-c", LIBVIRT_URI, "list", "--all"], capture_output=True,
@@ -354,27 +350,21 @@ def vm_hosts(lab: str, students: list[str] | None = None) -> list[dict]:
     except (OSError, subprocess.TimeoutExpired):
         return []
     out = []
-    known = set(_known_labs()) - {lab}
+    others = [o for o in _known_labs() if o != lab]
     for line in p.stdout.splitlines():
         parts = line.split(None, 2)
         if len(parts) < 3:
             continue
         name, state = parts[1], parts[2].strip()
-        if not (name.startswith(f"labkit-{lab}-") and name.endswith("-vm")):
+        # the same ownership rule `labkit down` sweeps libvirt with
+        if not name.endswith("-vm") or not _owned_by(name, lab, None, others):
             continue
         student = name[len(f"labkit-{lab}-"):-len("-vm")]
-        if any(name.startswith(f"labkit-{o}-") and len(o) > len(lab) for o in known):
-            continue  # belongs to a lab whose name extends this one
         if students and student not in students:
             continue
         out.append({"name": name, "role": "vm", "student": student, "distro": "debian:12",
                     "state": state, "image": "", "spec": f"ssh://{name}"})
     return out
-
-
-def _known_labs() -> list[str]:
-    d = state_dir() / "labs"
-    return [p.name for p in d.iterdir() if p.is_dir()] if d.exists() else []
 
 
 def ssh_config(lab: str) -> Path:
