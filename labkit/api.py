@@ -164,9 +164,10 @@ def vm_plan(lab: Lab, students: list[str] | None = None) -> list[dict]:
 
 def _vm_settings(lab: Lab, log: Log, build: bool) -> dict:
     """Box present (or built), KVM or emulation decided and said: the lab_vm role's settings."""
-    from . import boxes, virt
+    from . import boxes, virt, vms
     from .errors import BoxError
 
+    vms.check_libvirt()
     if not boxes.box_present(lab.vm.box):
         if not build:
             raise BoxError(f"the Vagrant box {lab.vm.box} is not on this machine",
@@ -244,6 +245,7 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
         except PlaybookFailed as e:  # keep the boot times of the VMs that did boot (K8)
             booted = [v["name"] for v in vms if "labkit_vm_boot_seconds" in e.host_facts.get(v["name"], {})]
             measure.save(lab.name, [_measure_vm(lab, n, e.host_facts) for n in booted])
+            _diagnose(e, svs, with_vms=bool(vms))
             raise
         clients = {sv.name: engine.client_for(sv.docker_host) for sv in svs}
         local = next((n for n, sv in zip(clients, svs, strict=True) if sv.local), None)
@@ -258,6 +260,32 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
     if with_facts:
         res.facts = facts(lab)
     return res
+
+
+def _diagnose(e: PlaybookFailed, servers: list, with_vms: bool) -> None:
+    """After a failed run: say which engine (or libvirtd) stopped answering, if one did, and
+    that the next `labkit up` resumes from where this one stopped."""
+    from . import vms
+
+    dead, hints = [], []
+    for sv in servers:
+        try:
+            if sv.local:
+                engine.reset()
+                engine.client(timeout=15)
+            else:
+                engine.forget(sv.docker_host)
+                engine.client_for(sv.docker_host)
+        except LabkitError as x:
+            dead.append(x.message)
+            hints.append(x.hint or engine.START_HINT)
+    if with_vms and (why := vms.libvirt_answers()):
+        dead.append(f"libvirtd is not answering at {vms.LIBVIRT_URI} ({why})")
+        hints.append(vms.LIBVIRT_HINT)
+    if dead:
+        e.message = "; ".join(dead) + "\n" + e.message
+    hints.append("once the cause is fixed, `labkit up` again resumes where this run stopped")
+    e.hint = "; ".join(h for h in dict.fromkeys([*hints, e.hint]) if h)
 
 
 def _check_remote_images(lab: Lab, servers: list) -> None:

@@ -52,3 +52,8 @@ def client_for(docker_host: str | None):
                               "prepare the lab server with `labkit prepare -i INVENTORY`") from None
         _REMOTE[docker_host] = c
     return _REMOTE[docker_host]
+
+
+def forget(docker_host: str | None) -> None:
+    """Forget a lab server's cached client (its engine restarted or its tunnel closed)."""
+    _REMOTE.pop(docker_host or "", None)

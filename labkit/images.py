@@ -8,6 +8,7 @@ is unchanged is not rebuilt unless forced.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -95,6 +96,17 @@ def _import(tar: Path, d: catalog.Distro, rec: str) -> None:
 _RUNNING: set[subprocess.Popen] = set()
 
 
+def _keep_log(logfile: Path) -> Path:
+    """Copy a failed build's log out of its work folder (which is removed) and return where."""
+    kept = state_dir() / "logs" / logfile.name
+    try:
+        kept.parent.mkdir(exist_ok=True)
+        shutil.copyfile(logfile, kept)
+        return kept
+    except OSError:  # the disk is full: the tail in the message is all there is
+        return logfile
+
+
 def _run(cmd: list[str], what: str, logfile: Path) -> None:
     # mmdebstrap's own temp files go into the build's work folder, removed whatever happens
     env = dict(os.environ, TMPDIR=str(logfile.parent))
@@ -106,7 +118,17 @@ def _run(cmd: list[str], what: str, logfile: Path) -> None:
         finally:
             _RUNNING.discard(p)
     if p.returncode != 0:
-        tail = logfile.read_text(errors="replace").strip().splitlines()[-5:]
+        text = logfile.read_text(errors="replace")
+        where = logfile.parent.parent  # the builds' temp folder
+        logfile = _keep_log(logfile)
+        if "No space left on device" in text:
+            free = shutil.disk_usage(where).free // 2**20
+            raise ImageError(
+                f"{what} failed: no space left on the disk that holds {where} ({free} MiB free)",
+                "free some space there, or point LABKIT_HOME at a disk with room (a Debian image build "
+                f"needs about 400 MiB while it runs); full log: {logfile}",
+            )
+        tail = text.strip().splitlines()[-5:]
         raise ImageError(
             f"{what} failed (exit {p.returncode}):\n    " + "\n    ".join(tail),
             f"full log: {logfile}; check the Debian mirror ({MIRROR}) is reachable and there is free disk "
@@ -201,6 +223,13 @@ def build(refs: Iterable[str], force: bool = False, log: Log = print, jobs: int 
         try:
             rec = recipe(d)
             (_build_busybox if d.family == "busybox" else _build_debian)(d, rec, work)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            free = shutil.disk_usage(tmp_root).free // 2**20
+            raise ImageError(f"building {d.image} failed: no space left on the disk that holds {tmp_root} "
+                             f"({free} MiB free)", "free some space there, or point LABKIT_HOME at a disk "
+                             "with room (a Debian image build needs about 400 MiB while it runs)") from None
         finally:
             shutil.rmtree(work, ignore_errors=True)
         img = _image(d.image)

@@ -34,6 +34,29 @@ def _virsh(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         raise EngineError("virsh not found", "run scripts/setup-vm.sh as root") from e
 
 
+LIBVIRT_HINT = ("start it: `bash scripts/setup.sh` (starts virtlogd and libvirtd), or run "
+                "`virtlogd -d; libvirtd -d` as root; then check `virsh -c qemu:///system version`")
+
+
+def libvirt_answers(timeout: float = 20) -> str | None:
+    """None when libvirtd answers on LIBVIRT_URI, else why not (one line)."""
+    try:
+        p = _virsh("version", timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"no answer within {timeout:.0f}s"
+    if p.returncode == 0:
+        return None
+    lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else f"virsh exit {p.returncode}"
+
+
+def check_libvirt() -> None:
+    """EngineError naming libvirtd unless it answers (checked before a VM is planned)."""
+    why = libvirt_answers()
+    if why:
+        raise EngineError(f"libvirtd is not answering at {LIBVIRT_URI} ({why})", LIBVIRT_HINT)
+
+
 def _names(out: str) -> list[str]:
     return [ln.split()[0] for ln in out.splitlines() if ln.strip()]
 
@@ -75,8 +98,8 @@ def destroy_lab_vms(lab: str, student: str | None = None, log: Log = print) -> l
     others = [o for o in _known_labs() if o != lab]
     doms = _virsh("list", "--all", "--name")
     if doms.returncode != 0:
-        raise EngineError(f"cannot list libvirt domains: {doms.stderr.strip()}",
-                          "is libvirtd running? run scripts/setup-vm.sh")
+        raise EngineError(f"libvirtd is not answering at {LIBVIRT_URI}: cannot list the lab's VMs "
+                          f"({doms.stderr.strip()})", LIBVIRT_HINT)
     before = [d for d in _names(doms.stdout) if _owned_by(d, lab, student, others)]
     base = paths.state_dir() / "labs" / lab / "vagrant"
     workdirs = [base / student] if student else (sorted(p for p in base.iterdir() if p.is_dir())
