@@ -152,18 +152,49 @@ def _assignment(lab: Lab, servers: list) -> dict[str, str] | None:
     return out
 
 
-def vm_plan(lab: Lab, students: list[str] | None = None) -> list[dict]:
-    """One VM per student (when the lab has one): libvirt domain ``labkit-<lab>-<student>-vm``."""
+def vm_plan(lab: Lab, students: list[str] | None = None, assignment: dict[str, str] | None = None) -> list[dict]:
+    """One VM per student (when the lab has one): libvirt domain ``labkit-<lab>-<student>-vm``
+    on the student's lab server (``*``: the only one)."""
     from .vms import vm_name
 
     if not lab.vm.enabled:
         return []
-    return [{"name": vm_name(lab.name, s), "student": s, "server": "*"}
+    return [{"name": vm_name(lab.name, s), "student": s, "server": (assignment or {}).get(s, "*")}
             for s in lab.students if not students or s in students]
 
 
+def _remote_vm_settings(lab: Lab, servers: list, plan: list[dict], log: Log) -> dict:
+    """For each remote server that gets VMs: what `labkit prepare` recorded there (its
+    folders, KVM or emulation) and the ProxyCommand through it to its VMs."""
+    from . import boxes
+    from .errors import BoxError
+
+    out = {}
+    for sv in servers:
+        if sv.local or not any(v["server"] == sv.name for v in plan):
+            continue
+        info = sv.vm_settings()
+        if info.get("box") != lab.vm.box:
+            raise BoxError(f"lab server {sv.name} has the box {info.get('box')}, lab '{lab.name}' boots {lab.vm.box}",
+                           "make a bundle with the lab's box (`labkit bundle create -f LAB DIR`) and run "
+                           "`labkit prepare -i INVENTORY --bundle DIR`")
+        if info.get("box_recipe") != boxes.recipe_hash():
+            log(f"VM on {sv.name}: its box was built from another recipe than this machine's; "
+                "`labkit prepare` with a fresh bundle brings it level")
+        accel = info.get("accel", "qemu") if lab.vm.accel in (None, "auto") else lab.vm.accel
+        log(f"VM on {sv.name}: {'KVM' if accel == 'kvm' else 'QEMU emulation (TCG)'}: "
+            f"{info.get('accel_reason', 'recorded by labkit prepare')}")
+        out[sv.name] = {
+            "accel": accel, "emulator_path": info.get("emulator_path", "") if accel == "qemu" else "",
+            "boot_timeout": 600 if accel == "qemu" else 300, "vagrant_home": info["vagrant_home"],
+            "workdir_base": f"{info['home']}/labs/{lab.name}", "proxy_command": sv.proxy_command(),
+        }
+    return out
+
+
 def _vm_settings(lab: Lab, log: Log, build: bool) -> dict:
-    """Box present (or built), KVM or emulation decided and said: the lab_vm role's settings."""
+    """Box present (or built), KVM or emulation decided and said: the lab_vm role's settings
+    for VMs on this machine."""
     from . import boxes, virt, vms
     from .errors import BoxError
 
@@ -211,10 +242,6 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
     _check_students(lab, students)
     t0 = time.monotonic()
     servers, inv_path = lab_servers(lab.name, inventory)
-    multi = not (len(servers) == 1 and servers[0].local)
-    if multi and lab.vm.enabled:
-        raise SpecError(f"lab '{lab.name}': VMs on several lab servers are not supported yet",
-                        "set vm.enabled: false for a multi-server lab, or bring the VMs up on one server")
     with lab_lock(lab.name, "up"), engines(lab.name, servers=servers) as svs:
         assignment = _assignment(lab, svs)
         if inv_path:
@@ -225,14 +252,19 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
             engine.client()
             imgs = images.ensure(refs, lab.registry or catalog.default_registry(), build_missing=build, log=log)
         _check_remote_images(lab, svs)
-        vms = vm_plan(lab, students)
-        vm_settings = _vm_settings(lab, log, build) if vms else {}
+        vms = vm_plan(lab, students, assignment)
+        local_names = {"*"} | {sv.name for sv in svs if sv.local}
+        vm_settings = {"box": lab.vm.box, "memory": lab.vm.memory, "cpus": lab.vm.cpus}
+        if any(v["server"] in local_names for v in vms):
+            vm_settings = _vm_settings(lab, log, build)
+        vm_remote = _remote_vm_settings(lab, svs, vms, log)
         _save_lab(lab)
         extravars = {
             "labkit_lab": lab.name,
             "labkit_lab_dir": str(lab_dir(lab.name)),
             "labkit_vms": vms,
             "labkit_vm": vm_settings,
+            "labkit_vm_remote": vm_remote,
             "labkit_containers": container_plan(lab, students, assignment),
             "labkit_networks": network_plan(lab, students, assignment) if lab.containers else [],
             "labkit_docker_hosts": {sv.name: sv.docker_host for sv in svs},
@@ -338,18 +370,26 @@ def down(lab: Lab, *, students: list[str] | None = None, log: Log = _quiet, on_e
         if students:
             run = None
             for s in students:
-                run = run_playbook("down.yml", lab=lab.name, extravars={"labkit_lab": lab.name, "labkit_student": s},
+                run = run_playbook("down.yml", lab=lab.name, extravars={**_down_vars(lab), "labkit_student": s},
                                    on_event=on_event, verbosity=verbosity, show_output=show_output,
                                    inventory=inv_path)
         else:
-            run = run_playbook("down.yml", lab=lab.name, extravars={"labkit_lab": lab.name},
+            run = run_playbook("down.yml", lab=lab.name, extravars=_down_vars(lab),
                                on_event=on_event, verbosity=verbosity, show_output=show_output, inventory=inv_path)
-        removed_vms: list[str] = []
-        if lab.vm.enabled or vm_hosts(lab.name):
+        removed_vms: list[str] = [f"domain {h['name']} (on {h['server']})" for h in before
+                                  if h["role"] == "vm" and not h.get("local", True)
+                                  and h["name"] not in {a["name"] for a in vm_hosts(lab.name, students, svs)}]
+        local = [sv for sv in svs if sv.local]
+        if local and (lab.vm.enabled or vm_hosts(lab.name, servers=local)):
             from .vms import destroy_lab_vms
 
             for s in students or [None]:
                 removed_vms += destroy_lab_vms(lab.name, s, log=log)
+        else:  # VMs of remote servers only: down.yml removed them; drop their controller-side files
+            from .vms import forget_remote_vms
+
+            for s in students or [None]:
+                forget_remote_vms(lab.name, s)
         after = hosts(lab.name, servers=svs)
         nets_after = _networks(lab.name, svs)
         gone = [h["name"] for h in before if h["name"] not in {a["name"] for a in after}]
@@ -359,6 +399,16 @@ def down(lab: Lab, *, students: list[str] | None = None, log: Log = _quiet, on_e
     return DownResult(lab.name, containers_removed, len(nets_before) - len(nets_after), run, removed_vms)
 
 
+def _down_vars(lab: Lab) -> dict:
+    from .servers import SERVER_HOME
+    from .vms import _known_labs
+
+    # remote servers' VMs go by name prefix, as on this machine (labkit.vms._owned_by): a
+    # longer lab name sharing the prefix is not ours
+    longer = [o for o in _known_labs() if o != lab.name and o.startswith(lab.name + "-")]
+    return {"labkit_lab": lab.name, "labkit_server_home": SERVER_HOME, "labkit_other_labs": longer}
+
+
 def _networks(lab: str, servers: list | None = None) -> list[str]:
     from .servers import default_servers
 
@@ -366,32 +416,37 @@ def _networks(lab: str, servers: list | None = None) -> list[str]:
             for n in engine.client_for(sv.docker_host).networks.list(filters={"label": f"labkit.lab={lab}"})]
 
 
-def vm_hosts(lab: str, students: list[str] | None = None) -> list[dict]:
-    """The lab's VMs found in libvirt by name (labkit-<lab>-<student>-vm), whatever their state."""
+def vm_hosts(lab: str, students: list[str] | None = None, servers: list | None = None) -> list[dict]:
+    """The lab's VMs found in libvirt by name (labkit-<lab>-<student>-vm), whatever their state,
+    on each lab server (this machine's libvirt, or over SSH on a remote one)."""
     import subprocess
 
+    from .servers import default_servers
     from .vms import LIBVIRT_URI, _known_labs, _owned_by
 
-    try:
-        p = subprocess.run(["virsh", "-q", "-c", LIBVIRT_URI, "list", "--all"], capture_output=True,
-                           text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
     out = []
     others = [o for o in _known_labs() if o != lab]
-    for line in p.stdout.splitlines():
-        parts = line.split(None, 2)
-        if len(parts) < 3:
+    for sv in servers or default_servers():
+        cmd = ["virsh", "-q", "-c", LIBVIRT_URI, "list", "--all"]
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=30) if sv.local else sv.run(cmd, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
             continue
-        name, state = parts[1], parts[2].strip()
-        # the same ownership rule `labkit down` sweeps libvirt with
-        if not name.endswith("-vm") or not _owned_by(name, lab, None, others):
+        if p.returncode != 0:  # no libvirt there: a containers-only server
             continue
-        student = name[len(f"labkit-{lab}-"):-len("-vm")]
-        if students and student not in students:
-            continue
-        out.append({"name": name, "role": "vm", "student": student, "distro": "debian:12",
-                    "state": state, "image": "", "spec": f"ssh://{name}"})
+        for line in p.stdout.splitlines():
+            parts = line.split(None, 2)
+            if len(parts) < 3:
+                continue
+            name, state = parts[1], parts[2].strip()
+            # the same ownership rule `labkit down` sweeps libvirt with
+            if not name.endswith("-vm") or not _owned_by(name, lab, None, others):
+                continue
+            student = name[len(f"labkit-{lab}-"):-len("-vm")]
+            if students and student not in students:
+                continue
+            out.append({"name": name, "role": "vm", "student": student, "distro": "debian:12",
+                        "state": state, "image": "", "spec": f"ssh://{name}", "server": sv.name, "local": sv.local})
     return out
 
 
@@ -412,7 +467,7 @@ def hosts(lab: str, students: list[str] | None = None, servers: list | None = No
     out = []
     for sv in servers or default_servers():
         out += _containers(lab, students, sv)
-    return sorted(out, key=lambda h: (h["student"], h["name"])) + vm_hosts(lab, students)
+    return sorted(out, key=lambda h: (h["student"], h["name"])) + vm_hosts(lab, students, servers)
 
 
 def _containers(lab: str, students: list[str] | None, server) -> list[dict]:
@@ -550,8 +605,13 @@ def prepare(inventory: str | Path, bundle: str | Path | None = None, log: Log = 
     if bundle:
         from .bundle import verify
 
-        verify(bundle)  # a corrupt bundle is refused here, before any server is touched
+        manifest = verify(bundle)  # a corrupt bundle is refused here, before any server is touched
         extravars["lab_server_bundle"] = str(Path(bundle).resolve())
+        if manifest.get("box"):  # servers get the VM stack: emulation's QEMU wrapper, the box's volumes
+            from . import boxes, virt
+
+            extravars["lab_server_tcg_wrapper"] = virt.wrapper_text()
+            extravars["lab_server_box_volume_prefix"] = boxes.box_volume_prefix(manifest["box"]["name"])
     inv = Path(inventory)
     if not inv.exists():
         raise SpecError(f"{inv}: inventory not found", "see inventories/classroom/ for an example")

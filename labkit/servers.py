@@ -22,6 +22,10 @@ from .errors import EngineError, SpecError
 from .paths import lab_dir
 
 LOCAL_SOCKET = "unix:///var/run/docker.sock"
+# On a remote lab server: labkit's folder (bundle copies, the Vagrant home, the VMs' Vagrant
+# folders) and the record `labkit prepare` leaves of its VM stack.
+SERVER_HOME = "/var/lib/labkit"
+SERVER_FILE = f"{SERVER_HOME}/server.json"
 
 
 @dataclass
@@ -42,6 +46,40 @@ class Server:
         user = hv.get("ansible_user")
         host = hv.get("ansible_host", self.name)
         return argv + [f"{user}@{host}" if user else str(host)]
+
+    def become(self) -> bool:
+        hv = self.hostvars
+        return bool(hv.get("ansible_become")) and hv.get("ansible_user") not in (None, "root")
+
+    def run(self, cmd: list[str], timeout: float = 60, input: str | None = None) -> subprocess.CompletedProcess:
+        """Run ``cmd`` on this (remote) server over SSH, with sudo when the inventory says become."""
+        remote = (["sudo", "-n"] if self.become() else []) + cmd
+        return subprocess.run(self.ssh_argv() + [shlex.join(remote)], capture_output=True, text=True,
+                              timeout=timeout, input=input)
+
+    def proxy_command(self) -> str:
+        """An OpenSSH ProxyCommand through this server: how labkit reaches the VMs it hosts."""
+        argv = self.ssh_argv()
+        return shlex.join(argv[:-1] + ["-W", "%h:%p", argv[-1]])
+
+    def vm_settings(self) -> dict:
+        """What ``labkit prepare`` recorded about this server's VM stack (SERVER_FILE):
+        accel, emulator_path, vagrant_home, home, box. LabkitError when it cannot host VMs."""
+        try:
+            p = self.run(["cat", SERVER_FILE], timeout=60)
+        except subprocess.TimeoutExpired:
+            p = None
+        if p is None or p.returncode != 0:
+            why = "no answer over SSH" if p is None else (p.stderr.strip().splitlines() or [f"rc {p.returncode}"])[-1]
+            raise EngineError(f"lab server {self.name} is not prepared to host the lab's VMs ({SERVER_FILE}: {why})",
+                              "make a bundle with the box (`labkit bundle create DIR`) and run "
+                              "`labkit prepare -i INVENTORY --bundle DIR`: it installs libvirt, QEMU and "
+                              "Vagrant there and adds the box")
+        try:
+            return json.loads(p.stdout)
+        except ValueError:
+            raise EngineError(f"lab server {self.name}: {SERVER_FILE} is not JSON",
+                              "run `labkit prepare -i INVENTORY --bundle DIR` again") from None
 
     def testinfra_spec(self) -> tuple[str, dict]:
         """testinfra host spec and kwargs for the server itself."""

@@ -158,6 +158,21 @@ def destroy_lab_vms(lab: str, student: str | None = None, log: Log = print) -> l
     return removed
 
 
+def forget_remote_vms(lab: str, student: str | None = None) -> list[str]:
+    """Remove this machine's side of VMs hosted by remote lab servers (their ssh_config and
+    key copy under ``lab_dir(lab)/vagrant``); down.yml removed the VMs themselves."""
+    base = paths.state_dir() / "labs" / lab / "vagrant"
+    dirs = [base / student] if student else (sorted(p for p in base.iterdir() if p.is_dir()) if base.exists() else [])
+    removed = []
+    for d in dirs:
+        if d.exists():
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(str(d))
+    if base.exists() and not any(base.iterdir()):
+        base.rmdir()
+    return removed
+
+
 _FACTS_SCRIPT = r"""
 r=$(uname -r)
 echo "kernel_release=$r"

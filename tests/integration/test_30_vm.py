@@ -61,18 +61,68 @@ def test_box_build_is_cached():
     assert any(r["name"] == boxes.DEFAULT_BOX and r["size"] > 0 for r in rows)
 
 
-def test_a_vm_deleted_behind_labkits_back_is_recreated(default_lab):
+def test_vm_deleted_behind_labkits_back_then_libvirtd_stopped_mid_run(default_lab):
+    """The VM is deleted behind labkit's back; while `labkit up` recreates it, libvirtd is
+    stopped: the run fails naming libvirtd; once libvirtd is back, `labkit up` converges."""
+    import os
+    import signal
     import subprocess
+
+    from tests import daemons
+    from tests.conftest import labkit_cmd
 
     for args in (["destroy", VM], ["undefine", VM, "--remove-all-storage"]):
         subprocess.run(["virsh", "-c", "qemu:///system", *args], capture_output=True, check=True)
     assert VM not in virsh("list", "--all", "--name")
+    p = subprocess.Popen(labkit_cmd() + ["up", "--no-facts"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while VM not in virsh("list", "--all", "--name"):
+            assert time.monotonic() < deadline and p.poll() is None, "the VM was never defined"
+            time.sleep(0.5)
+        time.sleep(3)  # Vagrant is waiting for the guest
+        daemons.stop("libvirtd")
+        out, err = p.communicate(timeout=300)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+        daemons.start_libvirtd()
+    assert p.returncode == 5, out + err
+    assert "error: libvirtd is not answering at qemu:///system" in err
+    assert f"[{VM}] Ensure the VM is running: failed: vagrant up of {VM} failed" in err
+    assert "libvirtd -d" in err and "resumes where this run stopped" in err and "Traceback" not in err
     out = run("up", "--no-facts").stdout
     assert recap(out)["failures"] == 0
     assert VM in virsh("list", "--name")
     rows = json.loads(run("facts", "--json").stdout)
     vm = next(r for r in rows if r["role"] == "vm")
     assert not vm["error"] and vm["pid1"] == "systemd"
+
+
+def test_no_secret_in_output_or_logs(default_lab):
+    """The VM's per-lab private key is stored 0600 and appears in no output, log or runner
+    artifact of the lab (nor does any private key)."""
+    from labkit import paths
+
+    cfg = (paths.lab_dir("demo") / "ssh_config")
+    run("facts")  # (re)writes it
+    assert cfg.stat().st_mode & 0o077 == 0
+    key = Path(next(ln.split(None, 1)[1] for ln in cfg.read_text().splitlines()
+                    if ln.strip().startswith("IdentityFile")).strip())
+    assert key.stat().st_mode & 0o077 == 0, f"{key} is readable by others"
+    body = [ln for ln in key.read_text().splitlines() if ln and not ln.startswith("-----")]
+    assert len(body) > 5
+    scanned = {"labkit up output": default_lab["first"].stdout + default_lab["first"].stderr,
+               "interrupted labkit up output": default_lab["interrupted"]["output"]}
+    logs = [p for p in paths.lab_dir("demo").rglob("*") if p.is_file() and p != key]
+    logs += [p for p in (paths.state_dir() / "debug.log", *Path("/var/log/labkit").glob("*")) if p.is_file()]
+    for p in logs:
+        scanned[str(p)] = p.read_text(errors="replace")
+    assert any("/runner/artifacts/" in name for name in scanned)
+    leaks = [name for name, text in scanned.items()
+             if "PRIVATE KEY-----" in text or any(line in text for line in body)]
+    assert leaks == [], f"key material in {leaks}"
 
 
 def test_shell_runs_as_the_student_in_the_vm(default_lab):

@@ -160,12 +160,21 @@ def wait_ssh(v, machine, seconds):
         time.sleep(5)
 
 
-def _tail(path, n=25):
+def _tail(path, n=15):
+    """The last lines of this run's part of the Vagrant log, Ruby backtraces and repeats left out."""
     try:
         with open(path, errors="replace") as f:
-            return "".join(f.readlines()[-n:])
+            text = f.read()
     except OSError:
         return ""
+    text = text.rsplit("==== labkit: vagrant up", 1)[-1]
+    out = []
+    for line in text.splitlines():
+        line = line.rstrip()
+        if not line.strip() or line.lstrip().startswith("from /") or (out and out[-1] == line):
+            continue
+        out.append(line)
+    return "\n".join(out[-n:])
 
 
 def main():
@@ -266,8 +275,11 @@ def main():
                 v.up(vm_name=machine, provider="libvirt")
             except subprocess.CalledProcessError as e:
                 why = (f"timed out after {p['timeout']}s" if wd.fired else f"failed (rc={e.returncode})")
+                tail = _tail(log)
+                cause = next((ln.strip() for ln in reversed(tail.splitlines()) if "rror" in ln), "")
                 module.fail_json(
-                    msg=f"vagrant up of {domain} {why}. Last lines of {log}:\n{_tail(log)}",
+                    msg=f"vagrant up of {domain} {why}{': ' + cause[-300:] if cause else ''}\n"
+                        f"Last lines of {log}:\n{tail}",
                     hint=(f"check: libvirtd running (virsh -c {uri} list --all)? the guest console "
                           f"(virsh -c {uri} console {domain}, or {workdir}/console.log)? "
                           f"dnsmasq of the management network (virsh -c {uri} net-dhcp-leases labkit)?"),
