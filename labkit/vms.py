@@ -41,7 +41,7 @@ LIBVIRT_HINT = ("start it: `bash scripts/setup.sh` (starts virtlogd and libvirtd
 def libvirt_answers(timeout: float = 20) -> str | None:
     """None when libvirtd answers on LIBVIRT_URI, else why not (one line)."""
     try:
-        p = _virsh("version", timeout=timeout)
+        p = _virsh("uri", timeout=timeout)  # (`virsh version` probes QEMU: seconds)
     except subprocess.TimeoutExpired:
         return f"no answer within {timeout:.0f}s"
     if p.returncode == 0:

@@ -42,7 +42,9 @@ def test_all_hosts_up_with_one_network_each(classroom):
 
 
 def test_limits_visible_in_docker_inspect(classroom):
-    hc = json.loads(docker("inspect", "labkit-class40-st07-busybox"))[0]["HostConfig"]
+    info = json.loads(docker("inspect", "labkit-class40-st07-busybox"))[0]
+    hc = info["HostConfig"]
+    assert info["Mounts"] == [] and not hc.get("Binds"), "a host path or the engine socket is mounted"
     assert hc["Memory"] == 64 * 2**20 and hc["NanoCpus"] == 250_000_000 and hc["PidsLimit"] == 64
     assert hc["Privileged"] is False and "ALL" in hc["CapDrop"] and "no-new-privileges" in hc["SecurityOpt"]
 

@@ -34,6 +34,29 @@ def test_ssh_settings_come_from_the_inventory():
     assert Server("localhost", True).testinfra_spec() == ("local://", {})
 
 
+def test_vms_reach_a_remote_server_through_a_proxy_command_and_run_its_commands_with_sudo():
+    import shlex
+
+    s = Server("s2", False, {"ansible_host": "10.0.0.2", "ansible_user": "lab", "ansible_become": True,
+                             "ansible_ssh_private_key_file": "/my keys/k"})
+    proxy = shlex.split(s.proxy_command())
+    assert proxy[0] == "ssh" and proxy[-3:] == ["-W", "%h:%p", "lab@10.0.0.2"] and "/my keys/k" in proxy
+    assert s.become() and not Server("s3", False, {"ansible_user": "root", "ansible_become": True}).become()
+    assert not Server("s4", False, {"ansible_user": "lab"}).become()
+
+
+def test_each_students_vm_goes_to_the_students_server():
+    from labkit import api
+    from labkit.spec import parse_lab
+
+    lab = parse_lab({"name": "c", "students": ["a", "b", "c"], "containers": ["busybox"], "vm": {"enabled": True}})
+    plan = api.vm_plan(lab, None, {"a": "localhost", "b": "s2", "c": "localhost"})
+    assert [(v["name"], v["server"]) for v in plan] == [("labkit-c-a-vm", "localhost"), ("labkit-c-b-vm", "s2"),
+                                                        ("labkit-c-c-vm", "localhost")]
+    assert {v["server"] for v in api.vm_plan(lab)} == {"*"}
+    assert [v["student"] for v in api.vm_plan(lab, ["b"])] == ["b"]
+
+
 def test_inventory_lab_servers_in_order_with_their_vars(tmp_path):
     inv = tmp_path / "hosts.yml"
     inv.write_text("all:\n  children:\n    lab_servers:\n      hosts:\n        localhost: {ansible_connection: local}\n"

@@ -93,3 +93,20 @@ def test_roster_errors_name_the_roster(tmp_path):
         spec.load_lab(write(tmp_path, "name: c\nroster: nope.csv\ncontainers: [busybox]\n"))
     with pytest.raises(SpecError, match="either students: or roster:"):
         spec.load_lab(write(tmp_path, "name: c\nroster: dup.csv\nstudents: [a]\ncontainers: [busybox]\n"))
+
+
+@pytest.mark.parametrize("extra,key", [
+    ("volumes: ['/:/host']", "volumes"),
+    ("mounts: [{source: /var/run/docker.sock, target: /var/run/docker.sock}]", "mounts"),
+    ("privileged: true", "privileged"),
+    ("containers: [{distro: busybox, volumes: ['/etc:/etc']}]", "volumes"),
+    ("containers: [{distro: busybox, privileged: true}]", "privileged"),
+    ("limits: {memory: 256m, devices: ['/dev/kvm']}", "devices"),
+])
+def test_a_lab_file_cannot_mount_host_paths_or_raise_privileges(tmp_path, extra, key):
+    text = "name: c1\nstudents: [a]\nvm: {enabled: false}\n" + extra + "\n"
+    if not extra.startswith("containers"):
+        text += "containers: [busybox]\n"
+    with pytest.raises(SpecError) as e:
+        spec.load_lab(write(tmp_path, text))
+    assert f".{key}: unknown key" in e.value.message or f": {key}: unknown key" in e.value.message, e.value.message
