@@ -386,10 +386,10 @@ def down(lab: Lab, *, students: list[str] | None = None, log: Log = _quiet, on_e
             for s in students or [None]:
                 removed_vms += destroy_lab_vms(lab.name, s, log=log)
         else:  # VMs of remote servers only: down.yml removed them; drop their controller-side files
-            from .vms import forget_remote_vms
+            from .vms import remove_vm_folders
 
             for s in students or [None]:
-                forget_remote_vms(lab.name, s)
+                remove_vm_folders(lab.name, s)
         after = hosts(lab.name, servers=svs)
         nets_after = _networks(lab.name, svs)
         gone = [h["name"] for h in before if h["name"] not in {a["name"] for a in after}]

@@ -101,9 +101,7 @@ def destroy_lab_vms(lab: str, student: str | None = None, log: Log = print) -> l
         raise EngineError(f"libvirtd is not answering at {LIBVIRT_URI}: cannot list the lab's VMs "
                           f"({doms.stderr.strip()})", LIBVIRT_HINT)
     before = [d for d in _names(doms.stdout) if _owned_by(d, lab, student, others)]
-    base = paths.state_dir() / "labs" / lab / "vagrant"
-    workdirs = [base / student] if student else (sorted(p for p in base.iterdir() if p.is_dir())
-                                                 if base.exists() else [])
+    _, workdirs = _vm_folders(lab, student)
     for wd in workdirs:
         if (wd / "Vagrantfile").exists() and (wd / ".vagrant").exists() and shutil.which("vagrant"):
             log(f"vagrant destroy in {wd}")
@@ -141,12 +139,7 @@ def destroy_lab_vms(lab: str, student: str | None = None, log: Log = print) -> l
                 else:
                     log(f"could not delete volume {vol}: {r.stderr.strip()}")
 
-    for wd in workdirs:
-        if wd.exists():
-            shutil.rmtree(wd, ignore_errors=True)
-            removed.append(str(wd))
-    if base.exists() and not any(base.iterdir()):
-        base.rmdir()
+    removed += remove_vm_folders(lab, student)
 
     # the management network is shared by all labkit labs: drop it with the last labkit VM
     left = [d for d in _names(_virsh("list", "--all", "--name").stdout) if d.startswith("labkit-")]
@@ -158,11 +151,17 @@ def destroy_lab_vms(lab: str, student: str | None = None, log: Log = print) -> l
     return removed
 
 
-def forget_remote_vms(lab: str, student: str | None = None) -> list[str]:
-    """Remove this machine's side of VMs hosted by remote lab servers (their ssh_config and
-    key copy under ``lab_dir(lab)/vagrant``); down.yml removed the VMs themselves."""
+def _vm_folders(lab: str, student: str | None) -> tuple[Path, list[Path]]:
+    """``lab_dir(lab)/vagrant`` and the VM folders in it (one student's, or all)."""
     base = paths.state_dir() / "labs" / lab / "vagrant"
-    dirs = [base / student] if student else (sorted(p for p in base.iterdir() if p.is_dir()) if base.exists() else [])
+    return base, [base / student] if student else (sorted(p for p in base.iterdir() if p.is_dir())
+                                                   if base.exists() else [])
+
+
+def remove_vm_folders(lab: str, student: str | None = None) -> list[str]:
+    """Remove this machine's VM folders of the lab (Vagrant's for local VMs; the ssh_config
+    and key copy of a remote server's VM, which down.yml removed there)."""
+    base, dirs = _vm_folders(lab, student)
     removed = []
     for d in dirs:
         if d.exists():
