@@ -367,6 +367,9 @@ def down(lab: Lab, *, students: list[str] | None = None, log: Log = _quiet, on_e
     with lab_lock(lab.name, "down"), engines(lab.name, servers=servers) as svs:
         before = hosts(lab.name, servers=svs)
         nets_before = _networks(lab.name, svs)
+        from . import vms as vms_mod
+
+        proxied = [a for s in students or [None] for a in vms_mod.proxied_addresses(lab.name, s)]
         if students:
             run = None
             for s in students:
@@ -390,6 +393,7 @@ def down(lab: Lab, *, students: list[str] | None = None, log: Log = _quiet, on_e
 
             for s in students or [None]:
                 remove_vm_folders(lab.name, s)
+        vms_mod.stop_proxies(proxied)
         after = hosts(lab.name, servers=svs)
         nets_after = _networks(lab.name, svs)
         gone = [h["name"] for h in before if h["name"] not in {a["name"] for a in after}]

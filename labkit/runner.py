@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -156,6 +157,12 @@ def run_playbook(
         raise LabkitError(f"playbook not found: {pb}", "is labkit installed completely?")
     private = lab_dir(lab) / "runner"
     private.mkdir(parents=True, exist_ok=True)
+    # Ansible's and its modules' temp files on this machine (AnsiballZ payloads, Vagrant's)
+    # go into a folder of the run, emptied after it, even when a signal stopped the modules
+    # before they could clean up (and at the next run after a SIGKILL of labkit itself)
+    tmp = private / "tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(mode=0o700)
     if inventory is None:
         inventory = str(ansible_root() / "inventories" / "local")
     elif isinstance(inventory, Path):
@@ -174,6 +181,8 @@ def run_playbook(
         "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
         "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=120s",
         "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
+        "TMPDIR": str(tmp),
+        "ANSIBLE_LOCAL_TEMP": str(tmp),
         # the lab_vm role drives Vagrant with labkit's private VAGRANT_HOME and libvirt's system URI
         "VAGRANT_HOME": str(vagrant_home()),
         "LIBVIRT_DEFAULT_URI": "qemu:///system",
@@ -218,6 +227,7 @@ def run_playbook(
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)
+        shutil.rmtree(tmp, ignore_errors=True)
     if interrupted:
         raise KeyboardInterrupt(f"{playbook} interrupted by signal {interrupted[0]}")
     if r.status in ("canceled", "timeout"):

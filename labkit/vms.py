@@ -172,6 +172,45 @@ def remove_vm_folders(lab: str, student: str | None = None) -> list[str]:
     return removed
 
 
+def proxied_addresses(lab: str, student: str | None = None) -> list[str]:
+    """``host:port`` of the lab's VMs this machine reaches through a lab server (ProxyCommand)."""
+    _, dirs = _vm_folders(lab, student)
+    out = []
+    for d in dirs:
+        try:
+            conf = dict(ln.strip().split(None, 1) for ln in (d / "ssh_config").read_text().splitlines()
+                        if len(ln.split(None, 1)) == 2 and not ln.lstrip().startswith("#"))
+        except OSError:
+            continue
+        if "ProxyCommand" in conf and "HostName" in conf:
+            out.append(f"{conf['HostName']}:{conf.get('Port', '22')}")
+    return out
+
+
+def stop_proxies(addresses: list[str]) -> list[int]:
+    """Stop the ProxyCommand ssh processes (``-W host:port``) still open to VMs that are gone:
+    a connection Ansible kept open to a VM destroyed under it never closes by itself."""
+    import signal
+
+    stopped = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            argv = (p / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and os.path.basename(argv[0]) == b"ssh" and any(
+                a == b"-W" and i + 1 < len(argv) and argv[i + 1].decode(errors="replace") in addresses
+                for i, a in enumerate(argv)):
+            try:
+                os.kill(int(p.name), signal.SIGTERM)
+                stopped.append(int(p.name))
+            except (ProcessLookupError, PermissionError):
+                pass
+    return stopped
+
+
 _FACTS_SCRIPT = r"""
 r=$(uname -r)
 echo "kernel_release=$r"

@@ -113,6 +113,10 @@ def test_second_up_changes_nothing_and_shell_reaches_the_vm(far):
 
 
 def test_down_removes_the_vm_from_the_remote_server(far):
+    from labkit import vms
+
+    addresses = vms.proxied_addresses("far1")
+    assert len(addresses) == 1
     down = run("down", "-f", far["lab"])
     assert "far" not in down.stderr
     assert VM not in virsh("list", "--all", "--name")
@@ -122,3 +126,7 @@ def test_down_removes_the_vm_from_the_remote_server(far):
     assert not (SERVER_HOME / "labs/far1/vagrant").exists()
     assert not (paths.lab_dir("far1") / "vagrant").exists()
     assert json.loads(run("status", "-f", far["lab"], "--json").stdout)["hosts"] == []
+    time.sleep(1)
+    left = [p for p in Path("/proc").iterdir() if p.name.isdigit() and
+            f"-W {addresses[0]}" in (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")]
+    assert left == [], "an ssh ProxyCommand to the removed VM is still running"

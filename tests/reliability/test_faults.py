@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -52,6 +53,16 @@ def lab_processes(lab: str) -> list[str]:
     return out
 
 
+def module_temp_dirs() -> set[str]:
+    """AnsiballZ payload folders of modules run on this machine (left when a module is killed)."""
+    return {p.name for p in Path(tempfile.gettempdir()).glob("ansible_*_payload_*")}
+
+
+def no_temp_left(lab: str, before: set[str]) -> None:
+    assert not (paths.lab_dir(lab) / "runner" / "tmp").exists(), "the run's temp folder was left"
+    assert module_temp_dirs() - before == set(), "module temp folders were left in /tmp"
+
+
 def converges_then_cleans(lab: str, path: str, n_hosts: int) -> None:
     """`labkit up` converges to every host running, `labkit down` leaves nothing of the lab."""
     again = labkit("up", "-f", path)
@@ -95,6 +106,7 @@ def test_disk_full_during_image_build(tmp_path):
 def test_engine_restarted_mid_run(tmp_path):
     lab = "faults-engine"
     path = lab_file(tmp_path, lab, 4, ["busybox", "debian:12"])
+    temps = module_temp_dirs()
     p = subprocess.Popen(labkit_cmd() + ["up", "-f", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -110,6 +122,7 @@ def test_engine_restarted_mid_run(tmp_path):
     assert p.returncode == 5, out + err
     assert "error: playbooks/up.yml failed on" in err or "up.yml failed on" in err, err
     assert "labkit up` again resumes" in err and "Traceback" not in err
+    no_temp_left(lab, temps)
     converges_then_cleans(lab, path, 8)
 
 
@@ -118,6 +131,7 @@ def test_engine_restarted_mid_run(tmp_path):
 def test_signal_during_up(tmp_path, sig, point):
     lab = f"f-{sig.name.lower()}-{point[:4]}"
     path = lab_file(tmp_path, lab, 3, ["busybox", "debian:12"])
+    temps = module_temp_dirs()
     p = subprocess.Popen(labkit_cmd() + ["up", "-f", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          start_new_session=True)
     try:
@@ -142,6 +156,7 @@ def test_signal_during_up(tmp_path, sig, point):
     assert p.returncode == 130, out + err
     assert "interrupted" in err and "Traceback" not in err
     assert lab_processes(lab) == [], "ansible-playbook or its workers still running after labkit exited"
+    no_temp_left(lab, temps)
     converges_then_cleans(lab, path, 6)
 
 
