@@ -3,8 +3,7 @@
 The inventory's group ``lab_servers`` lists the servers. A local one (``ansible_connection:
 local``) is reached as usual; for a remote one labkit opens an SSH tunnel to its Docker
 socket for the length of a command (``ssh -L <lab dir>/docker-<server>.sock:/var/run/docker.sock``),
-so the docker SDK, Ansible's docker connection (the CLI one: the SDK can lose exec output
-through a forwarded socket) and the checks reach its containers
+so the docker SDK, Ansible's docker (CLI) connection and the checks reach its containers
 without exposing the engine on the network.
 """
 from __future__ import annotations

@@ -26,9 +26,13 @@ def labkit(*args, env=None, timeout=900) -> subprocess.CompletedProcess:
 
 
 def lab_file(tmp_path, name: str, students: int, distros: list[str], vm: bool = False) -> str:
+    """The lab file, with nothing of the lab left from an earlier run."""
     path = tmp_path / f"{name}.yml"
     path.write_text(json.dumps({"name": name, "students": students, "containers": distros,
                                 "vm": {"enabled": vm}}))
+    if not vm:
+        assert labkit("down", "-f", str(path)).returncode == 0
+    assert labelled("container", name) == []
     return str(path)
 
 
