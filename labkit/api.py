@@ -280,7 +280,7 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
             _diagnose(e, svs, with_vms=bool(vms))
             raise
         clients = {sv.name: engine.client_for(sv.docker_host) for sv in svs}
-        local = next((n for n, sv in zip(clients, svs, strict=True) if sv.local), None)
+        local = next((sv.name for sv in svs if sv.local), None)
         rows = []
         for p in extravars["labkit_containers"]:
             try:
@@ -379,9 +379,7 @@ def down(lab: Lab, *, students: list[str] | None = None, log: Log = _quiet, on_e
         else:
             run = run_playbook("down.yml", lab=lab.name, extravars=_down_vars(lab),
                                on_event=on_event, verbosity=verbosity, show_output=show_output, inventory=inv_path)
-        removed_vms: list[str] = [f"domain {h['name']} (on {h['server']})" for h in before
-                                  if h["role"] == "vm" and not h.get("local", True)
-                                  and h["name"] not in {a["name"] for a in vm_hosts(lab.name, students, svs)}]
+        removed_vms: list[str] = []
         local = [sv for sv in svs if sv.local]
         if local and (lab.vm.enabled or vm_hosts(lab.name, servers=local)):
             from .vms import destroy_lab_vms
@@ -396,7 +394,11 @@ def down(lab: Lab, *, students: list[str] | None = None, log: Log = _quiet, on_e
         vms_mod.stop_proxies(proxied)
         after = hosts(lab.name, servers=svs)
         nets_after = _networks(lab.name, svs)
-        gone = [h["name"] for h in before if h["name"] not in {a["name"] for a in after}]
+        still = {a["name"] for a in after}
+        gone = [h["name"] for h in before if h["name"] not in still]
+        # a remote server's VMs were removed there by down.yml
+        removed_vms += [f"domain {h['name']} (on {h['server']})" for h in before
+                        if h["role"] == "vm" and not h.get("local", True) and h["name"] not in still]
         measure.forget(lab.name, gone if students else None)
     containers_removed = len([h for h in before if h["role"] == "container"]) - len(
         [h for h in after if h["role"] == "container"])
@@ -544,7 +546,9 @@ def shell_command(lab: Lab, host: str, student: str | None = None, root: bool = 
     """
     student = student or lab.students[0]
     _check_students(lab, [student])
-    found = {h["name"]: h for h in hosts(lab.name)}  # this machine's hosts
+    with engines(lab.name) as svs:
+        found = {h["name"]: h for h in hosts(lab.name, servers=svs)}
+    server = {sv.name: sv for sv in svs}
     name = host if host in found else f"labkit-{lab.name}-{student}-{host.replace(':', '').replace('.', '')}"
     h = found.get(name)
     if h is None:
@@ -563,9 +567,12 @@ def shell_command(lab: Lab, host: str, student: str | None = None, root: bool = 
         return ["ssh", "-F", str(ssh_config(lab.name)), "-T" if command else "-t", name, remote]
     import sys
 
-    tty = ["-it"] if sys.stdin.isatty() and not command else ["-i"]
+    interactive = sys.stdin.isatty() and not command
     who = [] if root else ["-u", user, "-w", f"/home/{user}"]
-    return ["docker", "exec", *tty, *who, name, *(command or ["/bin/sh", "-l"])]
+    argv = ["docker", "exec", "-it" if interactive else "-i", *who, name, *(command or ["/bin/sh", "-l"])]
+    if h.get("local", True):
+        return argv
+    return server[h["server"]].remote_argv(argv, tty=interactive)  # on its lab server, over SSH
 
 
 @dataclass

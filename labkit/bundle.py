@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 from . import catalog, engine, images
@@ -100,9 +99,7 @@ def load(bundle: str | Path, log=print) -> list[str]:
         if boxes.box_present(manifest["box"]["name"]):
             log(f"{manifest['box']['name']}: present, skipped")
         else:
-            subprocess.run(["vagrant", "box", "add", "--force", "--name", manifest["box"]["name"],
-                            str(b / manifest["box"]["file"])], env=boxes.vagrant_env(), check=True,
-                           capture_output=True)
+            boxes._vagrant_add(manifest["box"]["name"], b / manifest["box"]["file"])
             log(f"{manifest['box']['name']}: added")
             done.append(manifest["box"]["name"])
     return done

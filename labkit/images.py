@@ -107,6 +107,13 @@ def _keep_log(logfile: Path) -> Path:
         return logfile
 
 
+def _disk_full(what: str, where: Path, more: str = "") -> ImageError:
+    free = shutil.disk_usage(where).free // 2**20
+    return ImageError(f"{what} failed: no space left on the disk that holds {where} ({free} MiB free)",
+                      "free some space there, or point LABKIT_HOME at a disk with room (a Debian image build "
+                      "needs about 400 MiB while it runs)" + more)
+
+
 def _run(cmd: list[str], what: str, logfile: Path) -> None:
     # mmdebstrap's own temp files go into the build's work folder, removed whatever happens
     env = dict(os.environ, TMPDIR=str(logfile.parent))
@@ -122,12 +129,7 @@ def _run(cmd: list[str], what: str, logfile: Path) -> None:
         where = logfile.parent.parent  # the builds' temp folder
         logfile = _keep_log(logfile)
         if "No space left on device" in text:
-            free = shutil.disk_usage(where).free // 2**20
-            raise ImageError(
-                f"{what} failed: no space left on the disk that holds {where} ({free} MiB free)",
-                "free some space there, or point LABKIT_HOME at a disk with room (a Debian image build "
-                f"needs about 400 MiB while it runs); full log: {logfile}",
-            )
+            raise _disk_full(what, where, f"; full log: {logfile}")
         tail = text.strip().splitlines()[-5:]
         raise ImageError(
             f"{what} failed (exit {p.returncode}):\n    " + "\n    ".join(tail),
@@ -226,10 +228,7 @@ def build(refs: Iterable[str], force: bool = False, log: Log = print, jobs: int 
         except OSError as e:
             if e.errno != errno.ENOSPC:
                 raise
-            free = shutil.disk_usage(tmp_root).free // 2**20
-            raise ImageError(f"building {d.image} failed: no space left on the disk that holds {tmp_root} "
-                             f"({free} MiB free)", "free some space there, or point LABKIT_HOME at a disk "
-                             "with room (a Debian image build needs about 400 MiB while it runs)") from None
+            raise _disk_full(f"building {d.image}", tmp_root) from None
         finally:
             shutil.rmtree(work, ignore_errors=True)
         img = _image(d.image)

@@ -51,11 +51,15 @@ class Server:
         hv = self.hostvars
         return bool(hv.get("ansible_become")) and hv.get("ansible_user") not in (None, "root")
 
-    def run(self, cmd: list[str], timeout: float = 60, input: str | None = None) -> subprocess.CompletedProcess:
-        """Run ``cmd`` on this (remote) server over SSH, with sudo when the inventory says become."""
+    def remote_argv(self, cmd: list[str], tty: bool = False) -> list[str]:
+        """``ssh`` running ``cmd`` on this (remote) server, with sudo when the inventory says become."""
+        argv = self.ssh_argv()
         remote = (["sudo", "-n"] if self.become() else []) + cmd
-        return subprocess.run(self.ssh_argv() + [shlex.join(remote)], capture_output=True, text=True,
-                              timeout=timeout, input=input)
+        return argv[:-1] + (["-t"] if tty else []) + [argv[-1], shlex.join(remote)]
+
+    def run(self, cmd: list[str], timeout: float = 60, input: str | None = None) -> subprocess.CompletedProcess:
+        """Run ``cmd`` on this (remote) server over SSH (``remote_argv``)."""
+        return subprocess.run(self.remote_argv(cmd), capture_output=True, text=True, timeout=timeout, input=input)
 
     def proxy_command(self) -> str:
         """An OpenSSH ProxyCommand through this server: how labkit reaches the VMs it hosts."""

@@ -172,14 +172,23 @@ def remove_vm_folders(lab: str, student: str | None = None) -> list[str]:
     return removed
 
 
+def read_ssh_config(path: Path) -> dict[str, str]:
+    """The ``Key value`` settings of a one-host OpenSSH config (the lab_vm role's ssh_config)."""
+    conf = {}
+    for line in path.read_text().splitlines():
+        parts = line.split(None, 1)
+        if len(parts) == 2 and not parts[0].startswith("#"):
+            conf[parts[0]] = parts[1].strip()
+    return conf
+
+
 def proxied_addresses(lab: str, student: str | None = None) -> list[str]:
     """``host:port`` of the lab's VMs this machine reaches through a lab server (ProxyCommand)."""
     _, dirs = _vm_folders(lab, student)
     out = []
     for d in dirs:
         try:
-            conf = dict(ln.strip().split(None, 1) for ln in (d / "ssh_config").read_text().splitlines()
-                        if len(ln.split(None, 1)) == 2 and not ln.lstrip().startswith("#"))
+            conf = read_ssh_config(d / "ssh_config")
         except OSError:
             continue
         if "ProxyCommand" in conf and "HostName" in conf:

@@ -78,13 +78,9 @@ def default_lab():
 
 def vm_as_lab_server(name: str = "server-2") -> dict:
     """Inventory variables that make the default lab's VM a lab server (its ssh settings)."""
-    from labkit import api
+    from labkit import api, vms
 
-    cfg = {}
-    for line in api.ssh_config("demo").read_text().splitlines():
-        parts = line.split(None, 1)
-        if len(parts) == 2:
-            cfg[parts[0]] = parts[1]
+    cfg = vms.read_ssh_config(api.ssh_config("demo"))
     return {name: {"ansible_host": cfg["HostName"], "ansible_port": int(cfg.get("Port", 22)),
                    "ansible_user": cfg["User"], "ansible_ssh_private_key_file": cfg["IdentityFile"],
                    "ansible_python_interpreter": "/usr/bin/python3", "ansible_become": True,

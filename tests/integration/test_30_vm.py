@@ -103,13 +103,12 @@ def test_vm_deleted_behind_labkits_back_then_libvirtd_stopped_mid_run(default_la
 def test_no_secret_in_output_or_logs(default_lab):
     """The VM's per-lab private key is stored 0600 and appears in no output, log or runner
     artifact of the lab (nor does any private key)."""
-    from labkit import paths
+    from labkit import paths, vms
 
     cfg = (paths.lab_dir("demo") / "ssh_config")
     run("facts")  # (re)writes it
     assert cfg.stat().st_mode & 0o077 == 0
-    key = Path(next(ln.split(None, 1)[1] for ln in cfg.read_text().splitlines()
-                    if ln.strip().startswith("IdentityFile")).strip())
+    key = Path(vms.read_ssh_config(cfg)["IdentityFile"])
     assert key.stat().st_mode & 0o077 == 0, f"{key} is readable by others"
     body = [ln for ln in key.read_text().splitlines() if ln and not ln.startswith("-----")]
     assert len(body) > 5

@@ -106,10 +106,12 @@ def test_facts_and_verify_see_the_remote_vm_on_its_own_kernel(far):
     assert results and all(r["outcome"] == "passed" for r in results), [r for r in results if r["outcome"] != "passed"]
 
 
-def test_second_up_changes_nothing_and_shell_reaches_the_vm(far):
+def test_second_up_changes_nothing_and_shell_reaches_its_hosts(far):
     again = run("up", "-f", far["lab"], "--no-facts")
     assert recap(again.stdout)["changed"] == 0, again.stdout
     assert run("shell", "-f", far["lab"], "vm", "cat", "/proc/1/comm").stdout.split() == ["systemd"]
+    # a container of a remote server: `docker exec` on that server, over SSH
+    assert run("shell", "-f", far["lab"], "busybox", "id", "-un").stdout.split() == ["student"]
 
 
 def test_down_removes_the_vm_from_the_remote_server(far):
