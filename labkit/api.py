@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import catalog, engine, images, measure
-from .errors import LabkitError, PlaybookFailed, SpecError
+from .errors import LabBusy, LabkitError, NotUp, PlaybookFailed, SpecError, UsageError
 from .facts import HostFacts, collect
-from .paths import lab_dir, state_dir
+from .paths import lab_dir, slug, state_dir
 from .runner import RunResult, run_playbook
 from .spec import DEFAULT_LAB, Lab, load_lab, parse_lab
 
@@ -27,22 +27,93 @@ def _quiet(_: str) -> None:
 
 # --------------------------------------------------------------------------- lab resolution
 
-def resolve_lab(path: str | Path | None = None, name: str | None = None) -> Lab:
-    """The lab from a file, or one that ran before by name (its saved spec), or the default lab."""
+LAB_FILES = ("lab.yml", "labkit.yml")  # looked for in the current folder, like compose.yaml or a Vagrantfile
+
+
+@dataclass(frozen=True)
+class Selected:
+    """The lab a command acts on, and why that one (said to the user every time)."""
+
+    lab: Lab
+    why: str
+
+
+def labs_up() -> list[str]:
+    """Labs brought up here and not taken down since (``labkit up`` saves the lab's spec,
+    a full ``labkit down`` drops it)."""
+    return sorted(p.parent.name for p in (state_dir() / "labs").glob("*/lab.json"))
+
+
+def _saved_lab(name: str) -> Lab | None:
+    saved = state_dir() / "labs" / name / "lab.json"
+    return parse_lab(json.loads(saved.read_text()), str(saved)) if saved.is_file() else None
+
+
+def _by_name(name: str, how: str) -> Selected:
+    lab = _saved_lab(name)
+    if lab is not None:
+        return Selected(lab, f"{how}, brought up before")
+    if name == DEFAULT_LAB["name"]:
+        return Selected(load_lab(None), f"{how}: the built-in default lab")
+    up_now = labs_up()
+    raise UsageError(f"{how}: no lab named '{name}' is up on this machine",
+                     ("labs up: " + ", ".join(up_now) if up_now else "no lab is up")
+                     + "; pass a lab file with -f to bring one up")
+
+
+def select_lab(path: str | Path | None = None, name: str | None = None, *, default_ok: bool = False,
+               cwd: str | Path | None = None) -> Selected:
+    """The lab a command acts on, picked the way compose, Vagrant and Molecule users expect:
+
+    1. ``-f FILE``; 2. ``--lab NAME`` (a lab that is up, or ``demo``); 3. ``$LABKIT_LAB``;
+    4. ``lab.yml`` (or ``labkit.yml``) in the current folder; 5. the one lab that is up;
+    6. with ``default_ok`` (``up``, ``doctor``, ``bundle create``) and no lab up: the built-in
+    default lab. Several labs up and nothing to choose by: refused, naming them (exit 2);
+    none up for a command that needs one: NotUp (exit 8).
+    """
+    if path is not None and name is not None:
+        raise UsageError("give either -f FILE or --lab NAME, not both")
     if path is not None:
-        return load_lab(path)
-    if name is not None and name != DEFAULT_LAB["name"]:
-        saved = state_dir() / "labs" / name / "lab.json"
-        if not saved.is_file():
-            known = sorted(p.parent.name for p in (state_dir() / "labs").glob("*/lab.json"))
-            raise SpecError(f"no lab named '{name}' has been brought up on this machine",
-                            "pass its lab file with -f" + (f"; known labs: {', '.join(known)}" if known else ""))
-        return parse_lab(json.loads(saved.read_text()), str(saved))
-    return load_lab(None)
+        return Selected(load_lab(path), f"from {path}")
+    if name is not None:
+        return _by_name(name, f"--lab {name}")
+    env = os.environ.get("LABKIT_LAB", "").strip()
+    if env:
+        return _by_name(env, f"$LABKIT_LAB={env}")
+    here = Path(cwd or Path.cwd())
+    for fname in LAB_FILES:
+        if (here / fname).is_file():
+            return Selected(load_lab(here / fname), f"from ./{fname} in this folder")
+    up_now = labs_up()
+    if len(up_now) == 1:
+        return _by_name(up_now[0], "the only lab that is up")
+    if len(up_now) > 1:
+        raise UsageError(f"{len(up_now)} labs are up ({', '.join(up_now)}): which one?",
+                         "choose with --lab NAME (or -f FILE, or $LABKIT_LAB)")
+    if default_ok:
+        return Selected(load_lab(None), "the built-in default lab (no lab file here, no lab up)")
+    raise NotUp("no lab is up on this machine (and no lab.yml in this folder)",
+                "`labkit up` brings up the built-in default lab; `labkit up -f FILE` yours")
+
+
+def resolve_lab(path: str | Path | None = None, name: str | None = None) -> Lab:
+    """The lab from a file, a name, or the built-in default lab (Python callers; the CLI
+    uses ``select_lab``)."""
+    if path is None and name is None:
+        return load_lab(None)
+    return select_lab(path, name, default_ok=True).lab
 
 
 def _save_lab(lab: Lab) -> None:
     (lab_dir(lab.name) / "lab.json").write_text(json.dumps(lab.model_dump(mode="json"), indent=2))
+
+
+def _forget_lab(lab: str) -> None:
+    """After a full ``down``: the lab is no longer up (nor its servers, assignment and ssh
+    config remembered). The runner's artifacts stay, for the record."""
+    d = lab_dir(lab)
+    for name in ("lab.json", "inventory", "assignment.json", "ssh_config"):
+        (d / name).unlink(missing_ok=True)
 
 
 @contextmanager
@@ -59,7 +130,7 @@ def lab_lock(lab: str, verb: str) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another labkit process"
-            raise LabkitError(f"lab '{lab}' is busy: {holder} holds its lock ({path})",
+            raise LabBusy(f"lab '{lab}' is busy: {holder} holds its lock ({path})",
                               "wait for it to finish, or stop that process") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"labkit {verb} (pid {os.getpid()}, started {time.strftime('%H:%M:%S')})".encode(), 0)
@@ -229,6 +300,20 @@ class UpResult:
     images: list
     facts: list[HostFacts] = field(default_factory=list)
     seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+
+def package_warnings(host_facts: dict[str, dict]) -> list[str]:
+    """Per host, the lab's packages it could not get (a host without a package manager:
+    BusyBox), and those BusyBox has as its own applets."""
+    out = []
+    for host in sorted(host_facts):
+        f = host_facts[host]
+        missing, applets = f.get("labkit_packages_unavailable") or [], f.get("labkit_packages_applets") or []
+        if missing:
+            out.append(f"{host}: not installed: {', '.join(missing)} (no package manager on this host"
+                       + (f"; {', '.join(applets)}: BusyBox's own applet" if applets else "") + ")")
+    return out
 
 
 def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log: Log = _quiet,
@@ -288,7 +373,7 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
             except Exception as e:  # noqa: BLE001 - a measurement never fails the run; K8/K9 say what is missing
                 log(f"{p['name']}: not measured ({type(e).__name__})")
         measure.save(lab.name, rows + [_measure_vm(lab, v["name"], run.host_facts) for v in vms])
-    res = UpResult(lab, run, imgs, seconds=time.monotonic() - t0)
+    res = UpResult(lab, run, imgs, seconds=time.monotonic() - t0, warnings=package_warnings(run.host_facts))
     if with_facts:
         res.facts = facts(lab)
     return res
@@ -400,6 +485,8 @@ def down(lab: Lab, *, students: list[str] | None = None, log: Log = _quiet, on_e
         removed_vms += [f"domain {h['name']} (on {h['server']})" for h in before
                         if h["role"] == "vm" and not h.get("local", True) and h["name"] not in still]
         measure.forget(lab.name, gone if students else None)
+    if not students and not after:
+        _forget_lab(lab.name)
     containers_removed = len([h for h in before if h["role"] == "container"]) - len(
         [h for h in after if h["role"] == "container"])
     return DownResult(lab.name, containers_removed, len(nets_before) - len(nets_after), run, removed_vms)
@@ -473,7 +560,8 @@ def hosts(lab: str, students: list[str] | None = None, servers: list | None = No
     out = []
     for sv in servers or default_servers():
         out += _containers(lab, students, sv)
-    return sorted(out, key=lambda h: (h["student"], h["name"])) + vm_hosts(lab, students, servers)
+    # one order everywhere: by student, then name (containers and VMs alike)
+    return sorted(out + vm_hosts(lab, students, servers), key=lambda h: (h["student"], h["role"] == "vm", h["name"]))
 
 
 def _containers(lab: str, students: list[str] | None, server) -> list[dict]:
@@ -502,12 +590,15 @@ def status(lab: Lab) -> dict:
     with engines(lab.name) as svs:
         found = hosts(lab.name, servers=svs)
         names = {h["name"] for h in found}
-        missing = [p["name"] for p in container_plan(lab) + vm_plan(lab) if p["name"] not in names]
+        planned = ([{**p, "role": "container"} for p in container_plan(lab)]
+                   + [{**p, "role": "vm", "distro": "debian:12"} for p in vm_plan(lab)])
+        absent = [{k: p[k] for k in ("name", "role", "student", "distro")} for p in planned if p["name"] not in names]
         return {
             "lab": lab.name,
             "servers": [sv.name for sv in svs],
             "hosts": found,
-            "missing": missing,
+            "missing": [p["name"] for p in absent],
+            "missing_hosts": absent,
             "networks": _networks(lab.name, svs),
         }
 
@@ -522,14 +613,15 @@ def facts(lab: Lab) -> list[HostFacts]:
 def _running(lab: Lab, servers: list) -> list[dict]:
     running = [h for h in hosts(lab.name, servers=servers) if h["state"] == "running"]
     if not running:
-        raise LabkitError(f"lab '{lab.name}' has no running hosts", "bring it up with `labkit up`")
+        raise NotUp(f"lab '{lab.name}' has no running hosts", "bring it up with `labkit up`")
     return running
 
 
 def verify(lab: Lab, only: list[str] | None = None, junit: str | Path | None = None):
     """Check the kernel-sharing facts K1..K12 on the live lab; one result per fact and host."""
-    from .verify import build_view, run_checks
+    from .verify import build_view, check_fact_ids, run_checks
 
+    check_fact_ids(only)  # a typo is said at once, before any host is read
     with engines(lab.name) as svs:
         running = _running(lab, svs)
         cfg = ssh_config(lab.name)
@@ -544,35 +636,56 @@ def shell_command(lab: Lab, host: str, student: str | None = None, root: bool = 
     ``host`` is a full host name (``labkit-demo-s01-debian12``) or its short form
     (``debian12``, ``vm``) for ``student`` (default: the lab's first student).
     """
-    student = student or lab.students[0]
-    _check_students(lab, [student])
+    _check_students(lab, [student] if student else None)
     with engines(lab.name) as svs:
         found = {h["name"]: h for h in hosts(lab.name, servers=svs)}
     server = {sv.name: sv for sv in svs}
-    name = host if host in found else f"labkit-{lab.name}-{student}-{host.replace(':', '').replace('.', '')}"
+    if host in found:  # a full name says whose host it is: a different --student is a mistake
+        if student and found[host]["student"] != student:
+            raise UsageError(f"{host} is student {found[host]['student']}'s host, not {student}'s",
+                             f"drop --student, or name the host by its short form: `labkit shell --student "
+                             f"{student} {host.rsplit('-', 1)[-1]}`")
+        name = host
+    else:
+        student = student or lab.students[0]
+        name = f"labkit-{lab.name}-{student}-{slug(host)}"
     h = found.get(name)
     if h is None:
-        choices = sorted(n.removeprefix(f"labkit-{lab.name}-{student}-") for n in found
-                         if n.startswith(f"labkit-{lab.name}-{student}-"))
-        raise LabkitError(f"no host '{host}' in lab '{lab.name}' for student {student}",
-                          "hosts: " + (", ".join(choices) or "none running: `labkit up` first"))
+        prefix = f"labkit-{lab.name}-{student}-"
+        choices = sorted(n.removeprefix(prefix) for n in found if n.startswith(prefix))
+        raise UsageError(f"no host '{host}' in lab '{lab.name}' for student {student}",
+                         "hosts: " + (", ".join(choices) or "none running: `labkit up` first"))
     if h["state"] != "running":
-        raise LabkitError(f"{name} is {h['state']}", "bring it back with `labkit up`")
-    user = lab.provision.user
-    if h["role"] == "vm":
-        import shlex
+        raise NotUp(f"{name} is {h['state']}", "bring it back with `labkit up`")
+    return _shell_argv(h, lab.provision.user, root, command, ssh_config(lab.name) if h["role"] == "vm" else None,
+                       server.get(h["server"]))
 
-        # ssh hands the remote shell one string: quote the command so it arrives as typed
-        remote = shlex.join((["sudo", "-i"] if root else ["sudo", "-iu", user]) + (command or []))
-        return ["ssh", "-F", str(ssh_config(lab.name)), "-T" if command else "-t", name, remote]
+
+# In a VM the command runs through sudo without -i: `sudo -i CMD` hands CMD to a login shell
+# with `$` left unescaped, so `$x` and `$0` were expanded once too often. Instead sh runs the
+# arguments as they are (`exec "$@"`) from the user's home, as `docker exec -u -w` does.
+_RUN_AS_TYPED = 'cd "$HOME" && exec "$@"'
+
+
+def _shell_argv(h: dict, user: str, root: bool, command: list[str] | None, ssh_cfg: Path | None, server) -> list[str]:
+    """The argv that runs ``command`` (or a login shell) on host ``h``: the same argv, same
+    quoting, same user and working folder on a container as in the VM."""
+    import shlex
     import sys
 
+    if h["role"] == "vm":
+        if command:
+            # ssh hands the VM's login shell one string: quote every word so it arrives as typed
+            sudo = ["sudo", "-H"] + ([] if root else ["-u", user])
+            remote = shlex.join([*sudo, "--", "sh", "-c", _RUN_AS_TYPED, "sh", *command])
+            return ["ssh", "-F", str(ssh_cfg), "-T", h["name"], remote]
+        return ["ssh", "-F", str(ssh_cfg), "-t", h["name"], shlex.join(["sudo", "-i"] + ([] if root else ["-u", user]))]
     interactive = sys.stdin.isatty() and not command
-    who = [] if root else ["-u", user, "-w", f"/home/{user}"]
-    argv = ["docker", "exec", "-it" if interactive else "-i", *who, name, *(command or ["/bin/sh", "-l"])]
+    who = ["-w", "/root"] if root else ["-u", user, "-w", f"/home/{user}"]
+    argv = ["docker", "exec", "-it" if interactive else "-i", *who, h["name"], *(command or ["/bin/sh", "-l"])]
     if h.get("local", True):
         return argv
-    return server[h["server"]].remote_argv(argv, tty=interactive)  # on its lab server, over SSH
+    return server.remote_argv(argv, tty=interactive)  # on its lab server, over SSH
 
 
 @dataclass

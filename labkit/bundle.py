@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from . import catalog, engine, images
-from .errors import ImageError, LabkitError
+from .errors import BoxError, BundleError, ImageError
 
 MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
@@ -49,7 +49,7 @@ def create(out: str | Path, distros: list[str], box: str | None = None, log=prin
 
         built = boxes._box_dir(box) / (boxes._box_dir(box).name + ".box")
         if not built.is_file():
-            raise LabkitError(f"the box {box} has not been built here", "run `labkit box build` first")
+            raise BoxError(f"the box {box} has not been built here", "run `labkit box build` first")
         (out / "box").mkdir(exist_ok=True)
         target = out / "box" / built.name
         log(f"{box}: copying {built} to {target}")
@@ -67,14 +67,14 @@ def verify(bundle: str | Path) -> dict:
     b = Path(bundle)
     sums = b / SUMS
     if not sums.is_file():
-        raise LabkitError(f"{b}: not a labkit bundle (no {SUMS})", "make one with `labkit bundle create DIR`")
+        raise BundleError(f"{b}: not a labkit bundle (no {SUMS})", "make one with `labkit bundle create DIR`")
     for line in sums.read_text().splitlines():
         want, name = line.split(None, 1)
         f = b / name.strip()
         if not f.is_file():
-            raise LabkitError(f"{b}: {name} is listed in {SUMS} but missing", "copy the whole bundle folder again")
+            raise BundleError(f"{b}: {name} is listed in {SUMS} but missing", "copy the whole bundle folder again")
         if _sha256(f) != want:
-            raise LabkitError(f"{b}: {name} does not match its checksum (corrupt or changed copy)",
+            raise BundleError(f"{b}: {name} does not match its checksum (corrupt or changed copy)",
                               "copy the bundle again from the machine that made it")
     return json.loads((b / MANIFEST).read_text())
 

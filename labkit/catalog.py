@@ -109,8 +109,10 @@ def get(ref: str) -> Distro:
     try:
         return CATALOG[ref]
     except KeyError:
-        close = difflib.get_close_matches(ref, list(CATALOG), n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
+        # suggest canonical names only (an alias such as ubuntu:noble is accepted, not offered)
+        family = [d.ref for d in _ENTRIES if d.ref.split(":")[0] == ref.split(":")[0]]
+        close = family or list(dict.fromkeys(CATALOG[c].ref for c in difflib.get_close_matches(ref, list(CATALOG), n=2)))
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
         raise SpecError(
             f"unknown distro '{ref}'",
             hint + "known distros: " + ", ".join(names()),

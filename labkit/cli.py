@@ -19,7 +19,7 @@ from rich.table import Table
 
 from . import api, catalog
 from . import images as images_mod
-from .errors import LabkitError
+from .errors import EXIT_CODES, LabkitError, NotUp, UsageError
 from .paths import state_dir
 
 # CI logs and pipes are not terminals: give tables room instead of rich's 80 columns
@@ -61,17 +61,32 @@ def handle_errors(fn):
 
 def lab_options(fn):
     fn = click.option("-f", "--file", "lab_file", type=click.Path(dir_okay=False),
-                      help="Lab file (lab.yml). Default: the built-in default lab.")(fn)
-    fn = click.option("--lab", "lab_name", help="Name of a lab brought up before (instead of -f).")(fn)
+                      help="Lab file. Default: ./lab.yml, else the one lab that is up "
+                           "(else, for up/doctor/bundle, the built-in default lab).")(fn)
+    fn = click.option("--lab", "lab_name",
+                      help="Name of a lab that is up (instead of -f; or set $LABKIT_LAB).")(fn)
     return fn
 
 
-def _lab(lab_file, lab_name):
-    return api.resolve_lab(lab_file, lab_name)
+def _lab(lab_file, lab_name, *, default_ok: bool = False, quiet: bool = False):
+    """The lab a command acts on; always says which one and why (on stderr, so --json
+    output stays clean)."""
+    sel = api.select_lab(lab_file, lab_name, default_ok=default_ok)
+    if not quiet:
+        err.print(f"lab '{sel.lab.name}' ({sel.why})", markup=False)
+    return sel.lab
 
 
 def _say(msg: str) -> None:
     out.print(msg, markup=False)
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 # --------------------------------------------------------------------------- rendering
@@ -120,7 +135,11 @@ def _recap(run) -> str:
 
 # --------------------------------------------------------------------------- commands
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _exit_codes_epilog() -> str:
+    return "\b\nExit codes:\n" + "\n".join(f"  {code:>3}  {what}" for code, what in EXIT_CODES.items())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=_exit_codes_epilog())
 @click.version_option(package_name="labkit")
 def main():
     """labkit: matched lab hosts (a Vagrant VM and containers of several distros per student),
@@ -146,14 +165,17 @@ def main():
 @handle_errors
 def up(lab_file, lab_name, students, build, with_facts, verbose, quiet, inventory):
     """Create and provision the lab's hosts (idempotent), then show the facts."""
-    lab = _lab(lab_file, lab_name)
-    _say(f"labkit up: lab '{lab.name}', {len(lab.students)} student(s), "
-         f"{len(lab.containers)} container(s)" + (" and a VM" if lab.vm.enabled else "") + " each")
+    lab = _lab(lab_file, lab_name, default_ok=True, quiet=quiet)
+    say = _quiet if quiet else _say
+    say(f"labkit up: lab '{lab.name}', {len(lab.students)} student(s), "
+        f"{len(lab.containers)} container(s)" + (" and a VM" if lab.vm.enabled else "") + " each")
     with _progress(verbose, quiet, f"labkit up {lab.name}") as on_event:
-        res = api.up(lab, students=list(students) or None, build=build, log=_say, on_event=on_event,
+        res = api.up(lab, students=list(students) or None, build=build, log=say, on_event=on_event,
                      verbosity=max(0, verbose - 1), show_output=bool(verbose), with_facts=with_facts,
                      inventory=inventory)
     _say(_recap(res.run))
+    for w in res.warnings:
+        err.print(f"[yellow]warning:[/] {escape(w)}", markup=True)
     if with_facts and res.facts:
         out.print(facts_table(res.facts))
 
@@ -167,12 +189,17 @@ def up(lab_file, lab_name, students, build, with_facts, verbose, quiet, inventor
 @handle_errors
 def down(lab_file, lab_name, students, verbose, quiet, inventory):
     """Remove everything that carries the lab's labels, from any state (idempotent)."""
-    lab = _lab(lab_file, lab_name)
+    try:
+        lab = _lab(lab_file, lab_name, quiet=quiet)
+    except NotUp as e:  # idempotent: nothing up is nothing to remove
+        _say(f"labkit down: {e.message}: nothing to take down")
+        return
     with _progress(verbose, quiet, f"labkit down {lab.name}") as on_event:
-        res = api.down(lab, students=list(students) or None, log=_say, on_event=on_event,
+        res = api.down(lab, students=list(students) or None, log=_quiet if quiet else _say, on_event=on_event,
                        show_output=bool(verbose), inventory=inventory)
-    _say(f"labkit down: lab '{lab.name}': removed {res.removed_containers} container(s), "
-         f"{res.removed_networks} network(s), {len(res.removed_vms)} VM resource(s)")
+    vms = sum(1 for r in res.removed_vms if r.startswith("domain "))
+    _say(f"labkit down: lab '{res.lab}': removed {_n(res.removed_containers, 'container')}, "
+         f"{_n(res.removed_networks, 'network')}, {_n(vms, 'VM')}")
 
 
 @main.command()
@@ -191,8 +218,8 @@ def status(lab_file, lab_name, as_json):
         t.add_column(col)
     for h in st["hosts"]:
         t.add_row(h["name"], h["role"], h["student"], h["distro"], h["state"], h.get("server", "localhost"))
-    for m in st["missing"]:
-        t.add_row(m, "", "", "", "[yellow]missing[/]")
+    for m in st["missing_hosts"]:
+        t.add_row(m["name"], m["role"], m["student"], m["distro"], "[yellow]missing[/]")
     out.print(t)
     _say(f"networks: {', '.join(st['networks']) or '(none)'}")
 
@@ -259,6 +286,11 @@ def report(lab_file, lab_name, out_dir, checks, junit_dir, as_json):
     else:
         for f in res.files:
             _say(f"wrote {f}")
+    failed = [c for c in res.data.get("checks") or [] if c.get("outcome") == "failed"]
+    if failed:  # the page is written either way; CI still learns that a fact failed
+        err.print(f"[bold red]{len(failed)} check(s) failed[/]: "
+                  + ", ".join(sorted({f"{c['fact']} on {c['host']}" for c in failed})), markup=True)
+        sys.exit(1)
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
@@ -270,11 +302,20 @@ def report(lab_file, lab_name, out_dir, checks, junit_dir, as_json):
 @handle_errors
 def shell(lab_file, lab_name, host, command, student, root):
     """Open a shell on a lab host as the student (HOST: debian12, busybox, vm, or a full name)."""
-    import os
+    import subprocess
 
     lab = _lab(lab_file, lab_name)
     argv = api.shell_command(lab, host, student, root, list(command) or None)
-    os.execvp(argv[0], argv)
+    try:
+        rc = subprocess.run(argv).returncode
+    except KeyboardInterrupt:
+        rc = 130
+    if command and rc in (126, 127):  # the host has no such command (or cannot run it)
+        tip = ("BusyBox has sh and its applets, no bash: `labkit shell busybox sh -c '...'`"
+               if "busybox" in host else f"`labkit shell {host}` opens a shell there to look around")
+        err.print(f"[yellow]hint:[/] {escape(command[0])!s} could not be run on the host (exit {rc}); {escape(tip)}",
+                  markup=True)
+    sys.exit(rc)
 
 
 @main.command()
@@ -285,7 +326,7 @@ def doctor(lab_file, lab_name, as_json):
     """Check this machine for everything `labkit up` needs; print the fix for each problem."""
     from . import doctor as doc
 
-    lab = _lab(lab_file, lab_name)
+    lab = _lab(lab_file, lab_name, default_ok=True)
     checks = doc.run(students=len(lab.students), need_vm=lab.vm.enabled)
     if as_json:
         click.echo(json.dumps([c.as_dict() for c in checks], indent=2))
@@ -316,7 +357,7 @@ def init(path, force):
 
     p = Path(path)
     if p.exists() and not force:
-        raise LabkitError(f"{p} exists", "pass --force to overwrite it, or give another path")
+        raise UsageError(f"{p} exists", "pass --force to overwrite it, or give another path")
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text((Path(__file__).parent / "templates" / "lab.yml").read_text())
     load_lab(p)  # what we write must itself be valid
@@ -384,7 +425,7 @@ def images_rm(distros, all_):
     """Remove images by distro reference."""
     refs = list(distros) or (catalog.names("local") if all_ else [])
     if not refs:
-        raise LabkitError("name the distros to remove, or pass --all", "e.g. `labkit images rm debian:11`")
+        raise UsageError("name the distros to remove, or pass --all", "e.g. `labkit images rm debian:11`")
     images_mod.remove(refs, log=_say)
 
 
@@ -419,7 +460,7 @@ def bundle_create(lab_file, lab_name, directory, with_box):
     """Save the lab's local images (and box) into DIRECTORY with a manifest and SHA256SUMS."""
     from . import bundle as bundle_mod
 
-    lab = _lab(lab_file, lab_name)
+    lab = _lab(lab_file, lab_name, default_ok=True)
     refs = [c.distro for c in lab.containers if c.spec.source == "local"]
     bundle_mod.create(directory, refs, lab.vm.box if (with_box and lab.vm.enabled) else None, log=_say)
 

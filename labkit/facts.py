@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import LabkitError
+from .errors import NotUp
 
 PROBE = r"""
 echo "kernel_release=$(uname -r)"
@@ -81,7 +81,7 @@ def probe_host(host, name: str = "") -> dict[str, str]:
     """Run the probe on a testinfra Host (any backend: local, docker, ssh, ansible)."""
     out = host.run(PROBE)
     if out.rc != 0 or "boot_id=" not in out.stdout:
-        raise LabkitError(f"cannot read facts from {name or host}: {out.stderr.strip() or 'rc ' + str(out.rc)}")
+        raise NotUp(f"cannot read facts from {name or host}: {out.stderr.strip() or 'rc ' + str(out.rc)}")
     return _parse(out.stdout)
 
 

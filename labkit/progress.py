@@ -56,8 +56,9 @@ class HostLines:
             msg = str((data.get("res") or {}).get("msg", "")).strip().splitlines()
             self.write(f"  [{host}] {what}: {task}{self._elapsed(data)}" + (f": {msg[0][:200]}" if msg else ""))
         elif kind == "playbook_on_stats":
-            parts = " ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
-            self.write(f"done in {time.monotonic() - self.t0:.1f}s: {parts}")
+            # the counts are Ansible's own recap, printed once by the command (not a second,
+            # differently counted ok= here)
+            self.write(f"playbook done in {time.monotonic() - self.t0:.1f}s")
 
 
 class LiveHosts:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import LabkitError, PlaybookFailed
+from .errors import InternalError, PlaybookFailed
 from .paths import ansible_root, lab_dir, playbooks_dir, roles_dir, vagrant_home
 
 EventHandler = Callable[[dict], Any]
@@ -154,7 +154,7 @@ def run_playbook(
 
     pb = Path(playbook) if Path(playbook).is_absolute() else playbooks_dir() / playbook
     if not pb.is_file():
-        raise LabkitError(f"playbook not found: {pb}", "is labkit installed completely?")
+        raise InternalError(f"playbook not found: {pb}", "is labkit installed completely?")
     private = lab_dir(lab) / "runner"
     private.mkdir(parents=True, exist_ok=True)
     # Ansible's and its modules' temp files on this machine (AnsiballZ payloads, Vagrant's)

@@ -20,6 +20,9 @@ from .errors import SpecError
 NAME_RE = r"^[a-z][a-z0-9-]{0,19}$"           # lab name: a DNS label part, short enough for libvirt names
 STUDENT_RE = r"^[a-z0-9][a-z0-9-]{0,19}$"     # student id
 MEMORY_RE = r"^[1-9][0-9]*[kmg]?$"
+USER_RE = r"^[a-z_][a-z0-9_-]{0,30}$"
+PACKAGE_RE = r"^[a-zA-Z0-9][a-zA-Z0-9.+_-]*$"
+REGISTRY_RE = r"^[a-zA-Z0-9.-]+(:[0-9]+)?(/[a-z0-9._/-]+)?$"
 
 
 class _Model(BaseModel):
@@ -49,8 +52,20 @@ class VM(_Model):
 
     enabled: bool = Field(True, description="Create one VM per student")
     box: str = Field("labkit/debian12", description="Vagrant box name (labkit builds labkit/debian12 offline)")
-    memory: int = Field(512, ge=256, le=65536, description="Memory in MiB")
+    memory: int = Field(512, ge=256, le=65536, description="Memory in MiB: 768, or with a unit: 768m, 1g")
     cpus: int = Field(1, ge=1, le=16, description="Virtual CPUs")
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _mib(cls, v: Any) -> Any:
+        """``768m``, ``1g``, ``768`` (MiB): the same units as ``limits.memory``."""
+        if isinstance(v, str):
+            m = re.fullmatch(r"\s*([0-9]+)\s*([kmg]i?b?)?\s*", v.lower())
+            if not m:
+                raise ValueError(f"{v!r} is not a size: give MiB (768) or a unit (768m, 1g)")
+            n, unit = int(m.group(1)), (m.group(2) or "m")[0]
+            return {"k": n // 1024, "m": n, "g": n * 1024}[unit]
+        return v
     accel: Literal["auto", "kvm", "qemu"] = Field(
         "auto", description="auto: KVM when it really works, else QEMU emulation (TCG)")
 
@@ -66,9 +81,9 @@ class Limits(_Model):
 class Provision(_Model):
     """What the student_env role puts on every host."""
 
-    user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,30}$")] = Field(
+    user: Annotated[str, Field(pattern=USER_RE)] = Field(
         "student", description="Login name of the student account")
-    packages: list[Annotated[str, Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9.+_-]*$")]] = Field(
+    packages: list[Annotated[str, Field(pattern=PACKAGE_RE)]] = Field(
         default_factory=lambda: ["less"],
         description="Packages installed with each distro's own package manager (not on BusyBox)")
     motd: bool = Field(True, description="Write a message of the day naming the distro and kernel")
@@ -85,7 +100,7 @@ class Lab(_Model):
     limits: Limits = Field(default_factory=Limits)
     provision: Provision = Field(default_factory=Provision)
     registry: str | None = Field(
-        None, pattern=r"^[a-zA-Z0-9.-]+(:[0-9]+)?(/[a-z0-9._/-]+)?$",
+        None, pattern=REGISTRY_RE,
         description="Registry (mirror) for registry-backed distros, e.g. localhost:5000")
 
     @model_validator(mode="before")
@@ -223,9 +238,38 @@ def parse_lab(data: Any, source: str = "<lab>", text: str | None = None) -> Lab:
                 msg = err["msg"].removeprefix("Value error, ")
                 if err["type"] == "string_pattern_mismatch":
                     pat = (err.get("ctx") or {}).get("pattern", "")
-                    msg = f"{err['input']!r} is not allowed (must match {pat})"
+                    msg = f"{err['input']!r} is not allowed: {PATTERN_WORDS.get(pat, f'must match {pat}')}"
+                elif err["type"] == "missing" and loc:
+                    # a required key is missing: a typo'd key next to it is the likely cause
+                    typo = difflib.get_close_matches(str(loc[-1]), [str(k) for k in _unknown_keys(data, loc[:-1])], n=1)
+                    if typo:
+                        msg = f"missing; did you write '{typo[0]}' for '{loc[-1]}'?"
                 msgs.append(f"{at}: {where}: {msg}")
+        # unknown keys first: a typo is the cause, a missing key its consequence
+        msgs.sort(key=lambda m: ": unknown key;" not in m)
         raise SpecError("\n".join(msgs)) from None
+
+
+PATTERN_WORDS = {
+    NAME_RE: "a lab name is lowercase letters, digits and '-', starting with a letter, up to 20 characters",
+    STUDENT_RE: "a student id is lowercase letters, digits and '-', starting with a letter or digit, "
+                "up to 20 characters",
+    MEMORY_RE: "a size is a whole number with an optional unit k, m or g (e.g. 256m, 1g)",
+    USER_RE: "a user name is lowercase letters, digits, '_' and '-', starting with a letter or '_', "
+             "up to 31 characters",
+    PACKAGE_RE: "a package name is letters, digits and . + _ -, starting with a letter or digit",
+    REGISTRY_RE: "a registry is HOST[:PORT][/PATH], e.g. localhost:5000",
+}
+
+
+def _unknown_keys(data: Any, loc: tuple) -> list:
+    node = data
+    for part in loc:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return []
+    return list(node) if isinstance(node, dict) else []
 
 
 def load_roster(path: Path) -> list[str]:

@@ -9,7 +9,7 @@ import pytest
 
 from . import measure
 from .checks import FACTS
-from .errors import LabkitError
+from .errors import InternalError, NotUp, UsageError
 from .facts import HostFacts
 
 CHECKS_DIR = Path(__file__).resolve().parent / "checks"
@@ -89,17 +89,22 @@ def build_view(facts: list[HostFacts], lab: str, ssh_config: Path | None = None)
     hosts = {f.host: f for f in facts if f.role != "server"}
     broken = [f"{f.host}: {f.error}" for f in facts if f.error]
     if broken:
-        raise LabkitError("cannot read facts from " + "; ".join(broken), "check `labkit status`; `labkit up` converges")
+        raise NotUp("cannot read facts from " + "; ".join(broken), "check `labkit status`; `labkit up` converges")
     return View(server, hosts, measure.load(lab), ssh_config,
                 containers=[h for h, f in hosts.items() if f.role == "container"],
                 vms=[h for h, f in hosts.items() if f.role == "vm"], servers=servers)
 
 
-def run_checks(view: View, only: list[str] | None = None, junit: str | Path | None = None) -> list[CheckResult]:
-    """Run the checks (all, or the fact ids in ``only``) and return one result per fact and host."""
+def check_fact_ids(only: list[str] | None) -> None:
+    """UsageError (exit 2) naming a fact id that is not K1..K12."""
     for f in only or []:
         if f.upper() not in FACTS:
-            raise LabkitError(f"--fact {f}: unknown fact", f"facts: {', '.join(FACTS)}")
+            raise UsageError(f"--fact {f}: unknown fact", f"facts: {', '.join(FACTS)}")
+
+
+def run_checks(view: View, only: list[str] | None = None, junit: str | Path | None = None) -> list[CheckResult]:
+    """Run the checks (all, or the fact ids in ``only``) and return one result per fact and host."""
+    check_fact_ids(only)
     module = str(CHECKS_DIR / "test_facts.py")
     targets = [f"{module}::test_{f.upper()}" for f in only] if only else [module]
     args = [*targets, "-c", str(CHECKS_DIR / "pytest.ini"), "--rootdir", str(CHECKS_DIR),
@@ -109,7 +114,7 @@ def run_checks(view: View, only: list[str] | None = None, junit: str | Path | No
     plugin = _Plugin(view)
     rc = pytest.main(args, plugins=[plugin])
     if rc not in (0, 1, 5) or (rc == 5 and not only):
-        raise LabkitError(f"the checks could not run (pytest exit {rc})")
+        raise InternalError(f"the checks could not run (pytest exit {rc})")
     order = {k: i for i, k in enumerate(FACTS)}
     return sorted(plugin.results, key=lambda r: (order[r.fact], r.host))
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labkit import paths
-from labkit.errors import LabkitError
+from labkit.errors import EngineError, SpecError
 
 QEMU = "/usr/bin/qemu-system-x86_64"
 TB_SIZE_MB = 128
@@ -60,7 +60,7 @@ def normalize_force(force: str | None) -> str | None:
         return "qemu"
     if f in MODES:
         return f
-    raise LabkitError(f"unknown acceleration {force!r}", "use one of: auto, kvm, qemu")
+    raise SpecError(f"unknown acceleration {force!r}", "use one of: auto, kvm, qemu")
 
 
 def probe_failed(output: str) -> str | None:
@@ -227,7 +227,7 @@ def tcg_emulator_wrapper() -> Path:
     path = paths.state_dir() / "bin" / "qemu-system-x86_64-tcg"
     if not world_reachable(path.parent if path.parent.exists() else paths.state_dir()):
         if os.geteuid() != 0:
-            raise LabkitError(
+            raise EngineError(
                 f"libvirt's QEMU user cannot reach {path.parent} (a parent folder is not o+x)",
                 "set LABKIT_HOME to a folder every user can traverse, or run as root")
         path = SHARED_WRAPPER_DIR / "qemu-system-x86_64-tcg"

@@ -39,11 +39,20 @@ else
 fi
 
 # --- virtual environment -------------------------------------------------------------
-stamp_want=$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)
+# Debian's own Python (3.11.2 on Debian 12), the one a Debian lab server has: labkit is
+# tested on it. LABKIT_PYTHON picks another.
+PY=${LABKIT_PYTHON:-}
+if [ -z "$PY" ]; then
+  if [ -x /usr/bin/python3 ]; then PY=/usr/bin/python3; else PY=$(command -v python3); fi
+fi
+stamp_want=$( { cat "$ROOT/pyproject.toml"; "$PY" -c 'import sys; print(sys.executable, sys.version)'; } | sha256sum | cut -c1-16)
 stamp_have=$(cat "$VENV/.labkit-stamp" 2>/dev/null || true)
 if [ ! -x "$VENV/bin/labkit" ] || [ "$stamp_want" != "$stamp_have" ]; then
-  say "creating the virtual environment in $VENV"
-  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  say "creating the virtual environment in $VENV ($("$PY" --version))"
+  if [ -x "$VENV/bin/python" ] && [ "$("$VENV/bin/python" -c 'import sys; print(sys.version)')" != "$("$PY" -c 'import sys; print(sys.version)')" ]; then
+    rm -rf "$VENV"  # made with another Python
+  fi
+  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check -e "$ROOT[test]" 2>&1 | grep -v '^WARNING: Location' || true
   "$VENV/bin/labkit" --version >/dev/null
   echo "$stamp_want" > "$VENV/.labkit-stamp"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shlex
 import subprocess
 import tarfile
@@ -104,8 +105,30 @@ def chroot_dir(image: str = "labkit/debian:11") -> Path:
         except docker.errors.DockerException:
             pass
     with tarfile.open(fileobj=io.BytesIO(stream)) as t:
-        t.extractall(root, filter="tar")
+        if hasattr(tarfile, "tar_filter"):  # Python 3.11.4+ (and 3.12+)
+            t.extractall(root, filter="tar")
+        else:  # Debian 12's Python 3.11.2 has no extraction filters: the same rule by hand
+            t.extractall(root, members=safe_members(t, root))
     return root
+
+
+def safe_members(t: tarfile.TarFile, root: Path) -> list[tarfile.TarInfo]:
+    """The members of ``t`` that stay inside ``root`` (what ``filter="tar"`` allows): leading
+    slashes stripped, no path escaping through ``..``, no device files; setuid bits cleared."""
+    base = os.path.realpath(root)
+    out = []
+    for m in t.getmembers():
+        m.name = m.name.lstrip("/")
+        if m.isdev():
+            continue
+        dest = os.path.realpath(os.path.join(base, m.name))
+        if dest != base and not dest.startswith(base + os.sep):
+            continue
+        if m.islnk() and not os.path.realpath(os.path.join(base, m.linkname.lstrip("/"))).startswith(base + os.sep):
+            continue
+        m.mode &= 0o777 if not m.isdir() else 0o1777
+        out.append(m)
+    return out
 
 
 def k12(server: HostFacts, image: str = "labkit/debian:11") -> str:

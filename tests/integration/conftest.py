@@ -11,6 +11,10 @@ import pytest
 
 from tests.conftest import labkit_cmd
 
+# The session's shared lab is the default one: commands without -f act on it, whatever other
+# lab a test has up at the time (lab selection itself is tested in test_22_cli with this unset).
+os.environ.setdefault("LABKIT_LAB", "demo")
+
 
 def run(*args, check=True, timeout=1800, env=None):
     """Run the real `labkit` console script; return the CompletedProcess."""

@@ -105,4 +105,4 @@ def test_shell_runs_as_the_student_in_a_container(default_lab):
     root = run("shell", "busybox", "--root", "id", "-u").stdout
     assert root.strip() == "0"
     bad = run("shell", "debain12", check=False)
-    assert bad.returncode == 1 and "hosts: busybox, debian11, debian12, debian13, vm" in bad.stderr
+    assert bad.returncode == 2 and "hosts: busybox, debian11, debian12, debian13, vm" in bad.stderr

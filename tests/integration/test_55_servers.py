@@ -40,7 +40,7 @@ def test_a_corrupt_bundle_is_refused_naming_the_file(bundle, tmp_path):
         f.seek(100)
         f.write(b"X")
     p = run("bundle", "load", str(bad), check=False)
-    assert p.returncode == 1 and "images/busybox.tar does not match its checksum" in p.stderr
+    assert p.returncode == 4 and "images/busybox.tar does not match its checksum" in p.stderr
 
 
 def ssh(cmd: str) -> str:

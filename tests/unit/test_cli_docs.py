@@ -42,4 +42,14 @@ def test_init_writes_a_valid_lab_file(tmp_path):
     r = CliRunner().invoke(main, ["init", str(target)])
     assert r.exit_code == 0, r.output
     again = CliRunner().invoke(main, ["init", str(target)])
-    assert again.exit_code == 1 and "exists" in again.output
+    assert again.exit_code == 2 and "exists" in again.output  # bad input (EXIT_CODES)
+
+
+def test_every_exit_code_is_in_the_readme_and_help():
+    """One table of exit codes: the README's and `labkit --help`'s are errors.EXIT_CODES."""
+    from labkit.errors import EXIT_CODES
+
+    r = CliRunner().invoke(main, ["--help"])
+    for code, what in EXIT_CODES.items():
+        assert f"| {code} | {what} |" in README, f"exit code {code} is not in the README's table"
+        assert f"{code:>3}  {what}" in r.output

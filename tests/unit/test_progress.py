@@ -20,7 +20,8 @@ def test_one_line_per_host_change_or_failure_with_hosts_interleaved():
     assert lines[1] == "  [c2] FAILED: Ensure Y: boom"
     assert lines[2] == "  [c3] failed (ignored): Ensure Y"
     assert lines[3].startswith("  [vm] changed: Ensure the VM is running (") and lines[3].endswith("s)")
-    assert "changed=1" in lines[4] and "failed=1" in lines[4] and "ok=1" in lines[4] and "ignored=1" in lines[4]
+    # no counts of its own: the command prints Ansible's recap once, so no two ok= disagree
+    assert lines[4].startswith("playbook done in ") and "ok=" not in lines[4]
     assert len(lines) == 5
 
 

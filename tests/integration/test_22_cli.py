@@ -1,0 +1,172 @@
+"""What a new instructor meets on the command line, through the real CLI on the real
+engines: the same one-liner gives the same output on a container and in the VM, commands
+act on the lab the user means (and say which), and every exit code of the README's table."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import labkit_cmd
+
+from .conftest import docker, run
+
+pytestmark = pytest.mark.integration
+
+CODES = ("name: codes\nstudents: [a, b]\ncontainers: [busybox]\nvm: {enabled: false}\n"
+         "provision: {packages: [less, curl]}\n")
+CODES2 = "name: codes2\nstudents: [x]\ncontainers: [busybox]\nvm: {enabled: false}\nprovision: {packages: []}\n"
+
+
+def bare(*args, cwd, env_extra=None, check=False):
+    """`labkit ARGS` as a user types it: no -f, no --lab, no $LABKIT_LAB, in folder ``cwd``."""
+    env = {k: v for k, v in os.environ.items() if k != "LABKIT_LAB"} | (env_extra or {})
+    p = subprocess.run(labkit_cmd() + list(args), capture_output=True, text=True, timeout=600, env=env, cwd=cwd)
+    if check:
+        assert p.returncode == 0, p.stdout + p.stderr
+    return p
+
+
+@pytest.fixture(scope="module")
+def codes(tmp_path_factory):
+    d = tmp_path_factory.mktemp("codes")
+    f, f2 = d / "codes.yml", d / "codes2.yml"
+    f.write_text(CODES)
+    f2.write_text(CODES2)
+    run("images", "build", "busybox")
+    up = run("up", "-f", str(f), "--no-facts")
+    run("up", "-f", str(f2), "--no-facts")
+    yield {"file": f, "file2": f2, "up": up, "dir": d}
+    run("down", "-f", str(f), check=False)
+    run("down", "-f", str(f2), check=False)
+
+
+# ------------------------------------------------------------------ the VM shell's quoting
+
+ONE_LINERS = [
+    ["sh", "-c", 'x=hello; echo "x=$x"'],
+    ["echo", "$HOME", "a  b", "c'd", '"q"'],
+    ["sh", "-c", "for p in sh ls; do command -v $p; done"],
+    ["sh", "-c", "echo $0; pwd; id -un"],
+    ["printf", "%s|", "*", "$(id)", "`id`", "a;b"],
+]
+
+
+@pytest.mark.vm
+@pytest.mark.parametrize("argv", ONE_LINERS, ids=[" ".join(a) for a in ONE_LINERS])
+def test_vm_shell_runs_a_command_as_typed_like_a_container(default_lab, argv):
+    """`labkit shell vm CMD` and `labkit shell debian12 CMD` (both Debian 12) print the same."""
+    vm = run("shell", "vm", *argv)
+    ct = run("shell", "debian12", *argv)
+    assert vm.stdout == ct.stdout, (argv, vm.stdout, ct.stdout)
+    assert vm.stdout.strip()
+
+
+@pytest.mark.vm
+def test_vm_shell_root_and_exit_code(default_lab):
+    assert run("shell", "vm", "--root", "sh", "-c", "id -u; pwd").stdout.split() == ["0", "/root"]
+    assert run("shell", "debian12", "--root", "sh", "-c", "id -u; pwd").stdout.split() == ["0", "/root"]
+    p = run("shell", "vm", "sh", "-c", "exit 3", check=False)
+    assert p.returncode == 3  # the command's own code
+
+
+# ------------------------------------------------------------------ which lab, said every time
+
+def test_two_labs_up_bare_commands_refuse_naming_both(codes, tmp_path):
+    p = bare("shell", "busybox", "uname", "-r", cwd=tmp_path)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "codes, codes2" in p.stderr and "--lab" in p.stderr
+    p = bare("down", cwd=tmp_path)
+    assert p.returncode == 2 and "which one?" in p.stderr
+    assert docker("ps", "-q", "--filter", "label=labkit.lab=codes2").strip()  # nothing was removed
+
+
+def test_a_lab_file_in_the_folder_picks_the_lab_and_is_named(codes, tmp_path):
+    (tmp_path / "lab.yml").write_text(CODES2)
+    p = bare("shell", "busybox", "hostname", cwd=tmp_path, check=True)
+    assert p.stdout.strip() == "x-busybox"
+    assert "lab 'codes2' (from ./lab.yml in this folder)" in p.stderr
+    p = bare("status", "--json", cwd=tmp_path, env_extra={"LABKIT_LAB": "codes"}, check=True)
+    assert '"lab": "codes"' in p.stdout and "$LABKIT_LAB=codes" in p.stderr
+
+
+def test_busybox_hosts_name_the_packages_they_could_not_get(codes):
+    err = codes["up"].stderr
+    for s in ("a", "b"):
+        assert f"labkit-codes-{s}-busybox: not installed: curl (no package manager on this host; " \
+               "less: BusyBox's own applet)" in err, err
+
+
+# ------------------------------------------------------------------ one table of exit codes
+
+def test_exit_0_success_names_the_lab(codes):
+    p = run("status", "-f", str(codes["file"]))
+    assert p.returncode == 0 and f"lab 'codes' (from {codes['file']})" in p.stderr
+
+
+@pytest.mark.parametrize("args, words", [
+    (["up", "--student", "zz"], "--student zz: not a student of lab 'codes'"),
+    (["shell", "nosuch", "id"], "no host 'nosuch' in lab 'codes' for student a"),
+    (["shell", "labkit-codes-a-busybox", "--student", "b", "id"], "is student a's host, not b's"),
+    (["verify", "--fact", "K13"], "--fact K13: unknown fact"),
+    (["up", "--no-such-flag"], "No such option"),
+])
+def test_exit_2_bad_input(codes, args, words):
+    p = run(*args, "-f", str(codes["file"]), check=False)
+    assert p.returncode == 2 and words in p.stderr, p.stdout + p.stderr
+
+
+def test_exit_2_a_lab_taken_down_is_not_known(codes):
+    run("down", "-f", str(codes["file2"]))
+    p = run("status", "--lab", "codes2", check=False)
+    assert p.returncode == 2 and "no lab named 'codes2' is up" in p.stderr
+    assert "codes2" not in p.stderr.split("hint:")[-1]  # not offered among the labs up
+    run("up", "-f", str(codes["file2"]), "--no-facts")
+
+
+def test_exit_7_busy_lab(codes):
+    hold = ("import sys; from labkit import api\n"
+            "with api.lab_lock('codes', 'up'):\n    print('held', flush=True); sys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        p = run("up", "-f", str(codes["file"]), check=False)
+        assert p.returncode == 7 and "lab 'codes' is busy" in p.stderr, p.stderr
+    finally:
+        holder.communicate("")
+
+
+def test_exit_8_not_up(codes, tmp_path):
+    p = bare("status", cwd=tmp_path, env_extra={"LABKIT_HOME": str(tmp_path / "empty-home")})
+    assert p.returncode == 8 and "no lab is up" in p.stderr
+    p = bare("down", cwd=tmp_path, env_extra={"LABKIT_HOME": str(tmp_path / "empty-home")})
+    assert p.returncode == 0 and "nothing to take down" in p.stdout
+    docker("stop", "-t", "0", "labkit-codes-b-busybox")
+    try:
+        p = run("shell", "-f", str(codes["file"]), "--student", "b", "busybox", "id", check=False)
+        assert p.returncode == 8 and "labkit-codes-b-busybox is exited" in p.stderr
+    finally:
+        run("up", "-f", str(codes["file"]), "--no-facts")
+
+
+def test_exit_1_a_fact_fails(codes):
+    """A container started by hand into the lab with the server's network and hostname:
+    K7 (own namespaces) fails for it, and verify exits 1 naming it."""
+    docker("run", "-d", "--name", "labkit-codes-b-rogue", "--network", "host", "--uts", "host",
+           "--label", "labkit.lab=codes", "--label", "labkit.student=b", "--label", "labkit.role=container",
+           "--label", "labkit.distro=busybox", "labkit/busybox:1.35", "sleep", "600")
+    try:
+        p = run("verify", "-f", str(codes["file"]), "--fact", "K7", "--json", check=False)
+        assert p.returncode == 1, p.stdout + p.stderr
+        failed = {r["host"]: r["detail"] for r in json.loads(p.stdout) if r["outcome"] == "failed"}
+        assert list(failed) == ["labkit-codes-b-rogue"], failed
+        assert "the server's" in failed["labkit-codes-b-rogue"]  # its namespace or hostname
+    finally:
+        docker("rm", "-f", "labkit-codes-b-rogue")
+    assert run("verify", "-f", str(codes["file"]), "--fact", "K7").returncode == 0
+
+
+def test_missing_command_in_busybox_hints_at_sh(codes):
+    p = run("shell", "-f", str(codes["file"]), "busybox", "bash", "-c", "true", check=False)
+    assert p.returncode in (126, 127) and "BusyBox has sh" in p.stderr, p.stderr
