@@ -320,18 +320,22 @@ def shell(lab_file, lab_name, host, command, student, root):
 
 @main.command()
 @lab_options
+@click.option("--build", is_flag=True, help="Check for `labkit up --build`: missing local images and the box "
+              "count as buildable (warn), not as failures.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
-def doctor(lab_file, lab_name, as_json):
-    """Check this machine for everything `labkit up` needs; print the fix for each problem."""
+def doctor(lab_file, lab_name, build, as_json):
+    """Check this machine for everything `labkit up` needs for this lab (images, box, memory,
+    CPU, disk); print the fix for each problem; exit 1 when `up` would fail."""
     from . import doctor as doc
 
     lab = _lab(lab_file, lab_name, default_ok=True)
-    checks = doc.run(students=len(lab.students), need_vm=lab.vm.enabled)
+    checks = doc.run_for_lab(lab, build=build)
     if as_json:
         click.echo(json.dumps([c.as_dict() for c in checks], indent=2))
     else:
-        marks = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]FAIL[/]"}
+        marks = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]FAIL[/]",
+                 "skipped": "[dim]skipped[/]"}
         t = Table(title=f"labkit doctor (lab '{lab.name}')", title_justify="left")
         for col in ("check", "", "detail", "fix"):
             t.add_column(col, overflow="fold")
@@ -339,10 +343,15 @@ def doctor(lab_file, lab_name, as_json):
             t.add_row(c.name, marks[c.status], escape(c.detail), escape(c.fix))
         out.print(t)
     blocking = [c for c in checks if c.status == "fail"]
+    verb = "labkit up --build" if build else "labkit up"
     if blocking:
-        err.print(f"[bold red]{len(blocking)} problem(s) block `labkit up`:[/] "
+        err.print(f"[bold red]{len(blocking)} problem(s) block `{verb}`:[/] "
                   + ", ".join(c.name for c in blocking), markup=True)
         sys.exit(1)
+    warns = [c.name for c in checks if c.status == "warn"]
+    skipped = [c.name for c in checks if c.status == "skipped"]
+    err.print(f"nothing blocks `{verb}`" + (f"; warnings: {', '.join(warns)}" if warns else "")
+              + (f"; not checked: {', '.join(skipped)}" if skipped else ""), markup=False)
 
 
 @main.command()
