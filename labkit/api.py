@@ -15,6 +15,7 @@ from . import catalog, engine, images, measure
 from .errors import LabBusy, LabkitError, NotUp, PlaybookFailed, SpecError, UsageError
 from .facts import HostFacts, collect
 from .paths import lab_dir, slug, state_dir
+from .plan import Change, Context, ServerRef, diff, make_plan, teardown
 from .runner import RunResult, run_playbook
 from .spec import DEFAULT_LAB, Lab, load_lab, parse_lab
 
@@ -741,3 +742,61 @@ def prepare(inventory: str | Path, bundle: str | Path | None = None, log: Log = 
         raise SpecError(f"{inv}: inventory not found", "see inventories/classroom/ for an example")
     return run_playbook("lab_server.yml", lab="_servers", inventory=inv.resolve(), extravars=extravars,
                         on_event=on_event, verbosity=verbosity, show_output=show_output)
+
+
+# --------------------------------------------------------------------------- plan (`--plan`)
+
+def _network_rows(lab: str, servers: list, students: list[str] | None = None) -> list[dict]:
+    """The lab's networks on each server (by label), with their student and server."""
+    out = []
+    for sv in servers:
+        for n in engine.client_for(sv.docker_host).networks.list(filters={"label": f"labkit.lab={lab}"}):
+            student = (n.attrs.get("Labels") or {}).get("labkit.student", "")
+            if not students or student in students:
+                out.append({"name": n.name, "student": student, "server": sv.name})
+    return out
+
+
+def context(lab: Lab, servers: list, *, save: bool = False, vm_local: dict | None = None,
+            vm_remote: dict | None = None) -> Context:
+    """What planning needs, read (not changed: ``save`` keeps a new assignment for later runs)."""
+    from . import servers as srv
+
+    refs = tuple(ServerRef(sv.name, sv.local, sv.docker_host) for sv in servers)
+    assignment = None
+    if not (len(servers) == 1 and servers[0].local):
+        path = lab_dir(lab.name) / "assignment.json"
+        previous = json.loads(path.read_text()) if path.is_file() else {}
+        assignment = srv.assign(lab.students, servers, previous)
+        if save:
+            path.write_text(json.dumps(assignment, indent=2))
+    return Context(refs, str(lab_dir(lab.name)), assignment, lab.registry or catalog.default_registry(),
+                   vm_local or {}, vm_remote or {})
+
+
+@dataclass
+class PlanReport:
+    lab: str
+    verb: str
+    servers: list[str]
+    changes: list[Change]
+
+    def as_dict(self) -> dict:
+        return {"lab": self.lab, "verb": self.verb, "servers": self.servers,
+                "changes": [c.as_dict() for c in self.changes]}
+
+
+def plan(lab: Lab, verb: str = "up", *, students: list[str] | None = None,
+         inventory: str | Path | None = None) -> PlanReport:
+    """What ``labkit up`` (or ``down``) would create, start, recreate or remove, per server and
+    student; changes nothing (like ``terraform plan``)."""
+    _check_students(lab, students)
+    servers, _ = lab_servers(lab.name, inventory)
+    with engines(lab.name, servers=servers) as svs:
+        found = hosts(lab.name, students, servers=svs)
+        nets = _network_rows(lab.name, svs, students)
+        if verb == "down":
+            changes = teardown(found, nets)
+        else:
+            changes = diff(make_plan(lab, context(lab, svs), students), found, nets)
+    return PlanReport(lab.name, verb, [sv.name for sv in servers], changes)

@@ -128,6 +128,27 @@ def _progress(verbose: int, quiet: bool, title: str):
         yield HostLines(_say)
 
 
+def _show_plan(rep, as_json: bool) -> None:
+    """`up --plan` / `down --plan`: one row per change, grouped by server and student."""
+    if as_json:
+        click.echo(json.dumps(rep.as_dict(), indent=2))
+        return
+    if not rep.changes:
+        _say(f"labkit {rep.verb} --plan: lab '{rep.lab}': nothing to do"
+             + (" (every planned host is there and running)" if rep.verb == "up" else " (nothing of the lab exists)"))
+        return
+    t = Table(title=f"labkit {rep.verb} --plan: lab '{rep.lab}'", title_justify="left")
+    for col in ("server", "student", "action", "kind", "name", "why"):
+        t.add_column(col)
+    for c in rep.changes:
+        t.add_row(c.server, c.student, c.action, c.kind, c.name, escape(c.why))
+    out.print(t)
+    counts: dict[str, int] = {}
+    for c in rep.changes:
+        counts[c.action] = counts.get(c.action, 0) + 1
+    _say("plan: " + ", ".join(f"{n} to {a}" for a, n in counts.items()) + "; nothing was changed")
+
+
 def _recap(run) -> str:
     keys = ("ok", "changed", "failures", "dark", "skipped")
     return "recap: " + " ".join(f"{k}={run.total(k)}" for k in keys) + f"  ({run.seconds:.1f}s)"
@@ -162,10 +183,15 @@ def main():
 @click.option("-q", "--quiet", is_flag=True, help="No progress, only the result.")
 @click.option("-i", "--inventory", type=click.Path(exists=True),
               help="Spread the students over this inventory's lab_servers (remembered for later commands).")
+@click.option("--plan", "plan_only", is_flag=True, help="Only show what would be created, started or recreated.")
+@click.option("--json", "as_json", is_flag=True, help="With --plan: print the plan as JSON.")
 @handle_errors
-def up(lab_file, lab_name, students, build, with_facts, verbose, quiet, inventory):
+def up(lab_file, lab_name, students, build, with_facts, verbose, quiet, inventory, plan_only, as_json):
     """Create and provision the lab's hosts (idempotent), then show the facts."""
     lab = _lab(lab_file, lab_name, default_ok=True, quiet=quiet)
+    if plan_only or as_json:
+        _show_plan(api.plan(lab, "up", students=list(students) or None, inventory=inventory), as_json)
+        return
     say = _quiet if quiet else _say
     say(f"labkit up: lab '{lab.name}', {len(lab.students)} student(s), "
         f"{len(lab.containers)} container(s)" + (" and a VM" if lab.vm.enabled else "") + " each")
@@ -186,13 +212,21 @@ def up(lab_file, lab_name, students, build, with_facts, verbose, quiet, inventor
 @click.option("-v", "--verbose", count=True, help="Show Ansible's own output.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, only the result.")
 @click.option("-i", "--inventory", type=click.Path(exists=True), help="The lab servers (default: those of `labkit up`).")
+@click.option("--plan", "plan_only", is_flag=True, help="Only show what would be removed.")
+@click.option("--json", "as_json", is_flag=True, help="With --plan: print the plan as JSON.")
 @handle_errors
-def down(lab_file, lab_name, students, verbose, quiet, inventory):
+def down(lab_file, lab_name, students, verbose, quiet, inventory, plan_only, as_json):
     """Remove everything that carries the lab's labels, from any state (idempotent)."""
     try:
         lab = _lab(lab_file, lab_name, quiet=quiet)
     except NotUp as e:  # idempotent: nothing up is nothing to remove
-        _say(f"labkit down: {e.message}: nothing to take down")
+        if as_json:
+            click.echo(json.dumps({"lab": None, "verb": "down", "servers": [], "changes": []}))
+        else:
+            _say(f"labkit down: {e.message}: nothing to take down")
+        return
+    if plan_only or as_json:
+        _show_plan(api.plan(lab, "down", students=list(students) or None, inventory=inventory), as_json)
         return
     with _progress(verbose, quiet, f"labkit down {lab.name}") as on_event:
         res = api.down(lab, students=list(students) or None, log=_quiet if quiet else _say, on_event=on_event,

@@ -35,9 +35,13 @@ def codes(tmp_path_factory):
     f.write_text(CODES)
     f2.write_text(CODES2)
     run("images", "build", "busybox")
+    run("down", "-f", str(f), check=False)
+    before = run("up", "-f", str(f), "--plan", "--json")
+    before_table = run("up", "-f", str(f), "--plan")
     up = run("up", "-f", str(f), "--no-facts")
     run("up", "-f", str(f2), "--no-facts")
-    yield {"file": f, "file2": f2, "up": up, "dir": d}
+    yield {"file": f, "file2": f2, "up": up, "dir": d, "plan_before": json.loads(before.stdout),
+           "plan_table": before_table.stdout}
     run("down", "-f", str(f), check=False)
     run("down", "-f", str(f2), check=False)
 
@@ -170,3 +174,35 @@ def test_exit_1_a_fact_fails(codes):
 def test_missing_command_in_busybox_hints_at_sh(codes):
     p = run("shell", "-f", str(codes["file"]), "busybox", "bash", "-c", "true", check=False)
     assert p.returncode in (126, 127) and "BusyBox has sh" in p.stderr, p.stderr
+
+
+# ------------------------------------------------------------------ plan, then apply
+
+def _changes(p):
+    return sorted((c["action"], c["kind"], c["name"], c["student"], c["server"]) for c in json.loads(p.stdout)["changes"])
+
+
+def test_up_plan_shows_the_whole_lab_before_up_nothing_after_and_a_deleted_container(codes):
+    before = sorted((c["action"], c["kind"], c["name"]) for c in codes["plan_before"]["changes"])
+    assert before == [("create", "container", "labkit-codes-a-busybox"), ("create", "container", "labkit-codes-b-busybox"),
+                      ("create", "network", "labkit-codes-a"), ("create", "network", "labkit-codes-b")]
+    assert "labkit-codes-a-busybox" in codes["plan_table"] and "nothing was changed" in codes["plan_table"]
+    f = str(codes["file"])
+    assert _changes(run("up", "-f", f, "--plan", "--json")) == []
+    assert "nothing to do" in run("up", "-f", f, "--plan").stdout
+    docker("rm", "-f", "labkit-codes-b-busybox")
+    try:
+        assert _changes(run("up", "-f", f, "--plan", "--json")) == [
+            ("create", "container", "labkit-codes-b-busybox", "b", "localhost")]
+        table = run("up", "-f", f, "--plan").stdout
+        assert "labkit-codes-b-busybox" in table and "labkit-codes-a-busybox" not in table
+    finally:
+        run("up", "-f", f, "--no-facts")
+
+
+def test_down_plan_lists_what_would_go_and_removes_nothing(codes):
+    f = str(codes["file"])
+    got = _changes(run("down", "-f", f, "--plan", "--json", "--student", "a"))
+    assert got == [("remove", "container", "labkit-codes-a-busybox", "a", "localhost"),
+                   ("remove", "network", "labkit-codes-a", "a", "localhost")]
+    assert "labkit-codes-a-busybox" in docker("ps", "--format", "{{.Names}}")

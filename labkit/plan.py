@@ -1,0 +1,203 @@
+"""Plan, then apply: what a lab is made of, as a frozen value computed with no I/O.
+
+``gather`` (in ``labkit.api``) reads what is read-only — the lab's servers, the saved
+assignment of students to servers, KVM or emulation, each remote server's VM settings —
+into a ``Context``; ``make_plan(lab, ctx)`` turns lab + context into a ``Plan`` (every
+container, network and VM with its name and server, and the extravars of
+``playbooks/up.yml``); ``diff`` compares a plan with what exists and says what ``up`` would
+create, start or recreate, and ``teardown`` what ``down`` would remove. The golden test
+(tests/unit/test_plan.py) pins the extravars contract with the playbooks.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from . import catalog, names
+from .spec import Lab
+
+VM_DISTRO = "debian:12"  # what the box boots
+
+
+@dataclass(frozen=True)
+class ServerRef:
+    """A lab server as the plan needs it: its inventory name, whether it is this machine,
+    and how its engine is reached."""
+
+    name: str
+    local: bool = True
+    docker_host: str = "unix:///var/run/docker.sock"
+
+
+@dataclass(frozen=True)
+class ContainerItem:
+    name: str
+    network: str
+    hostname: str
+    image: str
+    student: str
+    distro: str
+    python: bool
+    family: str
+    pkg_mgr: str
+    bootstrap: str
+    server: str
+    role: Literal["container"] = "container"
+
+
+@dataclass(frozen=True)
+class NetworkItem:
+    name: str
+    student: str
+    server: str
+
+
+@dataclass(frozen=True)
+class VmItem:
+    name: str
+    student: str
+    server: str
+    role: Literal["vm"] = "vm"
+    distro: str = VM_DISTRO
+
+
+@dataclass(frozen=True)
+class Context:
+    """What ``gather`` read (read-only I/O), so that planning itself needs none."""
+
+    servers: tuple[ServerRef, ...]
+    lab_dir: str
+    assignment: Mapping[str, str] | None = None     # student -> server; None: the one server
+    registry: str | None = None
+    vm_local: Mapping[str, Any] = field(default_factory=dict)    # box, memory, cpus, accel, ...
+    vm_remote: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # per remote server
+
+
+@dataclass(frozen=True)
+class Plan:
+    lab: str
+    lab_dir: str
+    containers: tuple[ContainerItem, ...]
+    networks: tuple[NetworkItem, ...]
+    vms: tuple[VmItem, ...]
+    servers: tuple[ServerRef, ...]
+    vm: Mapping[str, Any]
+    vm_remote: Mapping[str, Mapping[str, Any]]
+    limits: Mapping[str, Any]
+    provision: Mapping[str, Any]
+
+    @property
+    def hosts(self) -> tuple[ContainerItem | VmItem, ...]:
+        return (*self.containers, *self.vms)
+
+    def extravars(self) -> dict[str, Any]:
+        """The contract with playbooks/up.yml (pinned by the golden test)."""
+        return {
+            "labkit_lab": self.lab,
+            "labkit_lab_dir": self.lab_dir,
+            "labkit_vms": [_plain(v) for v in self.vms],
+            "labkit_vm": dict(self.vm),
+            "labkit_vm_remote": {k: dict(v) for k, v in self.vm_remote.items()},
+            "labkit_containers": [_plain(c) for c in self.containers],
+            "labkit_networks": [asdict(n) for n in self.networks],
+            "labkit_docker_hosts": {sv.name: sv.docker_host for sv in self.servers},
+            "labkit_limits": dict(self.limits),
+            "labkit_provision": dict(self.provision),
+        }
+
+
+def _plain(item: ContainerItem | VmItem) -> dict[str, Any]:
+    d = asdict(item)
+    d.pop("role", None)
+    if isinstance(item, VmItem):
+        d.pop("distro", None)
+    return d
+
+
+def server_of(student: str, ctx: Context) -> str:
+    """The lab server a student's hosts go to: the saved assignment, else the only server."""
+    if ctx.assignment and student in ctx.assignment:
+        return ctx.assignment[student]
+    return ctx.servers[0].name
+
+
+def make_plan(lab: Lab, ctx: Context, students: Iterable[str] | None = None) -> Plan:
+    """Every container, network and VM of ``lab`` (of ``students`` only, when given): pure."""
+    only = set(students or [])
+    who = [s for s in lab.students if not only or s in only]
+    containers = []
+    for s in who:
+        for c in lab.containers:
+            d = c.spec
+            containers.append(ContainerItem(
+                name=names.container(lab.name, s, d.slug), network=names.network(lab.name, s),
+                hostname=names.hostname(s, d.slug), image=d.image_ref(ctx.registry), student=s, distro=d.ref,
+                python=d.python, family=d.family, pkg_mgr=d.pkg_mgr, bootstrap=d.bootstrap or "",
+                server=server_of(s, ctx)))
+    networks = [NetworkItem(names.network(lab.name, s), s, server_of(s, ctx)) for s in who] if lab.containers else []
+    vms = [VmItem(names.vm(lab.name, s), s, server_of(s, ctx)) for s in who] if lab.vm.enabled else []
+    vm = dict(ctx.vm_local) or {"box": lab.vm.box, "memory": lab.vm.memory, "cpus": lab.vm.cpus}
+    return Plan(lab.name, ctx.lab_dir, tuple(containers), tuple(networks), tuple(vms), ctx.servers, vm,
+                dict(ctx.vm_remote), lab.limits.model_dump(mode="json"), lab.provision.model_dump(mode="json"))
+
+
+# ------------------------------------------------------------------------------ diff
+
+Action = Literal["create", "start", "recreate", "remove"]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One thing ``up`` (or ``down``) would do."""
+
+    action: Action
+    kind: Literal["container", "network", "vm"]
+    name: str
+    student: str
+    server: str
+    why: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def diff(plan: Plan, hosts: Iterable[Mapping[str, Any]], networks: Iterable[Mapping[str, Any]]) -> list[Change]:
+    """What ``up`` would change to reach ``plan``, given the hosts and networks that exist
+    (rows of ``api.hosts``: name, role, state, image, server; networks: name, server)."""
+    have = {h["name"]: h for h in hosts}
+    nets = {n["name"] for n in networks}
+    out: list[Change] = []
+    for n in plan.networks:
+        if n.name not in nets:
+            out.append(Change("create", "network", n.name, n.student, n.server))
+    for item in plan.hosts:
+        h = have.get(item.name)
+        kind: Literal["container", "vm"] = item.role
+        if h is None:
+            out.append(Change("create", kind, item.name, item.student, item.server))
+        elif h.get("server", item.server) != item.server:
+            out.append(Change("recreate", kind, item.name, item.student, item.server,
+                              f"on {h.get('server')}, planned on {item.server}"))
+        elif isinstance(item, ContainerItem) and h.get("image") and h["image"] != item.image:
+            out.append(Change("recreate", kind, item.name, item.student, item.server,
+                              f"image {h['image']} -> {item.image}"))
+        elif h.get("state") != "running":
+            out.append(Change("start", kind, item.name, item.student, item.server, f"is {h.get('state')}"))
+    return sorted(out, key=_order)
+
+
+def teardown(hosts: Iterable[Mapping[str, Any]], networks: Iterable[Mapping[str, Any]]) -> list[Change]:
+    """What ``down`` would remove: everything of the lab that exists, by label or name."""
+    out = [Change("remove", h["role"], h["name"], h.get("student", ""), h.get("server", ""), h.get("state", ""))
+           for h in hosts]
+    out += [Change("remove", "network", n["name"], n.get("student", ""), n.get("server", "")) for n in networks]
+    return sorted(out, key=_order)
+
+
+def _order(c: Change) -> tuple:
+    return (c.server, c.student, {"network": 0, "container": 1, "vm": 2}[c.kind], c.name)
+
+
+def registry_for(lab: Lab) -> str | None:
+    return lab.registry or catalog.default_registry()
