@@ -14,7 +14,7 @@ from pathlib import Path
 from . import catalog, engine, images, measure
 from .errors import LabBusy, LabkitError, NotUp, PlaybookFailed, SpecError, UsageError
 from .facts import HostFacts, collect
-from .paths import lab_dir, slug, state_dir
+from .paths import lab_dir, slug, state_dir, vagrant_home
 from .plan import Change, Context, ServerRef, diff, make_plan, teardown
 from .runner import RunResult, run_playbook
 from .spec import DEFAULT_LAB, Lab, load_lab, parse_lab
@@ -272,6 +272,11 @@ def _vm_settings(lab: Lab, log: Log, build: bool) -> dict:
 
     vms.check_libvirt()
     if not boxes.box_present(lab.vm.box):
+        if lab.vm.box != boxes.DEFAULT_BOX:  # --build would make labkit's own box under a foreign name
+            raise BoxError(f"the Vagrant box {lab.vm.box} is not on this machine, and labkit builds only "
+                           f"{boxes.DEFAULT_BOX}",
+                           f"add it to labkit's Vagrant home (`VAGRANT_HOME={vagrant_home()} vagrant box add "
+                           f"--name {lab.vm.box} FILE.box`), or use vm.box: {boxes.DEFAULT_BOX}")
         if not build:
             raise BoxError(f"the Vagrant box {lab.vm.box} is not on this machine",
                            "build it offline with `labkit box build` (about a minute), or run `labkit up --build`")

@@ -64,11 +64,20 @@ def test_engine_not_answering_is_named_with_its_fix(tmp_path):
 
 
 def test_missing_box_says_how_to_build_it(tmp_path):
+    import os
+
     f = tmp_path / "lab.yml"
-    f.write_text("name: nobox\nstudents: [a]\ncontainers: []\nvm: {box: labkit/not-built}\n")
-    p = run("up", "-f", str(f), check=False)
+    f.write_text("name: nobox\nstudents: [a]\ncontainers: []\n")
+    env = dict(os.environ, LABKIT_HOME=str(tmp_path / "home"))  # a Vagrant home without the box
+    p = run("up", "-f", str(f), check=False, env=env)
     assert p.returncode == 4
-    assert "labkit/not-built is not on this machine" in p.stderr and "labkit box build" in p.stderr
+    assert "labkit/debian12 is not on this machine" in p.stderr and "labkit box build" in p.stderr
+    nothing_of("nobox")
+    # a box labkit cannot build is not built under that name by --build either
+    f.write_text("name: nobox\nstudents: [a]\ncontainers: []\nvm: {box: labkit/not-built}\n")
+    p = run("up", "-f", str(f), "--build", check=False)
+    assert p.returncode == 4
+    assert "labkit/not-built is not on this machine, and labkit builds only labkit/debian12" in p.stderr
     nothing_of("nobox")
     import subprocess
 
