@@ -22,12 +22,12 @@ import tarfile
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from labkit import paths
 from labkit.errors import BoxError
+from labkit.log import Log, quiet
 
 RECIPE_VERSION = "1"
 DEFAULT_BOX = "labkit/debian12"
@@ -49,7 +49,6 @@ _DPKG_EXCLUDES = (
     "path-include=/usr/share/locale/locale.alias",
 )
 
-Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -198,7 +197,7 @@ def box_present(name: str = DEFAULT_BOX) -> bool:
     return any(b["name"] == name and b.get("provider", "libvirt") == "libvirt" for b in list_boxes())
 
 
-def build_box(name: str = DEFAULT_BOX, force: bool = False, log: Log = print) -> BoxInfo:
+def build_box(name: str = DEFAULT_BOX, force: bool = False, log: Log = quiet) -> BoxInfo:
     """Build the box ``name`` and add it to labkit's VAGRANT_HOME.
 
     Returns a BoxInfo; ``cached`` is True when nothing had to be built (same recipe hash,
@@ -240,7 +239,7 @@ def build_box(name: str = DEFAULT_BOX, force: bool = False, log: Log = print) ->
     return BoxInfo(name, box_file, size, secs, False)
 
 
-def remove_box(name: str = DEFAULT_BOX, log: Log = print) -> list[str]:
+def remove_box(name: str = DEFAULT_BOX, log: Log = quiet) -> list[str]:
     """Remove the box from Vagrant, its volumes from libvirt's pool and its build cache.
 
     ``vagrant box remove`` leaves the uploaded image in the pool, so volumes named

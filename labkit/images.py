@@ -18,10 +18,12 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+from labkit.log import Log, quiet
 
 from . import catalog, engine
 from .errors import ImageError
@@ -41,7 +43,6 @@ MMDEBSTRAP_OPTS = [
 BUSYBOX_BIN = Path("/bin/busybox")
 CMD = 'CMD ["sleep", "infinity"]'
 
-Log = Callable[[str], None]
 
 
 @dataclass
@@ -194,7 +195,7 @@ def status(d: catalog.Distro, registry: str | None = None) -> str:
     return "built" if (img.labels or {}).get("labkit.recipe") == recipe(d) else "stale"
 
 
-def build(refs: Iterable[str], force: bool = False, log: Log = print, jobs: int = 3) -> list[ImageResult]:
+def build(refs: Iterable[str], force: bool = False, log: Log = quiet, jobs: int = 3) -> list[ImageResult]:
     """Build the local images of ``refs``; unchanged ones are skipped unless ``force``."""
     distros = []
     for r in refs:
@@ -262,7 +263,7 @@ def build(refs: Iterable[str], force: bool = False, log: Log = print, jobs: int 
     return results
 
 
-def pull(refs: Iterable[str], registry: str | None = None, log: Log = print) -> list[ImageResult]:
+def pull(refs: Iterable[str], registry: str | None = None, log: Log = quiet) -> list[ImageResult]:
     """Pull registry-backed distros (through ``registry`` when given)."""
     import docker
 
@@ -286,7 +287,7 @@ def pull(refs: Iterable[str], registry: str | None = None, log: Log = print) -> 
 
 
 def ensure(refs: Iterable[str], registry: str | None = None, build_missing: bool = False,
-           log: Log = print) -> list[ImageResult]:
+           log: Log = quiet) -> list[ImageResult]:
     """Make sure every image of ``refs`` is here, never hanging on a registry for a local image.
 
     A missing local image is built when ``build_missing``, else an ImageError says how to
@@ -331,7 +332,7 @@ def list_images() -> list[dict]:
     return rows
 
 
-def remove(refs: Iterable[str], log: Log = print) -> list[str]:
+def remove(refs: Iterable[str], log: Log = quiet) -> list[str]:
     """Remove the images of ``refs`` (only images labkit made or pulled for the catalogue)."""
     import docker
 

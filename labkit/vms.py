@@ -9,16 +9,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 from labkit import paths
 from labkit.errors import EngineError
+from labkit.log import Log, quiet
 
 LIBVIRT_URI = "qemu:///system"
 POOL = "default"
 MGMT_NETWORK = "labkit"
-Log = Callable[[str], None]
 
 
 def vm_name(lab: str, student: str) -> str:
@@ -85,7 +84,7 @@ def _vagrant_env() -> dict[str, str]:
     return env
 
 
-def destroy_lab_vms(lab: str, student: str | None = None, log: Log = print) -> list[str]:
+def destroy_lab_vms(lab: str, student: str | None = None, log: Log = quiet) -> list[str]:
     """Destroy the lab's VMs (or one student's) and everything they left in libvirt.
 
     Runs ``vagrant destroy -f`` where a Vagrant folder exists, then sweeps libvirt by name
