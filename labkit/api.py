@@ -362,12 +362,14 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
             "labkit_limits": lab.limits.model_dump(mode="json"),
             "labkit_provision": lab.provision.model_dump(mode="json"),
         }
+        boots = measure.VmBoots(on_event)  # which VMs boot, and how many at once (K8's context)
+        where = _vm_where(vms, vm_settings, vm_remote, svs)
         try:
-            run = run_playbook("up.yml", lab=lab.name, extravars=extravars, on_event=on_event,
+            run = run_playbook("up.yml", lab=lab.name, extravars=extravars, on_event=boots,
                                verbosity=verbosity, show_output=show_output, inventory=inv_path)
         except PlaybookFailed as e:  # keep the boot times of the VMs that did boot (K8)
             booted = [v["name"] for v in vms if "labkit_vm_boot_seconds" in e.host_facts.get(v["name"], {})]
-            measure.save(lab.name, [_measure_vm(lab, n, e.host_facts) for n in booted])
+            measure.save(lab.name, [_measure_vm(lab, n, e.host_facts, boots, where) for n in booted])
             _diagnose(e, svs, with_vms=bool(vms))
             raise
         clients = {sv.name: engine.client_for(sv.docker_host) for sv in svs}
@@ -378,7 +380,7 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
                 rows.append(measure.container(p["name"], clients.get(p["server"]) or clients.get(local)))
             except Exception as e:  # noqa: BLE001 - a measurement never fails the run; K8/K9 say what is missing
                 log(f"{p['name']}: not measured ({type(e).__name__})")
-        measure.save(lab.name, rows + [_measure_vm(lab, v["name"], run.host_facts) for v in vms])
+        measure.save(lab.name, rows + [_measure_vm(lab, v["name"], run.host_facts, boots, where) for v in vms])
     res = UpResult(lab, run, imgs, seconds=time.monotonic() - t0, warnings=package_warnings(run.host_facts))
     if with_facts:
         res.facts = facts(lab)
@@ -431,13 +433,31 @@ def _check_remote_images(lab: Lab, servers: list) -> None:
                                     "`labkit prepare -i INVENTORY --bundle DIR`")
 
 
-def _measure_vm(lab: Lab, domain: str, host_facts: dict) -> dict:
+def _vm_where(vms: list[dict], vm_settings: dict, vm_remote: dict, servers: list) -> dict[str, dict]:
+    """Per VM: the accelerator it boots with and its lab server (whose cores a boot time depends on)."""
+    by_name = {sv.name: sv for sv in servers}
+    local = next((sv for sv in servers if sv.local), None)
+    return {v["name"]: {"accel": (vm_remote.get(v["server"]) or vm_settings).get("accel"),
+                        "server": by_name.get(v["server"], local)} for v in vms}
+
+
+def _measure_vm(lab: Lab, domain: str, host_facts: dict, boots: measure.VmBoots | None = None,
+                where: dict[str, dict] | None = None) -> dict:
     from . import boxes
 
-    secs = (host_facts.get(domain) or {}).get("labkit_vm_boot_seconds")
-    if secs is None:  # not booted by this run: keep the time of the boot that made it
-        secs = (measure.load(lab.name).get(domain) or {}).get("ready_seconds")
-    return measure.vm(domain, float(secs) if secs is not None else None, boxes.box_size(lab.vm.box))
+    mine = host_facts.get(domain) or {}
+    secs = mine.get("labkit_vm_boot_seconds")
+    at = (where or {}).get(domain) or {}
+    if secs is None:  # not booted by this run: keep the time of the boot that made it, and how it booted
+        old = measure.load(lab.name).get(domain) or {}
+        secs = old.get("ready_seconds")
+        boot = {k: old.get(k) for k in measure.BOOT_KEYS}
+    else:
+        boot = {"accel": mine.get("labkit_accel") or at.get("accel"),
+                "boots_at_once": boots.at_once(domain) if boots else None,
+                "server_cores": measure.server_cores(at["server"]) if at.get("server") else None,
+                "vm_cpus": lab.vm.cpus}
+    return measure.vm(domain, float(secs) if secs is not None else None, boxes.box_size(lab.vm.box), boot)
 
 
 @dataclass

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from . import api, catalog
 from . import images as images_mod
-from .errors import EXIT_CODES, LabkitError, NotUp, UsageError
+from .errors import EXIT_CODES, CheckFailed, LabkitError, NotUp, UsageError
 from .paths import state_dir
 
 # CI logs and pipes are not terminals: give tables room instead of rich's 80 columns
@@ -200,6 +200,10 @@ def up(lab_file, lab_name, students, build, with_facts, verbose, quiet, inventor
                      verbosity=max(0, verbose - 1), show_output=bool(verbose), with_facts=with_facts,
                      inventory=inventory)
     _say(_recap(res.run))
+    if res.converge:
+        if res.converge.prepare:
+            _say("prepare " + _recap(res.converge.prepare))
+        _say("your content " + _recap(res.converge.run))
     for w in res.warnings:
         err.print(f"[yellow]warning:[/] {escape(w)}", markup=True)
     if with_facts and res.facts:
@@ -234,6 +238,131 @@ def down(lab_file, lab_name, students, verbose, quiet, inventory, plan_only, as_
     vms = sum(1 for r in res.removed_vms if r.startswith("domain "))
     _say(f"labkit down: lab '{res.lab}': removed {_n(res.removed_containers, 'container')}, "
          f"{_n(res.removed_networks, 'network')}, {_n(vms, 'VM')}")
+
+
+@main.command("run")
+@lab_options
+@click.argument("playbooks", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--student", "students", multiple=True, help="Only this student's hosts (repeatable).")
+@click.option("-l", "--limit", help="Further limit the hosts (an Ansible pattern: debian12, vms, student_s01, ...).")
+@click.option("-e", "--extra-vars", "extra", multiple=True, help="KEY=VALUE or YAML/JSON (repeatable).")
+@click.option("-t", "--tags", help="Only tasks with these tags (comma-separated).")
+@click.option("--skip-tags", help="Skip tasks with these tags (added to provision.skip_tags).")
+@click.option("-C", "--check", is_flag=True, help="Check mode: change nothing, say what would change.")
+@click.option("-D", "--diff", is_flag=True, help="Show what files and templates change.")
+@click.option("--idempotence", is_flag=True, help="Converge a second time: exit 6 naming what changed again.")
+@click.option("-v", "--verbose", count=True, help="Show Ansible's own output.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress, only the result.")
+@handle_errors
+def run_(lab_file, lab_name, playbooks, students, limit, extra, tags, skip_tags, check, diff, idempotence,
+         verbose, quiet):
+    """Run playbooks (default: the lab file's playbooks and roles) on the live lab's hosts."""
+    lab = _lab(lab_file, lab_name, quiet=quiet)
+    if not playbooks and not (lab.provision.playbooks or lab.provision.roles):
+        raise UsageError(f"lab '{lab.name}' has no provision.playbooks or provision.roles",
+                         "name a playbook: `labkit run site.yml`, or add them to the lab file")
+    with _progress(verbose, quiet, f"labkit run {lab.name}") as on_event:
+        res = api.converge(lab, list(playbooks) or None, students=list(students) or None, limit=limit,
+                           extra_vars=_parse_extra(extra), tags=tags, skip_tags=skip_tags, check=check, diff=diff,
+                           idempotence=idempotence, on_event=on_event, verbosity=max(0, verbose - 1),
+                           show_output=bool(verbose))
+    _say(_recap(res.run))
+    if diff:
+        for c in res.run.changes:
+            if c.diff:
+                _say(f"--- {c}\n{c.diff}")
+    if res.idempotence:
+        _say("idempotence: " + _recap(res.idempotence).removeprefix("recap: ") + ": nothing changed the second time")
+
+
+def _parse_extra(items) -> dict:
+    """``-e KEY=VALUE`` or ``-e '{"k": 1}'`` (YAML/JSON), like ansible-playbook."""
+    import yaml
+
+    out: dict = {}
+    for it in items:
+        if it.lstrip().startswith("{"):
+            try:
+                data = yaml.safe_load(it)
+            except yaml.YAMLError as e:
+                raise UsageError(f"-e {it}: not valid YAML/JSON: {e}") from None
+            out.update(data if isinstance(data, dict) else {})
+        elif "=" in it:
+            k, v = it.split("=", 1)
+            out[k.strip()] = v
+        else:
+            raise UsageError(f"-e {it}: expected KEY=VALUE or a YAML/JSON mapping")
+    return out
+
+
+_NEXT = {"up": "up", "idempotence": "run --idempotence", "verify": "verify"}
+
+
+@main.command("test")
+@lab_options
+@click.option("--student", "students", multiple=True, help="Only this student's hosts (repeatable).")
+@click.option("--build/--no-build", default=False, help="Build missing local images and the box.")
+@click.option("--keep", is_flag=True, help="Leave the lab up afterwards (default: `labkit down`).")
+@click.option("--junit", type=click.Path(dir_okay=False), help="Write one JUnit file: the facts and your tests.")
+@click.option("-i", "--inventory", type=click.Path(exists=True), help="Spread the students over these lab_servers.")
+@click.option("-v", "--verbose", count=True, help="Show Ansible's own output.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress, only the result.")
+@handle_errors
+def test_(lab_file, lab_name, students, build, keep, junit, inventory, verbose, quiet):
+    """Like `molecule test`: up, prepare, converge, idempotence, verify (facts and your tests), down."""
+    lab = _lab(lab_file, lab_name, default_ok=True, quiet=quiet)
+    say = _quiet if quiet else _say
+    step = "up"
+    try:
+        with _progress(verbose, quiet, f"labkit test {lab.name}") as on_event:
+            say(f"labkit test: lab '{lab.name}': step 1/4 up (create, provision, prepare, converge)")
+            res = api.up(lab, students=list(students) or None, build=build, log=say, on_event=on_event,
+                         verbosity=max(0, verbose - 1), show_output=bool(verbose), with_facts=False,
+                         inventory=inventory)
+            _say(_recap(res.run) + (f"; your content: {_recap(res.converge.run).removeprefix('recap: ')}"
+                                    if res.converge and res.converge.run else ""))
+            if api.has_content(lab):
+                step = "idempotence"
+                say("labkit test: step 2/4 idempotence (a second converge must change nothing)")
+                idem = api.idempotence(lab, students=list(students) or None, on_event=on_event,
+                                       verbosity=max(0, verbose - 1), show_output=bool(verbose))
+                _say("idempotence " + _recap(idem.idempotence))
+        step = "verify"
+        say("labkit test: step 3/4 verify (K1..K12" + (" and your tests)" if lab.tests else ")"))
+        results = api.verify(lab, None, junit)
+        failed = [r for r in results if r.outcome == "failed"]
+        for r in failed:
+            err.print(f"[bold red]FAIL[/] {r.fact} {escape(r.host)}: {escape(r.detail)}", markup=True)
+        _say(f"verify: {len(results) - len(failed)} passed, {len(failed)} failed")
+        if failed:
+            raise CheckFailed(f"{len(failed)} check(s) failed")
+    except LabkitError as e:
+        e.message = f"labkit test: step {step} failed: {e.message}"
+        nxt = (f"the lab is kept: look with `labkit shell`, rerun the step with `labkit {_NEXT[step]}`, "
+               "`labkit down` when done" if keep else "rerun with --keep to look at the hosts")
+        e.hint = f"{e.hint}; {nxt}" if e.hint else nxt
+        raise
+    finally:
+        if not keep:
+            say("labkit test: step 4/4 down")
+            try:
+                api.down(lab, students=list(students) or None, log=say)
+            except LabkitError as e:  # the step's own error says more; say this one too
+                err.print(f"[yellow]warning:[/] down after the test: {escape(e.message)}", markup=True)
+    _say("labkit test: passed")
+
+
+@main.command("inventory")
+@lab_options
+@click.option("--format", "fmt", type=click.Choice(["yaml", "ini", "json"]), default="yaml", show_default=True)
+@click.option("--path", "path_only", is_flag=True, help="Print the path of the inventory file labkit keeps current.")
+@click.option("--servers", is_flag=True, help="Include the lab servers (group lab_servers).")
+@handle_errors
+def inventory_(lab_file, lab_name, fmt, path_only, servers):
+    """The lab's hosts as an Ansible inventory (for ansible, ansible-playbook, testinfra, Molecule)."""
+    lab = _lab(lab_file, lab_name)
+    text, path = api.inventory(lab, fmt, with_servers=servers)
+    click.echo(str(path) if path_only else text.rstrip("\n"))
 
 
 @main.command()
@@ -276,14 +405,16 @@ def facts(lab_file, lab_name, as_json):
 @lab_options
 @click.option("--fact", "only", multiple=True, help="Check only this fact (K1..K12; repeatable).")
 @click.option("--junit", type=click.Path(dir_okay=False), help="Write a JUnit XML file (one case per fact and host).")
+@click.option("--tests", "tests", multiple=True, type=click.Path(exists=True),
+              help="Also run these pytest/testinfra tests on the lab's hosts (default: the lab file's tests:).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
-def verify(lab_file, lab_name, only, junit, as_json):
-    """Check the kernel-sharing facts K1..K12 on the live lab (exit 1 when any fails)."""
+def verify(lab_file, lab_name, only, junit, tests, as_json):
+    """Check the kernel-sharing facts K1..K12 (and your own tests) on the live lab (exit 1 when any fails)."""
     from .checks import FACTS
 
     lab = _lab(lab_file, lab_name)
-    results = api.verify(lab, list(only) or None, junit)
+    results = api.verify(lab, list(only) or None, junit, list(tests) or None)
     failed = [r for r in results if r.outcome == "failed"]
     if as_json:
         click.echo(json.dumps([r.__dict__ for r in results], indent=2))
@@ -294,7 +425,7 @@ def verify(lab_file, lab_name, only, junit, as_json):
         style = {"passed": "[green]pass[/]", "failed": "[bold red]FAIL[/]", "skipped": "[yellow]n/a[/]"}
         last = None
         for r in results:
-            fact = f"{r.fact} {FACTS[r.fact]}" if r.fact != last else ""
+            fact = f"{r.fact} {FACTS.get(r.fact, 'your own tests')}" if r.fact != last else ""
             last = r.fact
             t.add_row(fact, r.host, style.get(r.outcome, r.outcome), escape(r.detail))
         out.print(t)

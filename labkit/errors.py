@@ -13,6 +13,7 @@ EXIT_CODES: dict[int, str] = {
     3: "an engine is not answering (dockerd, libvirtd, Vagrant)",
     4: "an image or the box is missing or could not be built (or a bundle is corrupt)",
     5: "a playbook failed (its artifacts are kept and named)",
+    6: "not idempotent: a second converge changed something (hosts and tasks named)",
     7: "the lab is busy: another labkit command holds its lock",
     8: "not up: the lab, or the host named, is not running (`labkit up` first)",
     70: "internal error (a bug: the traceback is in the debug log)",
@@ -92,6 +93,12 @@ class PlaybookFailed(LabkitError):
         self.failures = list(failures or [])
         self.artifacts = artifacts
         self.host_facts = dict(host_facts or {})  # labkit_* facts hosts reported before the failure
+
+
+class IdempotenceFailed(LabkitError):
+    """The second converge of the user's content changed something."""
+
+    exit_code = 6
 
 
 class LabBusy(LabkitError):

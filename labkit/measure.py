@@ -2,13 +2,17 @@
 
 Containers: the engine's own timestamps (created -> started), the container's cgroup
 memory (one-shot stats), the image's size. VMs: the seconds from `vagrant up` to SSH
-(recorded by the lab_vm role), the RSS of the VM's qemu process, the box's size.
-Recorded by `labkit up` into the lab folder and shown side by side.
+(recorded by the lab_vm role), the RSS of the VM's qemu process, the box's size, and what
+a boot time depends on: the accelerator (KVM or QEMU emulation), how many VMs booted at once
+and the lab server's cores. Recorded by `labkit up` into the lab folder and shown side by side.
 """
 from __future__ import annotations
 
 import json
-from datetime import datetime
+import os
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from . import engine
@@ -32,15 +36,22 @@ def container(name: str, client=None) -> dict:
     ready = max(0.0, _ts(st["StartedAt"]) - _ts(c.attrs["Created"]))
     stats = c.stats(stream=False, one_shot=True) if st.get("Running") else {}
     ms = stats.get("memory_stats") or {}
-    # like `docker stats`: usage minus the reclaimable page cache (cgroup v1 and v2 names)
+    # like `docker stats`: usage minus the reclaimable page cache (cgroup v1 and v2 names). A
+    # container whose image pages were first read by another (the page cache is charged to the
+    # first reader) can take well under 1 MiB: BusyBox's sleep, a few dozen KiB
     inner = ms.get("stats") or {}
     cache = inner.get("total_inactive_file", inner.get("inactive_file", 0))
-    mem = max(0, ms.get("usage", 0) - cache)
+    usage = ms.get("usage")
+    if usage is None:  # stopped, or an engine that gave no figure: not measured, never a made-up 0
+        mem, how = None, "not measured: the engine gave no memory usage"
+    elif usage > cache:
+        mem, how = usage - cache, "cgroup usage less inactive cache, as docker stats"
+    else:
+        mem, how = usage, "cgroup usage (all of it inactive cache)"
     img = client.images.get(c.attrs["Image"])
     return {"host": name, "role": "container", "ready_seconds": round(ready, 3),
-            "ready_how": "engine: created -> started", "memory_bytes": int(mem),
-            "memory_how": "cgroup usage less inactive cache, as docker stats", "disk_bytes": int(img.attrs.get("Size", 0)),
-            "disk_how": "image size"}
+            "ready_how": "engine: created -> started", "memory_bytes": int(mem) if mem is not None else None,
+            "memory_how": how, "disk_bytes": int(img.attrs.get("Size", 0)), "disk_how": "image size"}
 
 
 def qemu_rss(domain: str) -> int:
@@ -60,10 +71,84 @@ def qemu_rss(domain: str) -> int:
     return 0
 
 
-def vm(domain: str, boot_seconds: float | None, box_bytes: int) -> dict:
-    return {"host": domain, "role": "vm", "ready_seconds": round(boot_seconds, 3) if boot_seconds else None,
-            "ready_how": "vagrant up -> SSH ready", "memory_bytes": qemu_rss(domain),
-            "memory_how": "qemu process RSS", "disk_bytes": box_bytes, "disk_how": "box size"}
+BOOT_KEYS = ("accel", "boots_at_once", "server_cores", "vm_cpus")
+
+
+def vm(domain: str, boot_seconds: float | None, box_bytes: int, boot: dict | None = None) -> dict:
+    """A VM's row; ``boot`` says how it booted (BOOT_KEYS: accel kvm|qemu, boots_at_once,
+    server_cores, vm_cpus; None where unknown)."""
+    row = {"host": domain, "role": "vm", "ready_seconds": round(boot_seconds, 3) if boot_seconds else None,
+           "ready_how": "vagrant up -> SSH ready", "memory_bytes": qemu_rss(domain),
+           "memory_how": "qemu process RSS", "disk_bytes": box_bytes, "disk_how": "box size"}
+    row.update({k: (boot or {}).get(k) for k in BOOT_KEYS})
+    return row
+
+
+def _epoch(when) -> float:
+    """An ansible-runner event time (ISO text, naive UTC or with offset) as epoch seconds; now if absent."""
+    if not when:
+        return time.time()
+    try:
+        t = datetime.fromisoformat(str(when).replace("Z", "+00:00"))
+    except ValueError:
+        return time.time()
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return t.timestamp()
+
+
+class VmBoots:
+    """The VMs a `labkit up` run boots, seen in its events (the lab_vm role's labkit_vagrant
+    task, changed, with the seconds `vagrant up` took), and how many booted at once: those
+    whose boot intervals overlap. Passes every event on to ``on_event``."""
+
+    def __init__(self, on_event: Callable[[dict], object] | None = None):
+        self.on_event = on_event
+        self.intervals: dict[str, tuple[float, float]] = {}
+
+    def __call__(self, event: dict):
+        if event.get("event") == "runner_on_ok":
+            data = event.get("event_data") or {}
+            res = data.get("res") or {}
+            if (str(data.get("task_action", "")).endswith("labkit_vagrant") and res.get("changed")
+                    and res.get("status") == "running" and res.get("seconds")):
+                end = _epoch(data.get("end"))
+                self.intervals[data.get("host", "?")] = (end - float(res["seconds"]), end)
+        if self.on_event:
+            return self.on_event(event)
+        return None
+
+    def at_once(self, host: str) -> int | None:
+        """How many VMs (``host`` included) were booting at some time during ``host``'s boot."""
+        return boots_at_once(self.intervals, host)
+
+
+def boots_at_once(intervals: dict[str, tuple[float, float]], host: str) -> int | None:
+    """The most boot intervals overlapping at one instant of ``host``'s interval (itself included)."""
+    mine = intervals.get(host)
+    if mine is None:
+        return None
+    a0, b0 = mine
+    # the peak of an interval overlap is at some interval's start: count at each start in ours
+    starts = [a0] + [a for a, _ in intervals.values() if a0 <= a < b0]
+    return max(sum(1 for a, b in intervals.values() if a <= t < b) for t in starts)
+
+
+_CORES: dict[str, int | None] = {}
+
+
+def server_cores(server) -> int | None:
+    """The lab server's CPU count (this machine: os.cpu_count(); a remote one: nproc over SSH)."""
+    if server.name not in _CORES:
+        if server.local:
+            _CORES[server.name] = os.cpu_count()
+        else:
+            try:
+                p = server.run(["nproc", "--all"], timeout=30)
+                _CORES[server.name] = int(p.stdout.strip()) if p.returncode == 0 else None
+            except Exception:  # noqa: BLE001 - a measurement never fails the run
+                _CORES[server.name] = None
+    return _CORES[server.name]
 
 
 def path(lab: str) -> Path:

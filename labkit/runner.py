@@ -36,6 +36,18 @@ class Failure:
 
 
 @dataclass
+class Change:
+    """A task that reported changed on a host (with its diff when the run asked for one)."""
+
+    host: str
+    task: str
+    diff: str = ""
+
+    def __str__(self) -> str:
+        return f"[{self.host}] {self.task}"
+
+
+@dataclass
 class RunResult:
     playbook: str
     status: str
@@ -45,6 +57,11 @@ class RunResult:
     seconds: float
     failures: list[Failure] = field(default_factory=list)
     host_facts: dict[str, dict] = field(default_factory=dict)  # set_stats / labkit_* results by host
+    changes: list[Change] = field(default_factory=list)  # every task that reported changed, per host
+
+    def changed_hosts(self) -> dict[str, int]:
+        """Per host, how many tasks changed (ansible-runner's stats, not matched text)."""
+        return {h: n for h, n in (self.stats.get("changed") or {}).items() if n}
 
     def total(self, key: str) -> int:
         """Sum of a recap counter over hosts: ``total('changed')``."""
@@ -144,6 +161,11 @@ def run_playbook(
     on_event: EventHandler | None = None,
     show_output: bool = False,
     timeout: int | None = None,
+    tags: str | None = None,
+    skip_tags: str | None = None,
+    cmdline: str | None = None,
+    env: dict[str, str] | None = None,
+    project_dir: str | Path | None = None,
 ) -> RunResult:
     """Run ``playbooks/<playbook>`` (or an absolute path) with ansible-runner for ``lab``; check the outcome.
 
@@ -188,9 +210,11 @@ def run_playbook(
         "LIBVIRT_DEFAULT_URI": "qemu:///system",
         "VAGRANT_CHECKPOINT_DISABLE": "1",
         "VAGRANT_DEFAULT_PROVIDER": "libvirt",
+        **(env or {}),
     }
     failures: list[Failure] = []
     host_facts: dict[str, dict] = {}
+    changes: list[Change] = []
 
     def handler(event: dict) -> bool:
         f = _failure_from(event)
@@ -199,6 +223,8 @@ def run_playbook(
         if event.get("event") == "runner_on_ok":
             data = event.get("event_data") or {}
             res = data.get("res") or {}
+            if res.get("changed"):
+                changes.append(Change(data.get("host", "?"), data.get("task", ""), _diff_text(res)))
             facts = res.get("ansible_facts") or {}
             mine = {k: v for k, v in facts.items() if k.startswith("labkit_")}
             if mine:
@@ -223,7 +249,9 @@ def run_playbook(
     t0 = time.monotonic()
     try:
         r = _run(ansible_runner, private, pb, inventory, extravars, envvars, limit, forks, verbosity,
-                 show_output, handler, timeout, lambda: bool(interrupted))
+                 show_output, handler, timeout, lambda: bool(interrupted),
+                 {"tags": tags, "skip_tags": skip_tags, "cmdline": cmdline,
+                  "project_dir": str(project_dir) if project_dir else None})
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)
@@ -233,14 +261,39 @@ def run_playbook(
     if r.status in ("canceled", "timeout"):
         stop_process_tree()
     secs = time.monotonic() - t0
-    return _result(r, playbook, secs, failures, host_facts)
+    res = _result(r, playbook, secs, failures, host_facts)
+    res.changes = changes
+    return res
+
+
+def _diff_text(res: dict) -> str:
+    """A task result's --diff output as unified-ish text (before/after per file)."""
+    diffs = res.get("diff")
+    if not diffs:
+        return ""
+    out = []
+    for d in diffs if isinstance(diffs, list) else [diffs]:
+        if not isinstance(d, dict):
+            continue
+        if d.get("prepared"):
+            out.append(str(d["prepared"]))
+            continue
+        import difflib
+
+        before, after = str(d.get("before", "")), str(d.get("after", ""))
+        if before != after:
+            out += difflib.unified_diff(before.splitlines(), after.splitlines(),
+                                        str(d.get("before_header", "before")), str(d.get("after_header", "after")),
+                                        lineterm="")
+    return "\n".join(out)
 
 
 def _run(ansible_runner, private, pb, inventory, extravars, envvars, limit, forks, verbosity, show_output,
-         handler, timeout, cancel):
+         handler, timeout, cancel, more=None):
+    more = {k: v for k, v in (more or {}).items() if v}
     return ansible_runner.run(
         private_data_dir=str(private),
-        project_dir=str(playbooks_dir()),
+        project_dir=more.pop("project_dir", None) or str(playbooks_dir()),
         playbook=str(pb),
         inventory=inventory,
         extravars=extravars or {},
@@ -254,6 +307,7 @@ def _run(ansible_runner, private, pb, inventory, extravars, envvars, limit, fork
         suppress_env_files=True,
         timeout=timeout,
         cancel_callback=cancel,
+        **more,
     )
 
 

@@ -23,6 +23,7 @@ MEMORY_RE = r"^[1-9][0-9]*[kmg]?$"
 USER_RE = r"^[a-z_][a-z0-9_-]{0,30}$"
 PACKAGE_RE = r"^[a-zA-Z0-9][a-zA-Z0-9.+_-]*$"
 REGISTRY_RE = r"^[a-zA-Z0-9.-]+(:[0-9]+)?(/[a-z0-9._/-]+)?$"
+ROLE_RE = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 
 
 class _Model(BaseModel):
@@ -54,6 +55,8 @@ class VM(_Model):
     box: str = Field("labkit/debian12", description="Vagrant box name (labkit builds labkit/debian12 offline)")
     memory: int = Field(512, ge=256, le=65536, description="Memory in MiB: 768, or with a unit: 768m, 1g")
     cpus: int = Field(1, ge=1, le=16, description="Virtual CPUs")
+    accel: Literal["auto", "kvm", "qemu"] = Field(
+        "auto", description="auto: KVM when it really works, else QEMU emulation (TCG)")
 
     @field_validator("memory", mode="before")
     @classmethod
@@ -66,8 +69,6 @@ class VM(_Model):
             n, unit = int(m.group(1)), (m.group(2) or "m")[0]
             return {"k": n // 1024, "m": n, "g": n * 1024}[unit]
         return v
-    accel: Literal["auto", "kvm", "qemu"] = Field(
-        "auto", description="auto: KVM when it really works, else QEMU emulation (TCG)")
 
 
 class Limits(_Model):
@@ -76,6 +77,19 @@ class Limits(_Model):
     memory: Annotated[str, Field(pattern=MEMORY_RE)] = Field("256m", description="Memory limit (e.g. 256m, 1g)")
     cpus: float = Field(1.0, gt=0, le=64, description="CPU quota in cores")
     pids: int = Field(256, ge=16, le=65536, description="Maximum number of processes")
+
+
+class RoleEntry(_Model):
+    """One role of ``provision.roles``: applied by a play of its own."""
+
+    role: Annotated[str, Field(pattern=ROLE_RE)] = Field(description="Role name (or namespace.collection.role)")
+    hosts: str | None = Field(None, description="Host pattern (default: provision.hosts)")
+    vars: dict[str, Any] = Field(default_factory=dict, description="Role variables")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"role": data} if isinstance(data, str) else data
 
 
 class Provision(_Model):
@@ -87,6 +101,26 @@ class Provision(_Model):
         default_factory=lambda: ["less"],
         description="Packages installed with each distro's own package manager (not on BusyBox)")
     motd: bool = Field(True, description="Write a message of the day naming the distro and kernel")
+    # the lesson's own content and the user's own roles (paths relative to the lab file)
+    prepare: list[str] = Field(default_factory=list, description=(
+        "Playbooks run before the converge (once per `labkit up`/`labkit test`; not checked for idempotence)"))
+    playbooks: list[str] = Field(default_factory=list, description=(
+        "Your playbooks, run on the lab's hosts after labkit's own roles (never on a lab server)"))
+    roles: list[RoleEntry] = Field(default_factory=list, description=(
+        "Your roles, one play each: a name, or {role, hosts, vars}; after the playbooks"))
+    roles_path: list[str] = Field(default_factory=list, description="Folders that hold your roles")
+    collections_path: list[str] = Field(default_factory=list, description=(
+        "Folders of pre-installed collections (ansible_collections/...): nothing is fetched at run time"))
+    extra_vars: dict[str, Any] | str = Field(default_factory=dict, description=(
+        "Extra variables for your plays: a mapping, or @FILE (YAML or JSON)"))
+    group_vars: dict[str, dict[str, Any]] = Field(default_factory=dict, description=(
+        "Variables per inventory group of the lab (see `labkit inventory`), e.g. {python: {x: 1}}"))
+    hosts: str = Field("python", description=(
+        "The default host pattern of your plays (group 'python': every host that can run modules, "
+        "i.e. all but BusyBox)"))
+    skip_tags: list[str] = Field(default_factory=lambda: ["molecule-notest", "notest"], description=(
+        "Tags skipped in every run (Molecule's defaults); molecule-idempotence-notest is also "
+        "skipped on the idempotence check"))
 
 
 class Lab(_Model):
@@ -102,6 +136,9 @@ class Lab(_Model):
     registry: str | None = Field(
         None, pattern=REGISTRY_RE,
         description="Registry (mirror) for registry-backed distros, e.g. localhost:5000")
+    tests: list[str] = Field(default_factory=list, description=(
+        "Your pytest/testinfra test files or folders, run by `labkit verify` and `labkit test` "
+        "beside K1..K12 (paths relative to the lab file)"))
 
     @model_validator(mode="before")
     @classmethod
@@ -259,6 +296,7 @@ PATTERN_WORDS = {
              "up to 31 characters",
     PACKAGE_RE: "a package name is letters, digits and . + _ -, starting with a letter or digit",
     REGISTRY_RE: "a registry is HOST[:PORT][/PATH], e.g. localhost:5000",
+    ROLE_RE: "a role is a name (letters, digits, _ . -) or namespace.collection.role",
 }
 
 
@@ -330,6 +368,7 @@ def load_lab(path: str | Path | None = None) -> Lab:
         where = f"{p}:{mark.line + 1}" if mark else str(p)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise SpecError(f"{where}: not valid YAML: {problem}") from None
+    _resolve_paths(data, p, text)
     if isinstance(data, dict) and "roster" in data:
         if "students" in data:
             raise SpecError(f"{p}: give either students: or roster:, not both")
@@ -342,10 +381,76 @@ def load_lab(path: str | Path | None = None) -> Lab:
         except SpecError as e:
             raise SpecError(f"{p}: roster: {e.message}", e.hint) from None
         try:
-            return parse_lab(data, str(p), text)
+            lab = parse_lab(data, str(p), text)
         except SpecError as e:
             raise SpecError(e.message.replace(f"{p}:", f"{p} (roster {rp}):", 1), e.hint) from None
-    return parse_lab(data, str(p), text)
+    else:
+        lab = parse_lab(data, str(p), text)
+    check_roles(lab, str(p), text)
+    return lab
+
+
+PATH_KEYS = ("prepare", "playbooks", "roles_path", "collections_path")
+
+
+def _resolve_paths(data: Any, p: Path, text: str) -> None:
+    """Make the lab file's paths absolute (relative to its folder) and check they exist:
+    a missing one is an error naming the key path, its line and the resolved path."""
+    if not isinstance(data, dict):
+        return
+    lines = _line_map(text)
+    base = p.parent.resolve()
+
+    def fix(value: Any, loc: tuple, want_dir: bool | None = None) -> Any:
+        if not isinstance(value, str) or not value.strip():
+            return value
+        rp = (base / value).resolve()
+        line = lines.get(loc)
+        at = f"{p}:{line}" if line else str(p)
+        if not rp.exists():
+            raise SpecError(f"{at}: {_fmt_path(loc)}: {rp}: not found",
+                            f"paths in the lab file are relative to its folder ({base})")
+        if want_dir is True and not rp.is_dir():
+            raise SpecError(f"{at}: {_fmt_path(loc)}: {rp}: not a folder")
+        return str(rp)
+
+    prov = data.get("provision")
+    if isinstance(prov, dict):
+        for key in PATH_KEYS:
+            if isinstance(prov.get(key), list):
+                prov[key] = [fix(v, ("provision", key, i), key.endswith("_path")) for i, v in enumerate(prov[key])]
+        beside = base / "roles"  # like Ansible's roles/ beside a playbook
+        if beside.is_dir() and (prov.get("roles") or prov.get("playbooks")) and str(beside) not in prov.get(
+                "roles_path", []):
+            prov["roles_path"] = [*(prov.get("roles_path") or []), str(beside)]
+        ev = prov.get("extra_vars")
+        if isinstance(ev, str) and ev.startswith("@"):
+            prov["extra_vars"] = "@" + fix(ev[1:], ("provision", "extra_vars"), False)
+    if isinstance(data.get("tests"), list):
+        data["tests"] = [fix(v, ("tests", i)) for i, v in enumerate(data["tests"])]
+
+
+def check_roles(lab: Lab, source: str, text: str | None = None) -> None:
+    """Each role of provision.roles exists (a folder in the roles path, or a collection's role
+    in collections_path or the installed ansible collections); else exit 2 naming it."""
+    import ansible_collections  # the full `ansible` package's collections
+
+    lines = _line_map(text) if text else {}
+    colls = [Path(d) for d in lab.provision.collections_path] + [Path(next(iter(ansible_collections.__path__)))]
+    for i, r in enumerate(lab.provision.roles):
+        parts = r.role.split(".")
+        if len(parts) == 3:
+            ns, coll, name = parts
+            cands = [(c / "ansible_collections" / ns / coll / "roles" / name) for c in colls[:-1]]
+            cands.append(colls[-1] / ns / coll / "roles" / name)
+        else:
+            cands = [Path(d) / r.role for d in lab.provision.roles_path]
+        if not any(c.is_dir() for c in cands):
+            line = lines.get(("provision", "roles", i))
+            at = f"{source}:{line}" if line else source
+            raise SpecError(f"{at}: provision.roles[{i}]: role '{r.role}' not found; looked in: "
+                            + ", ".join(str(c) for c in cands),
+                            "set provision.roles_path (or collections_path) to the folder that holds it")
 
 
 def schema() -> dict:

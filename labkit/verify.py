@@ -121,3 +121,67 @@ def run_checks(view: View, only: list[str] | None = None, junit: str | Path | No
 
 def as_dicts(results: list[CheckResult]) -> list[dict]:
     return [asdict(r) for r in results]
+
+
+# ------------------------------------------------------------------------------ the user's tests
+
+USER_FACT = "tests"  # the "fact" column of the user's own tests in verify's table
+
+
+def run_user_tests(paths: list[str], inventory: Path, pattern: str, work: Path) -> tuple[list[CheckResult], Path]:
+    """Run the user's pytest/testinfra tests against the live hosts of ``inventory``.
+
+    testinfra's ``--hosts=ansible://PATTERN --ansible-inventory`` parametrises tests that take
+    ``host``; Molecule-style tests that read ``MOLECULE_INVENTORY_FILE`` find the same file.
+    Runs in its own pytest process (the user's conftest and plugins stay theirs); returns one
+    result per test case and the JUnit file it wrote.
+    """
+    import os
+    import subprocess
+    import sys
+    import xml.etree.ElementTree as ET
+
+    for p in paths:
+        if not Path(p).exists():
+            raise UsageError(f"--tests {p}: not found", "give test files or folders (pytest/testinfra)")
+    work.mkdir(parents=True, exist_ok=True)
+    junit = work / "user-tests.xml"
+    junit.unlink(missing_ok=True)
+    env = dict(os.environ, MOLECULE_INVENTORY_FILE=str(inventory), ANSIBLE_INVENTORY=str(inventory),
+               ANSIBLE_HOST_KEY_CHECKING="False", PATH=str(Path(sys.executable).parent) + os.pathsep
+               + os.environ.get("PATH", ""))
+    cmd = [sys.executable, "-m", "pytest", *paths, f"--hosts=ansible://{pattern}", f"--ansible-inventory={inventory}",
+           f"--junitxml={junit}", "-o", "junit_suite_name=labkit-user-tests", "-p", "no:cacheprovider", "-q",
+           "--rootdir", str(Path(paths[0]).resolve().parent if Path(paths[0]).is_file() else Path(paths[0]).resolve())]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
+    if not junit.is_file() or p.returncode not in (0, 1):
+        tail = "\n".join((p.stdout + p.stderr).strip().splitlines()[-15:])
+        raise UsageError(f"your tests could not run (pytest exit {p.returncode}):\n{tail}",
+                         "run them with pytest alone to see why; `labkit inventory --path` is their inventory")
+    out = []
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        name = case.get("name", "")
+        m = re.search(r"\[(?:ansible://)?([^\]]+)\]$", name)
+        host = m.group(1) if m else "-"
+        bad = case.find("failure") if case.find("failure") is not None else case.find("error")
+        skipped = case.find("skipped")
+        outcome = "failed" if bad is not None else "skipped" if skipped is not None else "passed"
+        detail = f"{case.get('classname', '')}::{name}"
+        if bad is not None:
+            detail += ": " + (bad.get("message") or "").splitlines()[0][:300] if bad.get("message") else ""
+        out.append(CheckResult(USER_FACT, host, outcome, detail))
+    return out, junit
+
+
+def merge_junit(files: list[Path], dest: Path) -> None:
+    """One JUnit file with the facts' suite and the user's tests' suite."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.Element("testsuites")
+    for f in files:
+        if not f.is_file():
+            continue
+        r = ET.parse(f).getroot()
+        for suite in ([r] if r.tag == "testsuite" else list(r.iter("testsuite"))):
+            root.append(suite)
+    ET.ElementTree(root).write(dest, encoding="utf-8", xml_declaration=True)
