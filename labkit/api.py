@@ -721,7 +721,8 @@ class ReportResult:
 
 
 def report(lab: Lab, out_dir: str | Path, with_checks: bool = True, junit_dir: str | Path | None = None) -> ReportResult:
-    """Write report.md, report.html (chart embedded) and chart.png into ``out_dir``."""
+    """Write report.md, report.html (chart inlined as SVG: self-contained) and chart.png into
+    ``out_dir``; the data (hosts, summary, checks) is returned too."""
     from . import report as rep
 
     out = Path(out_dir)
@@ -736,15 +737,14 @@ def report(lab: Lab, out_dir: str | Path, with_checks: bool = True, junit_dir: s
         from .verify import build_view, run_checks
 
         checks = run_checks(build_view(host_facts, lab.name, cfg))
-    png = rep.chart_png(host_facts, meas)
+    expected = [p["name"] for p in container_plan(lab) + vm_plan(lab)]
+    data = rep.build(lab.name, host_facts, meas, checks, expected)
     files = [out / "chart.png", out / "report.md", out / "report.html"]
-    files[0].write_bytes(png)
-    files[1].write_text(rep.markdown(lab.name, host_facts, meas, checks))
-    files[2].write_text(rep.html_page(lab.name, host_facts, meas, png, checks))
+    files[0].write_bytes(rep.chart_png(data))
+    files[1].write_text(rep.markdown(data))
+    files[2].write_text(rep.html_page(data, rep.chart_svg(data)))
     if junit_dir and checks is not None:
         files += rep.junit_per_student(lab.name, checks, {h["name"]: h["student"] for h in running}, Path(junit_dir))
-    data = {"lab": lab.name, "hosts": rep._rows(host_facts, meas),
-            "checks": [c.__dict__ for c in checks] if checks else None}
     return ReportResult(files, data)
 
 
