@@ -39,6 +39,18 @@ MMDEBSTRAP_OPTS = [
     "--dpkgopt=path-exclude=/usr/share/man/*",
     "--dpkgopt=path-exclude=/usr/share/locale/*",
     "--dpkgopt=path-include=/usr/share/locale/locale.alias",
+    # No package lists in the image, and the empty lists folder dated 1970: Ansible's apt
+    # `update_cache: true` with `cache_valid_time` (what most public roles do) judges the
+    # cache by that folder's age, and a freshly built image's would look fresh, so it would
+    # skip the update and then find no package.
+    # (mmdebstrap's own apt clean-up would date the folder now: its `apt-get clean` takes
+    # the lists' lock; so the hook does the same clean-up itself)
+    "--skip=cleanup/apt",
+    "--customize-hook=rm -rf \"$1\"/var/lib/apt/lists/* \"$1\"/var/cache/apt/*.bin"
+    " \"$1\"/var/cache/apt/archives/*.deb \"$1\"/var/cache/apt/archives/partial/*"
+    " \"$1\"/var/lib/apt/periodic/update-success-stamp"
+    " && mkdir -p \"$1\"/var/lib/apt/lists/partial"
+    " && touch -d @0 \"$1\"/var/lib/apt/lists/partial \"$1\"/var/lib/apt/lists",
 ]
 BUSYBOX_BIN = Path("/bin/busybox")
 CMD = 'CMD ["sleep", "infinity"]'
@@ -142,6 +154,7 @@ def _run(cmd: list[str], what: str, logfile: Path) -> None:
 def _build_debian(d: catalog.Distro, rec: str, work: Path) -> None:
     if shutil.which("mmdebstrap") is None:
         raise ImageError("mmdebstrap is not installed", "run `bash scripts/setup.sh` or `apt-get install mmdebstrap`")
+    assert d.suite, f"{d.ref} is not built from a Debian suite"
     tar = work / f"{d.slug}.tar"
     cmd = ["mmdebstrap", *MMDEBSTRAP_OPTS, "--include=" + ",".join(DEBIAN_INCLUDE), d.suite, str(tar), MIRROR]
     _run(cmd, f"mmdebstrap {d.suite}", work / f"{d.slug}.log")
