@@ -158,7 +158,7 @@ def engines(lab: str, servers: list[Server], timeout: float = 30) -> Iterator[li
             deadline = time.monotonic() + timeout
             while not sock.exists():
                 if p.poll() is not None or time.monotonic() > deadline:
-                    err = (p.stderr.read() if p.poll() is not None else "timed out").strip()
+                    err = (p.stderr.read() if p.stderr and p.poll() is not None else "timed out").strip()
                     raise EngineError(f"cannot reach the engine of lab server {s.name} over SSH: {err}",
                                       f"check `{' '.join(argv)} docker version`; prepare it with `labkit prepare -i ...`")
                 time.sleep(0.1)

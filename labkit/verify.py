@@ -153,10 +153,10 @@ def run_user_tests(paths: list[str], inventory: Path, pattern: str, work: Path) 
     cmd = [sys.executable, "-m", "pytest", *paths, f"--hosts=ansible://{pattern}", f"--ansible-inventory={inventory}",
            f"--junitxml={junit}", "-o", "junit_suite_name=labkit-user-tests", "-p", "no:cacheprovider", "-q",
            "--rootdir", str(Path(paths[0]).resolve().parent if Path(paths[0]).is_file() else Path(paths[0]).resolve())]
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
-    if not junit.is_file() or p.returncode not in (0, 1):
-        tail = "\n".join((p.stdout + p.stderr).strip().splitlines()[-15:])
-        raise UsageError(f"your tests could not run (pytest exit {p.returncode}):\n{tail}",
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
+    if not junit.is_file() or proc.returncode not in (0, 1):
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        raise UsageError(f"your tests could not run (pytest exit {proc.returncode}):\n{tail}",
                          "run them with pytest alone to see why; `labkit inventory --path` is their inventory")
     out = []
     for case in ET.parse(junit).getroot().iter("testcase"):

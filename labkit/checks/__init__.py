@@ -8,6 +8,8 @@ the live lab, ``test_facts.py`` beside this file) and the Molecule verifiers.
 """
 from __future__ import annotations
 
+from typing import NoReturn
+
 from .. import catalog
 from ..facts import HostFacts
 
@@ -34,7 +36,7 @@ class FactFailed(AssertionError):
     """A fact did not hold; the message names the fact, the hosts and the values."""
 
 
-def _fail(fact: str, msg: str) -> None:
+def _fail(fact: str, msg: str) -> NoReturn:
     raise FactFailed(f"{fact}: {msg}")
 
 
