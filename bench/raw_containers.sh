@@ -10,7 +10,7 @@ net="raw-$lab-$student"
 distros=(debian:11 debian:12 debian:13 busybox:1.35)
 name() { echo "raw-$lab-$student-$(echo "$1" | tr -cd 'a-z0-9')"; }
 if [ "$verb" = down ]; then
-  docker rm -f $(docker ps -aq --filter "label=bench.lab=$lab") >/dev/null 2>&1 || true
+  docker ps -aq --filter "label=bench.lab=$lab" | xargs -r docker rm -f >/dev/null 2>&1 || true
   docker network rm "$net" >/dev/null 2>&1 || true
   exit 0
 fi

@@ -20,8 +20,9 @@ done
 say() { printf 'setup: %s\n' "$*"; }
 
 # --- Debian packages -------------------------------------------------------------
-PKGS=(docker.io mmdebstrap busybox-static iptables ca-certificates python3-venv
-      docker-registry chromium fonts-dejavu-core)  # the last three: tests (loopback registry, report in a browser)
+PKGS=(docker.io mmdebstrap busybox-static iptables ca-certificates python3-venv make
+      docker-registry chromium fonts-dejavu-core  # tests: loopback registry, report in a browser
+      shellcheck)  # lint: the shell scripts (`make lint`); the Python linters come from pyproject's lint extra
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -53,7 +54,7 @@ if [ ! -x "$VENV/bin/labkit" ] || [ "$stamp_want" != "$stamp_have" ]; then
     rm -rf "$VENV"  # made with another Python
   fi
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check -e "$ROOT[test]" 2>&1 | grep -v '^WARNING: Location' || true
+  "$VENV/bin/pip" install -q --disable-pip-version-check -e "${ROOT}[test,lint]" 2>&1 | grep -v '^WARNING: Location' || true
   "$VENV/bin/labkit" --version >/dev/null
   echo "$stamp_want" > "$VENV/.labkit-stamp"
 else

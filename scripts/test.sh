@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Set up and run every test: lint, unit tests, then integration tests on the real
-# dockerd (and libvirt/Vagrant for the VM). Extra arguments go to pytest.
+# Set up and run every test: lint (scripts/lint.sh), unit tests, then integration tests on the
+# real dockerd (and libvirt/Vagrant for the VM). Extra arguments go to pytest. `make test`.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$ROOT/scripts/setup.sh"
@@ -14,6 +14,15 @@ if [ "$(id -u)" = 0 ] && [ ! -x /usr/sbin/sshd ]; then
   [ "$block" = 0 ] || rm -f /usr/sbin/policy-rc.d
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
-ruff check labkit tests
+# The lint step (`make lint`, the pre-commit hooks): a failure is reported and fails the run,
+# after the tests have run too, so one CI run shows both.
+lint_rc=0
+bash "$ROOT/scripts/lint.sh" || lint_rc=$?
 mkdir -p test-artifacts
-exec pytest --junitxml=test-artifacts/junit.xml "$@"
+test_rc=0
+pytest --junitxml=test-artifacts/junit.xml "$@" || test_rc=$?
+if [ "$lint_rc" != 0 ]; then
+  echo "test.sh: lint failed (scripts/lint.sh, output above); pytest exited $test_rc" >&2
+  exit 1
+fi
+exit "$test_rc"
