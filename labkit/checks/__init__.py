@@ -142,4 +142,6 @@ def k8(h: HostFacts, m: dict | None, vm_seconds: list[float]) -> str:
 def k9(h: HostFacts, m: dict | None) -> str:
     if not m or not m.get("memory_bytes") or not m.get("disk_bytes"):
         _fail("K9", f"{h.host}: memory/disk not recorded ({m})")
-    return f"memory {m['memory_bytes'] / 2**20:.0f} MiB ({m['memory_how']}), disk {m['disk_bytes'] / 1e6:.0f} MB ({m['disk_how']})"
+    from ..report import fmt_disk, fmt_memory  # BusyBox's few hundred KiB read in KiB, not "0 MiB"
+
+    return f"memory {fmt_memory(m['memory_bytes'])} ({m['memory_how']}), disk {fmt_disk(m['disk_bytes'])} ({m['disk_how']})"

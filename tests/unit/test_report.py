@@ -194,3 +194,11 @@ def test_html_puts_the_summary_first_and_keeps_host_names_on_one_line():
     assert "#facts td.host" in page and "white-space: nowrap" in page
     assert "<td class='host'>labkit-c-kim-vm</td>" in page
     assert not re.search(r'(src|href)="(?!#)', page) and "url(http" not in page  # self-contained
+
+
+def test_k9_detail_reads_busybox_in_kib():
+    from labkit import checks
+
+    m = {"memory_bytes": 364_544, "memory_how": "cgroup", "disk_bytes": 1_985_607, "disk_how": "image size"}
+    assert checks.k9(HostFacts("labkit-demo-s01-busybox", "container", "s01"), m) == \
+        "memory 356 KiB (cgroup), disk 2.0 MB (image size)"
