@@ -9,7 +9,7 @@ ARGS ?=
 .PHONY: help check lint unit integration test format
 
 help:
-	@echo "make check        fast tier: lint + unit tests (seconds to a minute, no engine, no root)"
+	@echo "make check        fast tier: lint + unit tests (no engine, no root; CONTRIBUTING.md has its time)"
 	@echo "make lint         ruff, mypy, yamllint, ansible-lint --offline, shellcheck (scripts/lint.sh)"
 	@echo "make unit         tests/unit (no engine)"
 	@echo "make integration  tests/reliability + tests/integration (root; dockerd, libvirtd, Vagrant)"

@@ -180,6 +180,13 @@ CASES = {
         "s_ok": (_STUDENT_ENV, None),
         "s_ok_busybox": ({**_STUDENT_ENV, "student_env_python": "false", "student_env_pkg_mgr": "none",
                           "student_env_packages": []}, None),
+        # as labkit's up.yml gives a VM host (add_host), and as Molecule's inventory does (no pkg_mgr)
+        "s_ok_labkit_vm": ({"labkit_lab": "t", "labkit_student": "a", "labkit_role": "vm", "labkit_python": True,
+                            "labkit_pkg_mgr": "apt", "labkit_bootstrap": "",
+                            "labkit_provision": {"user": "student", "packages": ["less"], "motd": True}}, None),
+        "s_ok_molecule": ({"labkit_lab": "molecule", "labkit_student": "m1", "labkit_role": "container",
+                           "labkit_python": False, "labkit_bootstrap": ""}, None),
+        "s_unset": ({"labkit_lab": "t", "labkit_student": "a", "labkit_python": True}, "labkit_role"),
         "s_bad_role": ({**_STUDENT_ENV, "student_env_role": "robot"}, "student_env_role"),
         "s_bad_python": ({**_STUDENT_ENV, "student_env_python": "maybe"}, "student_env_python"),
         "s_bad_pkg_mgr": ({**_STUDENT_ENV, "student_env_pkg_mgr": "brew"}, "student_env_pkg_mgr"),
