@@ -330,6 +330,8 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
     With ``inventory``, the lab's students are spread over its ``lab_servers`` (each server
     prepared with ``labkit prepare``); later commands on the lab remember the inventory.
     """
+    from . import vmnet
+
     _check_students(lab, students)
     t0 = time.monotonic()
     servers, inv_path = lab_servers(lab.name, inventory)
@@ -354,6 +356,11 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
             "labkit_lab": lab.name,
             "labkit_lab_dir": str(lab_dir(lab.name)),
             "labkit_vms": vms,
+            # each VM on a libvirt network of its own (role lab_network), from labkit's VM pool
+            "labkit_vm_networks": [{"name": vmnet.network_name(lab.name, v["student"]), "student": v["student"],
+                                    "server": v["server"]} for v in vms],
+            "labkit_vm_pool": vmnet.pool(),
+            "labkit_vm_prefix": vmnet.PREFIX,
             "labkit_vm": vm_settings,
             "labkit_vm_remote": vm_remote,
             "labkit_containers": container_plan(lab, students, assignment),
@@ -476,6 +483,10 @@ def down(lab: Lab, *, students: list[str] | None = None, log: Log = _quiet, on_e
     _check_students(lab, students)
     servers, inv_path = lab_servers(lab.name, inventory)
     with lab_lock(lab.name, "down"), engines(lab.name, servers=servers) as svs:
+        if lab.vm.enabled and any(sv.local for sv in svs):
+            from .vms import check_libvirt
+
+            check_libvirt()  # down.yml removes the VM networks: say so now rather than as a failed task
         before = hosts(lab.name, servers=svs)
         nets_before = _networks(lab.name, svs)
         from . import vms as vms_mod
@@ -525,7 +536,8 @@ def _down_vars(lab: Lab) -> dict:
     # remote servers' VMs go by name prefix, as on this machine (labkit.vms._owned_by): a
     # longer lab name sharing the prefix is not ours
     longer = [o for o in _known_labs() if o != lab.name and o.startswith(lab.name + "-")]
-    return {"labkit_lab": lab.name, "labkit_server_home": SERVER_HOME, "labkit_other_labs": longer}
+    return {"labkit_lab": lab.name, "labkit_server_home": SERVER_HOME, "labkit_other_labs": longer,
+            "labkit_vm_required": lab.vm.enabled}
 
 
 def _networks(lab: str, servers: list | None = None) -> list[str]:

@@ -18,6 +18,13 @@ options:
   vagrant_home: {description: VAGRANT_HOME for Vagrant, type: path}
   libvirt_uri: {description: libvirt connection, type: str, default: "qemu:///system"}
   timeout: {description: Hard limit in seconds for C(vagrant up), type: int, default: 900}
+  network:
+    description:
+      - The libvirt network the machine must be on (its management network); it must exist.
+        A machine found on another network (made before labkit gave each VM a network of its
+        own) is recreated on this one. Empty: not checked.
+    type: str
+    default: ""
 requirements: [python-vagrant, vagrant, vagrant-libvirt]
 """
 
@@ -105,6 +112,15 @@ def volume_exists(uri, vol):
     return _virsh(uri, "vol-info", "--pool", "default", vol).returncode == 0
 
 
+def domain_networks(uri, name):
+    """The libvirt networks the domain's interfaces are on; None when there is no such domain."""
+    r = _virsh(uri, "domiflist", name)
+    if r.returncode != 0:
+        return None
+    # Interface  Type  Source  Model  MAC
+    return [cols[2] for cols in (ln.split() for ln in r.stdout.splitlines()) if len(cols) >= 3 and cols[1] == "network"]
+
+
 def remove_leftover(uri, name):
     """Remove a domain Vagrant lost track of (and its disks)."""
     _virsh(uri, "destroy", name)
@@ -187,6 +203,7 @@ def main():
             vagrant_home=dict(type="path"),
             libvirt_uri=dict(type="str", default="qemu:///system"),
             timeout=dict(type="int", default=900),
+            network=dict(type="str", default=""),
         ),
         supports_check_mode=True,
     )
@@ -213,7 +230,16 @@ def main():
             module.exit_json(status="not_created", **result)
         module.fail_json(msg=f"no Vagrantfile in {workdir}", **result)
 
-    if p["state"] == "present" and not module.check_mode:
+    moved_from = None
+    if p["state"] == "present" and p["network"] and not module.check_mode:
+        if _virsh(uri, "net-info", p["network"]).returncode != 0:
+            module.fail_json(msg=f"the libvirt network {p['network']} of {domain} does not exist",
+                             hint="`labkit up` makes it (role lab_network) before the VMs", **result)
+        nets = domain_networks(uri, domain)
+        if nets is not None and p["network"] not in nets:
+            moved_from = nets  # on another (the old shared) network: recreated on its own below
+
+    if p["state"] == "present" and not module.check_mode and moved_from is None:
         conf = running_with_known_ssh(uri, domain, workdir)
         if conf:  # the fast path of a no-op re-run: no Vagrant (Ruby) start at all
             module.exit_json(status="running", ssh_host=conf["HostName"], ssh_port=int(conf.get("Port", 22)),
@@ -228,6 +254,18 @@ def main():
         module.fail_json(msg=f"vagrant status failed in {workdir}: {e}", **result)
 
     t0 = time.monotonic()
+    if moved_from is not None:
+        with open(log, "a") as f:
+            f.write(f"\n==== labkit: {domain} is on {', '.join(moved_from) or 'no network'}, not on its own "
+                    f"network {p['network']}: recreating ({time.ctime()}) ====\n")
+        try:
+            v.destroy(vm_name=machine)
+        except subprocess.CalledProcessError:
+            pass
+        remove_leftover(uri, domain)
+        state = "not_created"
+        result["moved_from"] = moved_from
+
     if p["state"] == "absent":
         if state != "not_created":
             result["changed"] = True
@@ -282,7 +320,8 @@ def main():
                         f"Last lines of {log}:\n{tail}",
                     hint=(f"check: libvirtd running (virsh -c {uri} list --all)? the guest console "
                           f"(virsh -c {uri} console {domain}, or {workdir}/console.log)? "
-                          f"dnsmasq of the management network (virsh -c {uri} net-dhcp-leases labkit)?"),
+                          f"dnsmasq of the management network (virsh -c {uri} net-dhcp-leases "
+                          f"{p['network'] or 'labkit'})?"),
                     **result)
         result["seconds"] = round(time.monotonic() - t0, 1)
         state = v.status(vm_name=machine)[0].state

@@ -1,0 +1,305 @@
+#!/usr/bin/python
+"""Ansible module: the firewall rules that keep each student's lab hosts to themselves."""
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: labkit_firewall
+short_description: iptables rules isolating each student's hosts (VM and containers) on a lab server
+description:
+  - Rules live in two chains, C(LABKIT-FORWARD) (jumped to first from C(FORWARD) and from
+    Docker's C(DOCKER-USER)) and C(LABKIT-INPUT) (jumped to first from C(INPUT)), for IPv4
+    and, where ip6tables works, IPv6. Every rule carries the comment
+    C(labkit lab=<lab> student=<student>); the chains' own rules and the jumps carry C(labkit).
+  - "Per student, with their VM bridge and their containers' bridge: the two reach each other;
+    each reaches the internet through the uplinks; nothing else is forwarded from or to them
+    (other students, other labs, other networks of the server: dropped, so a probe times out).
+    Towards the server itself only DHCP and DNS from the VM to its own gateway are accepted,
+    and replies (established/related) to what the server opened."
+  - C(present) rewrites a student's rules only when they differ from the wanted ones, in one
+    iptables-restore transaction (never half a rule set), and moves the jumps back to the top
+    of their chains when another program (libvirt, Docker) inserted rules above them.
+    C(absent) removes the lab's rules (one student's with C(student)), found by comment; the
+    chains and jumps go with the last lab's rules.
+options:
+  lab: {description: Lab name, type: str, required: true}
+  students:
+    description: "present: items with student, vm_bridge, vm_gateway, docker_bridge (empty: none)"
+    type: list
+    elements: dict
+    default: []
+  state: {description: present or absent, type: str, default: present, choices: [present, absent]}
+  student: {description: "absent: only this student's rules", type: str, default: ""}
+  uplinks: {description: "Interfaces towards the internet or mirror; empty: those of the default routes", type: list, elements: str, default: []}
+  server_ports: {description: "Ports of the lab server student hosts may reach, as PORT/tcp or PORT/udp", type: list, elements: str, default: []}
+  lock_file: {description: Lock serialising labkit's firewall changes on the server, type: path, default: /run/lock/labkit-firewall.lock}
+"""
+
+RETURN = r"""
+rules: {description: number of rules of the lab and students handled, type: int}
+uplinks: {description: interfaces used towards the internet, type: list}
+actions: {description: iptables-restore lines applied (or that would be, in check mode), type: list}
+"""
+
+import fcntl
+import os
+import re
+import shlex
+import shutil
+import subprocess
+
+from ansible.module_utils.basic import AnsibleModule
+
+FWD, INP = "LABKIT-FORWARD", "LABKIT-INPUT"
+COMMON = "labkit"
+# (parent chain, labkit chain): the jumps kept first in their parents
+JUMPS = (("FORWARD", FWD), ("DOCKER-USER", FWD), ("INPUT", INP))
+
+
+def comment(lab, student):
+    return f"labkit lab={lab} student={student}"
+
+
+def _r(*tokens, c):
+    return [*tokens, "-m", "comment", "--comment", c]
+
+
+def student_rules(family, lab, s, uplinks, server_ports):
+    """[(chain, tokens)] for one student, in order: what is allowed first, then drops."""
+    c = comment(lab, s["student"])
+    v, d, gw = s.get("vm_bridge") or "", s.get("docker_bridge") or "", s.get("vm_gateway") or ""
+    own = [x for x in (v, d) if x]
+    fwd, inp = [], []
+    if family == 4 and v and d:  # the student's VM and containers reach each other
+        fwd += [_r("-i", v, "-o", d, c=c) + ["-j", "ACCEPT"], _r("-i", d, "-o", v, c=c) + ["-j", "ACCEPT"]]
+    for x in own:  # within one bridge: libvirt's and Docker's own rules decide
+        fwd.append(_r("-i", x, "-o", x, c=c) + ["-j", "RETURN"])
+    if family == 4:
+        for x in own:  # the internet or mirror, NATed by libvirt / Docker
+            fwd += [_r("-i", x, "-o", u, c=c) + ["-j", "RETURN"] for u in uplinks]
+    for x in own:  # nothing else, either way: other students, other labs, the server's other networks
+        fwd.append(_r("-i", x, c=c) + ["-j", "DROP"])
+    for x in own:
+        fwd.append(_r("-o", x, c=c) + ["-j", "DROP"])
+    if family == 4 and v:  # what the VM's provisioning needs from the server: DHCP, DNS at its gateway
+        inp.append(_r("-i", v, "-p", "udp", "-m", "udp", "--dport", "67", c=c) + ["-j", "ACCEPT"])
+        if gw:
+            for proto in ("udp", "tcp"):
+                inp.append(_r("-d", f"{gw}/32", "-i", v, "-p", proto, "-m", proto, "--dport", "53", c=c)
+                           + ["-j", "ACCEPT"])
+    if family == 4:
+        for x in own:
+            for sp in server_ports:
+                port, proto = sp.split("/")
+                inp.append(_r("-i", x, "-p", proto, "-m", proto, "--dport", port, c=c) + ["-j", "ACCEPT"])
+    for x in own:  # no other service of the lab server
+        inp.append(_r("-i", x, c=c) + ["-j", "DROP"])
+    return [(FWD, t) for t in fwd] + [(INP, t) for t in inp]
+
+
+HEAD = _r("-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", c=COMMON) + ["-j", "RETURN"]
+
+
+def jump(chain):
+    return _r(c=COMMON) + ["-j", chain]
+
+
+def norm(tokens):
+    """A rule as a set of its options, so iptables' own printing order does not matter."""
+    groups, cur, neg = [], None, False
+    for t in tokens:
+        if t == "!":
+            neg = True
+            continue
+        if t.startswith("-"):
+            if cur:
+                groups.append(tuple(cur))
+            cur, neg = (["!"] if neg else []) + [t], False
+        else:
+            cur = (cur or []) + [t]
+    if cur:
+        groups.append(tuple(cur))
+    # `-p udp` implies `-m udp`, which iptables prints whether it was given or not
+    protos = {g[1] for g in groups if g[0] == "-p" and len(g) > 1}
+    return tuple(sorted(g for g in groups if not (g[0] == "-m" and len(g) > 1 and g[1] in protos)))
+
+
+def line(op, chain, tokens, pos=None):
+    """An iptables-restore line (a comment with spaces double-quoted, as iptables-restore parses it)."""
+    out = [f'"{t}"' if " " in t else t for t in tokens]
+    return " ".join([op, chain, *([str(pos)] if pos else []), *out])
+
+
+class Table:
+    """The filter table of one family, read with ``iptables -S``."""
+
+    def __init__(self, module, family):
+        self.module, self.family = module, family
+        self.bin = "iptables" if family == 4 else "ip6tables"
+        self.chains = {}
+
+    def available(self):
+        return shutil.which(self.bin) is not None and self.run("-S", "INPUT").returncode == 0
+
+    def run(self, *args):
+        return subprocess.run([self.bin, "-w", "-t", "filter", *args], capture_output=True, text=True)
+
+    def load(self):
+        """Every chain of the filter table as token lists (one ``iptables -S``: each call of
+        iptables-nft reads the whole ruleset)."""
+        p = self.run("-S")
+        if p.returncode != 0:
+            self.module.fail_json(msg=f"{self.bin} -S failed: {p.stderr.strip()}")
+        self.chains = {}
+        for ln in p.stdout.splitlines():
+            toks = shlex.split(ln)
+            if len(toks) >= 2 and toks[0] in ("-P", "-N"):
+                self.chains.setdefault(toks[1], [])
+            elif len(toks) >= 2 and toks[0] == "-A":
+                self.chains.setdefault(toks[1], []).append(toks[2:])
+
+    def apply(self, lines):
+        data = "*filter\n" + "".join(ln + "\n" for ln in lines) + "COMMIT\n"
+        p = subprocess.run([self.bin + "-restore", "-w", "--noflush"], input=data, capture_output=True, text=True)
+        if p.returncode != 0:
+            self.module.fail_json(msg=f"{self.bin}-restore failed: {p.stderr.strip()}", lines=lines)
+
+
+def comment_of(tokens):
+    for i, t in enumerate(tokens[:-1]):
+        if t == "--comment":
+            return tokens[i + 1]
+    return None
+
+
+def plan_present(t, lab, students, uplinks, server_ports):
+    lines, decl = [], []
+    for ch in (FWD, INP):
+        rules = t.chains.get(ch)
+        if rules is None:
+            decl.append(f":{ch} - [0:0]")
+            rules = t.chains[ch] = []
+        common = [r for r in rules if comment_of(r) == COMMON]
+        if not rules or norm(rules[0]) != norm(HEAD) or len(common) != 1:
+            lines += [line("-D", ch, r) for r in common]
+            lines.append(line("-I", ch, HEAD, 1))
+    for s in students:
+        want = student_rules(t.family, lab, s, uplinks, server_ports)
+        for ch in (FWD, INP):
+            have = [r for r in t.chains[ch] if comment_of(r) == comment(lab, s["student"])]
+            mine = [tok for c, tok in want if c == ch]
+            if [norm(r) for r in have] != [norm(r) for r in mine]:
+                lines += [line("-D", ch, r) for r in have]
+                lines += [line("-A", ch, r) for r in mine]
+    for parent, target in JUMPS:
+        rules = t.chains.get(parent)
+        if rules is None:  # no DOCKER-USER: no Docker here (or not for this family)
+            continue
+        j = jump(target)
+        mine = [r for r in rules if norm(r) == norm(j)]
+        if not rules or norm(rules[0]) != norm(j) or len(mine) != 1:
+            lines += [line("-D", parent, r) for r in mine]
+            lines.append(line("-I", parent, j, 1))
+    return decl, lines
+
+
+def plan_absent(t, lab, student):
+    lines = []
+    prefix = comment(lab, student) if student else f"labkit lab={lab} "
+    left = 0
+    for ch in (FWD, INP):
+        for r in t.chains.get(ch) or []:
+            c = comment_of(r) or ""
+            if c == prefix or (not student and c.startswith(prefix)):
+                lines.append(line("-D", ch, r))
+            elif c.startswith("labkit lab="):
+                left += 1
+    if left == 0 and any(t.chains.get(ch) is not None for ch in (FWD, INP)):
+        # the last lab's rules: the jumps and chains go too
+        for parent, target in JUMPS:
+            for r in t.chains.get(parent) or []:
+                if r and r[-1] == target and r[-2] == "-j":
+                    lines.append(line("-D", parent, r))
+        for ch in (FWD, INP):
+            if t.chains.get(ch) is not None:
+                lines += [f"-F {ch}", f"-X {ch}"]
+    return lines
+
+
+def default_uplinks():
+    p = subprocess.run(["ip", "-o", "-4", "route", "show", "default"], capture_output=True, text=True)
+    out = []
+    for ln in p.stdout.splitlines():
+        toks = ln.split()
+        if "dev" in toks:
+            dev = toks[toks.index("dev") + 1]
+            if dev not in out:
+                out.append(dev)
+    return out
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            lab=dict(type="str", required=True),
+            students=dict(type="list", elements="dict", default=[]),
+            state=dict(type="str", default="present", choices=["present", "absent"]),
+            student=dict(type="str", default=""),
+            uplinks=dict(type="list", elements="str", default=[]),
+            server_ports=dict(type="list", elements="str", default=[]),
+            lock_file=dict(type="path", default="/run/lock/labkit-firewall.lock"),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    name_ok = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+    for s in p["students"]:
+        if not name_ok.match(str(s.get("student", ""))):
+            module.fail_json(msg=f"bad student id {s.get('student')!r}")
+        for k in ("vm_bridge", "docker_bridge"):
+            if s.get(k) and not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", s[k]):
+                module.fail_json(msg=f"bad interface name {s[k]!r} for {s['student']}")
+    for sp in p["server_ports"]:
+        if not re.fullmatch(r"\d{1,5}/(tcp|udp)", sp):
+            module.fail_json(msg=f"server_ports: {sp!r} is not PORT/tcp or PORT/udp")
+    if not name_ok.match(p["lab"]):
+        module.fail_json(msg=f"bad lab name {p['lab']!r}")
+    result = dict(changed=False, actions=[], rules=0, uplinks=[])
+    if p["state"] == "present" and not p["students"]:
+        module.exit_json(**result)
+    uplinks = p["uplinks"] or (default_uplinks() if p["state"] == "present" else [])
+    result["uplinks"] = uplinks
+    if p["state"] == "present" and not uplinks:
+        module.warn("no default route on this server: students' hosts reach no network outside the lab server")
+    fd = None
+    if not module.check_mode:
+        os.makedirs(os.path.dirname(p["lock_file"]), exist_ok=True)
+        fd = os.open(p["lock_file"], os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        for family in (4, 6):
+            t = Table(module, family)
+            if not t.available():
+                if family == 4 and p["state"] == "present":
+                    module.fail_json(msg="iptables does not work on this server (not installed, or not root)",
+                                     hint="apt-get install iptables; labkit's playbooks run it as root")
+                continue
+            t.load()
+            if p["state"] == "present":
+                decl, lines = plan_present(t, p["lab"], p["students"], uplinks, p["server_ports"])
+                result["rules"] += sum(len(student_rules(family, p["lab"], s, uplinks, p["server_ports"]))
+                                       for s in p["students"])
+            else:
+                decl, lines = [], plan_absent(t, p["lab"], p["student"])
+            if decl or lines:
+                result["changed"] = True
+                result["actions"] += [f"{t.bin}: {ln}" for ln in decl + lines]
+                if not module.check_mode:
+                    t.apply(decl + lines)
+    finally:
+        if fd is not None:
+            os.close(fd)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

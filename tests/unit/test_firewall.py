@@ -1,0 +1,62 @@
+"""Pure logic of the rules roles/lab_firewall/library/labkit_firewall.py writes: which rules a
+student gets, in which order, and how they compare with what `iptables -S` prints. No iptables."""
+from __future__ import annotations
+
+import importlib.util
+import shlex
+
+import pytest
+
+from labkit import paths
+
+
+def firewall():
+    path = paths.roles_dir() / "lab_firewall" / "library" / "labkit_firewall.py"
+    spec = importlib.util.spec_from_file_location("labkit_firewall", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_firewall_rules_compare_as_iptables_prints_them():
+    fw = firewall()
+    s = {"student": "a", "vm_bridge": "lkv0123456789", "vm_gateway": "10.204.3.33", "docker_bridge": "br-0123456789ab"}
+    rules = fw.student_rules(4, "iso", s, ["eth0"], [])
+    printed = {  # `iptables -S` lines of the same rules
+        '-A LABKIT-INPUT -d 10.204.3.33/32 -i lkv0123456789 -p udp -m udp --dport 53 -m comment '
+        '--comment "labkit lab=iso student=a" -j ACCEPT',
+        '-A LABKIT-FORWARD -i lkv0123456789 -o br-0123456789ab -m comment --comment "labkit lab=iso student=a" -j ACCEPT',
+    }
+    norms = {fw.norm(t) for _, t in rules}
+    for ln in printed:
+        assert fw.norm(shlex.split(ln)[2:]) in norms
+    assert fw.norm(shlex.split("-A FORWARD -m comment --comment labkit -j LABKIT-FORWARD")[2:]) == fw.norm(
+        fw.jump("LABKIT-FORWARD"))
+
+
+def test_firewall_allows_first_then_drops_and_names_the_student():
+    fw = firewall()
+    s = {"student": "a", "vm_bridge": "lkv0123456789", "vm_gateway": "10.204.3.33", "docker_bridge": "br-0123456789ab"}
+    for family in (4, 6):
+        rules = fw.student_rules(family, "iso", s, ["eth0"], ["3142/tcp"])
+        assert all(fw.comment_of(t) == "labkit lab=iso student=a" for _, t in rules)
+        for chain in ("LABKIT-FORWARD", "LABKIT-INPUT"):
+            targets = [t[-1] for c, t in rules if c == chain]
+            first_drop = targets.index("DROP")
+            assert all(x == "DROP" for x in targets[first_drop:]), (family, chain, targets)
+    v6 = fw.student_rules(6, "iso", s, ["eth0"], [])
+    assert not any(t[-1] == "ACCEPT" for _, t in v6)  # no IPv6 in a lab: nothing accepted
+    assert all("-d" not in t for _, t in v6)
+    inp = [t for c, t in fw.student_rules(4, "iso", s, ["eth0"], []) if c == "LABKIT-INPUT"]
+    accepted = [t for t in inp if t[-1] == "ACCEPT"]
+    assert len(accepted) == 3 and all("lkv0123456789" in t for t in accepted)  # DHCP, DNS udp/tcp: the VM's only
+
+
+@pytest.mark.parametrize("student", [{"student": "b", "vm_bridge": "lkv0123456789", "vm_gateway": "10.0.0.1",
+                                      "docker_bridge": ""},
+                                     {"student": "b", "vm_bridge": "", "vm_gateway": "", "docker_bridge": "br-x"}])
+def test_firewall_one_kind_of_host_only(student):
+    fw = firewall()
+    rules = fw.student_rules(4, "iso", student, ["eth0"], [])
+    bridges = {x for x in (student["vm_bridge"], student["docker_bridge"]) if x}
+    assert {tok for _, t in rules for tok in t if tok.startswith(("lkv", "br-"))} == bridges
