@@ -34,6 +34,8 @@ def netpool() -> ModuleType:
     """roles/lab_network/module_utils/labkit_netpool.py, as a module."""
     path = roles_dir() / "lab_network" / "module_utils" / "labkit_netpool.py"
     spec = importlib.util.spec_from_file_location("labkit_netpool", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
