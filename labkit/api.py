@@ -14,7 +14,7 @@ from pathlib import Path
 from . import catalog, engine, images, measure
 from .errors import LabBusy, LabkitError, NotUp, PlaybookFailed, SpecError, UsageError
 from .facts import HostFacts, collect
-from .paths import lab_dir, slug, state_dir, vagrant_home
+from .paths import lab_dir, roles_dir, slug, state_dir, vagrant_home
 from .plan import Change, Context, ServerRef, diff, make_plan, teardown
 from .runner import RunResult, run_playbook
 from .spec import DEFAULT_LAB, Lab, load_lab, parse_lab
@@ -307,6 +307,7 @@ class UpResult:
     facts: list[HostFacts] = field(default_factory=list)
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    converge: ConvergeResult | None = None  # the lab file's own playbooks and roles, when it has some
 
 
 def package_warnings(host_facts: dict[str, dict]) -> list[str]:
@@ -388,7 +389,11 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
             except Exception as e:  # noqa: BLE001 - a measurement never fails the run; K8/K9 say what is missing
                 log(f"{p['name']}: not measured ({type(e).__name__})")
         measure.save(lab.name, rows + [_measure_vm(lab, v["name"], run.host_facts, boots, where) for v in vms])
-    res = UpResult(lab, run, imgs, seconds=time.monotonic() - t0, warnings=package_warnings(run.host_facts))
+        # the lesson's own content / the user's roles, after labkit's own (never on a lab server)
+        conv = _converge(lab, svs, students=students, prepare=True, on_event=on_event, verbosity=verbosity,
+                         show_output=show_output) if has_content(lab) else None
+    res = UpResult(lab, run, imgs, seconds=time.monotonic() - t0, warnings=package_warnings(run.host_facts),
+                   converge=conv)
     if with_facts:
         res.facts = facts(lab)
     return res
@@ -655,16 +660,32 @@ def _running(lab: Lab, servers: list) -> list[dict]:
     return running
 
 
-def verify(lab: Lab, only: list[str] | None = None, junit: str | Path | None = None):
-    """Check the kernel-sharing facts K1..K12 on the live lab; one result per fact and host."""
-    from .verify import build_view, check_fact_ids, run_checks
+def verify(lab: Lab, only: list[str] | None = None, junit: str | Path | None = None,
+           tests: list[str] | None = None):
+    """Check the kernel-sharing facts K1..K12 on the live lab, and the user's own tests
+    (``tests``; default: the lab file's ``tests:`` unless ``only`` names facts); one result
+    per fact (or test) and host, and one JUnit file for both."""
+    from . import inventory as inv_mod
+    from .verify import build_view, check_fact_ids, merge_junit, run_checks, run_user_tests
 
     check_fact_ids(only)  # a typo is said at once, before any host is read
+    user = tests if tests is not None else ([] if only else list(lab.tests))
     with engines(lab.name) as svs:
         running = _running(lab, svs)
         cfg = ssh_config(lab.name)
         view = build_view(collect(running, cfg, servers=svs), lab.name, cfg)
-        return run_checks(view, only, junit)
+        work = lab_dir(lab.name) / "verify"
+        work.mkdir(exist_ok=True)
+        facts_junit = work / "facts.xml" if (junit and user) else junit
+        results = run_checks(view, only, facts_junit)
+        if user:
+            inv_path = inv_mod.write_to(work / "hosts.yml", inv_mod.build(
+                running, _ssh_configs(lab.name, running), lab.provision.group_vars))
+            mine, user_junit = run_user_tests(user, inv_path, lab.provision.hosts, work)
+            results += mine
+            if junit:
+                merge_junit([Path(facts_junit), user_junit], Path(junit))
+        return results
 
 
 def shell_command(lab: Lab, host: str, student: str | None = None, root: bool = False,
@@ -837,3 +858,172 @@ def plan(lab: Lab, verb: str = "up", *, students: list[str] | None = None,
         else:
             changes = diff(make_plan(lab, context(lab, svs), students), found, nets)
     return PlanReport(lab.name, verb, [sv.name for sv in servers], changes)
+
+
+# --------------------------------------------------------------------------- the user's own Ansible
+
+def _ssh_configs(lab: str, rows: list[dict]) -> dict[str, dict[str, str]]:
+    """Each VM's OpenSSH settings as this machine reaches it (the lab_vm role's ssh_config)."""
+    from .vms import read_ssh_config
+
+    out = {}
+    for r in rows:
+        if r["role"] == "vm":
+            f = lab_dir(lab) / "vagrant" / r["student"] / "ssh_config"
+            if f.is_file():
+                out[r["name"]] = read_ssh_config(f)
+    return out
+
+
+def _ssh_url(sv) -> str:
+    hv = sv.hostvars
+    user = hv.get("ansible_user")
+    return f"ssh://{user + '@' if user else ''}{hv.get('ansible_host', sv.name)}:{hv.get('ansible_port', 22)}"
+
+
+def inventory(lab: Lab, fmt: str = "yaml", *, with_servers: bool = False) -> tuple[str, Path]:
+    """The lab's hosts as an inventory (YAML, INI or JSON) and the file labkit keeps current."""
+    from . import inventory as inv_mod
+
+    with engines(lab.name) as svs:
+        rows = hosts(lab.name, servers=svs)
+    by_name = {sv.name: sv for sv in svs}
+    for r in rows:  # for use outside labkit: a remote engine through ssh://, not labkit's short-lived tunnel
+        if not r.get("local", True) and r["role"] == "container":
+            r["docker_host"] = _ssh_url(by_name[r["server"]])
+    inv = inv_mod.build(rows, _ssh_configs(lab.name, rows), lab.provision.group_vars, svs if with_servers else ())
+    path = inv_mod.write(lab.name, inv_mod.build(rows, _ssh_configs(lab.name, rows), lab.provision.group_vars))
+    return inv_mod.render(inv, fmt), path
+
+
+@dataclass
+class ConvergeResult:
+    run: RunResult | None                  # the converge
+    prepare: RunResult | None = None       # provision.prepare, when run
+    idempotence: RunResult | None = None   # the second converge, when asked for
+
+
+def has_content(lab: Lab) -> bool:
+    p = lab.provision
+    return bool(p.playbooks or p.roles or p.prepare)
+
+
+def _site(lab: Lab, playbooks: list[str] | None, pattern: str) -> Path:
+    """One playbook that imports the user's playbooks and applies the lab's roles (one run,
+    one recap)."""
+    import yaml
+
+    plays: list[dict] = [{"import_playbook": str(Path(pb).resolve())}
+                         for pb in (playbooks if playbooks is not None else lab.provision.playbooks)]
+    if playbooks is None:
+        for r in lab.provision.roles:
+            plays.append({"name": f"Apply role {r.role}", "hosts": r.hosts or pattern,
+                          "roles": [{"role": r.role, **({"vars": r.vars} if r.vars else {})}]})
+    d = lab_dir(lab.name) / "converge"
+    d.mkdir(exist_ok=True)
+    f = d / ("site.yml" if playbooks is None else "run.yml")
+    f.write_text("---\n# written by labkit for this run\n" + yaml.safe_dump(plays, sort_keys=False))
+    return f
+
+
+def _extra_vars(lab: Lab, more: dict | None) -> dict:
+    import yaml
+
+    ev = lab.provision.extra_vars
+    if isinstance(ev, str):  # @FILE
+        p = Path(ev[1:])
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise SpecError(f"provision.extra_vars: {p}: cannot read it: {e}") from None
+        if not isinstance(data, dict):
+            raise SpecError(f"provision.extra_vars: {p}: expected a mapping of variables")
+        ev = data
+    return {**ev, **(more or {})}
+
+
+def converge(lab: Lab, playbooks: list[str] | None = None, **opts) -> ConvergeResult:
+    """Run the user's playbooks (``playbooks``, else the lab file's playbooks and roles) on the
+    live lab's hosts — never on a lab server: the inventory holds the lab's hosts only.
+
+    Options (``_converge``): students, limit, extra_vars, tags, skip_tags, check, diff,
+    idempotence (converge a second time, skipping ``molecule-idempotence-notest``, and raise
+    IdempotenceFailed, exit 6, naming each host and task that changed), prepare,
+    on_event, verbosity, show_output.
+    """
+    _check_students(lab, opts.get("students"))
+    for pb in playbooks or []:
+        if not Path(pb).is_file():
+            raise UsageError(f"{pb}: playbook not found", "give a path to a playbook file")
+    with lab_lock(lab.name, "run"), engines(lab.name) as svs:
+        return _converge(lab, svs, playbooks, **opts)
+
+
+def _converge(lab: Lab, svs: list, playbooks: list[str] | None = None, *, students: list[str] | None = None,
+              limit: str | None = None, extra_vars: dict | None = None, tags: str | None = None,
+              skip_tags: str | None = None, check: bool = False, diff: bool = False, idempotence: bool = False,
+              prepare: bool = False, on_event=None, verbosity: int = 0, show_output: bool = False,
+              first: bool = True) -> ConvergeResult:
+    """converge() with the lab locked and its engines reachable (``labkit up`` calls it so).
+    ``first=False``: only the idempotence converge (the first one already ran)."""
+    from . import inventory as inv_mod
+    from .errors import IdempotenceFailed
+
+    pattern = lab.provision.hosts
+    if limit:
+        pattern = f"{pattern}:&{limit}"
+    if students:
+        pattern = f"{pattern}:&" + ",".join(f"student_{s.replace('-', '_')}" for s in students)
+    skips = [*lab.provision.skip_tags, *(skip_tags.split(",") if skip_tags else [])]
+    env = {"ANSIBLE_ROLES_PATH": os.pathsep.join([*lab.provision.roles_path, str(roles_dir())])}
+    if lab.provision.collections_path:
+        env["ANSIBLE_COLLECTIONS_PATH"] = os.pathsep.join(lab.provision.collections_path)
+    cmdline = " ".join(x for x in ("--check" if check else "", "--diff" if diff else "") if x) or None
+    res = ConvergeResult(None)
+    rows = [h for h in hosts(lab.name, servers=svs) if h["state"] == "running"]
+    if not rows:
+        raise NotUp(f"lab '{lab.name}' has no running hosts", "bring it up with `labkit up`")
+    inv = inv_mod.build(rows, _ssh_configs(lab.name, rows), lab.provision.group_vars)
+    inv_path = lab_dir(lab.name) / "converge" / "hosts.yml"
+    inv_path.parent.mkdir(exist_ok=True)
+    inv_mod.write_to(inv_path, inv)
+    ev = _extra_vars(lab, extra_vars)
+
+    def go(pb: Path, skip: list[str]) -> RunResult:
+        return run_playbook(str(pb), lab=lab.name, inventory=inv_path, extravars=ev, limit=pattern,
+                            tags=tags, skip_tags=",".join(dict.fromkeys(skip)) or None, cmdline=cmdline,
+                            env=env, project_dir=pb.parent, on_event=on_event, verbosity=verbosity,
+                            show_output=show_output)
+
+    if prepare and lab.provision.prepare and playbooks is None:
+        res.prepare = go(_site_of(lab, lab.provision.prepare, "prepare.yml"), skips)
+    site = _site(lab, playbooks, lab.provision.hosts)
+    if first:
+        res.run = go(site, skips)
+    if idempotence or not first:
+        res.idempotence = go(site, [*skips, "molecule-idempotence-notest"])
+        changed = res.idempotence.changed_hosts()
+        if changed:
+            lines = [str(c) + (f"\n{c.diff}" if diff and c.diff else "") for c in res.idempotence.changes]
+            raise IdempotenceFailed(
+                f"not idempotent: the second converge changed {sum(changed.values())} task(s) on "
+                f"{', '.join(sorted(changed))}:\n  " + "\n  ".join(lines),
+                "make those tasks report ok when nothing is to do (or tag them molecule-idempotence-notest); "
+                f"`labkit run --idempotence{' --diff' if not diff else ''}` shows it again")
+    return res
+
+
+def idempotence(lab: Lab, **opts) -> ConvergeResult:
+    """Only the second converge of the lab file's content: exit 6 naming what changed."""
+    with lab_lock(lab.name, "run"), engines(lab.name) as svs:
+        return _converge(lab, svs, None, first=False, **opts)
+
+
+def _site_of(lab: Lab, playbooks: list[str], name: str) -> Path:
+    import yaml
+
+    d = lab_dir(lab.name) / "converge"
+    d.mkdir(exist_ok=True)
+    f = d / name
+    f.write_text("---\n" + yaml.safe_dump([{"import_playbook": p} for p in playbooks]))
+    return f
