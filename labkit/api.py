@@ -8,10 +8,10 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import catalog, engine, images, measure
+from . import catalog, engine, images, measure, names
 from .errors import LabBusy, LabkitError, NotUp, PlaybookFailed, SpecError, UsageError
 from .facts import HostFacts, collect
 from .paths import lab_dir, roles_dir, slug, state_dir, vagrant_home
@@ -142,42 +142,32 @@ def lab_lock(lab: str, verb: str) -> Iterator[None]:
 
 # --------------------------------------------------------------------------- plan
 
+def _one_server_ctx(lab: Lab, assignment: dict[str, str] | None) -> Context:
+    """A context without I/O for callers that only need names and servers (doctor, report,
+    status): the assignment given, else this machine as the only server."""
+    servers = tuple(ServerRef(s) for s in dict.fromkeys((assignment or {}).values())) or (ServerRef("localhost"),)
+    return Context(servers, str(lab_dir(lab.name)), assignment, lab.registry or catalog.default_registry())
+
+
 def container_plan(lab: Lab, students: list[str] | None = None,
                    assignment: dict[str, str] | None = None) -> list[dict]:
-    """One item per student and distro: the names, image and labels ``lab_container`` creates,
-    and the lab server it goes to (``*``: the only one)."""
-    registry = lab.registry or catalog.default_registry()
-    plan = []
-    for student in lab.students:
-        if students and student not in students:
-            continue
-        for c in lab.containers:
-            d = c.spec
-            plan.append({
-                "name": f"labkit-{lab.name}-{student}-{d.slug}",
-                "network": network_name(lab.name, student),
-                "hostname": f"{student}-{d.slug}",
-                "image": d.image_ref(registry),
-                "student": student,
-                "distro": d.ref,
-                "python": d.python,
-                "family": d.family,
-                "pkg_mgr": d.pkg_mgr,
-                "bootstrap": d.bootstrap or "",
-                "server": (assignment or {}).get(student, "*"),
-            })
-    return plan
+    """The plan's containers as dicts (labkit.plan owns them)."""
+    return [_item(c) for c in make_plan(lab, _one_server_ctx(lab, assignment), students).containers]
 
 
 def network_name(lab: str, student: str) -> str:
-    """One network per student: Docker keeps bridge networks apart, so students cannot reach each other."""
-    return f"labkit-{lab}-{student}"
+    return names.network(lab, student)
 
 
 def network_plan(lab: Lab, students: list[str] | None = None,
                  assignment: dict[str, str] | None = None) -> list[dict]:
-    return [{"name": network_name(lab.name, s), "student": s, "server": (assignment or {}).get(s, "*")}
-            for s in lab.students if not students or s in students]
+    return [asdict(n) for n in make_plan(lab, _one_server_ctx(lab, assignment), students).networks]
+
+
+def _item(x) -> dict:
+    d = asdict(x)
+    d.pop("role", None)
+    return d
 
 
 # --------------------------------------------------------------------------- lab servers
@@ -211,28 +201,10 @@ def engines(lab: str, inventory: str | Path | None = None, servers: list | None 
         yield svs
 
 
-def _assignment(lab: Lab, servers: list) -> dict[str, str] | None:
-    """Which server each student's hosts go to (kept across runs); None for one local server."""
-    from . import servers as srv
-
-    if len(servers) == 1 and servers[0].local:
-        return None
-    path = lab_dir(lab.name) / "assignment.json"
-    previous = json.loads(path.read_text()) if path.is_file() else {}
-    out = srv.assign(lab.students, servers, previous)
-    path.write_text(json.dumps(out, indent=2))
-    return out
-
-
 def vm_plan(lab: Lab, students: list[str] | None = None, assignment: dict[str, str] | None = None) -> list[dict]:
-    """One VM per student (when the lab has one): libvirt domain ``labkit-<lab>-<student>-vm``
-    on the student's lab server (``*``: the only one)."""
-    from .vms import vm_name
-
-    if not lab.vm.enabled:
-        return []
-    return [{"name": vm_name(lab.name, s), "student": s, "server": (assignment or {}).get(s, "*")}
-            for s in lab.students if not students or s in students]
+    """The plan's VMs as dicts: name, student, server."""
+    return [{"name": v.name, "student": v.student, "server": v.server}
+            for v in make_plan(lab, _one_server_ctx(lab, assignment), students).vms]
 
 
 def _remote_vm_settings(lab: Lab, servers: list, plan: list[dict], log: Log) -> dict:
@@ -331,45 +303,28 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
     With ``inventory``, the lab's students are spread over its ``lab_servers`` (each server
     prepared with ``labkit prepare``); later commands on the lab remember the inventory.
     """
-    from . import vmnet
-
     _check_students(lab, students)
     t0 = time.monotonic()
     servers, inv_path = lab_servers(lab.name, inventory)
     with lab_lock(lab.name, "up"), engines(lab.name, servers=servers) as svs:
-        assignment = _assignment(lab, svs)
         if inv_path:
             _inventory_file(lab.name).write_text(inv_path)
-        refs = [c.distro for c in lab.containers]
         imgs = []
         if any(sv.local for sv in svs):
             engine.client()
-            imgs = images.ensure(refs, lab.registry or catalog.default_registry(), build_missing=build, log=log)
+            imgs = images.ensure([c.distro for c in lab.containers], lab.registry or catalog.default_registry(),
+                                 build_missing=build, log=log)
         _check_remote_images(lab, svs)
-        vms = vm_plan(lab, students, assignment)
-        local_names = {"*"} | {sv.name for sv in svs if sv.local}
-        vm_settings = {"box": lab.vm.box, "memory": lab.vm.memory, "cpus": lab.vm.cpus}
-        if any(v["server"] in local_names for v in vms):
-            vm_settings = _vm_settings(lab, log, build)
-        vm_remote = _remote_vm_settings(lab, svs, vms, log)
+        # gather what is read-only, then plan (no I/O), then apply (the playbook)
+        draft = make_plan(lab, context(lab, svs, save=True), students)
+        local = {sv.name for sv in svs if sv.local}
+        vm_local = _vm_settings(lab, log, build) if any(v.server in local for v in draft.vms) else None
+        vm_remote = _remote_vm_settings(lab, svs, [{"server": v.server} for v in draft.vms], log)
+        plan = make_plan(lab, context(lab, svs, vm_local=vm_local, vm_remote=vm_remote), students)
         _save_lab(lab)
-        extravars = {
-            "labkit_lab": lab.name,
-            "labkit_lab_dir": str(lab_dir(lab.name)),
-            "labkit_vms": vms,
-            # each VM on a libvirt network of its own (role lab_network), from labkit's VM pool
-            "labkit_vm_networks": [{"name": vmnet.network_name(lab.name, v["student"]), "student": v["student"],
-                                    "server": v["server"]} for v in vms],
-            "labkit_vm_pool": vmnet.pool(),
-            "labkit_vm_prefix": vmnet.PREFIX,
-            "labkit_vm": vm_settings,
-            "labkit_vm_remote": vm_remote,
-            "labkit_containers": container_plan(lab, students, assignment),
-            "labkit_networks": network_plan(lab, students, assignment) if lab.containers else [],
-            "labkit_docker_hosts": {sv.name: sv.docker_host for sv in svs},
-            "labkit_limits": lab.limits.model_dump(mode="json"),
-            "labkit_provision": lab.provision.model_dump(mode="json"),
-        }
+        extravars = plan.extravars()
+        vms = [{"name": v.name, "server": v.server} for v in plan.vms]
+        vm_settings = dict(plan.vm)
         boots = measure.VmBoots(on_event)  # which VMs boot, and how many at once (K8's context)
         where = _vm_where(vms, vm_settings, vm_remote, svs)
         try:
@@ -381,13 +336,9 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
             _diagnose(e, svs, with_vms=bool(vms))
             raise
         clients = {sv.name: engine.client_for(sv.docker_host) for sv in svs}
-        local = next((sv.name for sv in svs if sv.local), None)
-        rows = []
-        for p in extravars["labkit_containers"]:
-            try:
-                rows.append(measure.container(p["name"], clients.get(p["server"]) or clients.get(local)))
-            except Exception as e:  # noqa: BLE001 - a measurement never fails the run; K8/K9 say what is missing
-                log(f"{p['name']}: not measured ({type(e).__name__})")
+        # in parallel; unchanged containers keep their earlier row (measure.containers)
+        rows = measure.containers([(c.name, clients[c.server]) for c in plan.containers],
+                                  previous=measure.load(lab.name), log=log)
         measure.save(lab.name, rows + [_measure_vm(lab, v["name"], run.host_facts, boots, where) for v in vms])
         # the lesson's own content / the user's roles, after labkit's own (never on a lab server)
         conv = _converge(lab, svs, students=students, prepare=True, on_event=on_event, verbosity=verbosity,
@@ -632,10 +583,10 @@ def status(lab: Lab) -> dict:
     """Hosts and networks of the lab, with what the lab file expects but is missing."""
     with engines(lab.name) as svs:
         found = hosts(lab.name, servers=svs)
-        names = {h["name"] for h in found}
-        planned = ([{**p, "role": "container"} for p in container_plan(lab)]
-                   + [{**p, "role": "vm", "distro": "debian:12"} for p in vm_plan(lab)])
-        absent = [{k: p[k] for k in ("name", "role", "student", "distro")} for p in planned if p["name"] not in names]
+        have = {h["name"] for h in found}
+        plan = make_plan(lab, context(lab, svs))  # the same plan `up` applies (and `up --plan` diffs)
+        absent = [{"name": h.name, "role": h.role, "student": h.student, "distro": h.distro, "server": h.server}
+                  for h in plan.hosts if h.name not in have]
         return {
             "lab": lab.name,
             "servers": [sv.name for sv in svs],
@@ -828,8 +779,10 @@ def context(lab: Lab, servers: list, *, save: bool = False, vm_local: dict | Non
         assignment = srv.assign(lab.students, servers, previous)
         if save:
             path.write_text(json.dumps(assignment, indent=2))
+    from . import vmnet
+
     return Context(refs, str(lab_dir(lab.name)), assignment, lab.registry or catalog.default_registry(),
-                   vm_local or {}, vm_remote or {})
+                   vm_local or {}, vm_remote or {}, vmnet.pool(), vmnet.PREFIX)
 
 
 @dataclass

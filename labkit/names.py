@@ -36,6 +36,11 @@ def network(lab: str, student: str) -> str:
     return f"{PREFIX}-{lab}-{student}"
 
 
+def vm_network(lab: str, student: str) -> str:
+    """The libvirt network of a student's VM (named like the student's container network)."""
+    return network(lab, student)
+
+
 def vm(lab: str, student: str) -> str:
     """The libvirt domain (and inventory host) name of a student's VM."""
     return f"{lab_prefix(lab, student)}vm"

@@ -72,6 +72,8 @@ class Context:
     registry: str | None = None
     vm_local: Mapping[str, Any] = field(default_factory=dict)    # box, memory, cpus, accel, ...
     vm_remote: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # per remote server
+    vm_pool: str = "10.204.0.0/16"      # the VM networks' address pool (labkit.vmnet.pool())
+    vm_prefix: int = 27
 
 
 @dataclass(frozen=True)
@@ -81,11 +83,14 @@ class Plan:
     containers: tuple[ContainerItem, ...]
     networks: tuple[NetworkItem, ...]
     vms: tuple[VmItem, ...]
+    vm_networks: tuple[NetworkItem, ...]
     servers: tuple[ServerRef, ...]
     vm: Mapping[str, Any]
     vm_remote: Mapping[str, Mapping[str, Any]]
     limits: Mapping[str, Any]
     provision: Mapping[str, Any]
+    vm_pool: str = "10.204.0.0/16"
+    vm_prefix: int = 27
 
     @property
     def hosts(self) -> tuple[ContainerItem | VmItem, ...]:
@@ -97,6 +102,10 @@ class Plan:
             "labkit_lab": self.lab,
             "labkit_lab_dir": self.lab_dir,
             "labkit_vms": [_plain(v) for v in self.vms],
+            # each VM on a libvirt network of its own (role lab_network), from labkit's VM pool
+            "labkit_vm_networks": [asdict(n) for n in self.vm_networks],
+            "labkit_vm_pool": self.vm_pool,
+            "labkit_vm_prefix": self.vm_prefix,
             "labkit_vm": dict(self.vm),
             "labkit_vm_remote": {k: dict(v) for k, v in self.vm_remote.items()},
             "labkit_containers": [_plain(c) for c in self.containers],
@@ -137,9 +146,11 @@ def make_plan(lab: Lab, ctx: Context, students: Iterable[str] | None = None) -> 
                 server=server_of(s, ctx)))
     networks = [NetworkItem(names.network(lab.name, s), s, server_of(s, ctx)) for s in who] if lab.containers else []
     vms = [VmItem(names.vm(lab.name, s), s, server_of(s, ctx)) for s in who] if lab.vm.enabled else []
+    vm_nets = [NetworkItem(names.vm_network(lab.name, v.student), v.student, v.server) for v in vms]
     vm = dict(ctx.vm_local) or {"box": lab.vm.box, "memory": lab.vm.memory, "cpus": lab.vm.cpus}
-    return Plan(lab.name, ctx.lab_dir, tuple(containers), tuple(networks), tuple(vms), ctx.servers, vm,
-                dict(ctx.vm_remote), lab.limits.model_dump(mode="json"), lab.provision.model_dump(mode="json"))
+    return Plan(lab.name, ctx.lab_dir, tuple(containers), tuple(networks), tuple(vms), tuple(vm_nets), ctx.servers,
+                vm, dict(ctx.vm_remote), lab.limits.model_dump(mode="json"), lab.provision.model_dump(mode="json"),
+                ctx.vm_pool, ctx.vm_prefix)
 
 
 # ------------------------------------------------------------------------------ diff

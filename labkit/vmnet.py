@@ -42,8 +42,10 @@ def netpool() -> ModuleType:
 
 
 def network_name(lab: str, student: str) -> str:
-    """The libvirt network of a student's VM (named like the student's Docker network)."""
-    return f"labkit-{lab}-{student}"
+    """The libvirt network of a student's VM (labkit.names owns the name)."""
+    from . import names
+
+    return names.vm_network(lab, student)
 
 
 def free_networks(pool_cidr: str | None = None, prefix: int = PREFIX, uri: str = "qemu:///system",

@@ -103,16 +103,7 @@ def test_argument_specs_match_defaults(role):
             assert opt.get("required"), f"{role}: {name} has no default in defaults/main.yml: mark it required"
 
 
-# roles/lab_vm/** is being edited by another change: its README gets lab_vm_inventory there.
-# strict: once it does, this xfail fails and must go.
-_README_PENDING = {"lab_vm": "roles/lab_vm/README.md does not document lab_vm_inventory yet"}
-
-
-@pytest.mark.parametrize(
-    "role",
-    [pytest.param(r, marks=pytest.mark.xfail(reason=_README_PENDING[r], strict=True)) if r in _README_PENDING else r
-     for r in ROLES],
-)
+@pytest.mark.parametrize("role", ROLES)
 def test_role_has_readme_naming_every_input(role):
     readme = ROLES_DIR / role / "README.md"
     assert readme.is_file(), f"roles/{role}/README.md is missing (see roles/lab_vm/README.md)"

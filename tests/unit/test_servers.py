@@ -53,7 +53,7 @@ def test_each_students_vm_goes_to_the_students_server():
     plan = api.vm_plan(lab, None, {"a": "localhost", "b": "s2", "c": "localhost"})
     assert [(v["name"], v["server"]) for v in plan] == [("labkit-c-a-vm", "localhost"), ("labkit-c-b-vm", "s2"),
                                                         ("labkit-c-c-vm", "localhost")]
-    assert {v["server"] for v in api.vm_plan(lab)} == {"*"}
+    assert {v["server"] for v in api.vm_plan(lab)} == {"localhost"}  # the only server, named in the plan
     assert [v["student"] for v in api.vm_plan(lab, ["b"])] == ["b"]
 
 

@@ -1,0 +1,97 @@
+"""The plan is a pure value: names, servers and the extravars contract with the playbooks
+are pinned here (golden file), and what `up --plan` / `down --plan` list is computed from it."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from labkit import names
+from labkit.plan import Context, ServerRef, diff, make_plan, teardown
+from labkit.spec import parse_lab
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).parent / "golden" / "up_extravars.json"
+
+LAB = parse_lab({"name": "net101", "students": ["kim", "lee"], "containers": ["debian:12", "busybox", "ubuntu:24.04"],
+                 "vm": {"memory": "768m"}, "limits": {"memory": "128m"}, "provision": {"packages": ["less"]}})
+CTX = Context(
+    servers=(ServerRef("localhost"), ServerRef("server-2", False, "unix:///tmp/labkit-tunnel.sock")),
+    lab_dir="/state/labs/net101", assignment={"kim": "localhost", "lee": "server-2"}, registry="mirror:5000",
+    vm_local={"box": "labkit/debian12", "memory": 768, "cpus": 1, "accel": "qemu",
+              "emulator_path": "/usr/local/libexec/labkit/qemu-system-x86_64-tcg", "boot_timeout": 600},
+    vm_remote={"server-2": {"accel": "qemu", "emulator_path": "", "boot_timeout": 600,
+                            "vagrant_home": "/var/lib/labkit/vagrant.d", "workdir_base": "/var/lib/labkit/labs/net101",
+                            "proxy_command": "ssh -W %h:%p server-2"}})
+
+
+def test_extravars_match_the_golden_file():
+    """A changed name or extravar fails here: update the playbooks and this file together
+    (`LABKIT_REGOLDEN=1 pytest tests/unit/test_plan.py` rewrites it)."""
+    import os
+
+    got = make_plan(LAB, CTX).extravars()
+    if os.environ.get("LABKIT_REGOLDEN"):
+        GOLDEN.write_text(json.dumps(got, indent=2, sort_keys=True) + "\n")
+    assert got == json.loads(GOLDEN.read_text())
+
+
+def _jinja_names(text: str) -> set[str]:
+    exprs = re.findall(r"\{\{(.*?)\}\}", text, re.S) + re.findall(r"^\s*(?:when|that|loop):\s*(.+)$", text, re.M)
+    return {n for e in exprs for n in re.findall(r"\blabkit_[a-z_]+\b", e)}
+
+
+def _defined_names(text: str) -> set[str]:
+    return set(re.findall(r"^\s*(labkit_[a-z_]+):", text, re.M))
+
+
+@pytest.mark.parametrize("playbook", ["up.yml"])
+def test_every_extravar_is_used_and_every_input_is_passed(playbook):
+    """The playbook reads exactly the extravars the plan gives (plus what it defines itself)."""
+    texts = [(ROOT / "playbooks" / playbook).read_text()]
+    texts += [p.read_text() for p in (ROOT / "roles").rglob("*.yml")] + [p.read_text() for p in (ROOT / "roles").rglob("*.j2")]
+    used = set().union(*map(_jinja_names, texts))
+    defined = set().union(*map(_defined_names, texts))
+    given = set(make_plan(LAB, CTX).extravars())
+    assert given - used == set(), "extravars nobody reads"
+    assert used - defined - given == set(), "variables read but neither passed nor defined"
+
+
+def test_names_come_from_one_module():
+    p = make_plan(LAB, CTX)
+    kim = [c for c in p.containers if c.student == "kim"]
+    assert [c.name for c in kim] == ["labkit-net101-kim-debian12", "labkit-net101-kim-busybox",
+                                     "labkit-net101-kim-ubuntu2404"]
+    assert {c.server for c in kim} == {"localhost"} and {c.server for c in p.containers if c.student == "lee"} == {
+        "server-2"}
+    assert [v.name for v in p.vms] == [names.vm("net101", "kim"), names.vm("net101", "lee")]
+    assert names.owned_by("labkit-net101-kim-vm", "net101", "kim")
+    assert not names.owned_by("labkit-net101-x-kim-vm", "net101", None, ["net101-x"])
+    assert names.vm_student("net101", "labkit-net101-kim-vm") == "kim"
+
+
+def test_the_only_server_is_named_in_the_plan():
+    one = Context(servers=(ServerRef("localhost"),), lab_dir="/x")
+    p = make_plan(LAB, one, students=["lee"])
+    assert {c.server for c in p.hosts} == {"localhost"} and [n.student for n in p.networks] == ["lee"]
+
+
+def test_diff_lists_exactly_what_is_missing_or_drifted():
+    p = make_plan(LAB, CTX)
+    assert len(diff(p, [], [])) == len(p.networks) + len(p.containers) + len(p.vms)
+    hosts = [{"name": h.name, "role": h.role, "state": "running", "server": h.server,
+              "image": getattr(h, "image", "")} for h in p.hosts]
+    nets = [{"name": n.name, "server": n.server} for n in p.networks]
+    assert diff(p, hosts, nets) == []
+    hosts = [h for h in hosts if h["name"] != "labkit-net101-kim-busybox"]
+    hosts[0] = {**hosts[0], "state": "exited"}
+    hosts[1] = {**hosts[1], "image": "old:1"}
+    got = {(c.action, c.name) for c in diff(p, hosts, nets)}
+    assert got == {("create", "labkit-net101-kim-busybox"), ("start", hosts[0]["name"]),
+                   ("recreate", hosts[1]["name"])}
+
+
+def test_teardown_lists_everything_that_exists():
+    rows = teardown([{"name": "labkit-a-s-vm", "role": "vm", "student": "s", "server": "localhost", "state": "running"}],
+                    [{"name": "labkit-a-s", "student": "s", "server": "localhost"}])
+    assert [(c.action, c.kind) for c in rows] == [("remove", "network"), ("remove", "vm")]
