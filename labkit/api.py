@@ -448,35 +448,28 @@ def down(lab: Lab, *, students: list[str] | None = None, log: Log = _quiet, on_e
         from . import vms as vms_mod
 
         proxied = [a for s in students or [None] for a in vms_mod.proxied_addresses(lab.name, s)]
+        owned = _vm_resources(lab.name, svs, students)
         if students:
             run = None
             for s in students:
-                run = run_playbook("down.yml", lab=lab.name, extravars={**_down_vars(lab), "labkit_student": s},
-                                   on_event=on_event, verbosity=verbosity, show_output=show_output,
-                                   inventory=inv_path)
+                run = run_playbook("down.yml", lab=lab.name, inventory=inv_path, on_event=on_event,
+                                   extravars={**_down_vars(lab), "labkit_student": s,
+                                              "labkit_down_vms": _vm_resources(lab.name, svs, [s], owned)},
+                                   verbosity=verbosity, show_output=show_output)
         else:
-            run = run_playbook("down.yml", lab=lab.name, extravars=_down_vars(lab),
+            run = run_playbook("down.yml", lab=lab.name, extravars={**_down_vars(lab), "labkit_down_vms": owned},
                                on_event=on_event, verbosity=verbosity, show_output=show_output, inventory=inv_path)
-        removed_vms: list[str] = []
-        local = [sv for sv in svs if sv.local]
-        if local and (lab.vm.enabled or vm_hosts(lab.name, servers=local)):
-            from .vms import destroy_lab_vms
+        from .vms import remove_vm_folders
 
-            for s in students or [None]:
-                removed_vms += destroy_lab_vms(lab.name, s, log=log)
-        else:  # VMs of remote servers only: down.yml removed them; drop their controller-side files
-            from .vms import remove_vm_folders
-
-            for s in students or [None]:
-                remove_vm_folders(lab.name, s)
+        for s in students or [None]:  # this machine's own records of the VMs (key copies, ssh configs)
+            remove_vm_folders(lab.name, s)
         vms_mod.stop_proxies(proxied)
         after = hosts(lab.name, servers=svs)
         nets_after = _networks(lab.name, svs)
         still = {a["name"] for a in after}
         gone = [h["name"] for h in before if h["name"] not in still]
-        # a remote server's VMs were removed there by down.yml
-        removed_vms += [f"domain {h['name']} (on {h['server']})" for h in before
-                        if h["role"] == "vm" and not h.get("local", True) and h["name"] not in still]
+        removed_vms = [f"domain {h['name']}" + ("" if h.get("local", True) else f" (on {h['server']})")
+                       for h in before if h["role"] == "vm" and h["name"] not in still]
         measure.forget(lab.name, gone if students else None)
     if not students and not after:
         _forget_lab(lab.name)
@@ -485,15 +478,44 @@ def down(lab: Lab, *, students: list[str] | None = None, log: Log = _quiet, on_e
     return DownResult(lab.name, containers_removed, len(nets_before) - len(nets_after), run, removed_vms)
 
 
-def _down_vars(lab: Lab) -> dict:
-    from .servers import SERVER_HOME
-    from .vms import _known_labs
+def _vm_resources(lab: str, servers: list, students: list[str] | None = None,
+                  known: dict | None = None) -> dict[str, dict[str, list[str]]]:
+    """Per lab server, the lab's (or the students') libvirt domains and pool volumes and the
+    server's Vagrant folders, read from each server (labkit.names decides what is the lab's);
+    down.yml removes exactly these. ``known``: a reading to filter instead of reading again."""
+    import subprocess
 
-    # remote servers' VMs go by name prefix, as on this machine (labkit.vms._owned_by): a
-    # longer lab name sharing the prefix is not ours
-    longer = [o for o in _known_labs() if o != lab.name and o.startswith(lab.name + "-")]
-    return {"labkit_lab": lab.name, "labkit_server_home": SERVER_HOME, "labkit_other_labs": longer,
-            "labkit_vm_required": lab.vm.enabled}
+    from .servers import SERVER_HOME
+    from .vms import LIBVIRT_URI, _known_labs
+
+    others = [o for o in _known_labs() if o != lab]
+    out: dict[str, dict[str, list[str]]] = {}
+    for sv in servers:
+        if known is not None:
+            found = known.get(sv.name, {})
+            doms, vols = found.get("domains", []), found.get("volumes", [])
+        else:
+            doms, vols = [], []
+            for what, cmd in (("domains", ["virsh", "-q", "-c", LIBVIRT_URI, "list", "--all", "--name"]),
+                              ("volumes", ["virsh", "-q", "-c", LIBVIRT_URI, "vol-list", "default"])):
+                try:
+                    p = (subprocess.run(cmd, capture_output=True, text=True, timeout=60) if sv.local
+                         else sv.run(cmd, timeout=60))
+                except (OSError, subprocess.TimeoutExpired):
+                    continue
+                if p.returncode == 0:  # no libvirt there: a containers-only server
+                    names_ = [ln.split()[0] for ln in p.stdout.splitlines() if ln.strip()]
+                    (doms if what == "domains" else vols).extend(names_)
+        mine = {"domains": [d for d in doms if any(names.owned_by(d, lab, s, others) for s in students or [None])],
+                "volumes": [v for v in vols if any(names.owned_by(v, lab, s, others) for s in students or [None])]}
+        base = f"{SERVER_HOME}/labs/{lab}/vagrant"
+        mine["vagrant_dirs"] = [] if sv.local else ([f"{base}/{s}" for s in students] if students else [base])
+        out[sv.name] = mine
+    return out
+
+
+def _down_vars(lab: Lab) -> dict:
+    return {"labkit_lab": lab.name, "labkit_vm_required": lab.vm.enabled}
 
 
 def _networks(lab: str, servers: list | None = None) -> list[str]:
@@ -509,7 +531,7 @@ def vm_hosts(lab: str, students: list[str] | None = None, servers: list | None =
     import subprocess
 
     from .servers import default_servers
-    from .vms import LIBVIRT_URI, _known_labs, _owned_by
+    from .vms import LIBVIRT_URI, _known_labs
 
     out = []
     others = [o for o in _known_labs() if o != lab]
@@ -527,7 +549,7 @@ def vm_hosts(lab: str, students: list[str] | None = None, servers: list | None =
                 continue
             name, state = parts[1], parts[2].strip()
             # the same ownership rule `labkit down` sweeps libvirt with
-            if not name.endswith("-vm") or not _owned_by(name, lab, None, others):
+            if not name.endswith("-vm") or not names.owned_by(name, lab, None, others):
                 continue
             student = name[len(f"labkit-{lab}-"):-len("-vm")]
             if students and student not in students:

@@ -1,4 +1,5 @@
-"""Lab VMs outside Ansible: tear them down (also after interrupted runs) and read their facts.
+"""Lab VMs seen from Python, which only reads them (playbooks/down.yml removes them, on every
+lab server alike): libvirt answering, ssh configs, this machine's VM folders and proxies.
 
 A lab VM is the libvirt domain ``labkit-<lab>-<student>-vm`` made by Vagrant in
 ``lab_dir(lab)/vagrant/<student>/`` (role ``lab_vm``); its disk is the volume
@@ -13,7 +14,6 @@ from pathlib import Path
 
 from labkit import paths
 from labkit.errors import EngineError
-from labkit.log import Log, quiet
 
 LIBVIRT_URI = "qemu:///system"
 POOL = "default"
@@ -21,8 +21,10 @@ MGMT_NETWORK = "labkit"
 
 
 def vm_name(lab: str, student: str) -> str:
-    """The libvirt domain (and inventory host) name of a student's VM."""
-    return f"labkit-{lab}-{student}-vm"
+    """The libvirt domain (and inventory host) name of a student's VM (labkit.names owns it)."""
+    from labkit import names
+
+    return names.vm(lab, student)
 
 
 def _virsh(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -56,98 +58,9 @@ def check_libvirt() -> None:
         raise EngineError(f"libvirtd is not answering at {LIBVIRT_URI} ({why})", LIBVIRT_HINT)
 
 
-def _names(out: str) -> list[str]:
-    return [ln.split()[0] for ln in out.splitlines() if ln.strip()]
-
-
-def _owned_by(name: str, lab: str, student: str | None, other_labs: list[str]) -> bool:
-    """Does a domain/volume name belong to this lab (and student)?
-
-    ``labkit-a-`` is also the start of lab ``a-b``'s names, so a name that matches a longer
-    known lab's prefix is left alone.
-    """
-    prefix = f"labkit-{lab}-{student}-" if student else f"labkit-{lab}-"
-    if not name.startswith(prefix):
-        return False
-    return not any(len(o) > len(lab) and name.startswith(f"labkit-{o}-") for o in other_labs)
-
-
 def _known_labs() -> list[str]:
     d = paths.state_dir() / "labs"
     return [p.name for p in d.iterdir() if p.is_dir()] if d.exists() else []
-
-
-def _vagrant_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(VAGRANT_HOME=str(paths.vagrant_home()), LIBVIRT_DEFAULT_URI=LIBVIRT_URI,
-               VAGRANT_DEFAULT_PROVIDER="libvirt", VAGRANT_CHECKPOINT_DISABLE="1")
-    return env
-
-
-def destroy_lab_vms(lab: str, student: str | None = None, log: Log = quiet) -> list[str]:
-    """Destroy the lab's VMs (or one student's) and everything they left in libvirt.
-
-    Runs ``vagrant destroy -f`` where a Vagrant folder exists, then sweeps libvirt by name
-    prefix ``labkit-<lab>-[<student>-]``: domains are destroyed and undefined with their
-    storage, leftover volumes in the default pool deleted, Vagrant folders removed. Works
-    when ``.vagrant`` is gone or the last run was interrupted. Idempotent; returns what was
-    removed.
-    """
-    removed: list[str] = []
-    others = [o for o in _known_labs() if o != lab]
-    doms = _virsh("list", "--all", "--name")
-    if doms.returncode != 0:
-        raise EngineError(f"libvirtd is not answering at {LIBVIRT_URI}: cannot list the lab's VMs "
-                          f"({doms.stderr.strip()})", LIBVIRT_HINT)
-    before = [d for d in _names(doms.stdout) if _owned_by(d, lab, student, others)]
-    _, workdirs = _vm_folders(lab, student)
-    for wd in workdirs:
-        if (wd / "Vagrantfile").exists() and (wd / ".vagrant").exists() and shutil.which("vagrant"):
-            log(f"vagrant destroy in {wd}")
-            try:
-                subprocess.run(["vagrant", "destroy", "-f"], cwd=wd, env=_vagrant_env(),
-                               capture_output=True, text=True, timeout=300)
-            except subprocess.TimeoutExpired:
-                log(f"vagrant destroy in {wd} timed out; sweeping libvirt instead")
-
-    gone = set(before) - set(_names(_virsh("list", "--all", "--name").stdout))
-    for dom in sorted(gone):
-        removed.append(f"domain {dom}")
-        log(f"removed domain {dom} (vagrant destroy)")
-    for dom in _names(_virsh("list", "--all", "--name").stdout):
-        if not _owned_by(dom, lab, student, others):
-            continue
-        _virsh("destroy", dom)
-        r = _virsh("undefine", dom, "--remove-all-storage", "--nvram")
-        if r.returncode != 0:
-            r = _virsh("undefine", dom, "--remove-all-storage")
-        if r.returncode != 0:
-            raise EngineError(f"cannot undefine domain {dom}: {r.stderr.strip()}",
-                              f"try: virsh -c {LIBVIRT_URI} undefine {dom} --remove-all-storage")
-        removed.append(f"domain {dom}")
-        log(f"removed domain {dom}")
-
-    vols = _virsh("vol-list", POOL)
-    if vols.returncode == 0:
-        for vol in _names(vols.stdout):
-            if _owned_by(vol, lab, student, others):
-                r = _virsh("vol-delete", "--pool", POOL, vol)
-                if r.returncode == 0:
-                    removed.append(f"volume {vol}")
-                    log(f"removed volume {vol}")
-                else:
-                    log(f"could not delete volume {vol}: {r.stderr.strip()}")
-
-    removed += remove_vm_folders(lab, student)
-
-    # the management network is shared by all labkit labs: drop it with the last labkit VM
-    left = [d for d in _names(_virsh("list", "--all", "--name").stdout) if d.startswith("labkit-")]
-    if not left and _virsh("net-info", MGMT_NETWORK).returncode == 0:
-        _virsh("net-destroy", MGMT_NETWORK)
-        if _virsh("net-undefine", MGMT_NETWORK).returncode == 0:
-            removed.append(f"network {MGMT_NETWORK}")
-            log(f"removed network {MGMT_NETWORK}")
-    return removed
 
 
 def _vm_folders(lab: str, student: str | None) -> tuple[Path, list[Path]]:
