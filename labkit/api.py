@@ -447,7 +447,8 @@ def down(lab: Lab, *, students: list[str] | None = None, log: Log = _quiet, on_e
         nets_before = _networks(lab.name, svs)
         from . import vms as vms_mod
 
-        proxied = [a for s in students or [None] for a in vms_mod.proxied_addresses(lab.name, s)]
+        each: list[str | None] = list(students) if students else [None]
+        proxied = [a for s in each for a in vms_mod.proxied_addresses(lab.name, s)]
         owned = _vm_resources(lab.name, svs, students)
         if students:
             run = None
@@ -461,8 +462,8 @@ def down(lab: Lab, *, students: list[str] | None = None, log: Log = _quiet, on_e
                                on_event=on_event, verbosity=verbosity, show_output=show_output, inventory=inv_path)
         from .vms import remove_vm_folders
 
-        for s in students or [None]:  # this machine's own records of the VMs (key copies, ssh configs)
-            remove_vm_folders(lab.name, s)
+        for who in each:  # this machine's own records of the VMs (key copies, ssh configs)
+            remove_vm_folders(lab.name, who)
         vms_mod.stop_proxies(proxied)
         after = hosts(lab.name, servers=svs)
         nets_after = _networks(lab.name, svs)
@@ -506,8 +507,9 @@ def _vm_resources(lab: str, servers: list, students: list[str] | None = None,
                 if p.returncode == 0:  # no libvirt there: a containers-only server
                     names_ = [ln.split()[0] for ln in p.stdout.splitlines() if ln.strip()]
                     (doms if what == "domains" else vols).extend(names_)
-        mine = {"domains": [d for d in doms if any(names.owned_by(d, lab, s, others) for s in students or [None])],
-                "volumes": [v for v in vols if any(names.owned_by(v, lab, s, others) for s in students or [None])]}
+        each: list[str | None] = list(students) if students else [None]
+        mine = {"domains": [d for d in doms if any(names.owned_by(d, lab, s, others) for s in each)],
+                "volumes": [v for v in vols if any(names.owned_by(v, lab, s, others) for s in each)]}
         base = f"{SERVER_HOME}/labs/{lab}/vagrant"
         mine["vagrant_dirs"] = [] if sv.local else ([f"{base}/{s}" for s in students] if students else [base])
         out[sv.name] = mine
@@ -656,7 +658,7 @@ def verify(lab: Lab, only: list[str] | None = None, junit: str | Path | None = N
                 running, _ssh_configs(lab.name, running), lab.provision.group_vars))
             mine, user_junit = run_user_tests(user, inv_path, lab.provision.hosts, work)
             results += mine
-            if junit:
+            if junit and facts_junit:
                 merge_junit([Path(facts_junit), user_junit], Path(junit))
         return results
 

@@ -267,7 +267,7 @@ def run_(lab_file, lab_name, playbooks, students, limit, extra, tags, skip_tags,
                            idempotence=idempotence, on_event=on_event, verbosity=max(0, verbose - 1),
                            show_output=bool(verbose))
     _say(_recap(res.run))
-    if diff:
+    if diff and res.run:
         for c in res.run.changes:
             if c.diff:
                 _say(f"--- {c}\n{c.diff}")

@@ -620,6 +620,7 @@ def check_lab(lab, build: bool = False, engine_ok: bool = True) -> list[Check]:
             if lab.vm.box == boxes.DEFAULT_BOX:
                 disk.append((state_dir() / "boxes", BOX_BUILD_BYTES + BOX_BYTES, "building the box"))
             disk.append((paths.vagrant_home(), BOX_BYTES, "the box in Vagrant"))
+        pool = pool or _pool_path()  # (set whenever the lab has a VM)
         if not boxes.pool_volumes(boxes.box_volume_prefix(lab.vm.box)):
             disk.append((pool, boxes.box_size(lab.vm.box) or BOX_BYTES, "the box in libvirt's pool"))
         names = [vm_name(lab.name, s) for s in lab.students]
