@@ -38,7 +38,7 @@ options:
   pull: {description: When to pull an image, type: str, default: never, choices: [never, missing, always]}
   workers: {description: Containers made at once, type: int, default: 8}
   docker_host: {description: "Engine address; default: DOCKER_HOST, else the local socket", type: str}
-requirements: [docker (the Python SDK)]
+requirements: [requests; community.docker (its Engine API client, shipped with the module)]
 """
 
 RETURN = r"""
@@ -50,15 +50,20 @@ failed_containers: {description: Names of the containers that failed, type: list
 
 import hashlib
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.basic import AnsibleModule
 
+# community.docker's own Engine API client (what its modules use): it needs only `requests`,
+# which every lab server has (`labkit prepare`: python3-requests), not the docker SDK;
+# Ansible ships it to the server with the module
 try:
-    import docker
-    HAS_DOCKER = True
-except ImportError:  # pragma: no cover
-    HAS_DOCKER = False
+    from ansible_collections.community.docker.plugins.module_utils._api.api.client import APIClient
+    from ansible_collections.community.docker.plugins.module_utils._api.errors import NotFound
+    IMPORT_ERROR = None
+except ImportError as e:  # pragma: no cover
+    IMPORT_ERROR = e
 
 SPEC_LABEL = "labkit.spec"
 COMMAND = ["sleep", "infinity"]
@@ -98,7 +103,7 @@ def spec_hash(s):
 
 
 def _caps(xs):
-    return sorted(str(x).upper().removeprefix("CAP_") for x in xs or [])
+    return sorted(str(x).upper()[4:] if str(x).upper().startswith("CAP_") else str(x).upper() for x in xs or [])
 
 
 def matches(attrs, s):
@@ -116,9 +121,50 @@ def matches(attrs, s):
             and (hc.get("RestartPolicy") or {}).get("Name") == s["restart"])
 
 
+class Engine:
+    """The few Engine API calls the module makes (REST, through community.docker's client)."""
+
+    def __init__(self, base_url, timeout=120):
+        self.api = APIClient(base_url=base_url, timeout=timeout)
+
+    def lab_containers(self, lab):
+        """One call: the lab's containers as the list endpoint gives them (Id, Names, ImageID,
+        Labels, State), without an inspect each."""
+        return self.api.get_json("/containers/json", params={"all": "1", "filters": json.dumps(
+            {"label": [f"labkit.lab={lab}"]})})
+
+    def image_id(self, ref):
+        try:
+            return self.api.get_json("/images/{0}/json", ref)["Id"]
+        except NotFound:
+            return None
+
+    def pull(self, ref):
+        name, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "latest")
+        r = self.api._post(self.api._url("/images/create"), params={"fromImage": name, "tag": tag})
+        self.api._raise_for_status(r)
+        for line in r.text.splitlines():
+            if '"error"' in line:
+                raise RuntimeError(f"pull {ref}: {json.loads(line).get('error')}")
+
+    def inspect(self, cid):
+        return self.api.get_json("/containers/{0}/json", cid)
+
+    def start(self, cid):
+        self.api.post_call("/containers/{0}/start", cid)
+
+    def remove(self, cid):
+        self.api.delete_call("/containers/{0}", cid, params={"force": "1", "v": "1"})
+
+    def create(self, name, body):
+        cid = self.api.post_json_to_json("/containers/create", params={"name": name}, data=body)["Id"]
+        self.start(cid)
+        return cid
+
+
 class Reconciler:
-    def __init__(self, client, params):
-        self.client = client
+    def __init__(self, engine, params):
+        self.engine = engine
         self.params = params
         self.image_ids = {}
 
@@ -126,26 +172,26 @@ class Reconciler:
         """The image a tag names now (pulled first when asked); None when it is missing."""
         if ref not in self.image_ids:
             pull = self.params["pull"]
-            img = None
-            if pull != "always":
-                try:
-                    img = self.client.images.get(ref)
-                except docker.errors.ImageNotFound:
-                    img = None
-            if img is None and pull != "never":
-                img = self.client.images.pull(ref)
-            self.image_ids[ref] = img.id if img is not None else None
+            iid = self.engine.image_id(ref) if pull != "always" else None
+            if iid is None and pull != "never":
+                self.engine.pull(ref)
+                iid = self.engine.image_id(ref)
+            self.image_ids[ref] = iid
         return self.image_ids[ref]
 
     def create(self, p, s, h):
-        c = self.client.containers.create(
-            p["image"], COMMAND, name=p["name"], hostname=p["hostname"],
-            labels={**s["labels"], SPEC_LABEL: h}, network=p["network"], mem_limit=s["memory"],
-            nano_cpus=s["nano_cpus"], pids_limit=s["pids"], cap_drop=s["cap_drop"], cap_add=s["cap_add"],
-            security_opt=s["security_opt"], privileged=False, init=False, stop_signal=STOP_SIGNAL,
-            restart_policy={"Name": RESTART}, detach=True)
-        c.start()
-        return c.id
+        body = {
+            "Image": p["image"], "Cmd": COMMAND, "Hostname": p["hostname"],
+            "Labels": {**s["labels"], SPEC_LABEL: h}, "StopSignal": STOP_SIGNAL,
+            "HostConfig": {
+                "NetworkMode": p["network"], "Memory": s["memory"], "NanoCpus": s["nano_cpus"],
+                "PidsLimit": s["pids"], "CapDrop": s["cap_drop"], "CapAdd": s["cap_add"],
+                "SecurityOpt": s["security_opt"], "Privileged": False, "Init": False,
+                "RestartPolicy": {"Name": RESTART, "MaximumRetryCount": 0},
+            },
+            "NetworkingConfig": {"EndpointsConfig": {p["network"]: {}}},
+        }
+        return self.engine.create(p["name"], body)
 
     def one(self, p, have):
         """Make container ``p`` as planned; ``have`` is its row from the one list call, or None."""
@@ -164,15 +210,14 @@ class Reconciler:
                     why = f"image {p['image']} is another image now"
                 elif lbl.get(SPEC_LABEL) not in (None, h):
                     why = "settings differ from the plan"
-                elif lbl.get(SPEC_LABEL) is None:
-                    if not matches(self.client.api.inspect_container(have["Id"]), s):
-                        why = "settings differ from the plan (made before labkit.spec)"
+                elif lbl.get(SPEC_LABEL) is None and not matches(self.engine.inspect(have["Id"]), s):
+                    why = "settings differ from the plan (made before labkit.spec)"
                 if why is None:
                     if have.get("State") != "running":
-                        self.client.api.start(have["Id"])
+                        self.engine.start(have["Id"])
                         return {**out, "action": "started", "id": have["Id"]}
                     return {**out, "action": "unchanged", "id": have["Id"]}
-                self.client.api.remove_container(have["Id"], force=True)
+                self.engine.remove(have["Id"])
                 return {**out, "action": "recreated", "why": why, "id": self.create(p, s, h)}
             return {**out, "action": "created", "id": self.create(p, s, h)}
         except Exception as e:  # noqa: BLE001 - every failure is reported per container
@@ -197,27 +242,26 @@ def main():
         },
         supports_check_mode=False,
     )
-    if not HAS_DOCKER:
-        module.fail_json(msg="labkit_containers needs the docker Python SDK on the lab server "
-                             "(python3-docker; `labkit prepare` installs it)")
+    if IMPORT_ERROR is not None:
+        module.fail_json(msg=f"labkit_containers needs community.docker's Engine API client and Python's "
+                             f"requests on the lab server (`labkit prepare` installs python3-requests): {IMPORT_ERROR}")
     p = module.params
     plan = p["containers"]
     for item in plan:
         missing = [k for k in ("name", "image", "hostname", "network", "student", "distro") if not item.get(k)]
         if missing:
             module.fail_json(msg=f"container {item.get('name', '?')}: plan lacks {', '.join(missing)}")
+    base_url = p["docker_host"] or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     try:
-        client = (docker.DockerClient(base_url=p["docker_host"], timeout=120) if p["docker_host"]
-                  else docker.from_env(timeout=120))
-        # one call: the lab's containers (low-level list, no inspect per container)
-        rows = client.api.containers(all=True, filters={"label": f"labkit.lab={p['lab']}"})
+        engine = Engine(base_url)
+        rows = engine.lab_containers(p["lab"])
     except Exception as e:  # noqa: BLE001
-        module.fail_json(msg=f"the container engine does not answer: {e}")
+        module.fail_json(msg=f"the container engine does not answer at {base_url}: {e}")
     existing = {}
     for r in rows:
         for n in r.get("Names") or []:
             existing[n.lstrip("/")] = r
-    rec = Reconciler(client, p)
+    rec = Reconciler(engine, p)
     for ref in dict.fromkeys(x["image"] for x in plan):  # once per image, before the threads
         try:
             rec.image_id(ref)
