@@ -245,7 +245,9 @@ def main() -> None:
     ap.add_argument("--scale", default="1,10,40")
     args = ap.parse_args()
     only = set(args.only.split(","))
-    res: dict = {"machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "reps": args.reps}
+    res: dict = {"machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "reps": args.reps,
+                 # the machine is shared: its load says how comparable two runs' absolute times are
+                 "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
     with tempfile.TemporaryDirectory(prefix="labkit-bench-") as tmp:
         d = Path(tmp)
         if only & {"a", "d"}:
@@ -262,6 +264,7 @@ def main() -> None:
             "note": "summed host seconds per task; on 2 cores each module run in a container costs "
                     "0.6-1.2 s, and ansible-runner + ansible-playbook start in about 3 s",
             "runs": profile("bench")}
+    res["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = RESULTS / f"{stamp}.json"
