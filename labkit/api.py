@@ -419,6 +419,9 @@ def _measure_vm(lab: Lab, domain: str, host_facts: dict, boots: measure.VmBoots 
         boot = {"accel": mine.get("labkit_accel") or at.get("accel"),
                 "boots_at_once": boots.at_once(domain) if boots else None,
                 "server_cores": measure.server_cores(at["server"]) if at.get("server") else None,
+                # guests counted on this machine: a remote server's VMs are not seen from here
+                "server_vms": boots.guests_at_end.get(domain) if boots and getattr(at.get("server"), "local", False)
+                else None,
                 "vm_cpus": lab.vm.cpus}
     return measure.vm(domain, float(secs) if secs is not None else None, boxes.box_size(lab.vm.box), boot)
 

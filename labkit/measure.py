@@ -45,7 +45,7 @@ def container(name: str, client=None, previous: dict | None = None, _images: dic
     ms = stats.get("memory_stats") or {}
     # like `docker stats`: usage minus the reclaimable page cache (cgroup v1 and v2 names). A
     # container whose image pages were first read by another (the page cache is charged to the
-    # first reader) can take well under 1 MiB: BusyBox's sleep, a few dozen KiB
+    # first reader) can take well under 1 MiB: BusyBox's sleep, a few hundred KiB
     inner = ms.get("stats") or {}
     cache = inner.get("total_inactive_file", inner.get("inactive_file", 0))
     usage = ms.get("usage")
@@ -111,12 +111,26 @@ def qemu_rss(domain: str) -> int:
     return 0
 
 
-BOOT_KEYS = ("accel", "boots_at_once", "server_cores", "vm_cpus")
+def local_guests() -> int:
+    """How many QEMU guests (libvirt's: ``-name guest=...``) run on this machine, any lab's or none."""
+    n = 0
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if b"\0guest=" in (proc / "cmdline").read_bytes() and "qemu" in (proc / "comm").read_text():
+                    n += 1
+            except OSError:
+                continue
+    return n
+
+
+BOOT_KEYS = ("accel", "boots_at_once", "server_cores", "server_vms", "vm_cpus")
 
 
 def vm(domain: str, boot_seconds: float | None, box_bytes: int, boot: dict | None = None) -> dict:
-    """A VM's row; ``boot`` says how it booted (BOOT_KEYS: accel kvm|qemu, boots_at_once,
-    server_cores, vm_cpus; None where unknown)."""
+    """A VM's row; ``boot`` says how it booted (BOOT_KEYS: accel kvm|qemu, boots_at_once: the
+    run's VMs booting at the same time, server_cores, server_vms: QEMU guests running on its
+    lab server when it came up, any lab's; vm_cpus; None where unknown)."""
     row = {"host": domain, "role": "vm", "ready_seconds": round(boot_seconds, 3) if boot_seconds else None,
            "ready_how": "vagrant up -> SSH ready", "memory_bytes": qemu_rss(domain),
            "memory_how": "qemu process RSS", "disk_bytes": box_bytes, "disk_how": "box size"}
@@ -140,11 +154,16 @@ def _epoch(when) -> float:
 class VmBoots:
     """The VMs a `labkit up` run boots, seen in its events (the lab_vm role's labkit_vagrant
     task, changed, with the seconds `vagrant up` took), and how many booted at once: those
-    whose boot intervals overlap. Passes every event on to ``on_event``."""
+    whose boot intervals overlap. Also counts the QEMU guests running on this machine when
+    each boot ends (other labs' VMs compete for the same cores). Passes every event on to
+    ``on_event``."""
 
-    def __init__(self, on_event: Callable[[dict], object] | None = None):
+    def __init__(self, on_event: Callable[[dict], object] | None = None,
+                 guests: Callable[[], int] | None = local_guests):
         self.on_event = on_event
+        self.guests = guests
         self.intervals: dict[str, tuple[float, float]] = {}
+        self.guests_at_end: dict[str, int] = {}
 
     def __call__(self, event: dict):
         if event.get("event") == "runner_on_ok":
@@ -154,6 +173,8 @@ class VmBoots:
                     and res.get("status") == "running" and res.get("seconds")):
                 end = _epoch(data.get("end"))
                 self.intervals[data.get("host", "?")] = (end - float(res["seconds"]), end)
+                if self.guests:
+                    self.guests_at_end[data.get("host", "?")] = self.guests()
         if self.on_event:
             return self.on_event(event)
         return None

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import html
 import io
+import math
 import re
+import textwrap
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import cast
 
 from .facts import HostFacts
 
@@ -79,18 +82,20 @@ def accel_words(accel: str | None) -> str:
 def boot_note(m: dict) -> str:
     """How a VM's boot time came about: ``QEMU emulation (TCG, no KVM), 3 VMs booted at once
     on a 2-core lab server``. Says what was not recorded rather than guessing."""
-    n, cores = m.get("boots_at_once"), m.get("server_cores")
+    n, cores, guests = m.get("boots_at_once"), m.get("server_cores"), m.get("server_vms")
     if n is None:
         at_once = "parallel boots not recorded"
     elif n == 1:
-        at_once = "1 VM booted at once (alone)"
+        at_once = "1 VM booted at once" + (" (alone)" if guests == 1 else "")
     else:
         at_once = f"{n} VMs booted at once"
     where = f" on a {cores}-core lab server" if cores else " (lab server's cores not recorded)"
     cpus = m.get("vm_cpus")
     each = f" ({cpus} vCPU{'s' if cpus != 1 else ''} each)" if cpus and n and n > 1 else (
         f" ({cpus} vCPU{'s' if cpus != 1 else ''})" if cpus else "")
-    return f"{accel_words(m.get('accel'))}, {at_once}{where}{each}"
+    # other labs' VMs share the cores too: say so when there were more than this run booted
+    others = f"; {guests} VMs were running there when it came up" if guests and guests > (n or 1) else ""
+    return f"{accel_words(m.get('accel'))}, {at_once}{where}{each}{others}"
 
 
 def fact_span(facts: list[str]) -> str:
@@ -230,14 +235,17 @@ def chart(data: dict, fmt: str = "png") -> bytes:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
     from matplotlib.transforms import ScaledTranslation
 
     hosts = [r for r in data["hosts"] if r["role"] != "server"]
     n = max(len(hosts), 1)
     notes = data["summary"]["vm_boot"]
-    shown_notes = notes[:3] + ([f"... and {len(notes) - 3} more (see the page)"] if len(notes) > 3 else [])
-    head = 1.05 + 0.36 * len(shown_notes)  # inches above the axes: title and notes
+    shown = notes[:3] + ([f"... and {len(notes) - 3} more (see the page)"] if len(notes) > 3 else [])
+    # about 105 characters of 15 pt fit the figure's width: longer notes wrap
+    note_lines = [ln for note in shown for ln in textwrap.wrap(f"VM start: {note}", 105)]
+    head = 1.05 + 0.36 * len(note_lines)  # inches above the axes: title and notes
     height = head + 0.45 * n + 1.0
     series = [
         ("start: create to ready", "seconds, log scale", "ready_seconds", 1.0, fmt_seconds),
@@ -247,6 +255,7 @@ def chart(data: dict, fmt: str = "png") -> bytes:
     with matplotlib.rc_context({"font.family": "DejaVu Sans", "svg.fonttype": "none", "svg.hashsalt": "labkit"}):
         fig, axes = plt.subplots(1, 3, figsize=(12.4, height), sharey=True)
         colors = [VM_COLOR if r["role"] == "vm" else CONTAINER_COLOR for r in hosts]
+        values: dict = {ax: [] for ax in axes}
         for ax, (title, unit, key, scale, fmt_value) in zip(axes, series, strict=True):
             raw = [r[key] for r in hosts]
             vals = [v / scale if v else None for v in raw]
@@ -255,8 +264,8 @@ def chart(data: dict, fmt: str = "png") -> bytes:
             left = 10 ** (int(f"{lo:e}".split("e")[1]) - 0.3) if known else 0.1
             ax.barh(range(len(hosts)), [v or 0 for v in vals], left=0, color=colors, height=0.7)
             ax.set_xscale("log")
-            ax.set_xlim(left, hi * 40)  # room for the value printed after the longest bar
-            ax.xaxis.set_major_locator(LogLocator(base=10, numticks=8))
+            ax.set_xlim(left, hi * 10)  # widened below to fit the values printed after the bars
+            ax.xaxis.set_major_locator(LogLocator(base=10, numticks=6))  # at most ~6 labels: no crowding
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: tick(v)))
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.tick_params(axis="x", labelsize=15)
@@ -269,8 +278,8 @@ def chart(data: dict, fmt: str = "png") -> bytes:
                 text = fmt_value(b)
                 if key == "ready_seconds" and hosts[i]["role"] == "vm" and hosts[i].get("accel") in ACCEL_SHORT:
                     text += f" ({ACCEL_SHORT[hosts[i]['accel']]})"
-                ax.text(v * 1.12 if v else left * 1.12, i, text, va="center", ha="left", fontsize=15,
-                        color="#222" if v else "#a00", gid=f"value-{key}-{i}")
+                values[ax].append(ax.text(v * 1.12 if v else left * 1.12, i, text, va="center", ha="left",
+                                          fontsize=15, color="#222" if v else "#a00", gid=f"value-{key}-{i}"))
         ax0 = axes[0]
         for i in range(1, len(hosts)):  # a line between one student's hosts and the next's
             if hosts[i]["student"] != hosts[i - 1]["student"]:
@@ -284,13 +293,22 @@ def chart(data: dict, fmt: str = "png") -> bytes:
                   for i, r in enumerate(hosts)]
         fig.text(0.5, 1 - 0.12 / height, "VM (orange) vs containers (blue), per student and host",
                  ha="center", va="top", fontsize=20, fontweight="bold", gid="chart-title")
-        for k, note in enumerate(shown_notes):
-            fig.text(0.5, 1 - (0.62 + 0.36 * k) / height, f"VM start: {note}", ha="center", va="top", fontsize=15,
+        for k, line in enumerate(note_lines):
+            fig.text(0.5, 1 - (0.62 + 0.36 * k) / height, line, ha="center", va="top", fontsize=15,
                      color="#8a4a0c", gid=f"vm-note-{k}")
-        renderer = fig.canvas.get_renderer()  # the labels' real widths decide the left margin
+        # the labels' real widths decide the left margin (Agg: text measured as drawn)
+        renderer = cast(FigureCanvasAgg, fig.canvas).get_renderer()
         label_in = max((t.get_window_extent(renderer).width for t in labels), default=0) / fig.dpi + 0.25
         fig.subplots_adjust(left=label_in / 12.4, right=0.985, top=1 - head / height, bottom=0.85 / height,
                             wspace=0.1)
+        for ax, texts in values.items():  # each value's text ends inside its panel
+            lo, hi = ax.get_xlim()
+            width = ax.get_window_extent(renderer).width
+            decades = math.log10(hi / lo)
+            for t in texts:
+                room = 1 - (t.get_window_extent(renderer).width + 8) / width
+                decades = max(decades, math.log10(t.get_position()[0] / lo) / max(room, 0.2))
+            ax.set_xlim(lo, lo * 10**decades)
         buf = io.BytesIO()
         fig.savefig(buf, format=fmt, dpi=100, metadata={"Date": None} if fmt == "svg" else None)
         plt.close(fig)

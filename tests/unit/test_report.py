@@ -43,10 +43,16 @@ def test_boot_note_says_accelerator_parallel_boots_and_cores():
         "QEMU emulation (TCG, no KVM), 3 VMs booted at once on a 2-core lab server (1 vCPU each)"
     assert rep.boot_note({"accel": "qemu", "boots_at_once": 3, "server_cores": 2}) == \
         "QEMU emulation (TCG, no KVM), 3 VMs booted at once on a 2-core lab server"
-    assert rep.boot_note({"accel": "kvm", "boots_at_once": 1, "server_cores": 16}) == \
+    assert rep.boot_note({"accel": "kvm", "boots_at_once": 1, "server_cores": 16, "server_vms": 1}) == \
         "KVM, 1 VM booted at once (alone) on a 16-core lab server"
     assert rep.boot_note({"accel": "kvm", "boots_at_once": 1, "server_cores": 16, "vm_cpus": 2}) == \
-        "KVM, 1 VM booted at once (alone) on a 16-core lab server (2 vCPUs)"
+        "KVM, 1 VM booted at once on a 16-core lab server (2 vCPUs)"
+    # other labs' VMs on the same cores are said; "alone" only when it was
+    assert rep.boot_note({"accel": "qemu", "boots_at_once": 1, "server_cores": 2, "server_vms": 4, "vm_cpus": 1}) == \
+        ("QEMU emulation (TCG, no KVM), 1 VM booted at once on a 2-core lab server (1 vCPU); "
+         "4 VMs were running there when it came up")
+    assert rep.boot_note({"accel": "qemu", "boots_at_once": 3, "server_cores": 2, "server_vms": 3}) == \
+        "QEMU emulation (TCG, no KVM), 3 VMs booted at once on a 2-core lab server"
     # a VM measured before labkit recorded these: said, not guessed
     assert rep.boot_note({}) == \
         "accelerator not recorded, parallel boots not recorded (lab server's cores not recorded)"
@@ -75,8 +81,8 @@ def _vagrant_event(host, end, seconds, changed=True, status="running", action="l
 
 
 def test_vm_boots_reads_the_runs_events_and_passes_them_on():
-    seen = []
-    boots = measure.VmBoots(seen.append)
+    seen, guests = [], iter([3, 4, 4])
+    boots = measure.VmBoots(seen.append, guests=lambda: next(guests))
     events = [
         _vagrant_event("labkit-c-a-vm", "2026-11-29T01:48:00+00:00", 180.0),
         _vagrant_event("labkit-c-b-vm", "2026-11-29T01:48:05+00:00", 184.0),
@@ -93,6 +99,7 @@ def test_vm_boots_reads_the_runs_events_and_passes_them_on():
     a0, a1 = boots.intervals["labkit-c-a-vm"]
     assert a1 - a0 == pytest.approx(180.0)
     assert [boots.at_once(f"labkit-c-{x}-vm") for x in "abcd"] == [3, 3, 3, None]
+    assert boots.guests_at_end == {"labkit-c-a-vm": 3, "labkit-c-b-vm": 4, "labkit-c-c-vm": 4}
 
 
 def _lab(students=("kim", "lee"), vm_note=None, busybox_mem=53_248):
@@ -167,7 +174,7 @@ def test_skipped_checks_and_no_checks_are_never_a_pass():
 
 def test_vm_notes_name_whose_vms_when_they_booted_differently():
     facts, meas = _lab()
-    meas["labkit-c-lee-vm"].update(boots_at_once=1)
+    meas["labkit-c-lee-vm"].update(boots_at_once=1, server_vms=1)
     notes = rep.build("c", facts, meas)["summary"]["vm_boot"]
     assert notes == ["kim: QEMU emulation (TCG, no KVM), 2 VMs booted at once on a 2-core lab server",
                      "lee: QEMU emulation (TCG, no KVM), 1 VM booted at once (alone) on a 2-core lab server"]
