@@ -68,7 +68,7 @@ def test_no_student_reaches_another_students_container(classroom):
 def test_down_one_student_only_then_all(classroom):
     f, _ = classroom
     out = run("down", "-f", str(f), "--student", "st05").stdout
-    assert "removed 1 container(s), 1 network(s)" in out
+    assert "removed 1 container, 1 network" in out
     left = names()
     assert len(left) == N - 1 and "labkit-class40-st05-busybox" not in left
     assert "labkit-class40-st05" not in names("net")

@@ -62,6 +62,6 @@ def test_second_up_changes_nothing_and_down_cleans_both(classroom):
     again = run("up", "-f", str(classroom["lab"]), "-i", str(classroom["inv"]), "--no-facts")
     assert recap(again.stdout)["changed"] == 0, again.stdout
     out = run("down", "-f", str(classroom["lab"]), "-i", str(classroom["inv"])).stdout
-    assert "removed 3 container(s), 3 network(s)" in out
+    assert "removed 3 containers, 3 networks" in out
     st = json.loads(run("status", "-f", str(classroom["lab"]), "--json").stdout)
     assert st["hosts"] == [] and st["networks"] == []
