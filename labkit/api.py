@@ -768,6 +768,9 @@ def prepare(inventory: str | Path, bundle: str | Path | None = None, log: Log = 
 
         manifest = verify(bundle)  # a corrupt bundle is refused here, before any server is touched
         extravars["lab_server_bundle"] = str(Path(bundle).resolve())
+        covers = [f"{e['release']}/{e['arch']}" for e in manifest.get("apt") or []]
+        log(f"missing Debian packages: from the bundle only (Debian {', '.join(covers)})" if covers else
+            "missing Debian packages: from each server's mirror (the bundle carries none)")
         if manifest.get("box"):  # servers get the VM stack: emulation's QEMU wrapper, the box's volumes
             from . import boxes, virt
 

@@ -607,12 +607,14 @@ def images_rm(distros, all_):
 @click.option("-i", "--inventory", required=True, type=click.Path(exists=True),
               help="Inventory whose group lab_servers lists the servers (see inventories/classroom/).")
 @click.option("--bundle", "bundle_dir", type=click.Path(file_okay=False, exists=True),
-              help="Offline bundle (labkit bundle create) whose images every server gets.")
+              help="Offline bundle (labkit bundle create) whose images every server gets; its Debian "
+                   "packages, when it has them, are installed from it alone (never a mirror).")
 @click.option("-v", "--verbose", count=True, help="Show Ansible's own output.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, only the result.")
 @handle_errors
 def prepare(inventory, bundle_dir, verbose, quiet):
-    """Prepare lab servers: engine running, Python for Ansible's docker modules, images from a bundle."""
+    """Prepare lab servers: engine running, Python for Ansible's docker modules, images (and the
+    servers' missing Debian packages) from a bundle."""
     with _progress(verbose, quiet, "labkit prepare") as on_event:
         res = api.prepare(inventory, bundle_dir, log=_say, on_event=on_event, show_output=bool(verbose))
     _say(_recap(res))
