@@ -631,14 +631,41 @@ def bundle():
 @lab_options
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--box/--no-box", "with_box", default=True, help="Include the lab's Vagrant box.")
+@click.option("-i", "--inventory", type=click.Path(exists=True),
+              help="Carry Debian packages for the release and architecture of each of these lab servers "
+                   "(asked over SSH, or their labkit_release/labkit_arch variables).")
+@click.option("--release", "releases", multiple=True, metavar="CODENAME",
+              help="Debian release of the lab servers (repeatable; default: this machine's).")
+@click.option("--arch", "arches", multiple=True, metavar="ARCH",
+              help="Debian architecture of the lab servers (repeatable; default: this machine's).")
+@click.option("--debs/--no-debs", "with_debs", default=True,
+              help="Include the lab servers' Debian packages, with their dependencies, as an apt repository.")
+@click.option("--wheels/--no-wheels", "with_wheels", default=True,
+              help="Include labkit's wheel and its pinned dependencies (pip install --no-index).")
+@click.option("--python", "python", metavar="X.Y",
+              help="CPython version of the wheels (default: the first release's, bookworm: 3.11).")
+@click.option("--mirror", metavar="URL", help="Debian mirror for the packages (default: this machine's).")
 @handle_errors
-def bundle_create(lab_file, lab_name, directory, with_box):
-    """Save the lab's local images (and box) into DIRECTORY with a manifest and SHA256SUMS."""
+def bundle_create(lab_file, lab_name, directory, with_box, inventory, releases, arches, with_debs, with_wheels,
+                  python, mirror):
+    """Save the lab's local images (and box), the lab servers' Debian packages and labkit's
+    wheelhouse into DIRECTORY with a manifest and SHA256SUMS: all an offline classroom needs."""
     from . import bundle as bundle_mod
 
     lab = _lab(lab_file, lab_name, default_ok=True)
     refs = [c.distro for c in lab.containers if c.spec.source == "local"]
-    bundle_mod.create(directory, refs, lab.vm.box if (with_box and lab.vm.enabled) else None, log=_say)
+    targets: list = []
+    if with_debs:
+        if inventory:
+            targets += bundle_mod.targets_from_inventory(inventory, log=_say).values()
+        if releases or arches or not inventory:
+            targets += bundle_mod.targets_from_options(list(releases), list(arches))
+        targets = list(dict.fromkeys(targets))
+    elif releases or arches:
+        raise UsageError("--release/--arch name the Debian packages to carry, and --no-debs carries none",
+                         "drop one of them")
+    bundle_mod.create(directory, refs, lab.vm.box if (with_box and lab.vm.enabled) else None, log=_say,
+                      apt_targets=targets, wheels=with_wheels, python=python, mirror=mirror)
 
 
 @bundle.command("load")
