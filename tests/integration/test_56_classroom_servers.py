@@ -21,7 +21,7 @@ def classroom(tmp_path_factory, default_lab):
     lab = d / "lab.yml"
     lab.write_text("name: duo\nstudents: [a1, a2, a3]\ncontainers: [busybox]\nvm: {enabled: false}\n"
                    "provision: {packages: []}\n")
-    run("bundle", "create", "-f", str(lab), str(d / "bundle"))
+    run("bundle", "create", "-f", str(lab), "--no-debs", "--no-wheels", str(d / "bundle"))  # those: test_58
     run("prepare", "-i", str(inv), "--bundle", str(d / "bundle"))
     run("down", "-f", str(lab), "-i", str(inv), check=False)
     up = run("up", "-f", str(lab), "-i", str(inv))
