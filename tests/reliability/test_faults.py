@@ -42,6 +42,15 @@ def labelled(kind: str, lab: str) -> list[str]:
     return out.stdout.split()
 
 
+def firewall_rules(lab: str) -> list[str]:
+    """iptables/ip6tables rules of the lab (role lab_firewall comments each with its lab)."""
+    out = []
+    for cmd in ("iptables-save", "ip6tables-save"):
+        p = subprocess.run([cmd], capture_output=True, text=True)
+        out += [ln for ln in p.stdout.splitlines() if f"labkit lab={lab} " in ln]
+    return out
+
+
 def lab_processes(lab: str) -> list[str]:
     """Processes still working for the lab (ansible-playbook, its workers and modules, Vagrant)."""
     mark = f"/labs/{lab}/"
@@ -77,6 +86,7 @@ def converges_then_cleans(lab: str, path: str, n_hosts: int) -> None:
     down = labkit("down", "-f", path)
     assert down.returncode == 0, down.stdout + down.stderr
     assert labelled("container", lab) == [] and labelled("network", lab) == []
+    assert firewall_rules(lab) == [], "labkit down left firewall rules of the lab"
     artifacts = paths.lab_dir(lab) / "runner" / "artifacts"
     assert len(list(artifacts.iterdir())) <= KEEP_ARTIFACTS, "runner artifacts beyond the rotation limit"
     assert lab_processes(lab) == []

@@ -1,0 +1,381 @@
+"""Students are isolated from each other (issue 13): a lab of two students, each with a VM and
+a BusyBox container. Every host listens on a TCP port (BusyBox httpd in the containers,
+Python's http.server in the VMs, one on the lab server too), so a probe tells "connected"
+from "refused" from "timed out": a host of one student reaches its own other host, never a
+host of the other student nor a service of the lab server (the firewall drops, so a probe
+times out; libvirt's own REJECT would answer "refused"), and each target is shown to listen
+by reaching it from an allowed host. Then the rules' order, a second `up` with changed=0, an
+order disturbed the way libvirt does it and restored by `up`, and `down` leaving no libvirt
+network and no iptables rule of the lab, also after an interrupted `up`.
+
+Two VM boots (one module-scoped lab, brought up one student at a time; the interrupted `up`
+is stopped before its VM boots)."""
+import ipaddress
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from labkit import api, paths, vms
+from labkit.vmnet import netpool
+from tests.conftest import labkit_cmd
+
+from .conftest import docker, recap, run
+
+pytestmark = [pytest.mark.integration, pytest.mark.vm]
+LAB, STUDENTS = "iso", ("a", "b")
+PORT = 8047          # every lab host's listener
+SERVER_PORT = 18047  # the lab server's listener
+WAIT = 5.0           # seconds a blocked probe waits (a reachable one answers in milliseconds)
+
+PROBE = r"""
+import json, socket, sys, threading
+out = {}
+def one(key, ip, port):
+    try:
+        s = socket.create_connection((ip, port), timeout=float(sys.argv[2]))
+    except socket.timeout:
+        out[key] = "timeout"
+        return
+    except ConnectionRefusedError:
+        out[key] = "refused"
+        return
+    except OSError as e:
+        out[key] = "error: %s" % e
+        return
+    try:
+        s.settimeout(10)
+        s.sendall(b"GET /who HTTP/1.0\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        out[key] = ("open " + data.decode(errors="replace").strip().splitlines()[-1]) if data.strip() else "open"
+    except OSError as e:
+        out[key] = "open (%s)" % e
+    finally:
+        s.close()
+threads = [threading.Thread(target=one, args=t) for t in json.loads(sys.argv[1])]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(json.dumps(out))
+"""
+
+
+def iptables_save(family: int = 4) -> str:
+    return subprocess.run(["iptables-save" if family == 4 else "ip6tables-save"], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def lab_rules(lab: str) -> list[str]:
+    return [ln for fam in (4, 6) for ln in iptables_save(fam).splitlines() if f"labkit lab={lab} " in ln]
+
+
+def libvirt_networks() -> list[str]:
+    out = subprocess.run(["virsh", "-q", "-c", "qemu:///system", "net-list", "--all", "--name"], capture_output=True,
+                         text=True, check=True).stdout
+    return [n.strip() for n in out.splitlines() if n.strip()]
+
+
+def net_xml(name: str) -> str:
+    return subprocess.run(["virsh", "-q", "-c", "qemu:///system", "net-dumpxml", name], capture_output=True,
+                          text=True, check=True).stdout
+
+
+def chain(name: str) -> list[str]:
+    return [ln for ln in subprocess.run(["iptables", "-w", "-S", name], capture_output=True, text=True,
+                                        check=True).stdout.splitlines() if ln.startswith("-A ")]
+
+
+def server_address() -> str:
+    """The lab server's own address on its uplink (the source of its default route)."""
+    out = subprocess.run(["ip", "-4", "route", "get", "1.1.1.1"], capture_output=True, text=True, check=True).stdout
+    toks = out.split()
+    return toks[toks.index("src") + 1]
+
+
+def from_server(targets: list[tuple[str, str, int]]) -> dict[str, str]:
+    """The probe, run on the lab server itself."""
+    p = subprocess.run(["python3", "-c", PROBE, json.dumps(targets), str(WAIT)], capture_output=True, text=True,
+                       timeout=120, check=True)
+    return json.loads(p.stdout)
+
+
+def from_vm(cfg: Path, vm: str, targets: list[tuple[str, str, int]]) -> dict[str, str]:
+    remote = f"python3 -c {shlex.quote(PROBE)} {shlex.quote(json.dumps(targets))} {WAIT}"
+    p = subprocess.run(["ssh", "-F", str(cfg), vm, remote], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+def from_container(name: str, targets: list[tuple[str, str, int]]) -> dict[str, str]:
+    """BusyBox has no Python: one `nc` per target, in parallel. nc says "timed out" or
+    "Connection refused"; a connection that answers prints the HTTP reply."""
+    def one(t):
+        key, ip, port = t
+        sh = f"printf 'GET /who HTTP/1.0\\r\\n\\r\\n' | nc -w {int(WAIT)} {ip} {port}"
+        p = subprocess.run(["docker", "exec", name, "sh", "-c", sh], capture_output=True, text=True, timeout=120)
+        text = (p.stdout + p.stderr).strip()
+        if "HTTP/1." in text:
+            return key, "open " + text.splitlines()[-1]
+        if "timed out" in text:
+            return key, "timeout"
+        if "refused" in text:
+            return key, "refused"
+        if p.returncode == 0:  # connected; the peer closed without an HTTP reply
+            return key, "open"
+        return key, f"error: rc={p.returncode} {text}"
+    with ThreadPoolExecutor(8) as ex:
+        return dict(ex.map(one, targets))
+
+
+def container_ip(name: str) -> tuple[str, str]:
+    """(address, gateway) of a container on its student network."""
+    net = next(iter(json.loads(docker("inspect", name))[0]["NetworkSettings"]["Networks"].values()))
+    return net["IPAddress"], net["Gateway"]
+
+
+@pytest.fixture(scope="module")
+def iso(tmp_path_factory):
+    d = tmp_path_factory.mktemp("iso")
+    lab = d / "iso.yml"
+    lab.write_text(f"name: {LAB}\nstudents: [{', '.join(STUDENTS)}]\ncontainers: [busybox]\nvm: {{enabled: true}}\n"
+                   "provision: {packages: []}\n")
+    run("images", "build", "busybox")
+    run("box", "build")
+    run("down", "-f", str(lab), check=False)
+    # one student at a time: on 2 cores under emulation, two guests booting at once (next to
+    # other labs' VMs) starve each other past systemd's and Vagrant's timeouts
+    t0 = time.monotonic()
+    firsts = [run("up", "-f", str(lab), "--student", s, "--no-facts") for s in STUDENTS]
+    up_seconds = time.monotonic() - t0
+    cfg = api.ssh_config(LAB)
+    hosts = {}
+    for s in STUDENTS:
+        ct, vm = f"labkit-{LAB}-{s}-busybox", f"labkit-{LAB}-{s}-vm"
+        ip, gw = container_ip(ct)
+        vm_ip = vms.read_ssh_config(paths.lab_dir(LAB) / "vagrant" / s / "ssh_config")["HostName"]
+        vm_gw = netpool().parse_network(net_xml(f"labkit-{LAB}-{s}"))["gateway"]
+        hosts[ct] = {"student": s, "kind": "container", "ip": ip, "gateway": gw}
+        hosts[vm] = {"student": s, "kind": "vm", "ip": vm_ip, "gateway": vm_gw}
+        # listeners: each serves /who naming its host
+        docker("exec", ct, "sh", "-c", f"mkdir -p /srv/who && echo {ct} > /srv/who/who && "
+                                       f"busybox httpd -p {PORT} -h /srv/who")
+        subprocess.run(["ssh", "-F", str(cfg), vm,
+                        f"sudo mkdir -p /srv/who && echo {vm} | sudo tee /srv/who/who >/dev/null && "
+                        f"sudo systemd-run --unit=labkit-iso-who --collect python3 -m http.server {PORT} "
+                        "--bind 0.0.0.0 --directory /srv/who"], check=True, capture_output=True, timeout=120)
+    www = d / "server-www"
+    www.mkdir()
+    (www / "who").write_text("lab-server\n")
+    server = subprocess.Popen(["python3", "-m", "http.server", str(SERVER_PORT), "--bind", "0.0.0.0",
+                               "--directory", str(www)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # every listener answers the lab server
+            seen = from_server([(h, v["ip"], PORT) for h, v in hosts.items()]
+                               + [("server", "127.0.0.1", SERVER_PORT)])
+            if all(r.startswith("open") for r in seen.values()) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        yield {"lab": str(lab), "firsts": firsts, "up_seconds": up_seconds, "hosts": hosts, "cfg": cfg, "dir": d,
+               "server_seen": seen}
+    finally:
+        server.terminate()
+        server.wait(10)
+        run("down", "-f", str(lab), check=False)
+
+
+def probe(iso, source: str, targets: list[tuple[str, str, int]]) -> dict[str, str]:
+    h = iso["hosts"][source]
+    return from_vm(iso["cfg"], source, targets) if h["kind"] == "vm" else from_container(source, targets)
+
+
+def test_up_gives_each_vm_a_network_of_its_own(iso):
+    assert all(recap(u.stdout)["failures"] == 0 for u in iso["firsts"])
+    print(f"first up, one student at a time (2 VMs, 2 containers): {iso['up_seconds']:.0f}s")
+    subnets = []
+    for s in STUDENTS:
+        name = f"labkit-{LAB}-{s}"
+        assert name in libvirt_networks()
+        info = netpool().parse_network(net_xml(name))
+        assert (info["lab"], info["student"], info["forward"]) == (LAB, s, "nat")
+        assert info["bridge"] == netpool().bridge_name(LAB, s)
+        vm = iso["hosts"][f"labkit-{LAB}-{s}-vm"]
+        net = info["subnet"]
+        assert net.prefixlen == 27 and net.subnet_of(ipaddress.ip_network("10.204.0.0/16"))
+        assert vm["gateway"] == info["gateway"] and ipaddress.ip_address(vm["ip"]) in net
+        dom = subprocess.run(["virsh", "-q", "-c", "qemu:///system", "domiflist", f"labkit-{LAB}-{s}-vm"],
+                             capture_output=True, text=True, check=True).stdout.split()
+        assert dom[1:3] == ["network", name], dom  # one interface, on the student's own network
+        subnets.append(net)
+    assert not subnets[0].overlaps(subnets[1])
+    assert not any(n.overlaps(ipaddress.ip_network("10.200.0.0/14")) for n in subnets)
+
+
+def test_every_listener_answers_the_lab_server(iso):
+    seen = iso["server_seen"]
+    assert all(seen[h] == f"open {h}" for h in iso["hosts"]), seen
+    assert seen["server"] == "open lab-server"
+
+
+def test_a_students_hosts_reach_each_other_and_nothing_of_the_other_student(iso):
+    """From every host: its own other host answers (connect succeeds), every host of the other
+    student times out (dropped, not refused); containers towards VMs as VMs towards containers."""
+    results, want = {}, {}
+    for src, h in iso["hosts"].items():
+        targets = [(dst, t["ip"], PORT) for dst, t in iso["hosts"].items() if dst != src]
+        got = probe(iso, src, targets)
+        for dst, t in iso["hosts"].items():
+            if dst == src:
+                continue
+            results[(src, dst)] = got[dst]
+            want[(src, dst)] = f"open {dst}" if t["student"] == h["student"] else "timeout"
+    print("\n".join(f"{s:>22} -> {d:<22} {r}" for (s, d), r in sorted(results.items())))
+    assert results == want
+    # each blocked target listens: its own student's other host reached it above
+    for dst, t in iso["hosts"].items():
+        assert any(r == f"open {dst}" for (s, d), r in results.items()
+                   if d == dst and iso["hosts"][s]["student"] == t["student"])
+
+
+def test_student_hosts_cannot_reach_the_lab_servers_services(iso):
+    """A service listening on the lab server (all addresses) is out of reach from every
+    student host: on the server's own address, and on each student network's gateway."""
+    addrs = {"server-uplink": server_address()}
+    for h, t in iso["hosts"].items():
+        addrs[f"gateway-of-{h}"] = t["gateway"]
+    targets = [(k, ip, SERVER_PORT) for k, ip in addrs.items()]
+    mine = from_server(targets)
+    assert all(r == "open lab-server" for r in mine.values()), mine  # it listens on every one of them
+    for src in iso["hosts"]:
+        got = probe(iso, src, targets)
+        assert got == {k: "timeout" for k in addrs}, (src, got)
+
+
+def test_vm_gets_dhcp_and_dns_from_its_own_gateway_only(iso):
+    """What provisioning needs from the server stays open: the VM's DNS at its own gateway
+    (tcp/53 connects), not at the other student's gateway."""
+    for s, other in (STUDENTS, STUDENTS[::-1]):
+        vm = f"labkit-{LAB}-{s}-vm"
+        own = iso["hosts"][vm]["gateway"]
+        theirs = iso["hosts"][f"labkit-{LAB}-{other}-vm"]["gateway"]
+        got = from_vm(iso["cfg"], vm, [("own", own, 53), ("other", theirs, 53)])
+        assert got["own"].startswith("open") and got["other"] == "timeout", got
+        lease = subprocess.run(["virsh", "-q", "-c", "qemu:///system", "net-dhcp-leases", f"labkit-{LAB}-{s}"],
+                               capture_output=True, text=True, check=True).stdout
+        assert iso["hosts"][vm]["ip"] in lease  # its address came from its own network's DHCP
+
+
+def test_student_hosts_reach_the_mirror(iso):
+    """Through the server's uplink (NAT) student hosts reach the internet / the apt mirror."""
+    try:
+        mirror = socket.gethostbyname("deb.debian.org")
+    except OSError as e:
+        pytest.skip(f"deb.debian.org does not resolve here ({e}): no mirror to reach")
+    if not from_server([("m", mirror, 80)])["m"].startswith("open"):
+        pytest.skip("the lab server itself does not reach deb.debian.org:80")
+    for src in iso["hosts"]:
+        got = probe(iso, src, [("mirror", mirror, 80)])
+        assert got["mirror"].startswith("open"), (src, got)
+
+
+def test_rules_come_first_and_name_lab_and_student(iso):
+    assert chain("FORWARD")[0] == "-A FORWARD -m comment --comment labkit -j LABKIT-FORWARD"
+    assert chain("DOCKER-USER")[0] == "-A DOCKER-USER -m comment --comment labkit -j LABKIT-FORWARD"
+    assert chain("INPUT")[0] == "-A INPUT -m comment --comment labkit -j LABKIT-INPUT"
+    rules = lab_rules(LAB)
+    for s in STUDENTS:
+        mine = [r for r in rules if f'"labkit lab={LAB} student={s}"' in r]
+        vm_br = netpool().bridge_name(LAB, s)
+        ct_br = "br-" + json.loads(docker("network", "inspect", f"labkit-{LAB}-{s}"))[0]["Id"][:12]
+        assert mine and all(r.split()[1] in ("LABKIT-FORWARD", "LABKIT-INPUT") for r in mine)
+        assert all(vm_br in r or ct_br in r for r in mine)  # each rule is about the student's own bridges
+        assert any(f"-i {vm_br} -o {ct_br} " in r and r.endswith("-j ACCEPT") for r in mine)
+        assert any(f"-i {ct_br} -o {vm_br} " in r and r.endswith("-j ACCEPT") for r in mine)
+
+
+def test_second_up_changes_nothing(iso):
+    """The whole lab after each student's own `up` (both students' rules in one run): nothing to do."""
+    again = run("up", "-f", iso["lab"], "--no-facts")
+    assert recap(again.stdout)["changed"] == 0, again.stdout
+
+
+def test_rule_order_disturbed_like_libvirt_does_is_restored_by_up(iso):
+    """libvirt (re)inserts its jumps at the top of FORWARD when it rebuilds its chains; its
+    LIBVIRT_FWO accepts whatever a VM sends. Above labkit's jump, a VM reaches the other
+    student's container; `labkit up` moves labkit's jump back to the top and blocks it again."""
+    a_vm, b_ct = f"labkit-{LAB}-a-vm", f"labkit-{LAB}-b-busybox"
+    target = [(b_ct, iso["hosts"][b_ct]["ip"], PORT)]
+    inserted = []
+    try:
+        for ch in ("LIBVIRT_FWO", "LIBVIRT_FWI", "LIBVIRT_FWX"):
+            subprocess.run(["iptables", "-w", "-I", "FORWARD", "1", "-j", ch], check=True)
+            inserted.append(ch)
+        assert chain("FORWARD")[0] == "-A FORWARD -j LIBVIRT_FWX"
+        assert from_vm(iso["cfg"], a_vm, target)[b_ct] == f"open {b_ct}"  # the order matters, for real
+        fixed = run("up", "-f", iso["lab"], "--no-facts")
+        assert recap(fixed.stdout)["changed"] >= 1 and "Ensure each student's hosts reach only" in fixed.stdout
+        assert chain("FORWARD")[0] == "-A FORWARD -m comment --comment labkit -j LABKIT-FORWARD"
+        assert from_vm(iso["cfg"], a_vm, target)[b_ct] == "timeout"
+    finally:
+        for ch in inserted:  # the duplicates only: libvirt's own jumps stay
+            subprocess.run(["iptables", "-w", "-D", "FORWARD", "-j", ch], check=True)
+    again = run("up", "-f", iso["lab"], "--no-facts")
+    assert recap(again.stdout)["changed"] == 0, again.stdout
+
+
+def test_down_one_student_then_all_leaves_no_network_and_no_rule(iso):
+    one = run("down", "-f", iso["lab"], "--student", "b").stdout
+    assert "removed 1 container, 1 network, 1 VM" in one
+    assert f"labkit-{LAB}-b" not in libvirt_networks() and f"labkit-{LAB}-a" in libvirt_networks()
+    assert not [r for r in lab_rules(LAB) if "student=b" in r] and [r for r in lab_rules(LAB) if "student=a" in r]
+    out = run("down", "-f", iso["lab"]).stdout
+    assert "removed 1 container, 1 network, 1 VM" in out
+    assert [n for n in libvirt_networks() if n.startswith(f"labkit-{LAB}-")] == []
+    assert lab_rules(LAB) == []
+    bridges = subprocess.run(["ip", "-o", "link", "show", "type", "bridge"], capture_output=True, text=True).stdout
+    assert not any(netpool().bridge_name(LAB, s) in bridges for s in STUDENTS)
+    again = run("down", "-f", iso["lab"])
+    assert "removed 0 containers, 0 networks, 0 VMs" in again.stdout
+
+
+def test_interrupted_up_then_down_leaves_nothing(tmp_path):
+    """Ctrl-C once the student's VM network and rules exist (before the VM boots): `labkit
+    down` removes network, rules and whatever else the run made."""
+    lab = "iso-int"
+    path = tmp_path / "lab.yml"
+    path.write_text(f"name: {lab}\nstudents: [a]\ncontainers: [busybox]\nvm: {{enabled: true}}\n"
+                    "provision: {packages: []}\n")
+    run("down", "-f", str(path), check=False)
+    p = subprocess.Popen(labkit_cmd() + ["up", "-f", str(path), "--no-facts"], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not (f"labkit-{lab}-a" in libvirt_networks() and lab_rules(lab)):
+            assert time.monotonic() < deadline and p.poll() is None, "no VM network and rules were made"
+            time.sleep(0.2)
+        os.killpg(p.pid, signal.SIGINT)
+        out, _ = p.communicate(timeout=180)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 130, out
+    down = run("down", "-f", str(path))
+    assert "Traceback" not in down.stdout + down.stderr
+    assert [n for n in libvirt_networks() if n.startswith(f"labkit-{lab}-")] == []
+    assert lab_rules(lab) == []
+    assert not [d for d in subprocess.run(["virsh", "-q", "-c", "qemu:///system", "list", "--all", "--name"],
+                                          capture_output=True, text=True).stdout.split() if d.startswith(f"labkit-{lab}-")]
+    assert docker("ps", "-aq", "--filter", f"label=labkit.lab={lab}") == ""
