@@ -326,10 +326,16 @@ def main():
         result["seconds"] = round(time.monotonic() - t0, 1)
         state = v.status(vm_name=machine)[0].state
 
-    try:
-        conf = v.conf(vm_name=machine)
-    except subprocess.CalledProcessError as e:
-        module.fail_json(msg=f"vagrant ssh-config for {domain} failed: {e}; see {log}", **result)
+    # `vagrant up` of a domain an interrupted run left (started, or resumed) can return before
+    # the guest's sshd answers; the hosts' next task needs it: wait here (at once when it does)
+    conf = wait_ssh(v, machine, max(30, min(p["timeout"], 600)))
+    if conf is None:
+        try:
+            conf = v.conf(vm_name=machine)
+        except subprocess.CalledProcessError as e:
+            module.fail_json(msg=f"vagrant ssh-config for {domain} failed: {e}; see {log}", **result)
+        module.fail_json(msg=f"{domain} is {state} but its SSH ({conf.get('HostName')}:{conf.get('Port', 22)}) "
+                             f"never answered; see {log} and {workdir}/console.log", **result)
     module.exit_json(
         status=state,
         ssh_host=conf.get("HostName"),
