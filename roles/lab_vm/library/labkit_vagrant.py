@@ -329,6 +329,27 @@ def main():
     # `vagrant up` of a domain an interrupted run left (started, or resumed) can return before
     # the guest's sshd answers; the hosts' next task needs it: wait here (at once when it does)
     conf = wait_ssh(v, machine, max(30, min(p["timeout"], 600)))
+    if conf is not None and str(conf.get("IdentityFile", "")).endswith("insecure_private_key") \
+            and not result.get("recreated"):
+        # started from what an interrupted run left, before Vagrant swapped its key: half-made,
+        # recreated like a running one would be (above)
+        with open(log, "a") as f:
+            f.write(f"\n==== labkit: {domain} came up still on the insecure key: recreating ({time.ctime()}) ====\n")
+        try:
+            v.destroy(vm_name=machine)
+        except subprocess.CalledProcessError:
+            pass
+        remove_leftover(uri, domain)
+        result.update(changed=True, recreated=True)
+        with Watchdog(p["timeout"]):
+            try:
+                v.up(vm_name=machine, provider="libvirt")
+            except subprocess.CalledProcessError as e:
+                module.fail_json(msg=f"vagrant up of {domain} (recreated) failed (rc={e.returncode})\n"
+                                     f"Last lines of {log}:\n{_tail(log)}", **result)
+        result["seconds"] = round(time.monotonic() - t0, 1)
+        state = v.status(vm_name=machine)[0].state
+        conf = wait_ssh(v, machine, max(30, min(p["timeout"], 600)))
     if conf is None:
         try:
             conf = v.conf(vm_name=machine)
