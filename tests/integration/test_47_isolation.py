@@ -5,8 +5,9 @@ from "refused" from "timed out": a host of one student reaches its own other hos
 host of the other student nor a service of the lab server (the firewall drops, so a probe
 times out; libvirt's own REJECT would answer "refused"), and each target is shown to listen
 by reaching it from an allowed host. Then the rules' order, a second `up` with changed=0, an
-order disturbed the way libvirt does it and restored by `up`, and `down` leaving no libvirt
-network and no iptables rule of the lab, also after an interrupted `up`.
+order disturbed the way libvirt does it and restored by `up`, the way Docker does it (held
+by labkit's jump in DOCKER-USER), and `down` leaving no libvirt network and no iptables rule
+of the lab, also after an interrupted `up`.
 
 Two VM boots (one module-scoped lab, brought up one student at a time; the interrupted `up`
 is stopped before its VM boots)."""
@@ -379,3 +380,65 @@ def test_interrupted_up_then_down_leaves_nothing(tmp_path):
     assert not [d for d in subprocess.run(["virsh", "-q", "-c", "qemu:///system", "list", "--all", "--name"],
                                           capture_output=True, text=True).stdout.split() if d.startswith(f"labkit-{lab}-")]
     assert docker("ps", "-aq", "--filter", f"label=labkit.lab={lab}") == ""
+
+
+def test_docker_reordering_keeps_labkit_first_through_docker_user(tmp_path):
+    """Docker moves its own jumps to the top of FORWARD whenever it makes a network (above
+    labkit's) and accepts whatever a container sends out of its bridge; the jump labkit keeps
+    first in DOCKER-USER still sends that traffic through labkit's rules first. Shown with a
+    container towards another network of the server (a network namespace on a veth, with a
+    listener): dropped while Docker has reordered FORWARD, reached once labkit's jumps are
+    both gone (so the order is what blocks it), dropped again after `labkit up`. No VM."""
+    lab, ns, host_if, ns_if = "iso-dk", "labkit-iso47", "lkiso47h", "lkiso47n"
+    path = tmp_path / "lab.yml"
+    path.write_text(f"name: {lab}\nstudents: [a]\ncontainers: [busybox]\nvm: {{enabled: false}}\n"
+                    "provision: {packages: []}\n")
+    ct = f"labkit-{lab}-a-busybox"
+    jump = "-m comment --comment labkit -j LABKIT-FORWARD"
+
+    def sh(*cmd, check=True):
+        return subprocess.run(list(cmd), capture_output=True, text=True, check=check)
+
+    run("down", "-f", str(path), check=False)
+    sh("ip", "netns", "del", ns, check=False)
+    sh("ip", "netns", "add", ns)
+    listener, probe_net = None, "zz-iso47-probe"
+    try:
+        sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if, "netns", ns)
+        sh("ip", "addr", "add", "10.247.47.1/30", "dev", host_if)
+        sh("ip", "link", "set", host_if, "up")
+        sh("ip", "-n", ns, "addr", "add", "10.247.47.2/30", "dev", ns_if)
+        sh("ip", "-n", ns, "link", "set", ns_if, "up")
+        www = tmp_path / "www"
+        www.mkdir()
+        (www / "who").write_text("other-network\n")
+        listener = subprocess.Popen(["ip", "netns", "exec", ns, "python3", "-m", "http.server", str(PORT),
+                                     "--bind", "10.247.47.2", "--directory", str(www)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        run("up", "-f", str(path), "--no-facts")
+        target = [("other", "10.247.47.2", PORT)]
+        deadline = time.monotonic() + 30
+        while from_server(target)["other"] != "open other-network":  # it listens, the server reaches it
+            assert time.monotonic() < deadline, "the listener in the namespace never answered"
+            time.sleep(0.5)
+        assert from_container(ct, target)["other"] == "timeout"
+        docker("network", "create", probe_net)  # Docker reorders FORWARD, as at each network it makes
+        assert chain("FORWARD")[0] == "-A FORWARD -j DOCKER-USER"
+        assert chain("DOCKER-USER")[0] == f"-A DOCKER-USER {jump}"
+        assert from_container(ct, target)["other"] == "timeout"
+        for parent in ("DOCKER-USER", "FORWARD"):  # without labkit's jumps Docker's rules let it out
+            sh("iptables", "-w", "-D", parent, *jump.split())
+        assert from_container(ct, target)["other"] == "open other-network"
+        fixed = run("up", "-f", str(path), "--no-facts")
+        assert recap(fixed.stdout)["changed"] >= 1
+        assert chain("FORWARD")[0] == f"-A FORWARD {jump}" and chain("DOCKER-USER")[0] == f"-A DOCKER-USER {jump}"
+        assert from_container(ct, target)["other"] == "timeout"
+    finally:
+        if listener is not None:
+            listener.terminate()
+            listener.wait(10)
+        subprocess.run(["docker", "network", "rm", probe_net], capture_output=True)
+        sh("ip", "netns", "del", ns, check=False)
+        sh("ip", "link", "del", host_if, check=False)
+        run("down", "-f", str(path), check=False)
+    assert lab_rules(lab) == []
