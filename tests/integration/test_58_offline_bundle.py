@@ -135,7 +135,11 @@ def offline(tmp_path_factory, server):
     try:
         ssh(f"sudo sh -s {me}", input=BLOCK)
         probe = ssh(f"python3 -c {shlex.quote(PROBE)}", check=False)
-        apt_update = ssh("sudo apt-get update 2>&1", check=False)
+        # the server's own sources, read into a throw-away lists folder (its real lists stay as they were)
+        apt_update = ssh("d=$(mktemp -d) && mkdir -p $d/lists/partial $d/cache/archives/partial && "
+                         "sudo apt-get -o Dir::State::Lists=$d/lists -o Dir::Cache=$d/cache "
+                         "-o APT::Sandbox::User=root update 2>&1; "
+                         "sudo rm -rf $d", check=False)
 
         # a bundle for another release: refused on this server, naming it and the fix
         other = d / "trixie"
