@@ -326,8 +326,11 @@ def test_rule_order_disturbed_like_libvirt_does_is_restored_by_up(iso):
             inserted.append(ch)
         assert chain("FORWARD")[0] == "-A FORWARD -j LIBVIRT_FWX"
         assert from_vm(iso["cfg"], a_vm, target)[b_ct] == f"open {b_ct}"  # the order matters, for real
+        # The jumps are shared by every lab on the server: another lab's `up` running meanwhile
+        # may be the one that moves them back (so this run's changed count is not asserted;
+        # tests/unit/test_firewall.py shows the module doing it). What `up` must leave:
         fixed = run("up", "-f", iso["lab"], "--no-facts")
-        assert recap(fixed.stdout)["changed"] >= 1 and "Ensure each student's hosts reach only" in fixed.stdout
+        assert recap(fixed.stdout)["failures"] == 0
         assert chain("FORWARD")[0] == "-A FORWARD -m comment --comment labkit -j LABKIT-FORWARD"
         assert from_vm(iso["cfg"], a_vm, target)[b_ct] == "timeout"
     finally:
@@ -429,8 +432,8 @@ def test_docker_reordering_keeps_labkit_first_through_docker_user(tmp_path):
         for parent in ("DOCKER-USER", "FORWARD"):  # without labkit's jumps Docker's rules let it out
             sh("iptables", "-w", "-D", parent, *jump.split())
         assert from_container(ct, target)["other"] == "open other-network"
-        fixed = run("up", "-f", str(path), "--no-facts")
-        assert recap(fixed.stdout)["changed"] >= 1
+        fixed = run("up", "-f", str(path), "--no-facts")  # (any lab's `up` restores the shared jumps)
+        assert recap(fixed.stdout)["failures"] == 0
         assert chain("FORWARD")[0] == f"-A FORWARD {jump}" and chain("DOCKER-USER")[0] == f"-A DOCKER-USER {jump}"
         assert from_container(ct, target)["other"] == "timeout"
     finally:

@@ -60,3 +60,53 @@ def test_firewall_one_kind_of_host_only(student):
     rules = fw.student_rules(4, "iso", student, ["eth0"], [])
     bridges = {x for x in (student["vm_bridge"], student["docker_bridge"]) if x}
     assert {tok for _, t in rules for tok in t if tok.startswith(("lkv", "br-"))} == bridges
+
+
+class FakeTable:
+    """The filter table as labkit_firewall reads it: chain -> rules as token lists."""
+
+    def __init__(self, family, chains):
+        self.family, self.chains = family, chains
+
+
+def _rules(*lines):
+    return [shlex.split(ln) for ln in lines]
+
+
+S = {"student": "a", "vm_bridge": "lkv0123456789", "vm_gateway": "10.204.3.33", "docker_bridge": "br-0123456789ab"}
+
+
+def test_present_puts_the_jumps_back_on_top_when_libvirt_or_docker_pushed_them_down():
+    fw = firewall()
+    jump = "-m comment --comment labkit -j LABKIT-FORWARD"
+    settled = {
+        "FORWARD": _rules(jump, "-j LIBVIRT_FWX", "-j DOCKER-USER"),
+        "DOCKER-USER": _rules(jump, "-j RETURN"),
+        "INPUT": _rules("-m comment --comment labkit -j LABKIT-INPUT", "-j LIBVIRT_INP"),
+        "LABKIT-FORWARD": [fw.HEAD] + [t for c, t in fw.student_rules(4, "iso", S, ["eth0"], []) if c == fw.FWD],
+        "LABKIT-INPUT": [fw.HEAD] + [t for c, t in fw.student_rules(4, "iso", S, ["eth0"], []) if c == fw.INP],
+    }
+    assert fw.plan_present(FakeTable(4, settled), "iso", [S], ["eth0"], []) == ([], [])  # nothing to do
+    # libvirt rebuilt its chains (its jumps on top); Docker made a network (DOCKER-USER on top)
+    pushed = dict(settled, FORWARD=_rules("-j DOCKER-USER", "-j LIBVIRT_FWX", jump))
+    decl, lines = fw.plan_present(FakeTable(4, pushed), "iso", [S], ["eth0"], [])
+    assert decl == [] and lines == ["-D FORWARD " + jump, "-I FORWARD 1 " + jump]
+    # a jump gone from DOCKER-USER and INPUT comes back first
+    gone = dict(settled, **{"DOCKER-USER": _rules("-j RETURN"), "INPUT": _rules("-j LIBVIRT_INP")})
+    _, lines = fw.plan_present(FakeTable(4, gone), "iso", [S], ["eth0"], [])
+    assert lines == ["-I DOCKER-USER 1 " + jump, "-I INPUT 1 -m comment --comment labkit -j LABKIT-INPUT"]
+
+
+def test_present_rewrites_only_the_student_whose_rules_differ_and_absent_keeps_other_labs():
+    fw = firewall()
+    b = dict(S, student="b", vm_bridge="lkvbbbbbbbbbb", docker_bridge="br-bbbbbbbbbbbb")
+    other = [t for c, t in fw.student_rules(4, "other", S, ["eth0"], []) if c == fw.FWD]
+    mine = [t for c, t in fw.student_rules(4, "iso", S, ["eth0"], []) if c == fw.FWD]
+    chains = {"FORWARD": [], "INPUT": [], "LABKIT-FORWARD": [fw.HEAD] + other + mine[:-1],  # a's last rule lost
+              "LABKIT-INPUT": [fw.HEAD] + [t for c, t in fw.student_rules(4, "iso", S, ["eth0"], []) if c == fw.INP]}
+    _, lines = fw.plan_present(FakeTable(4, chains), "iso", [S, b], ["eth0"], [])
+    touched = {ln.split('"')[1] for ln in lines if '"' in ln}
+    assert touched == {"labkit lab=iso student=a", "labkit lab=iso student=b"}  # never lab "other"
+    assert [ln for ln in lines if ln.startswith("-D LABKIT-FORWARD")] == [fw.line("-D", fw.FWD, t) for t in mine[:-1]]
+    gone = fw.plan_absent(FakeTable(4, chains), "iso", "")
+    assert gone and all("lab=iso " in ln for ln in gone)  # lab "other" keeps its rules, chains and jumps stay
