@@ -134,14 +134,18 @@ def test_ansible_doc_renders_the_role(role, ansible_doc):
     assert documented, f"{role}: ansible-doc shows no options"
 
 
-def test_ansible_doc_text_output_lists_options():
-    """What a user types: the text output names the role and its inputs."""
+@pytest.mark.parametrize("how", [["-M", "roles"], ["-r", "roles"], []], ids=["-M roles", "-r roles", "bare"])
+def test_ansible_doc_text_output_lists_options(how):
+    """What a user types in the checkout: ``ansible-doc -t role -M roles lab_container`` (or
+    ``-r roles``, or nothing). ``-M`` is the modules path, which ansible-doc does not search for
+    roles: the repository's ``ansible.cfg`` (``roles_path = roles``) is what finds them."""
     exe = Path(sys.executable).parent / "ansible-doc"
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1")
-    p = subprocess.run([str(exe), "-t", "role", "-r", str(ROLES_DIR), "lab_container"], env=env, cwd=ROOT,
+    env = {k: v for k, v in os.environ.items() if k not in ("ANSIBLE_ROLES_PATH", "ANSIBLE_CONFIG")}
+    env["ANSIBLE_NOCOLOR"] = "1"
+    p = subprocess.run([str(exe), "-t", "role", *how, "lab_container"], env=env, cwd=ROOT,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
-    assert "ROLE: *lab_container*" in p.stdout or "ROLE: lab_container" in p.stdout
+    assert "ROLE: *lab_container*" in p.stdout or "ROLE: lab_container" in p.stdout, p.stdout[:500] + p.stderr
     for name in ("lab_container_image", "lab_container_memory", "lab_container_pull"):
         assert name in p.stdout
 
