@@ -122,6 +122,15 @@ def check_vm_stack(need_vm: bool, accel: str | None = None) -> list[Check]:
     return out
 
 
+def check_lxc() -> list[Check]:
+    """What a lab with LXC containers needs here: LXC and newuidmap, the lxc binding in labkit's
+    Python, root's id map, the cgroup controllers of the limits, bridged traffic through iptables."""
+    from . import engine_lxc
+
+    return [Check(name, status, detail, "" if status == "ok" else fix)
+            for name, status, detail, fix in engine_lxc.checks()]
+
+
 def check_tools(required: bool = True) -> list[Check]:
     """The offline image builders. With a lab (``required`` False) a missing one is only a
     warning here: the lab's image checks fail when one of its images needs it."""
@@ -162,6 +171,8 @@ def run(students: int = 1, need_vm: bool = True, lab=None, build: bool = False) 
         from .vmnet import doctor_check
 
         out.append(doctor_check(len(lab.students) if lab is not None else students, need_vm))
+    if lab is not None and any(getattr(c, "engine", "docker") == "lxc" for c in lab.containers):
+        out += check_lxc()
     if lab is None:
         return out + check_disk()
     engine_ok = any(c.name == "docker engine" and c.status == "ok" for c in out)

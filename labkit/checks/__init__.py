@@ -19,7 +19,8 @@ FACTS: dict[str, str] = {
     "K3": "the VM boots its own kernel: own boot_id, release from its own /boot, virtualized",
     "K4": "each container has its distro's own user space (os-release)",
     "K5": "a container image carries no kernel; the VM has one",
-    "K6": "containers keep the package manager, PID 1 is no init; the VM's PID 1 is systemd",
+    "K6": "containers keep the package manager; a container may run an init (LXC) but never boots a "
+          "kernel, Docker's and Podman's PID 1 is no init; the VM's PID 1 is systemd",
     "K7": "containers are isolated user spaces: own pid/mnt/uts/net namespaces",
     "K8": "containers start in seconds; the VM boots an OS (create-to-ready, measured)",
     "K9": "containers are lighter: memory and disk per host (measured)",
@@ -27,6 +28,8 @@ FACTS: dict[str, str] = {
     "K11": "a container inside the VM runs on the VM's kernel (Docker on Windows/macOS)",
     "K12": "chroot: a distro's files on the server's kernel, no new namespaces",
 }
+# engines whose containers are system containers: PID 1 is an init, on the server's kernel
+SYSTEM_CONTAINER_ENGINES = {"lxc"}
 INIT_SYSTEMS = {"systemd", "init", "runit", "openrc-init", "s6-svscan", "tini", "docker-init", "dumb-init"}
 PKG_BINARIES = {"apt": "apt-get", "dnf": "dnf", "yum": "yum", "microdnf": "microdnf", "apk": "apk",
                 "zypper": "zypper", "pacman": "pacman", "none": "none"}
@@ -101,12 +104,24 @@ def k6(h: HostFacts, server: HostFacts) -> str:
         if h.pid1 != "systemd":
             _fail("K6", f"{h.host}: VM PID 1 is '{h.pid1}', expected systemd")
         return f"PID 1 systemd, package manager {h.pkg_mgr}"
-    if h.pid1 in INIT_SYSTEMS:
-        _fail("K6", f"{_label(h)}: container PID 1 is the init system '{h.pid1}'")
     d = catalog.get(h.distro)
     want = PKG_BINARIES.get(d.pkg_mgr, d.pkg_mgr)
     if h.pkg_mgr != want:
         _fail("K6", f"{_label(h)}: package manager '{h.pkg_mgr}', expected {d.ref}'s '{want}'")
+    engine = getattr(h, "engine", "") or "docker"
+    if engine in SYSTEM_CONTAINER_ENGINES:
+        # a system container: an init as PID 1 is what it is for, but no kernel of its own boots
+        if h.pid1 not in INIT_SYSTEMS:
+            _fail("K6", f"{_label(h)}: {engine} system container's PID 1 is '{h.pid1}', expected an init")
+        if (h.kernel_release, h.kernel_version) != (server.kernel_release, server.kernel_version) \
+                or h.boot_id != server.boot_id:
+            _fail("K6", f"{_label(h)}: {engine} container with init '{h.pid1}' is not on the server's running "
+                        f"kernel (kernel {h.kernel_release}, boot_id {h.boot_id}; server {server.kernel_release}, "
+                        f"{server.boot_id})")
+        return (f"PID 1 {h.pid1} ({engine} system container: an init, but no kernel booted: the server's "
+                f"{h.kernel_release}, same boot_id), package manager {h.pkg_mgr}")
+    if h.pid1 in INIT_SYSTEMS:
+        _fail("K6", f"{_label(h)}: container PID 1 is the init system '{h.pid1}'")
     return f"PID 1 {h.pid1}, package manager {h.pkg_mgr}"
 
 

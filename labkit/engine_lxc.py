@@ -1,0 +1,223 @@
+"""The LXC engine: unprivileged system containers made by role ``lab_lxc`` (community.general's
+``lxc_container``, reached with its ``lxc`` connection), read here with LXC's own tools.
+
+LXC has no labels: role ``lab_lxc`` writes a marker file ``labkit.json`` (lab, student,
+distro, image, ...) into each container's folder under ``/var/lib/lxc`` before anything else
+of it, and names it as ``labkit.names`` does (``labkit-<lab>-<student>-debian12-lxc``); this
+module finds a lab's containers by those markers, whatever state a run left them in.
+
+The containers have no networks of their own: each is a veth on the bridge of the student's
+Docker network (role ``lab_network``), so isolation and NAT are the Docker network's.
+
+The engine contract is in ``labkit.engine_podman``'s docstring.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+LXC_PATH = Path("/var/lib/lxc")
+MARKER = "labkit.json"
+IDMAP_BASE = 1000000000          # role lab_lxc's lab_lxc_idmap_base: the containers' root on the server
+IDMAP_RANGE = 65536
+START_HINT = "install LXC: `bash scripts/setup.sh` (apt: lxc, python3-lxc, uidmap); `labkit doctor` checks"
+_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def installed() -> bool:
+    return shutil.which("lxc-attach") is not None
+
+
+def marker(name: str, lxc_path: Path = LXC_PATH) -> dict | None:
+    try:
+        return json.loads((lxc_path / name / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def state(name: str) -> str:
+    """``running``, ``stopped`` (or another of LXC's states, lowercase)."""
+    if not installed():
+        return "stopped"
+    p = subprocess.run(["lxc-info", "-n", name, "-sH"], capture_output=True, text=True, cwd="/")
+    return p.stdout.strip().lower() if p.returncode == 0 and p.stdout.strip() else "stopped"
+
+
+def hosts(lab: str, students: list[str] | None, server, users: list[str], lxc_path: Path = LXC_PATH) -> list[dict]:
+    out: list[dict] = []
+    if not lxc_path.is_dir():
+        return out
+    for d in sorted(lxc_path.iterdir()):
+        m = marker(d.name, lxc_path)
+        if not m or m.get("lab") != lab or (students and m.get("student") not in students):
+            continue
+        out.append({
+            "name": d.name, "role": m.get("role", "container"), "student": m.get("student", ""),
+            "distro": m.get("distro", ""), "state": state(d.name), "image": m.get("image", ""),
+            "spec": f"lxc://{d.name}", "server": server.name, "local": server.local, "engine": "lxc",
+            "user": "", "address": m.get("address", ""),
+        })
+    return out
+
+
+def networks(lab: str, server, users: list[str]) -> list[str]:
+    """None of its own: LXC containers are on the student's Docker network (counted as Docker's)."""
+    return []
+
+
+def _account(row: dict, user: str) -> tuple[int, int, str]:
+    """uid, gid and home of ``user`` in the container, from its own /etc/passwd."""
+    passwd = LXC_PATH / row["name"] / "rootfs" / "etc" / "passwd"
+    try:
+        for line in passwd.read_text().splitlines():
+            f = line.split(":")
+            if len(f) >= 6 and f[0] == user:
+                return int(f[2]), int(f[3]), f[5]
+    except OSError:
+        pass
+    from .errors import UsageError
+
+    raise UsageError(f"no user '{user}' in {row['name']}", "`labkit up` makes the student's account")
+
+
+def exec_argv(row: dict, argv: list[str], user: str | None = None, workdir: str | None = None,
+              interactive: bool = False, elevated: bool = False) -> list[str]:
+    """``lxc-attach`` with a clean environment, as ``user`` (root when None) in ``workdir``;
+    ``elevated``: root keeps every capability of the container's user namespace (the facts'
+    probe needs CAP_SYS_ADMIN there to read the kernel's boot_id beneath LXC's own)."""
+    home, who = "/root", []
+    if user:
+        uid, gid, home = _account(row, user)
+        who = ["-u", str(uid), "-g", str(gid)]
+    env = {"PATH": _PATH, "HOME": home, "USER": user or "root", "LOGNAME": user or "root"}
+    if interactive and os.environ.get("TERM"):
+        env["TERM"] = os.environ["TERM"]
+    cmd = ["lxc-attach", "-n", row["name"], "--clear-env", *who]
+    if elevated:
+        cmd.append("--elevated-privileges=CAP")
+    for k, v in env.items():
+        cmd += ["-v", f"{k}={v}"]
+    cmd.append("--")
+    if workdir:
+        return [*cmd, "/bin/sh", "-c", 'cd "$1" && shift && exec "$@"', "sh", workdir, *argv]
+    return [*cmd, *argv]
+
+
+def probe_argv(row: dict) -> list[str]:
+    """How the facts' probe runs in an LXC container: as root, elevated (see ``exec_argv``)."""
+    return exec_argv(row, ["/bin/sh", "-c"], elevated=True)
+
+
+def _cgroup_memory(name: str) -> int | None:
+    for key in ("memory.current", "memory.usage_in_bytes"):
+        p = subprocess.run(["lxc-cgroup", "-n", name, key], capture_output=True, text=True, cwd="/")
+        if p.returncode == 0 and p.stdout.strip().isdigit():
+            return int(p.stdout.strip())
+    return None
+
+
+def measure(row: dict) -> dict | None:
+    """Create-to-ready seconds (the marker's creation to init's start), memory (its cgroup)
+    and the root file system's size."""
+    name = row["name"]
+    m = marker(name)
+    if not m or state(name) != "running":
+        return None
+    p = subprocess.run(["lxc-info", "-n", name, "-pH"], capture_output=True, text=True, cwd="/")
+    if p.returncode != 0 or not p.stdout.strip().isdigit():
+        return None
+    try:
+        started = _start_time(int(p.stdout.strip()))
+        created = float(m.get("created", 0))
+        du = subprocess.run(["du", "-sb", str(LXC_PATH / name / "rootfs")], capture_output=True, text=True, cwd="/")
+        disk = int(du.stdout.split()[0]) if du.returncode == 0 and du.stdout else 0
+    except (OSError, ValueError, IndexError):
+        return None
+    return {"host": name, "role": "container", "ready_seconds": round(max(started - created, 0.0), 3) if created else None,
+            "memory_bytes": _cgroup_memory(name), "disk_bytes": disk, "engine": "lxc",
+            "container_id": name, "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))}
+
+
+def _start_time(pid: int) -> float:
+    """When process ``pid`` started, in seconds since the epoch (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[19])  # starttime, field 22, in clock ticks since boot
+    btime = next(int(ln.split()[1]) for ln in Path("/proc/stat").read_text().splitlines() if ln.startswith("btime"))
+    return btime + ticks / os.sysconf("SC_CLK_TCK")
+
+
+# ------------------------------------------------------------------ doctor
+
+
+def checks() -> list[tuple[str, str, str, str]]:
+    """What an LXC lab needs on this machine: (check, status ok|fail|warn, detail, fix)."""
+    out = []
+    miss = [t for t in ("lxc-start", "lxc-attach", "lxc-info", "newuidmap") if shutil.which(t) is None]
+    out.append(("LXC installed", "fail" if miss else "ok",
+                f"missing: {', '.join(miss)}" if miss else subprocess.run(
+                    ["lxc-start", "--version"], capture_output=True, text=True).stdout.strip(),
+                "bash scripts/setup.sh (apt-get install lxc uidmap python3-lxc)"))
+    out.append(_binding())
+    out.append(_subids())
+    out.append(_cgroups())
+    out.append(_bridge_netfilter())
+    return out
+
+
+def _binding() -> tuple[str, str, str, str]:
+    """community.general's lxc connection and lxc_container import the `lxc` binding in
+    labkit's own Python (the controller, and this machine as a local lab server)."""
+    import importlib.util
+
+    ok = importlib.util.find_spec("lxc") is not None and importlib.util.find_spec("_lxc") is not None
+    return ("LXC Python binding", "ok" if ok else "fail",
+            "importable by labkit's Python" if ok else "`import lxc` fails in labkit's Python",
+            "bash scripts/setup.sh (apt-get install python3-lxc; a .pth in the venv points at it)")
+
+
+def _subids() -> tuple[str, str, str, str]:
+    want = f"root:{IDMAP_BASE}:{IDMAP_RANGE}"
+    bad = []
+    for f in ("/etc/subuid", "/etc/subgid"):
+        try:
+            lines = Path(f).read_text().split()
+        except OSError:
+            lines = []
+        if want not in lines:
+            bad.append(f)
+    return ("LXC id map", "fail" if bad else "ok",
+            f"no line {want} in {', '.join(bad)}" if bad else f"root's containers map to {IDMAP_BASE}+",
+            f"bash scripts/setup.sh (echo {want} >> {' and '.join(bad) or '/etc/subuid'})")
+
+
+def _cgroups() -> tuple[str, str, str, str]:
+    """The controllers the containers' limits use: memory, pids, cpu (v1 or v2)."""
+    v2 = Path("/sys/fs/cgroup/cgroup.controllers")
+    if v2.exists():
+        have = set(v2.read_text().split())
+        sub = Path("/sys/fs/cgroup/cgroup.subtree_control")
+        have &= set(sub.read_text().split()) if sub.exists() else have
+    else:
+        have = {d.name for d in Path("/sys/fs/cgroup").iterdir() if d.is_dir()} if Path("/sys/fs/cgroup").is_dir() else set()
+        have = {c for d in have for c in d.split(",")}
+    miss = sorted({"memory", "pids", "cpu"} - have)
+    return ("LXC cgroups", "fail" if miss else "ok",
+            f"controllers not delegated: {', '.join(miss)}" if miss else
+            ("cgroup v2" if v2.exists() else "cgroup v1") + ": memory, pids, cpu",
+            "enable the controllers (cgroup v2: echo +memory +pids +cpu > /sys/fs/cgroup/cgroup.subtree_control)")
+
+
+def _bridge_netfilter() -> tuple[str, str, str, str]:
+    """Traffic between a student's LXC and Docker containers crosses the bridge: the firewall
+    (iptables FORWARD) sees it only with br_netfilter, which dockerd loads."""
+    f = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
+    ok = f.exists() and f.read_text().strip() == "1"
+    return ("LXC networking", "ok" if ok else "fail",
+            "on each student's Docker bridge, bridge-nf-call-iptables=1" if ok else
+            "bridged traffic bypasses iptables (br_netfilter not loaded)",
+            "modprobe br_netfilter && sysctl -w net.bridge.bridge-nf-call-iptables=1 (dockerd does it when it starts)")
+

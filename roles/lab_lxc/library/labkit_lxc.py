@@ -1,0 +1,349 @@
+#!/usr/bin/python
+"""Ansible module: a labkit lab's LXC system containers on one lab server, from its Docker images."""
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: labkit_lxc
+short_description: Prepare, list or remove a labkit lab's LXC system containers on one lab server
+description:
+  - C(present) makes each planned container's folder under O(lxc_path) - a marker file
+    C(labkit.json) (lab, student, distro, image), the LXC configuration and the root file
+    system - and leaves starting it to C(community.general.lxc_container). A container whose
+    planned settings or image changed is stopped and made again.
+  - The root file system is the lab server's own Docker image of the distro (C(docker export)
+    of a container created from it, never started), its owners shifted by O(idmap_base) for an
+    unprivileged container, with BusyBox's C(init) (from the server's C(busybox-static)) as
+    C(/usr/sbin/init) and an C(/etc/inittab) that starts nothing. It is cached per image id
+    under O(cache_dir) and copied for each container. Nothing is downloaded.
+  - Each container is unprivileged (its root is uid O(idmap_base) on the server), keeps only
+    the capabilities O(cap_keep), runs with C(no_new_privs) and memory, CPU and PID limits
+    (cgroup v1 or v2 keys, whichever the server has). Its one interface is a veth on the
+    bridge of the student's Docker network (role C(lab_network)), with a fixed address from
+    the top of that network's subnet (Docker allocates from the bottom), so the student's
+    isolation and NAT are those of the Docker network (role C(lab_firewall)).
+  - C(list) returns the lab's containers (one student's with O(student)) found by their
+    marker files; C(absent) stops them (SIGKILL) and removes their folders, whatever state an
+    earlier run left them in.
+options:
+  lab: {description: Lab name, type: str, required: true}
+  containers:
+    description: "present: the planned containers, each a dict with name, image, hostname, network, student, distro"
+    type: list
+    elements: dict
+    default: []
+  state: {description: What to do, type: str, default: present, choices: [present, list, absent]}
+  student: {description: "list, absent: only this student's containers", type: str, default: ""}
+  memory: {description: "Memory limit (256m, 1g, bytes)", type: str, default: 256m}
+  cpus: {description: CPU limit in cores, type: float, default: 1.0}
+  pids: {description: Process limit, type: int, default: 256}
+  cap_keep: {description: Capabilities kept (LXC names), type: list, elements: str, default: []}
+  idmap_base: {description: Server uid and gid of the containers' root, type: int, default: 1000000000}
+  lxc_path: {description: LXC's containers folder, type: path, default: /var/lib/lxc}
+  cache_dir: {description: Cached root file systems, type: path, default: /var/lib/labkit/lxc}
+  busybox: {description: Static BusyBox copied in as the containers' init, type: path, default: /bin/busybox}
+"""
+
+RETURN = r"""
+containers: {description: "present: name, action (created, recreated, unchanged), address; list, absent: name, student, running", type: list}
+"""
+
+import hashlib
+import ipaddress
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+MARKER = "labkit.json"
+RECIPE = "1"  # bump when the root file system's preparation changes: caches are made again
+IDMAP_RANGE = 65536
+INITTAB = "::sysinit:/bin/true\n::shutdown:/bin/true\n"
+# the image is the server's own (labkit built it): its owners, devices and links are kept as
+# they are (Python 3.12+ would filter them otherwise)
+TRUSTED = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
+UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+class Fail(Exception):
+    pass
+
+
+def run(cmd, **kw):
+    p = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if p.returncode != 0:
+        raise Fail(f"{' '.join(cmd)} failed (exit {p.returncode}): {(p.stderr or p.stdout).strip()[-400:]}")
+    return p.stdout
+
+
+def to_bytes(mem):
+    s = str(mem).strip().lower().rstrip("b")
+    if s and s[-1] in UNITS:
+        return int(float(s[:-1]) * UNITS[s[-1]])
+    return int(s)
+
+
+def marker_of(path):
+    try:
+        with open(os.path.join(path, MARKER)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def found(lxc_path, lab, student=""):
+    """The lab's containers under lxc_path, by their marker files."""
+    out = []
+    if not os.path.isdir(lxc_path):
+        return out
+    for name in sorted(os.listdir(lxc_path)):
+        m = marker_of(os.path.join(lxc_path, name))
+        if not m or m.get("lab") != lab or (student and m.get("student") != student):
+            continue
+        out.append({"name": name, "student": m.get("student", ""), "distro": m.get("distro", ""),
+                    "running": state(name) == "RUNNING"})
+    return out
+
+
+def state(name):
+    if shutil.which("lxc-info") is None:
+        return "STOPPED"
+    p = subprocess.run(["lxc-info", "-n", name, "-sH"], capture_output=True, text=True)
+    return p.stdout.strip() if p.returncode == 0 else "STOPPED"
+
+
+def destroy(lxc_path, name):
+    if state(name) != "STOPPED":
+        subprocess.run(["lxc-stop", "-k", "-n", name], capture_output=True)
+    shutil.rmtree(os.path.join(lxc_path, name))
+
+
+def image_id(image):
+    return run(["docker", "image", "inspect", "--format", "{{.Id}}", image]).strip()
+
+
+def rootfs(p, image, iid):
+    """The cached, shifted root file system of ``image`` (made once per image id and recipe)."""
+    base = p["idmap_base"]
+    key = hashlib.sha256(f"{RECIPE} {iid} {base}".encode()).hexdigest()[:16]
+    dest = os.path.join(p["cache_dir"], "rootfs", key)
+    if os.path.isdir(dest):
+        return dest
+    if not os.path.exists(p["busybox"]):
+        raise Fail(f"{p['busybox']} not found (the LXC containers' init): apt-get install busybox-static")
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    work = tempfile.mkdtemp(prefix=f".{key}-", dir=os.path.dirname(dest))
+    try:
+        cid = run(["docker", "create", image, "true"]).strip()
+        try:
+            exp = subprocess.Popen(["docker", "export", cid], stdout=subprocess.PIPE)
+            with tarfile.open(fileobj=exp.stdout, mode="r|") as t:
+                for m in t:
+                    if m.name.lstrip("./") == ".dockerenv":
+                        continue
+                    m.uid, m.gid = m.uid + base, m.gid + base
+                    t.extract(m, work, numeric_owner=True, **TRUSTED)
+            if exp.wait() != 0:
+                raise Fail(f"docker export of {image} failed (exit {exp.returncode})")
+        finally:
+            subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
+        lib = os.path.join(work, "usr/lib/labkit")
+        os.makedirs(lib, exist_ok=True)
+        shutil.copy2(p["busybox"], os.path.join(lib, "busybox"))
+        init = os.path.join(work, "usr/sbin/init")
+        if os.path.lexists(init):
+            os.remove(init)
+        os.symlink("/usr/lib/labkit/busybox", init)
+        with open(os.path.join(work, "etc/inittab"), "w") as f:
+            f.write(INITTAB)
+        for x in (lib, os.path.join(lib, "busybox"), init, os.path.join(work, "etc/inittab")):
+            os.lchown(x, base, base)
+        os.chmod(work, 0o755)
+        os.lchown(work, base, base)
+        os.rename(work, dest)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return dest
+
+
+def network(net):
+    """(bridge, subnet, gateway, addresses in use) of a Docker bridge network."""
+    info = json.loads(run(["docker", "network", "inspect", net]))[0]
+    cfg = [c for c in (info.get("IPAM") or {}).get("Config") or [] if ":" not in c.get("Subnet", ":")]
+    if not cfg:
+        raise Fail(f"Docker network {net} has no IPv4 subnet")
+    bridge = (info.get("Options") or {}).get("com.docker.network.bridge.name") or "br-" + info["Id"][:12]
+    used = {c.get("IPv4Address", "").split("/")[0] for c in (info.get("Containers") or {}).values()}
+    return bridge, ipaddress.ip_network(cfg[0]["Subnet"]), cfg[0].get("Gateway", ""), used
+
+
+def cgroup_keys(p):
+    mem, quota = to_bytes(p["memory"]), int(p["cpus"] * 100000)
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):  # cgroup v2 only
+        return [("lxc.cgroup2.memory.max", mem), ("lxc.cgroup2.pids.max", p["pids"]),
+                ("lxc.cgroup2.cpu.max", f"{quota} 100000")]
+    return [("lxc.cgroup.memory.limit_in_bytes", mem), ("lxc.cgroup.pids.max", p["pids"]),
+            ("lxc.cgroup.cpu.cfs_period_us", 100000), ("lxc.cgroup.cpu.cfs_quota_us", quota)]
+
+
+def config(p, c, path, bridge, addr, prefix, gw):
+    base = p["idmap_base"]
+    lines = [
+        "# labkit: made by role lab_lxc; found by labkit.json beside it",
+        f"# labkit.lab = {p['lab']}",
+        f"# labkit.student = {c['student']}",
+        f"# labkit.distro = {c['distro']}",
+        "lxc.include = /usr/share/lxc/config/common.conf",
+        "lxc.include = /usr/share/lxc/config/userns.conf",
+        "lxc.arch = linux64",
+        f"lxc.uts.name = {c['hostname']}",
+        f"lxc.rootfs.path = dir:{path}/rootfs",
+        f"lxc.idmap = u 0 {base} {IDMAP_RANGE}",
+        f"lxc.idmap = g 0 {base} {IDMAP_RANGE}",
+        "lxc.init.cmd = /usr/sbin/init",
+        "lxc.signal.halt = SIGUSR2",  # BusyBox init: poweroff
+        "lxc.tty.max = 0",
+        "lxc.net.0.type = veth",
+        f"lxc.net.0.link = {bridge}",
+        "lxc.net.0.flags = up",
+        "lxc.net.0.name = eth0",
+        f"lxc.net.0.ipv4.address = {addr}/{prefix}",
+        f"lxc.net.0.ipv4.gateway = {gw}",
+        "lxc.cap.keep = " + " ".join(sorted(x.lower() for x in p["cap_keep"])),
+        "lxc.no_new_privs = 1",
+        f"lxc.log.file = {path}/lxc.log",
+        "lxc.log.level = WARN",
+    ]
+    lines += [f"{k} = {v}" for k, v in cgroup_keys(p)]
+    return "\n".join(lines) + "\n"
+
+
+def nameservers():
+    for f in ("/run/systemd/resolve/resolv.conf", "/etc/resolv.conf"):
+        try:
+            with open(f) as fh:
+                ns = [ln.split()[1] for ln in fh if ln.startswith("nameserver") and len(ln.split()) > 1]
+        except OSError:
+            continue
+        ns = [n for n in ns if not n.startswith("127.") and n != "::1"]
+        if ns:
+            return ns
+    return []
+
+
+def write_in(root, rel, text, base):
+    path = os.path.join(root, rel)
+    if os.path.islink(path):
+        os.remove(path)
+    with open(path, "w") as f:
+        f.write(text)
+    os.lchown(path, base, base)
+    os.chmod(path, 0o644)
+
+
+def present(p):
+    out, by_net = [], {}
+    for c in p["containers"]:
+        missing = [k for k in ("name", "image", "hostname", "network", "student", "distro") if not c.get(k)]
+        if missing:
+            raise Fail(f"container {c.get('name', '?')}: no {', '.join(missing)}")
+        by_net.setdefault(c["network"], []).append(c)
+    images = {}
+    for net, cs in by_net.items():
+        bridge, subnet, gw, used = network(net)
+        for i, c in enumerate(sorted(cs, key=lambda x: x["name"])):
+            addr = str(subnet.broadcast_address - 1 - i)
+            if addr in used:
+                raise Fail(f"{c['name']}: address {addr} of network {net} is taken by a Docker container")
+            if c["image"] not in images:
+                images[c["image"]] = image_id(c["image"])
+            iid = images[c["image"]]
+            path = os.path.join(p["lxc_path"], c["name"])
+            text = config(p, c, path, bridge, addr, subnet.prefixlen, gw)
+            want = {"lab": p["lab"], "student": c["student"], "distro": c["distro"], "image": c["image"],
+                    "image_id": iid, "role": "container", "engine": "lxc", "hostname": c["hostname"],
+                    "network": net, "address": addr,
+                    "spec": hashlib.sha256(text.encode()).hexdigest()[:16]}
+            have = marker_of(path)
+            action = "created"
+            if have is not None:
+                have.pop("created", None)
+                if have == want and os.path.exists(os.path.join(path, "config")):
+                    out.append({"name": c["name"], "action": "unchanged", "address": addr})
+                    continue
+                action = "recreated"
+            if os.path.lexists(path):
+                if p["check_mode"]:
+                    out.append({"name": c["name"], "action": action, "address": addr})
+                    continue
+                destroy(p["lxc_path"], c["name"])
+            if p["check_mode"]:
+                out.append({"name": c["name"], "action": action, "address": addr})
+                continue
+            create(p, c, path, want, text, iid)
+            out.append({"name": c["name"], "action": action, "address": addr})
+    return out
+
+
+def create(p, c, path, want, text, iid):
+    base = p["idmap_base"]
+    src = rootfs(p, c["image"], iid)  # cached: made once per image (the bench's create-to-ready leaves it out)
+    os.makedirs(path)
+    os.chown(path, 0, base)  # the container's root (uid base) reaches its rootfs, nobody else
+    os.chmod(path, 0o750)
+    with open(os.path.join(path, MARKER), "w") as f:  # first: `down` finds a half-made one
+        json.dump(dict(want, created=time.time()), f, indent=1, sort_keys=True)
+    run(["cp", "-a", "--reflink=auto", src, os.path.join(path, "rootfs")])
+    root = os.path.join(path, "rootfs")
+    ns = nameservers()
+    write_in(root, "etc/resolv.conf", "".join(f"nameserver {n}\n" for n in ns), base)
+    write_in(root, "etc/hostname", c["hostname"] + "\n", base)
+    write_in(root, "etc/hosts", f"127.0.0.1\tlocalhost\n{want['address']}\t{c['hostname']}\n", base)
+    with open(os.path.join(path, "config.tmp"), "w") as f:
+        f.write(text)
+    os.rename(os.path.join(path, "config.tmp"), os.path.join(path, "config"))
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            lab=dict(type="str", required=True),
+            containers=dict(type="list", elements="dict", default=[]),
+            state=dict(type="str", default="present", choices=["present", "list", "absent"]),
+            student=dict(type="str", default=""),
+            memory=dict(type="str", default="256m"),
+            cpus=dict(type="float", default=1.0),
+            pids=dict(type="int", default=256),
+            cap_keep=dict(type="list", elements="str", default=[]),
+            idmap_base=dict(type="int", default=1000000000),
+            lxc_path=dict(type="path", default="/var/lib/lxc"),
+            cache_dir=dict(type="path", default="/var/lib/labkit/lxc"),
+            busybox=dict(type="path", default="/bin/busybox"),
+        ),
+        supports_check_mode=True,
+    )
+    p = dict(module.params, check_mode=module.check_mode)
+    try:
+        if p["state"] == "list":
+            module.exit_json(changed=False, containers=found(p["lxc_path"], p["lab"], p["student"]))
+        if p["state"] == "absent":
+            gone = found(p["lxc_path"], p["lab"], p["student"])
+            if not module.check_mode:
+                for c in gone:
+                    destroy(p["lxc_path"], c["name"])
+            module.exit_json(changed=bool(gone), containers=gone)
+        if shutil.which("lxc-start") is None:
+            raise Fail("LXC is not installed on this lab server (lxc-start not found)")
+        res = present(p)
+        module.exit_json(changed=any(r["action"] != "unchanged" for r in res), containers=res)
+    except (Fail, OSError, ValueError, tarfile.TarError) as e:
+        module.fail_json(msg=f"labkit_lxc ({p['state']}) on lab {p['lab']}: {e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# LXC for labkit's `engine: lxc` (run by scripts/setup.sh; idempotent, a second run changes
+# nothing): LXC's tools, newuidmap, the Python binding community.general's lxc connection and
+# lxc_container import, made importable by labkit's venv alone, and root's id map for the
+# unprivileged containers. No daemon: LXC needs none, and the containers use each student's
+# Docker network (no lxc-net, no lxcbr0).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${LABKIT_VENV:-$ROOT/.venv}
+# role lab_lxc's lab_lxc_idmap_base (labkit.engine_lxc.IDMAP_BASE): root's containers map here
+IDMAP="root:1000000000:65536"
+
+say() { printf 'setup-lxc: %s\n' "$*"; }
+
+PKGS=(lxc uidmap python3-lxc)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" != 0 ]; then
+    echo "setup-lxc: missing Debian packages: ${missing[*]}; run as root or: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+  say "installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  say "Debian packages present (lxc $(lxc-start --version))"
+fi
+
+# root's containers are unprivileged: their uids 0-65535 are IDMAP's on this machine, which
+# newuidmap allows only when /etc/subuid and /etc/subgid say so
+if [ "$(id -u)" = 0 ]; then
+  for f in /etc/subuid /etc/subgid; do
+    grep -qx "$IDMAP" "$f" 2>/dev/null || { echo "$IDMAP" >> "$f"; say "added $IDMAP to $f"; }
+  done
+fi
+
+# The `lxc` binding is Debian's (python3-lxc, for Debian's Python, which the venv is made
+# from): one folder with just it, named by a .pth in the venv, rather than all of
+# dist-packages
+if [ -x "$VENV/bin/python" ]; then
+  site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  dir="$VENV/lib/labkit-lxc"
+  mkdir -p "$dir"
+  for f in /usr/lib/python3/dist-packages/lxc /usr/lib/python3/dist-packages/_lxc.cpython-*.so; do
+    [ -e "$f" ] && ln -sfn "$f" "$dir/$(basename "$f")"
+  done
+  [ "$(cat "$site/labkit-lxc.pth" 2>/dev/null)" = "$dir" ] || echo "$dir" > "$site/labkit-lxc.pth"
+  if "$VENV/bin/python" -c 'import lxc' 2>/dev/null; then
+    say "the lxc binding is importable in $VENV"
+  else
+    echo "setup-lxc: the lxc binding does not import in $VENV (python3-lxc is for $(readlink -f /usr/bin/python3))" >&2
+    exit 1
+  fi
+fi
+say "ready"

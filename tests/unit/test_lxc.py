@@ -1,0 +1,137 @@
+"""Pure logic of the LXC engine: role lab_lxc's module (configuration, limits, markers, units),
+labkit.engine_lxc (hosts by marker, lxc-attach command lines, doctor's id map check) and fact K6
+for system containers. No LXC, no Docker: folders under tmp_path stand for /var/lib/lxc."""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from labkit import checks, engine_lxc, paths
+from labkit.facts import HostFacts
+
+
+def module():
+    path = paths.roles_dir() / "lab_lxc" / "library" / "labkit_lxc.py"
+    spec = importlib.util.spec_from_file_location("labkit_lxc", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+PARAMS = {"lab": "net101", "idmap_base": 1000000000, "memory": "256m", "cpus": 1.5, "pids": 128,
+          "cap_keep": ["CHOWN", "setuid", "kill"]}
+ITEM = {"name": "labkit-net101-alice-debian12-lxc", "hostname": "alice-debian12-lxc", "student": "alice",
+        "distro": "debian:12", "image": "labkit/debian:12", "network": "labkit-net101-alice"}
+
+
+@pytest.mark.parametrize("v2", [False, True])
+def test_config_is_unprivileged_hardened_and_limited(monkeypatch, v2):
+    m = module()
+    monkeypatch.setattr(m.os.path, "exists", lambda p: v2 if p == "/sys/fs/cgroup/cgroup.controllers" else False)
+    text = m.config(PARAMS, ITEM, "/var/lib/lxc/x", "br-0123456789ab", "10.200.3.254", 24, "10.200.3.1")
+    lines = text.splitlines()
+    assert "lxc.idmap = u 0 1000000000 65536" in lines and "lxc.idmap = g 0 1000000000 65536" in lines
+    assert "lxc.cap.keep = chown kill setuid" in lines
+    assert "lxc.no_new_privs = 1" in lines
+    assert "lxc.net.0.link = br-0123456789ab" in lines
+    assert "lxc.net.0.ipv4.address = 10.200.3.254/24" in lines
+    assert "lxc.uts.name = alice-debian12-lxc" in lines
+    assert "# labkit.lab = net101" in lines
+    if v2:
+        assert {"lxc.cgroup2.memory.max = 268435456", "lxc.cgroup2.pids.max = 128",
+                "lxc.cgroup2.cpu.max = 150000 100000"} <= set(lines)
+    else:
+        assert {"lxc.cgroup.memory.limit_in_bytes = 268435456", "lxc.cgroup.pids.max = 128",
+                "lxc.cgroup.cpu.cfs_quota_us = 150000"} <= set(lines)
+    assert not any("privileged" in ln or "cap.drop" in ln for ln in lines)
+
+
+@pytest.mark.parametrize(("text", "n"), [("256m", 256 * 2**20), ("1g", 2**30), ("1048576", 2**20), ("512k", 512 * 1024)])
+def test_memory_units(text, n):
+    assert module().to_bytes(text) == n
+
+
+def _marker(root, name, **kw):
+    (root / name).mkdir()
+    (root / name / "labkit.json").write_text(json.dumps(kw))
+
+
+def test_containers_are_found_by_marker_not_by_name(tmp_path):
+    m = module()
+    _marker(tmp_path, "labkit-a-s1-debian12-lxc", lab="a", student="s1", distro="debian:12")
+    _marker(tmp_path, "labkit-a-s2-debian12-lxc", lab="a", student="s2", distro="debian:12")
+    _marker(tmp_path, "labkit-a-b-s1-debian12-lxc", lab="a-b", student="s1", distro="debian:12")  # lab a-b's
+    (tmp_path / "labkit-a-s3-debian12-lxc").mkdir()  # no marker: not labkit's to remove
+    (tmp_path / "other").mkdir()
+    assert [c["name"] for c in m.found(str(tmp_path), "a")] == ["labkit-a-s1-debian12-lxc", "labkit-a-s2-debian12-lxc"]
+    assert [c["name"] for c in m.found(str(tmp_path), "a", "s2")] == ["labkit-a-s2-debian12-lxc"]
+    assert m.found(str(tmp_path / "missing"), "a") == []
+
+
+class _Server:
+    name, local = "localhost", True
+
+
+def test_engine_rows_and_shell_argv(tmp_path, monkeypatch):
+    _marker(tmp_path, "labkit-a-s1-debian12-lxc", lab="a", student="s1", distro="debian:12", image="labkit/debian:12",
+            address="10.200.3.254")
+    etc = tmp_path / "labkit-a-s1-debian12-lxc" / "rootfs" / "etc"
+    etc.mkdir(parents=True)
+    (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\nstudent:x:1000:1000::/home/student:/bin/sh\n")
+    monkeypatch.setattr(engine_lxc, "LXC_PATH", tmp_path)
+    monkeypatch.setattr(engine_lxc, "state", lambda name: "running")
+    rows = engine_lxc.hosts("a", None, _Server(), [""], lxc_path=tmp_path)
+    assert rows == [{"name": "labkit-a-s1-debian12-lxc", "role": "container", "student": "s1", "distro": "debian:12",
+                     "state": "running", "image": "labkit/debian:12", "spec": "lxc://labkit-a-s1-debian12-lxc",
+                     "server": "localhost", "local": True, "engine": "lxc", "user": "", "address": "10.200.3.254"}]
+    assert engine_lxc.hosts("a", ["s9"], _Server(), [""], lxc_path=tmp_path) == []
+    argv = engine_lxc.exec_argv(rows[0], ["id"], user="student", workdir="/home/student")
+    assert argv[:6] == ["lxc-attach", "-n", "labkit-a-s1-debian12-lxc", "--clear-env", "-u", "1000"]
+    assert "HOME=/home/student" in argv and "--elevated-privileges=CAP" not in argv
+    assert argv[-2:] == ["/home/student", "id"]
+    root = engine_lxc.exec_argv(rows[0], ["/bin/sh", "-c"])
+    assert "-u" not in root and "HOME=/root" in root
+    assert "--elevated-privileges=CAP" in engine_lxc.probe_argv(rows[0])
+    with pytest.raises(Exception, match="no user 'bob' in labkit-a-s1-debian12-lxc"):
+        engine_lxc.exec_argv(rows[0], ["id"], user="bob")
+
+
+def test_doctor_names_the_missing_id_map(tmp_path, monkeypatch):
+    real = engine_lxc.Path
+
+    def fake(p):
+        return tmp_path / real(p).name if str(p) in ("/etc/subuid", "/etc/subgid") else real(p)
+
+    (tmp_path / "subuid").write_text("root:1000000000:65536\n")
+    monkeypatch.setattr(engine_lxc, "Path", fake)
+    name, status, detail, fix = engine_lxc._subids()
+    assert status == "fail" and "/etc/subgid" in detail and "root:1000000000:65536" in fix
+    (tmp_path / "subgid").write_text("lkalice:100000:65536\nroot:1000000000:65536\n")
+    assert engine_lxc._subids()[1] == "ok"
+
+
+SERVER = HostFacts("lab-server", "server", kernel_release="6.18.44", kernel_version="#1 SMP", boot_id="aaaa",
+                   pid1="systemd", pkg_mgr="apt-get")
+
+
+def _lxc(**kw):
+    base = dict(host="labkit-l-s1-debian12-lxc", role="container", student="s1", distro="debian:12",
+                kernel_release="6.18.44", kernel_version="#1 SMP", boot_id="aaaa", pid1="init", pkg_mgr="apt-get")
+    base.update(kw)
+    h = HostFacts(**base)
+    h.engine = "lxc"  # type: ignore[attr-defined]  # (a field once the engine core has it)
+    return h
+
+
+def test_k6_an_lxc_system_container_runs_an_init_but_boots_no_kernel():
+    assert "no kernel booted" in checks.k6(_lxc(), SERVER)
+    with pytest.raises(checks.FactFailed, match="system container's PID 1 is 'sleep', expected an init"):
+        checks.k6(_lxc(pid1="sleep"), SERVER)
+    with pytest.raises(checks.FactFailed, match="not on the server's running kernel"):
+        checks.k6(_lxc(boot_id="bbbb"), SERVER)
+    docker = _lxc(pid1="init")
+    docker.engine = "docker"  # type: ignore[attr-defined]
+    with pytest.raises(checks.FactFailed, match="container PID 1 is the init system 'init'"):
+        checks.k6(docker, SERVER)
