@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # labkit set-up, one idempotent step used by both README commands:
 #   Debian packages, the virtual environment, a running dockerd (no systemd here),
-#   and with --vm (default when the lab has a VM) libvirt, QEMU and Vagrant.
+#   LXC (scripts/setup-lxc.sh), and with --vm (default when the lab has a VM) libvirt, QEMU and Vagrant.
 # On a ready machine it changes nothing and takes a second or two.
 set -euo pipefail
 
@@ -95,6 +95,9 @@ else
   fi
   say "dockerd answering"
 fi
+
+# --- LXC (engine: lxc): its tools, the Python binding in the venv, root's id map ------------
+bash "$ROOT/scripts/setup-lxc.sh"
 
 # --- libvirt, QEMU, Vagrant (the lab VM) ---------------------------------------------
 if [ "$WITH_VM" = 1 ] && [ -f "$ROOT/scripts/setup-vm.sh" ]; then
