@@ -113,7 +113,7 @@ def _forget_lab(lab: str) -> None:
     """After a full ``down``: the lab is no longer up (nor its servers, assignment and ssh
     config remembered). The runner's artifacts stay, for the record."""
     d = lab_dir(lab)
-    for name in ("lab.json", "inventory", "assignment.json", "ssh_config"):
+    for name in ("lab.json", "inventory", "assignment.json", "ssh_config", "engines.json"):
         (d / name).unlink(missing_ok=True)
 
 
@@ -322,6 +322,7 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
         vm_remote = _remote_vm_settings(lab, svs, [{"server": v.server} for v in draft.vms], log)
         plan = make_plan(lab, context(lab, svs, vm_local=vm_local, vm_remote=vm_remote), students)
         _save_lab(lab)
+        _record_scopes(lab)  # before anything is made: `down` then finds it from any state
         extravars = plan.extravars()
         vms = [{"name": v.name, "server": v.server} for v in plan.vms]
         vm_settings = dict(plan.vm)
@@ -337,8 +338,9 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
             raise
         clients = {sv.name: engine.client_for(sv.docker_host) for sv in svs}
         # in parallel; unchanged containers keep their earlier row (measure.containers)
-        rows = measure.containers([(c.name, clients[c.server]) for c in plan.containers],
+        rows = measure.containers([(c.name, clients[c.server]) for c in plan.containers if c.engine == "docker"],
                                   previous=measure.load(lab.name), log=log)
+        rows += _measure_engines(lab.name, [c for c in plan.containers if c.engine != "docker"], log)
         measure.save(lab.name, rows + [_measure_vm(lab, v["name"], run.host_facts, boots, where) for v in vms])
         # the lesson's own content / the user's roles, after labkit's own (never on a lab server)
         conv = _converge(lab, svs, students=students, prepare=True, on_event=on_event, verbosity=verbosity,
@@ -348,6 +350,23 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
     if with_facts:
         res.facts = facts(lab)
     return res
+
+
+def _measure_engines(lab: str, items: list, log: Log) -> list[dict]:
+    """Create-to-ready, memory and disk of the other engines' containers (each engine's own
+    ``measure``); a container that cannot be measured is said, never fatal."""
+    if not items:
+        return []
+    rows = {h["name"]: h for h in hosts(lab) if h.get("engine", "docker") != "docker"}
+    out = []
+    for c in items:
+        row = rows.get(c.name)
+        m = engine.backend(c.engine).measure(row) if row else None
+        if m is None:
+            log(f"{c.name}: not measured ({c.engine})")
+        else:
+            out.append(m)
+    return out
 
 
 def _diagnose(e: PlaybookFailed, servers: list, with_vms: bool) -> None:
@@ -520,14 +539,21 @@ def _vm_resources(lab: str, servers: list, students: list[str] | None = None,
 
 
 def _down_vars(lab: Lab) -> dict:
-    return {"labkit_lab": lab.name, "labkit_vm_required": lab.vm.enabled}
+    return {"labkit_lab": lab.name, "labkit_vm_required": lab.vm.enabled,
+            "labkit_down_engines": engine_scopes(lab.name, lab)}
 
 
 def _networks(lab: str, servers: list | None = None) -> list[str]:
     from .servers import default_servers
 
-    return [n.name for sv in (servers or default_servers())
-            for n in engine.client_for(sv.docker_host).networks.list(filters={"label": f"labkit.lab={lab}"})]
+    out = []
+    scopes = engine_scopes(lab)
+    for sv in servers or default_servers():
+        out += [n.name for n in engine.client_for(sv.docker_host).networks.list(filters={"label": f"labkit.lab={lab}"})]
+        if sv.local:
+            for name, users in scopes.items():
+                out += [f"{n} ({name})" for n in engine.backend(name).networks(lab, sv, users)]
+    return out
 
 
 def vm_hosts(lab: str, students: list[str] | None = None, servers: list | None = None) -> list[dict]:
@@ -579,10 +605,38 @@ def hosts(lab: str, students: list[str] | None = None, servers: list | None = No
     from .servers import default_servers
 
     out = []
+    scopes = engine_scopes(lab)
     for sv in servers or default_servers():
         out += _containers(lab, students, sv)
+        if sv.local:  # the other engines: on this machine (remote lab servers: Docker only, for now)
+            for name, users in scopes.items():
+                out += engine.backend(name).hosts(lab, students, sv, users)
     # one order everywhere: by student, then name (containers and VMs alike)
     return sorted(out + vm_hosts(lab, students, servers), key=lambda h: (h["student"], h["role"] == "vm", h["name"]))
+
+
+def _scopes_file(lab: str) -> Path:
+    return lab_dir(lab) / "engines.json"
+
+
+def engine_scopes(lab: str, spec: Lab | None = None) -> dict[str, list[str]]:
+    """The engines other than Docker this lab has used here, each with whose stores to read
+    ('' is root's; a name, a rootless Podman user's): what ``up`` recorded (before it made
+    anything, so ``down`` finds it from any state), with ``spec``'s own."""
+    f = _scopes_file(lab)
+    out: dict[str, list[str]] = json.loads(f.read_text()) if f.is_file() else {}
+    for c in spec.containers if spec is not None else ():
+        if c.engine != "docker":
+            users = out.setdefault(c.engine, [])
+            if (c.user or "") not in users:
+                users.append(c.user or "")
+    return out
+
+
+def _record_scopes(lab: Lab) -> None:
+    scopes = engine_scopes(lab.name, lab)
+    if scopes:
+        _scopes_file(lab.name).write_text(json.dumps(scopes, indent=2))
 
 
 def _containers(lab: str, students: list[str] | None, server) -> list[dict]:
@@ -602,6 +656,8 @@ def _containers(lab: str, students: list[str] | None, server) -> list[dict]:
             "server": server.name,
             "local": server.local,
             "docker_host": server.docker_host,
+            "engine": "docker",
+            "user": "",
         })
     return out
 
@@ -685,7 +741,9 @@ def shell_command(lab: Lab, host: str, student: str | None = None, root: bool = 
         name = host
     else:
         student = student or lab.students[0]
-        name = f"labkit-{lab.name}-{student}-{slug(host)}"
+        name = names.lab_prefix(lab.name, student) + host  # a short name: debian12, debian12-podman
+        if name not in found:
+            name = f"labkit-{lab.name}-{student}-{slug(host)}"  # or a distro: debian:12
     h = found.get(name)
     if h is None:
         prefix = f"labkit-{lab.name}-{student}-"
@@ -718,6 +776,10 @@ def _shell_argv(h: dict, user: str, root: bool, command: list[str] | None, ssh_c
             return ["ssh", "-F", str(ssh_cfg), "-T", h["name"], remote]
         return ["ssh", "-F", str(ssh_cfg), "-t", h["name"], shlex.join(["sudo", "-i"] + ([] if root else ["-u", user]))]
     interactive = sys.stdin.isatty() and not command
+    if h.get("engine", "docker") != "docker":
+        return engine.backend(h["engine"]).exec_argv(h, command or ["/bin/sh", "-l"], user=None if root else user,
+                                                     workdir="/root" if root else f"/home/{user}",
+                                                     interactive=interactive)
     who = ["-w", "/root"] if root else ["-u", user, "-w", f"/home/{user}"]
     argv = ["docker", "exec", "-it" if interactive else "-i", *who, h["name"], *(command or ["/bin/sh", "-l"])]
     if h.get("local", True):

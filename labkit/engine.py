@@ -57,3 +57,21 @@ def client_for(docker_host: str | None):
 def forget(docker_host: str | None) -> None:
     """Forget a lab server's cached client (its engine restarted or its tunnel closed)."""
     _REMOTE.pop(docker_host or "", None)
+
+
+# ------------------------------------------------------------------ the other engines
+# Docker is reached through the SDK above. Every other engine is a module with the same few
+# functions (labkit.engine_podman is the model; the contract is in its docstring):
+#   hosts(lab, students, server, users) -> rows as api.hosts gives them (with engine, user)
+#   networks(lab, server, users) -> the lab's network names there
+#   exec_argv(row, argv, *, user=None, workdir=None, interactive=False) -> a command line
+#   measure(row) -> a measure.container()-like row, or None
+# ``users``: whose stores to look in ('' is root; a name, a rootless Podman user).
+OTHER_ENGINES = {"podman": "labkit.engine_podman", "lxc": "labkit.engine_lxc"}
+
+
+def backend(name: str):
+    """The module of engine ``name`` (not Docker's: that is this module)."""
+    import importlib
+
+    return importlib.import_module(OTHER_ENGINES[name])

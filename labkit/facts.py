@@ -28,11 +28,21 @@ done
 echo "pkg_mgr=$pm"
 v=$(systemd-detect-virt 2>/dev/null)
 if [ -z "$v" ] && [ -f /.dockerenv ]; then v=docker; fi
+if [ -z "$v" ] && [ -f /run/.containerenv ]; then v=podman; fi
 echo "virt=${v:-unknown}"
 r=$(uname -r)
 if [ -e "/boot/vmlinuz-$r" ]; then echo "own_kernel_image=/boot/vmlinuz-$r"; fi
 if [ -d "/lib/modules/$r" ]; then echo "kernel_modules=yes"; else echo "kernel_modules=no"; fi
 for ns in pid mnt uts net; do echo "ns_$ns=$(readlink /proc/1/ns/$ns 2>/dev/null)"; done
+# LXC bind-mounts a boot_id of its own over the kernel's (/dev/.lxc-boot-id, new per start):
+# say it, and read the kernel's beneath it in a private mount namespace (this line wins)
+if [ -e /dev/.lxc-boot-id ] && grep -q ' /proc/sys/kernel/random/boot_id ' /proc/self/mountinfo 2>/dev/null; then
+  [ -n "$v" ] || echo "virt=lxc"
+  echo "boot_id_engine=$(cat /proc/sys/kernel/random/boot_id)"
+  echo "boot_id=$(unshare -m sh -c 'umount /proc/sys/kernel/random/boot_id && cat /proc/sys/kernel/random/boot_id' 2>/dev/null)"
+fi
+echo "ns_user=$(readlink /proc/1/ns/user 2>/dev/null)"
+echo "uid_map=$(while read -r a b c; do printf '%s %s %s; ' "$a" "$b" "$c"; done < /proc/1/uid_map 2>/dev/null)"
 """
 
 
@@ -46,6 +56,7 @@ class HostFacts:
     kernel_release: str = ""
     kernel_version: str = ""
     boot_id: str = ""
+    boot_id_engine: str = ""       # what the engine shows at the boot_id path (LXC's own), when not the kernel's
     pid1: str = ""
     hostname: str = ""
     os_id: str = ""
@@ -59,6 +70,10 @@ class HostFacts:
     ns_mnt: str = ""
     ns_uts: str = ""
     ns_net: str = ""
+    ns_user: str = ""
+    uid_map: str = ""              # /proc/1/uid_map: "0 0 4294967295" is no user namespace
+    engine: str = ""               # a container's engine: docker, podman, lxc
+    engine_user: str = ""          # rootless Podman: the lab server's user it runs as
     same_kernel: bool | None = None   # vs the lab server
     same_boot: bool | None = None
     error: str = ""
@@ -121,6 +136,18 @@ def _probe_remote_container(name: str, docker_host: str) -> dict[str, str]:
                       name)
 
 
+def _probe_engine_container(row: dict) -> dict[str, str]:
+    """A container of another engine (Podman, LXC): through that engine's own exec."""
+    import shlex
+
+    import testinfra
+
+    from . import engine
+
+    argv = engine.backend(row["engine"]).exec_argv(row, ["/bin/sh", "-c"])
+    return probe_host(_Wrapped(testinfra.get_host("local://"), shlex.join(argv)), row["name"])
+
+
 class _Wrapped:
     """A testinfra host whose commands run through a prefix (``docker -H ... exec NAME sh -c``)."""
 
@@ -145,7 +172,11 @@ def collect(hosts: list[dict], ssh_config: Path | None = None, jobs: int = 8, se
         todo.append((HostFacts(server_label(s.name, s.local), "server", server=s.name), ("server", spec, kw)))
     for h in hosts:
         hf = HostFacts(h["name"], h["role"], h.get("student", ""), h.get("distro", ""), server=h.get("server", "localhost"))
-        if h.get("local", True) or h["role"] != "container":
+        if h["role"] == "container":
+            hf.engine, hf.engine_user = h.get("engine", "docker"), h.get("user", "")
+        if h["role"] == "container" and h.get("engine", "docker") != "docker":
+            todo.append((hf, ("engine", h, None)))
+        elif h.get("local", True) or h["role"] != "container":
             todo.append((hf, ("spec", h["spec"], None)))
         else:
             todo.append((hf, ("remote", h["name"], h["docker_host"])))
@@ -159,6 +190,8 @@ def collect(hosts: list[dict], ssh_config: Path | None = None, jobs: int = 8, se
                 raw = probe_host(testinfra.get_host(a, **b), hf.host)
             elif kind == "remote":
                 raw = _probe_remote_container(a, b)
+            elif kind == "engine":
+                raw = _probe_engine_container(a)
             else:
                 raw = probe(a, ssh_config if a.startswith("ssh://") else None)
             _fill(hf, raw)

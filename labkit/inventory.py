@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from . import catalog
+from . import catalog, names
 from .paths import lab_dir
 
 
@@ -38,8 +38,18 @@ def host_vars(row: Mapping[str, Any], ssh: Mapping[str, str] | None = None) -> d
             args += " -o ProxyCommand=" + json.dumps(ssh["ProxyCommand"])
         hv["ansible_ssh_common_args"] = args
         return hv
-    hv = {"ansible_connection": "community.docker.docker", "ansible_host": row["name"]}
-    if not row.get("local", True) and row.get("docker_host"):
+    eng = row.get("engine", "docker")
+    if eng == "podman":
+        hv = {"ansible_connection": "containers.podman.podman", "ansible_host": row["name"]}
+        if row.get("user"):  # rootless: Podman as that user (role lab_podman's wrapper)
+            from .engine_podman import WRAPPER_DIR
+
+            hv["ansible_podman_executable"] = f"{WRAPPER_DIR}/{row['user']}/podman"
+    elif eng == "lxc":
+        hv = {"ansible_connection": "community.general.lxc", "ansible_host": row["name"]}
+    else:
+        hv = {"ansible_connection": "community.docker.docker", "ansible_host": row["name"]}
+    if eng == "docker" and not row.get("local", True) and row.get("docker_host"):
         hv["ansible_docker_extra_args"] = f"-H {row['docker_host']}"
     if _python(row):
         hv["ansible_python_interpreter"] = "/usr/bin/python3"
@@ -61,7 +71,8 @@ def build(rows: Iterable[Mapping[str, Any]], ssh: Mapping[str, Mapping[str, str]
 
     Groups: ``lab`` (every host), ``containers``, ``vms``, ``python`` (hosts that run
     modules), ``no_python`` (BusyBox), one per distro by the name ``labkit shell`` takes
-    (``debian12``, ``busybox``, ``vm``), ``family_<family>``, ``student_<id>`` and
+    (``debian12``, ``busybox``, ``vm``, ``debian12-podman`` as ``debian12_podman``), one per
+    engine of the containers (``docker``, ``podman``, ``lxc``), ``family_<family>``, ``student_<id>`` and
     ``server_<name>``; ``lab_servers`` only when ``servers`` are given.
     """
     hosts: dict[str, dict] = {}
@@ -73,9 +84,12 @@ def build(rows: Iterable[Mapping[str, Any]], ssh: Mapping[str, Mapping[str, str]
     for r in rows:
         name = r["name"]
         hosts[name] = host_vars(r, (ssh or {}).get(name))
-        short = "vm" if r["role"] == "vm" else catalog.get(r["distro"]).slug if r.get("distro") else name
+        short = "vm" if r["role"] == "vm" else names.host_slug(catalog.get(r["distro"]).slug, r.get(
+            "engine", "docker"), r.get("user", "")) if r.get("distro") else name
         add("lab", name)
         add("vms" if r["role"] == "vm" else "containers", name)
+        if r["role"] != "vm":
+            add(r.get("engine", "docker"), name)  # docker, podman, lxc
         add("python" if _python(r) else "no_python", name)
         add(short, name)
         family = "debian" if r["role"] == "vm" else catalog.get(r["distro"]).family if r.get("distro") else "unknown"

@@ -22,13 +22,24 @@ def lab_prefix(lab: str, student: str | None = None) -> str:
     return f"{PREFIX}-{lab}-{student}-" if student else f"{PREFIX}-{lab}-"
 
 
-def container(lab: str, student: str, distro: str) -> str:
-    """A student's container of ``distro`` (a catalogue reference or its slug)."""
-    return f"{lab_prefix(lab, student)}{slug(distro)}"
+def host_slug(distro: str, engine: str = "docker", user: str = "") -> str:
+    """A container's short name (what ``labkit shell`` takes, the last part of its names):
+    ``debian12`` on Docker exactly as before other engines existed; ``debian12-podman``,
+    ``debian12-podman-alice`` (rootless, as user alice), ``debian12-lxc`` on the others, so
+    that no two engines' containers of one distro share a name."""
+    base = slug(distro)
+    if engine in ("", "docker"):
+        return base
+    return f"{base}-{engine}" + (f"-{_SLUG.sub('-', user.lower()).strip('-')}" if user else "")
 
 
-def hostname(student: str, distro: str) -> str:
-    return f"{student}-{slug(distro)}"
+def container(lab: str, student: str, distro: str, engine: str = "docker", user: str = "") -> str:
+    """A student's container of ``distro`` (a catalogue reference or its slug) on ``engine``."""
+    return f"{lab_prefix(lab, student)}{host_slug(distro, engine, user)}"
+
+
+def hostname(student: str, distro: str, engine: str = "docker", user: str = "") -> str:
+    return f"{student}-{host_slug(distro, engine, user)}"
 
 
 def network(lab: str, student: str) -> str:

@@ -44,6 +44,8 @@ class ContainerItem:
     bootstrap: str
     server: str
     role: Literal["container"] = "container"
+    engine: str = "docker"          # docker, podman, lxc (labkit.spec.ENGINES)
+    user: str = ""                  # Podman only: the lab server's user it runs rootless as; "": root
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,18 @@ class NetworkItem:
     name: str
     student: str
     server: str
+
+
+@dataclass(frozen=True)
+class EngineNetworkItem:
+    """A student's network on an engine other than Docker (Docker's are ``NetworkItem``s, as
+    before engines existed): per student, engine and (rootless Podman) user."""
+
+    name: str
+    student: str
+    server: str
+    engine: str
+    user: str = ""
 
 
 @dataclass(frozen=True)
@@ -91,6 +105,13 @@ class Plan:
     provision: Mapping[str, Any]
     vm_pool: str = "10.204.0.0/16"
     vm_prefix: int = 27
+    engine_networks: tuple[EngineNetworkItem, ...] = ()
+
+    @property
+    def engines(self) -> list[str]:
+        """The engines the lab's containers use (docker first)."""
+        used = {c.engine for c in self.containers}
+        return [e for e in ("docker", "podman", "lxc") if e in used]
 
     @property
     def hosts(self) -> tuple[ContainerItem | VmItem, ...]:
@@ -108,8 +129,12 @@ class Plan:
             "labkit_vm_prefix": self.vm_prefix,
             "labkit_vm": dict(self.vm),
             "labkit_vm_remote": {k: dict(v) for k, v in self.vm_remote.items()},
+            # every engine's containers; each item says its engine (and, rootless Podman, its user)
             "labkit_containers": [_plain(c) for c in self.containers],
+            "labkit_engines": self.engines,
+            # Docker's networks (role lab_network), then the other engines' (their own roles)
             "labkit_networks": [asdict(n) for n in self.networks],
+            "labkit_engine_networks": [asdict(n) for n in self.engine_networks],
             "labkit_docker_hosts": {sv.name: sv.docker_host for sv in self.servers},
             "labkit_limits": dict(self.limits),
             "labkit_provision": dict(self.provision),
@@ -139,18 +164,24 @@ def make_plan(lab: Lab, ctx: Context, students: Iterable[str] | None = None) -> 
     for s in who:
         for c in lab.containers:
             d = c.spec
+            user = c.user or ""
             containers.append(ContainerItem(
-                name=names.container(lab.name, s, d.slug), network=names.network(lab.name, s),
-                hostname=names.hostname(s, d.slug), image=d.image_ref(ctx.registry), student=s, distro=d.ref,
-                python=d.python, family=d.family, pkg_mgr=d.pkg_mgr, bootstrap=d.bootstrap or "",
-                server=server_of(s, ctx)))
-    networks = [NetworkItem(names.network(lab.name, s), s, server_of(s, ctx)) for s in who] if lab.containers else []
+                name=names.container(lab.name, s, d.slug, c.engine, user), network=names.network(lab.name, s),
+                hostname=names.hostname(s, d.slug, c.engine, user), image=d.image_ref(ctx.registry), student=s,
+                distro=d.ref, python=d.python, family=d.family, pkg_mgr=d.pkg_mgr, bootstrap=d.bootstrap or "",
+                server=server_of(s, ctx), engine=c.engine, user=user))
+    docker = any(c.engine == "docker" for c in lab.containers)
+    networks = [NetworkItem(names.network(lab.name, s), s, server_of(s, ctx)) for s in who] if docker else []
+    # one network per student on each other engine (and each rootless user's Podman)
+    where = dict.fromkeys((c.engine, c.user or "") for c in lab.containers if c.engine != "docker")
+    engine_nets = [EngineNetworkItem(names.network(lab.name, s), s, server_of(s, ctx), e, u)
+                   for s in who for (e, u) in where]
     vms = [VmItem(names.vm(lab.name, s), s, server_of(s, ctx)) for s in who] if lab.vm.enabled else []
     vm_nets = [NetworkItem(names.vm_network(lab.name, v.student), v.student, v.server) for v in vms]
     vm = dict(ctx.vm_local) or {"box": lab.vm.box, "memory": lab.vm.memory, "cpus": lab.vm.cpus}
     return Plan(lab.name, ctx.lab_dir, tuple(containers), tuple(networks), tuple(vms), tuple(vm_nets), ctx.servers,
                 vm, dict(ctx.vm_remote), lab.limits.model_dump(mode="json"), lab.provision.model_dump(mode="json"),
-                ctx.vm_pool, ctx.vm_prefix)
+                ctx.vm_pool, ctx.vm_prefix, tuple(engine_nets))
 
 
 # ------------------------------------------------------------------------------ diff

@@ -30,10 +30,48 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+ENGINES = ("docker", "podman", "lxc")
+Engine = Literal["docker", "podman", "lxc"]
+
+
+def _engine_ok(v: Any) -> Any:
+    if isinstance(v, str) and v not in ENGINES:
+        close = difflib.get_close_matches(v, ENGINES, n=1)
+        raise ValueError(f"unknown engine {v!r}; " + (f"did you mean '{close[0]}'? " if close else "")
+                         + f"engines: {', '.join(ENGINES)}")
+    return v
+
+
 class Container(_Model):
-    """One container per student for this distro."""
+    """One container per student for this distro (on this engine)."""
 
     distro: str = Field(description="Distro reference from the catalogue, e.g. debian:12, busybox, ubuntu:24.04")
+    engine: Engine = Field("docker", description=(
+        "Container engine: docker, podman or lxc (default: the lab's `engine:`, else docker)"))
+    user: Annotated[str, Field(pattern=USER_RE)] | None = Field(None, description=(
+        "Podman only: run the container rootless, as this existing non-root user of the lab server "
+        "(it needs /etc/subuid and /etc/subgid entries: `labkit doctor` checks)"))
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _engine(cls, v: Any) -> Any:
+        return _engine_ok(v)
+
+    @model_validator(mode="after")
+    def _user_only_for_podman(self) -> Container:
+        if self.user is not None and self.engine != "podman":
+            raise ValueError(f"user: rootless containers are Podman's (engine: podman); engine {self.engine} "
+                             "runs its containers as root: drop user:")
+        if self.user == "root":
+            raise ValueError("user: root is rootful Podman: leave user: out for that")
+        return self
+
+    @property
+    def short(self) -> str:
+        """The host's short name (``labkit shell`` takes it): ``debian12``, ``debian12-podman``..."""
+        from . import names
+
+        return names.host_slug(self.spec.slug, self.engine, self.user or "")
 
     @field_validator("distro")
     @classmethod
@@ -129,6 +167,8 @@ class Lab(_Model):
     name: Annotated[str, Field(pattern=NAME_RE)] = Field(description="Lab name, used in every resource name")
     students: list[Annotated[str, Field(pattern=STUDENT_RE)]] = Field(
         min_length=1, max_length=500, description="Student ids (or a count: 3 -> s01, s02, s03)")
+    engine: Engine = Field("docker", description=(
+        "The engine of every container entry that names none: docker, podman or lxc"))
     containers: list[Container] = Field(default_factory=list, max_length=20)
     vm: VM = Field(default_factory=VM)
     limits: Limits = Field(default_factory=Limits)
@@ -153,8 +193,13 @@ class Lab(_Model):
             width = max(2, len(str(n)))
             data["students"] = [f"s{i:0{width}d}" for i in range(1, n + 1)]
         cs = data.get("containers")
+        eng = data.get("engine", "docker")
+        _engine_ok(eng)
         if isinstance(cs, list):
-            data["containers"] = [{"distro": c} if isinstance(c, str) else c for c in cs]
+            cs = [{"distro": c} if isinstance(c, str) else c for c in cs]
+            if isinstance(eng, str) and eng != "docker":  # the lab-wide default engine
+                cs = [{**c, "engine": c.get("engine", eng)} if isinstance(c, dict) else c for c in cs]
+            data["containers"] = cs
         return data
 
     @field_validator("students")
@@ -170,11 +215,13 @@ class Lab(_Model):
     @field_validator("containers")
     @classmethod
     def _unique_distros(cls, v: list[Container]) -> list[Container]:
-        seen: set[str] = set()
-        for c in v:
-            if c.distro in seen:
-                raise ValueError(f"distro '{c.distro}' is listed twice")
-            seen.add(c.distro)
+        seen: dict[str, int] = {}
+        for i, c in enumerate(v):
+            if c.short in seen:
+                what = f"distro '{c.distro}'" + ("" if c.engine == "docker" else f" on engine {c.engine}") + (
+                    f" for user {c.user}" if c.user else "")
+                raise ValueError(f"{what} is listed twice (containers[{seen[c.short]}] and containers[{i}])")
+            seen[c.short] = i
         return v
 
     @model_validator(mode="after")

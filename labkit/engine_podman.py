@@ -1,0 +1,183 @@
+"""The Podman engine: its CLI, as root (rootful) or as a lab server's user (rootless).
+
+labkit makes Podman's containers with Ansible (role ``lab_podman``: containers.podman's
+modules; the hosts are reached with its ``podman`` connection). This module is what labkit
+itself reads from Podman on this machine (``status``, ``facts``, ``verify``, ``shell``,
+``down``'s counts, measurements), through the same CLI and, for a rootless user, the same
+way of becoming that user as the role's wrapper: ``runuser`` with the user's ``HOME`` and
+``XDG_RUNTIME_DIR`` (there is no systemd login session here to set them).
+
+The engine contract (also what ``labkit.engine_lxc`` provides), functions of a module named
+in ``labkit.engine.OTHER_ENGINES``:
+
+- ``hosts(lab, students, server, users)``: the lab's containers on ``server`` by the label
+  ``labkit.lab``, whatever their state, as rows (name, role, student, distro, state, image,
+  spec, server, local, engine, user); ``users`` says whose stores to read ('' is root's).
+- ``networks(lab, server, users)``: the lab's network names there (by label).
+- ``exec_argv(row, argv, user=None, workdir=None, interactive=False)``: the command line
+  that runs ``argv`` in the container of ``row`` (``labkit shell``, facts).
+- ``measure(row)``: create-to-ready seconds, memory and image size, or None.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import subprocess
+from pathlib import Path
+
+from .errors import EngineError
+
+WRAPPER_DIR = "/usr/local/libexec/labkit/podman-as"   # role lab_podman: WRAPPER_DIR/<user>/podman
+START_HINT = "install Podman: `bash scripts/setup.sh` (apt: podman, uidmap, slirp4netns); `labkit doctor` checks"
+
+
+def installed() -> bool:
+    return shutil.which("podman") is not None
+
+
+def runtime_dir(user: str) -> str:
+    """The user's XDG_RUNTIME_DIR (made here when missing: no systemd-logind makes it)."""
+    pw = pwd.getpwnam(user)
+    d = Path(f"/run/user/{pw.pw_uid}")
+    if not d.is_dir() and os.geteuid() == 0:
+        d.mkdir(parents=True, exist_ok=True)
+        os.chown(d, pw.pw_uid, pw.pw_gid)
+        d.chmod(0o700)
+    return str(d)
+
+
+def podman(user: str = "") -> list[str]:
+    """The argv prefix of Podman's CLI: root's, or (rootless) as ``user``."""
+    if not user:
+        return ["podman"]
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        raise EngineError(f"rootless Podman: no user '{user}' on this lab server",
+                          f"create it (`useradd -m -s /bin/sh {user}`) with /etc/subuid and /etc/subgid entries; "
+                          "`labkit doctor` checks") from None
+    return ["runuser", "-u", user, "--", "env", f"HOME={pw.pw_dir}", f"XDG_RUNTIME_DIR={runtime_dir(user)}", "TMPDIR=/var/tmp",
+            "podman"]
+
+
+def run(args: list[str], user: str = "", timeout: int = 120) -> str:
+    """Run ``podman ARGS`` (as ``user``); its stdout, or EngineError naming the command."""
+    if not installed():
+        raise EngineError("Podman is not installed on this machine", START_HINT)
+    cmd = [*podman(user), *args]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd="/")
+    except subprocess.TimeoutExpired:
+        raise EngineError(f"Podman{' (rootless, ' + user + ')' if user else ''} did not answer within "
+                          f"{timeout} s: podman {' '.join(args)}", START_HINT) from None
+    if p.returncode != 0:
+        raise EngineError(f"podman {' '.join(args)}{' (as ' + user + ')' if user else ''} failed: "
+                          f"{p.stderr.strip()[-400:]}", START_HINT)
+    return p.stdout
+
+
+def _state(c: dict) -> str:
+    # `podman ps --format json` gives State as a word (running, exited, created, ...)
+    st = str(c.get("State", "")).lower()
+    return "running" if st == "running" else (st or "unknown")
+
+
+def hosts(lab: str, students: list[str] | None, server, users: list[str]) -> list[dict]:
+    out: list[dict] = []
+    if not installed():
+        return out
+    for user in users:
+        if user and not _user_exists(user):
+            continue
+        rows = json.loads(run(["ps", "-a", "--filter", f"label=labkit.lab={lab}", "--format", "json"], user) or "[]")
+        for c in rows:
+            lb = c.get("Labels") or {}
+            if students and lb.get("labkit.student") not in students:
+                continue
+            name = (c.get("Names") or [c.get("Id", "")[:12]])[0]
+            out.append({
+                "name": name, "role": lb.get("labkit.role", "container"), "student": lb.get("labkit.student", ""),
+                "distro": lb.get("labkit.distro", ""), "state": _state(c), "image": c.get("Image", ""),
+                "spec": f"podman://{name}", "server": server.name, "local": server.local, "engine": "podman",
+                "user": user, "id": c.get("Id", ""),
+            })
+    return out
+
+
+def _user_exists(user: str) -> bool:
+    try:
+        pwd.getpwnam(user)
+        return True
+    except KeyError:
+        return False
+
+
+def networks(lab: str, server, users: list[str]) -> list[str]:
+    out: list[str] = []
+    if not installed():
+        return out
+    for user in users:
+        if user and not _user_exists(user):
+            continue
+        text = run(["network", "ls", "--filter", f"label=labkit.lab={lab}", "--format", "{{.Name}}"], user)
+        out += [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return out
+
+
+def exec_argv(row: dict, argv: list[str], user: str | None = None, workdir: str | None = None,
+              interactive: bool = False) -> list[str]:
+    who = (["-u", user] if user else []) + (["-w", workdir] if workdir else [])
+    return [*podman(row.get("user", "")), "exec", "-it" if interactive else "-i", *who, row["name"], *argv]
+
+
+def uid_map(row: dict) -> str:
+    """The container's user namespace as /proc/1/uid_map says it ('0 0 4294967295': none)."""
+    try:
+        out = subprocess.run(exec_argv(row, ["cat", "/proc/1/uid_map"]), capture_output=True, text=True,
+                             timeout=30, cwd="/").stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return "; ".join(" ".join(ln.split()) for ln in out.splitlines() if ln.strip())
+
+
+def measure(row: dict) -> dict | None:
+    """Create-to-ready seconds (Podman's own timestamps), memory (as `podman stats`) and image size."""
+    from datetime import datetime
+
+    user = row.get("user", "")
+    try:
+        info = json.loads(run(["inspect", "--type", "container", row["name"]], user))[0]
+        st = info.get("State") or {}
+
+        def ts(s: str) -> float:
+            # 2026-11-29T05:40:01.123456789Z or ...+00:00: seconds to microseconds
+            s = s.replace("Z", "+00:00")
+            head, _, rest = s.partition(".")
+            frac, tz = (rest[:rest.find("+")] if "+" in rest else rest), ("+" + rest.split("+", 1)[1] if "+" in rest else "")
+            return datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}{tz}").timestamp()
+
+        ready = ts(st["StartedAt"]) - ts(info["Created"])
+        mem = None
+        try:
+            stats = json.loads(run(["stats", "--no-stream", "--format", "json", row["name"]], user, timeout=60))
+            mem_s = (stats[0].get("mem_usage") or "").split("/")[0].strip() if stats else ""
+            mem = _bytes(mem_s) if mem_s else None
+        except (EngineError, ValueError, IndexError):
+            mem = None
+        img = json.loads(run(["image", "inspect", info.get("Image", "")], user))[0]
+        return {"host": row["name"], "role": "container", "ready_seconds": round(max(ready, 0.0), 3),
+                "memory_bytes": mem, "disk_bytes": int(img.get("Size") or 0), "engine": "podman",
+                "container_id": info.get("Id"), "started_at": st.get("StartedAt")}
+    except (EngineError, KeyError, ValueError, IndexError):
+        return None
+
+
+def _bytes(text: str) -> int:
+    t = text.strip().replace("iB", "").replace("B", "").strip()
+    units = {"k": 1024, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+    for u, m in units.items():
+        if t.endswith(u):
+            return int(float(t[:-1]) * m)
+    return int(float(t))
