@@ -137,9 +137,12 @@ def measure(row: dict) -> dict | None:
         disk = int(du.stdout.split()[0]) if du.returncode == 0 and du.stdout else 0
     except (OSError, ValueError, IndexError):
         return None
-    return {"host": name, "role": "container", "ready_seconds": round(max(started - created, 0.0), 3) if created else None,
-            "memory_bytes": _cgroup_memory(name), "disk_bytes": disk, "engine": "lxc",
-            "container_id": name, "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))}
+    return {"host": name, "role": "container",
+            "ready_seconds": round(max(started - created, 0.0), 3) if created else None,
+            "ready_how": "lab_lxc: folder made -> init started", "memory_bytes": _cgroup_memory(name),
+            "memory_how": "cgroup memory usage", "disk_bytes": disk, "disk_how": "root file system (du)",
+            "engine": "lxc", "container_id": name,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))}
 
 
 def _start_time(pid: int) -> float:

@@ -60,7 +60,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 MARKER = "labkit.json"
-RECIPE = "1"  # bump when the root file system's preparation changes: caches are made again
+RECIPE = "2"  # bump when the root file system's preparation changes: caches are made again
 IDMAP_RANGE = 65536
 INITTAB = "::sysinit:/bin/true\n::shutdown:/bin/true\n"
 # the image is the server's own (labkit built it): its owners, devices and links are kept as
@@ -143,7 +143,7 @@ def rootfs(p, image, iid):
             exp = subprocess.Popen(["docker", "export", cid], stdout=subprocess.PIPE)
             with tarfile.open(fileobj=exp.stdout, mode="r|") as t:
                 for m in t:
-                    if m.name.lstrip("./") == ".dockerenv":
+                    if m.name in (".dockerenv", "./.dockerenv"):  # Docker's marker: this is not Docker
                         continue
                     m.uid, m.gid = m.uid + base, m.gid + base
                     t.extract(m, work, numeric_owner=True, **TRUSTED)
