@@ -668,7 +668,8 @@ def status(lab: Lab) -> dict:
         found = hosts(lab.name, servers=svs)
         have = {h["name"] for h in found}
         plan = make_plan(lab, context(lab, svs))  # the same plan `up` applies (and `up --plan` diffs)
-        absent = [{"name": h.name, "role": h.role, "student": h.student, "distro": h.distro, "server": h.server}
+        absent = [{"name": h.name, "role": h.role, "student": h.student, "distro": h.distro, "server": h.server,
+                   **({"engine": h.engine, "user": h.user} if h.role == "container" else {})}
                   for h in plan.hosts if h.name not in have]
         return {
             "lab": lab.name,

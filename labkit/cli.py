@@ -98,19 +98,33 @@ def _yesno(v) -> str:
 def facts_table(rows) -> Table:
     several = len([r for r in rows if r.role == "server"]) > 1
     t = Table(title="kernel-sharing facts: lab server vs lab hosts", title_justify="left")
-    cols = ["host", "role", "os-release", "kernel release", "same kernel", "same boot_id", "PID 1",
-            "pkg manager", "virt"] + (["lab server"] if several else [])
+    from .verify import engine_label
+
+    cols = ["host", "role", "engine", "os-release", "kernel release", "same kernel", "same boot_id", "PID 1",
+            "pkg manager", "virt", "user ns (uid map)"] + (["lab server"] if several else [])
     for col in cols:
         t.add_column(col)
     for r in rows:
         distro = f"{r.os_id} {r.os_version}".strip() or (f"none ({r.distro})" if not r.error else "")
         extra = [r.server] if several else []
         if r.error:
-            t.add_row(r.host, r.role, "[red]unreadable[/]", escape(r.error), "", "", "", "", "", *extra)
+            t.add_row(r.host, r.role, engine_label(r), "[red]unreadable[/]", escape(r.error), "", "", "", "", "", "",
+                      *extra)
             continue
-        t.add_row(r.host, r.role, distro, r.kernel_release, _yesno(r.same_kernel), _yesno(r.same_boot),
-                  r.pid1, r.pkg_mgr, r.virt, *extra)
+        t.add_row(r.host, r.role, engine_label(r), distro, r.kernel_release, _yesno(r.same_kernel),
+                  _yesno(r.same_boot), r.pid1, r.pkg_mgr, r.virt, uid_map_words(r.uid_map), *extra)
     return t
+
+
+def uid_map_words(uid_map: str) -> str:
+    """/proc/1/uid_map in a few words: ``none`` for the identity map (no user namespace of its
+    own), else ``0->1001, 1->100000 (65536)``: uid 0 inside is uid 1001 outside, and so on."""
+    parts = [p.split() for p in uid_map.split(";") if len(p.split()) == 3]
+    if not parts:
+        return "-"
+    if parts == [["0", "0", "4294967295"]]:
+        return "none (host ids)"
+    return ", ".join(f"{a}->{b}" + (f" ({n})" if n != "1" else "") for a, b, n in parts)
 
 
 @contextlib.contextmanager
@@ -377,12 +391,18 @@ def status(lab_file, lab_name, as_json):
         click.echo(json.dumps(st, indent=2))
         return
     t = Table(title=f"lab '{lab.name}' on {', '.join(st['servers'])}", title_justify="left")
-    for col in ("host", "role", "student", "distro", "state", "lab server"):
+    for col in ("host", "role", "engine", "student", "distro", "state", "lab server"):
         t.add_column(col)
+
+    def eng(h: dict) -> str:
+        if h["role"] == "vm":
+            return "libvirt"
+        return h.get("engine", "docker") + (f" (rootless, {h['user']})" if h.get("user") else "")
+
     for h in st["hosts"]:
-        t.add_row(h["name"], h["role"], h["student"], h["distro"], h["state"], h.get("server", "localhost"))
+        t.add_row(h["name"], h["role"], eng(h), h["student"], h["distro"], h["state"], h.get("server", "localhost"))
     for m in st["missing_hosts"]:
-        t.add_row(m["name"], m["role"], m["student"], m["distro"], "[yellow]missing[/]")
+        t.add_row(m["name"], m["role"], eng(m), m["student"], m["distro"], "[yellow]missing[/]")
     out.print(t)
     _say(f"networks: {', '.join(st['networks']) or '(none)'}")
 
@@ -420,14 +440,14 @@ def verify(lab_file, lab_name, only, junit, tests, as_json):
         click.echo(json.dumps([r.__dict__ for r in results], indent=2))
     else:
         t = Table(title=f"lab '{lab.name}': kernel-sharing facts", title_justify="left")
-        for col in ("fact", "host", "result", "detail"):
+        for col in ("fact", "host", "engine", "result", "detail"):
             t.add_column(col, overflow="fold")
         style = {"passed": "[green]pass[/]", "failed": "[bold red]FAIL[/]", "skipped": "[yellow]n/a[/]"}
         last = None
         for r in results:
             fact = f"{r.fact} {FACTS.get(r.fact, 'your own tests')}" if r.fact != last else ""
             last = r.fact
-            t.add_row(fact, r.host, style.get(r.outcome, r.outcome), escape(r.detail))
+            t.add_row(fact, r.host, getattr(r, "engine", "") or "-", style.get(r.outcome, r.outcome), escape(r.detail))
         out.print(t)
         _say(f"{len(results) - len(failed)} passed, {len(failed)} failed")
     if failed:

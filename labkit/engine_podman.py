@@ -143,41 +143,73 @@ def uid_map(row: dict) -> str:
 
 
 def measure(row: dict) -> dict | None:
-    """Create-to-ready seconds (Podman's own timestamps), memory (as `podman stats`) and image size."""
-    from datetime import datetime
-
+    """Create-to-ready seconds (Podman's own timestamps), memory and image size, as
+    ``labkit.measure.container`` gives Docker's."""
     user = row.get("user", "")
     try:
         info = json.loads(run(["inspect", "--type", "container", row["name"]], user))[0]
         st = info.get("State") or {}
-
-        def ts(s: str) -> float:
-            # 2026-11-29T05:40:01.123456789Z or ...+00:00: seconds to microseconds
-            s = s.replace("Z", "+00:00")
-            head, _, rest = s.partition(".")
-            frac, tz = (rest[:rest.find("+")] if "+" in rest else rest), ("+" + rest.split("+", 1)[1] if "+" in rest else "")
-            return datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}{tz}").timestamp()
-
-        ready = ts(st["StartedAt"]) - ts(info["Created"])
-        mem = None
-        try:
-            stats = json.loads(run(["stats", "--no-stream", "--format", "json", row["name"]], user, timeout=60))
-            mem_s = (stats[0].get("mem_usage") or "").split("/")[0].strip() if stats else ""
-            mem = _bytes(mem_s) if mem_s else None
-        except (EngineError, ValueError, IndexError):
-            mem = None
+        ready = _ts(st["StartedAt"]) - _ts(info["Created"])
+        mem, how = memory(int(st.get("Pid") or 0)) if st.get("Running") else (None, "not measured: not running")
         img = json.loads(run(["image", "inspect", info.get("Image", "")], user))[0]
         return {"host": row["name"], "role": "container", "ready_seconds": round(max(ready, 0.0), 3),
-                "memory_bytes": mem, "disk_bytes": int(img.get("Size") or 0), "engine": "podman",
+                "ready_how": "engine: created -> started", "memory_bytes": mem, "memory_how": how,
+                "disk_bytes": int(img.get("Size") or 0), "disk_how": "image size", "engine": "podman",
                 "container_id": info.get("Id"), "started_at": st.get("StartedAt")}
     except (EngineError, KeyError, ValueError, IndexError):
         return None
 
 
-def _bytes(text: str) -> int:
-    t = text.strip().replace("iB", "").replace("B", "").strip()
-    units = {"k": 1024, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-    for u, m in units.items():
-        if t.endswith(u):
-            return int(float(t[:-1]) * m)
-    return int(float(t))
+def _ts(s: str) -> float:
+    """Podman's timestamps (2026-11-29T05:40:01.123456789Z, or with +00:00) as seconds."""
+    from datetime import datetime
+
+    s = s.strip().replace("Z", "+00:00")
+    head, tz = (s[:-6], s[-6:]) if s[-6] in "+-" else (s, "")
+    if "." in head:
+        head, frac = head.split(".", 1)
+        head = f"{head}.{(frac + '000000')[:6]}"
+    return datetime.fromisoformat(head + tz).timestamp()
+
+
+def memory(pid: int) -> tuple[int | None, str]:
+    """The container's memory: its cgroup's usage less inactive cache (as Docker's), or, where it
+    has no memory cgroup of its own (rootless on cgroup v1), its processes' resident memory."""
+    if pid <= 0:
+        return None, "not measured: no process"
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return None, "not measured: the process is gone"
+    v1 = next((ln.split(":", 2)[2] for ln in lines if ln.split(":")[1] == "memory"), None)
+    v2 = next((ln.split(":", 2)[2] for ln in lines if ln.startswith("0::")), None)
+    for base, path, use, inactive in (("/sys/fs/cgroup/memory", v1, "memory.usage_in_bytes", "total_inactive_file"),
+                                      ("/sys/fs/cgroup", v2, "memory.current", "inactive_file")):
+        if path and "libpod" in path:
+            d = Path(base + path)
+            try:
+                usage = int((d / use).read_text())
+                stat = dict(ln.split() for ln in (d / "memory.stat").read_text().splitlines() if " " in ln)
+            except (OSError, ValueError):
+                continue
+            cache = int(stat.get(inactive, 0))
+            return (usage - cache, "cgroup usage less inactive cache, as docker stats") if usage > cache else (
+                usage, "cgroup usage (all of it inactive cache)")
+    # no cgroup of its own: the resident memory of every process in its PID namespace
+    try:
+        ns = os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None, "not measured: the process is gone"
+    rss = 0
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            if os.readlink(p / "ns" / "pid") != ns:
+                continue
+            for ln in (p / "status").read_text().splitlines():
+                if ln.startswith("VmRSS:"):
+                    rss += int(ln.split()[1]) * 1024
+        except OSError:
+            continue
+    return rss, "resident memory of its processes (no cgroup of its own: rootless on cgroup v1)"

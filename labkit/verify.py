@@ -42,6 +42,7 @@ class CheckResult:
     host: str
     outcome: str        # passed, failed, skipped
     detail: str
+    engine: str = ""    # the host's engine: docker, podman (rootless: "podman (rootless, alice)"), lxc; vm: libvirt
 
 
 class _Plugin:
@@ -116,7 +117,20 @@ def run_checks(view: View, only: list[str] | None = None, junit: str | Path | No
     if rc not in (0, 1, 5) or (rc == 5 and not only):
         raise InternalError(f"the checks could not run (pytest exit {rc})")
     order = {k: i for i, k in enumerate(FACTS)}
+    for r in plugin.results:
+        h = view.hosts.get(r.host)
+        r.engine = engine_label(h) if h is not None else ""
     return sorted(plugin.results, key=lambda r: (order[r.fact], r.host))
+
+
+def engine_label(h: HostFacts) -> str:
+    """What a host runs on: ``docker``, ``podman``, ``podman (rootless, alice)``, ``lxc``;
+    a VM: ``libvirt``; a lab server: ``-``."""
+    if h.role == "vm":
+        return "libvirt"
+    if h.role != "container":
+        return "-"
+    return (h.engine or "docker") + (f" (rootless, {h.engine_user})" if h.engine_user else "")
 
 
 def as_dicts(results: list[CheckResult]) -> list[dict]:
