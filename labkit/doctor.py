@@ -131,6 +131,15 @@ def check_lxc() -> list[Check]:
             for name, status, detail, fix in engine_lxc.checks()]
 
 
+def check_podman(users: list[str]) -> list[Check]:
+    """What a lab with Podman containers needs here: Podman, a runtime and ulimits that work on
+    this machine, and for each rootless user subuid/subgid, newuidmap, networking, cgroups."""
+    from . import engine_podman
+
+    return [Check(name, status, detail, "" if status == "ok" else fix)
+            for name, status, detail, fix in engine_podman.checks(users)]
+
+
 def check_tools(required: bool = True) -> list[Check]:
     """The offline image builders. With a lab (``required`` False) a missing one is only a
     warning here: the lab's image checks fail when one of its images needs it."""
@@ -173,6 +182,8 @@ def run(students: int = 1, need_vm: bool = True, lab=None, build: bool = False) 
         out.append(doctor_check(len(lab.students) if lab is not None else students, need_vm))
     if lab is not None and any(getattr(c, "engine", "docker") == "lxc" for c in lab.containers):
         out += check_lxc()
+    if lab is not None and any(getattr(c, "engine", "docker") == "podman" for c in lab.containers):
+        out += check_podman(list(dict.fromkeys(c.user or "" for c in lab.containers if c.engine == "podman")))
     if lab is None:
         return out + check_disk()
     engine_ok = any(c.name == "docker engine" and c.status == "ok" for c in out)

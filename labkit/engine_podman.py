@@ -213,3 +213,110 @@ def memory(pid: int) -> tuple[int | None, str]:
         except OSError:
             continue
     return rss, "resident memory of its processes (no cgroup of its own: rootless on cgroup v1)"
+
+
+# ------------------------------------------------------------------ doctor
+
+SETUP_FIX = "`bash scripts/setup.sh` (apt-get install podman uidmap slirp4netns containernetworking-plugins runc)"
+
+
+def _ids(path: str, user: str) -> int:
+    """How many subordinate ids /etc/subuid (or subgid) gives ``user``."""
+    n = 0
+    try:
+        for ln in Path(path).read_text().splitlines():
+            parts = ln.strip().split(":")
+            if len(parts) == 3 and parts[0] in (user, str(pwd.getpwnam(user).pw_uid)):
+                n += int(parts[2])
+    except (OSError, ValueError, KeyError):
+        return 0
+    return n
+
+
+def checks(users: list[str]) -> list[tuple[str, str, str, str]]:
+    """What a lab with Podman containers needs here (``users``: '' for rootful, each rootless
+    user): (name, ok|warn|fail, detail, fix). ``fail`` where ``labkit up`` would fail."""
+    out: list[tuple[str, str, str, str]] = []
+    if not installed():
+        return [("podman", "fail", "Podman is not installed", SETUP_FIX)]
+    try:
+        info = json.loads(run(["info", "--format", "json"], timeout=60))
+    except (EngineError, ValueError) as e:
+        return [("podman", "fail", f"`podman info` fails: {getattr(e, 'message', e)}", SETUP_FIX)]
+    host = info.get("host") or {}
+    v2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+    runtime = (host.get("ociRuntime") or {}).get("name", "?")
+    out.append(("podman", "ok", f"Podman {(info.get('version') or {}).get('Version', '?')}: runtime {runtime}, "
+                f"cgroup {host.get('cgroupVersion', '?')} through {host.get('cgroupManager', '?')}, "
+                f"network {host.get('networkBackend', '?')}", ""))
+    if not v2 and runtime == "crun":
+        out.append(("podman runtime", "fail", "crun cannot start containers on this cgroup v1/hybrid machine "
+                    "(\"cgroups in hybrid mode not supported\")", "`bash scripts/setup.sh` (runtime = \"runc\" in "
+                    "/etc/containers/containers.conf.d/50-labkit.conf)"))
+    conf = Path("/etc/containers/containers.conf.d/50-labkit.conf")
+    hard = _hard_nofile()
+    if hard < 1048576 and not (conf.is_file() and "default_ulimits" in conf.read_text()):
+        out.append(("podman ulimits", "fail", f"this machine's open-files hard limit is {hard}, below Podman's default "
+                    "1048576: containers fail with \"setrlimit RLIMIT_NOFILE: Operation not permitted\"",
+                    f"`bash scripts/setup.sh` (default_ulimits in {conf})"))
+    for user in [u for u in users if u]:
+        out += _rootless_checks(user, v2)
+    return out
+
+
+def _hard_nofile() -> int:
+    import resource
+
+    h = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return 1 << 30 if h == resource.RLIM_INFINITY else int(h)
+
+
+def _rootless_checks(user: str, v2: bool) -> list[tuple[str, str, str, str]]:
+    name = f"rootless podman ({user})"
+    if not _user_exists(user):
+        return [(name, "fail", f"no user '{user}' on this machine",
+                 f"`useradd -m -s /bin/sh {user}` (Debian's useradd adds /etc/subuid and /etc/subgid entries)")]
+    out = []
+    sub = {f: _ids(f"/etc/{f}", user) for f in ("subuid", "subgid")}
+    bad = [f for f, n in sub.items() if n < 65536]
+    fix_ids = f"`usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}` (a range no other user has)"
+    out.append((f"{name}: subuid/subgid", "fail" if bad else "ok",
+                f"{user} has {sub['subuid']} subordinate uids, {sub['subgid']} gids"
+                + (f" (under 65536 in /etc/{', /etc/'.join(bad)})" if bad else ""), fix_ids if bad else ""))
+    tools = []
+    for tool in ("newuidmap", "newgidmap"):
+        p = shutil.which(tool)
+        tools.append(f"{tool} missing" if not p else
+                     f"{tool} not setuid root" if not (os.stat(p).st_mode & 0o4000 and os.stat(p).st_uid == 0) else "")
+    tools = [t for t in tools if t]
+    out.append((f"{name}: newuidmap", "fail" if tools else "ok", "; ".join(tools) or "newuidmap, newgidmap setuid root",
+                "apt-get install uidmap" if tools else ""))
+    tun = Path("/dev/net/tun")
+    tun_ok = tun.exists() and (tun.stat().st_mode & 0o006) == 0o006
+    slirp = shutil.which("slirp4netns")
+    net_bad = ([] if slirp else ["slirp4netns missing"]) + ([] if tun_ok else ["/dev/net/tun not usable by users"])
+    out.append((f"{name}: networking", "fail" if net_bad else "ok",
+                "; ".join(net_bad) or "slirp4netns and /dev/net/tun for the user's own network namespace",
+                ("apt-get install slirp4netns; " if not slirp else "") + ("`chmod 0666 /dev/net/tun` (setup.sh does)"
+                                                                         if not tun_ok else "") if net_bad else ""))
+    if v2:
+        uid = pwd.getpwnam(user).pw_uid
+        d = Path(f"/sys/fs/cgroup/user.slice/user-{uid}.slice/user@{uid}.service/cgroup.controllers")
+        have = set(d.read_text().split()) if d.is_file() else set()
+        missing = {"memory", "pids", "cpu"} - have
+        out.append((f"{name}: cgroup delegation", "warn" if missing else "ok",
+                    f"controllers delegated to {user}: {', '.join(sorted(have)) or 'none'}"
+                    + (f"; without {', '.join(sorted(missing))} the lab's limits are not applied" if missing else ""),
+                    "delegate them (systemd: `Delegate=memory pids cpu` for user@.service)" if missing else ""))
+    else:
+        out.append((f"{name}: cgroup delegation", "warn",
+                    "cgroup v1: nothing can be delegated to a user, so the lab's memory, CPU and PID limits are not "
+                    f"applied to {user}'s containers (Podman ignores them there; labkit does not ask)",
+                    "boot the lab server with cgroup v2 (systemd.unified_cgroup_hierarchy=1) and delegate memory, "
+                    "pids and cpu to the user"))
+    try:
+        run(["info", "--format", "{{.Host.Security.Rootless}}"], user, timeout=60)
+    except EngineError as e:
+        out.append((f"{name}: podman info", "fail", e.message[:300], "fix the lines above, then `podman info` as "
+                    f"{user} (`runuser -u {user} -- podman info`)"))
+    return out

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # labkit set-up, one idempotent step used by both README commands:
 #   Debian packages, the virtual environment, a running dockerd (no systemd here),
-#   LXC (scripts/setup-lxc.sh), and with --vm (default when the lab has a VM) libvirt, QEMU and Vagrant.
+#   LXC (scripts/setup-lxc.sh), Podman (scripts/setup-podman.sh), and with --vm (default when the lab has a VM) libvirt, QEMU and Vagrant.
 # On a ready machine it changes nothing and takes a second or two.
 set -euo pipefail
 
@@ -98,6 +98,9 @@ fi
 
 # --- LXC (engine: lxc): its tools, the Python binding in the venv, root's id map ------------
 bash "$ROOT/scripts/setup-lxc.sh"
+
+# --- Podman (engine: podman): rootful and rootless, no daemon ------------------------------
+bash "$ROOT/scripts/setup-podman.sh"
 
 # --- libvirt, QEMU, Vagrant (the lab VM) ---------------------------------------------
 if [ "$WITH_VM" = 1 ] && [ -f "$ROOT/scripts/setup-vm.sh" ]; then
