@@ -4,7 +4,9 @@ from the Docker image (no download template), unprivileged and on the student's 
 network; `verify` passes with the engine shown per host, K1/K2/K4/K5/K7 hold for LXC and K6 says
 what differs (an init as PID 1, the server's kernel); `labkit shell` reaches the LXC container
 as the student; a student's LXC container reaches their own Docker container and not the other
-student's; a second `up` changes nothing; `down` leaves no container, folder, network or bridge."""
+student's; a second `up` changes nothing, and repairs a stopped and a deleted LXC container;
+`doctor` checks LXC; `down` (one student, then all, after a stop and a half-made folder) leaves
+no container, folder, network or bridge."""
 import json
 import shutil
 import socket
@@ -151,10 +153,36 @@ def test_second_up_changes_nothing(up, lab_file):
     assert recap(p.stdout + p.stderr).get("changed") == 0, p.stdout
 
 
-def test_down_leaves_nothing_for_any_engine(up, lab_file):
+def test_up_repairs_a_stopped_and_a_deleted_lxc_container(up, lab_file):
+    subprocess.run(["lxc-stop", "-k", "-n", lxc_name("a")], check=True)
+    subprocess.run(["lxc-destroy", "-f", "-n", lxc_name("b")], check=True)
+    st = json.loads(run("status", "-f", str(lab_file), "--json").stdout)
+    assert st["missing"] == [lxc_name("b")], st["missing"]
+    p = run("up", "-f", str(lab_file))
+    assert recap(p.stdout + p.stderr).get("changed", 0) > 0
+    st = json.loads(run("status", "-f", str(lab_file), "--json").stdout)
+    assert not st["missing"] and all(h["state"] == "running" for h in st["hosts"]), st
+
+
+def test_doctor_checks_lxc_for_this_lab(lab_file):
+    rows = json.loads(run("doctor", "-f", str(lab_file), "--json", check=False).stdout)
+    lxc = {r["name"]: r for r in rows if r["name"].startswith("LXC")}
+    assert set(lxc) == {"LXC installed", "LXC Python binding", "LXC id map", "LXC cgroups", "LXC networking"}
+    assert all(r["status"] == "ok" for r in lxc.values()), lxc
+
+
+def test_down_leaves_nothing_for_any_engine_from_any_state(up, lab_file):
     bridges = {"br-" + n[:12] for n in docker("network", "ls", "-q", "--no-trunc", "--filter",
                                                 f"label=labkit.lab={LAB}").split()}
     assert bridges
+    run("down", "-f", str(lab_file), "--student", "a")  # one student's: the other's stay
+    assert lxc_ls() == [lxc_name("b")]
+    assert docker("ps", "-aq", "--filter", "label=labkit.student=a", "--filter", f"label=labkit.lab={LAB}") == ""
+    # what an interrupted `up` may leave: a stopped container and a folder with only its marker
+    subprocess.run(["lxc-stop", "-k", "-n", lxc_name("b")], check=True)
+    half = LXC_PATH / f"labkit-{LAB}-b-debian13-lxc"
+    half.mkdir()
+    (half / "labkit.json").write_text(json.dumps({"lab": LAB, "student": "b", "distro": "debian:13"}))
     run("down", "-f", str(lab_file))
     assert lxc_ls() == []
     assert not [d for d in LXC_PATH.iterdir() if d.name.startswith(f"labkit-{LAB}-")]

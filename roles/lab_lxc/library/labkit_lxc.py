@@ -8,8 +8,9 @@ short_description: Prepare, list or remove a labkit lab's LXC system containers 
 description:
   - C(present) makes each planned container's folder under O(lxc_path) - a marker file
     C(labkit.json) (lab, student, distro, image), the LXC configuration and the root file
-    system - and leaves starting it to C(community.general.lxc_container). A container whose
-    planned settings or image changed is stopped and made again.
+    system - and starts every one that is not running, all at once (the role then has
+    C(community.general.lxc_container) make sure each runs). A container whose planned
+    settings or image changed is stopped and made again.
   - The root file system is the lab server's own Docker image of the distro (C(docker export)
     of a container created from it, never started), its owners shifted by O(idmap_base) for an
     unprivileged container, with BusyBox's C(init) (from the server's C(busybox-static)) as
@@ -44,7 +45,7 @@ options:
 """
 
 RETURN = r"""
-containers: {description: "present: name, action (created, recreated, unchanged), address; list, absent: name, student, running", type: list}
+containers: {description: "present: name, action (created, recreated, started, unchanged), address; list, absent: name, student, running", type: list}
 """
 
 import hashlib
@@ -56,6 +57,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -287,7 +289,34 @@ def present(p):
                 continue
             create(p, c, path, want, text, iid)
             out.append({"name": c["name"], "action": action, "address": addr})
+    if not p["check_mode"]:
+        start(p, out)
     return out
+
+
+def start(p, out):
+    """Start every planned container that is not running, all at once (``lxc-start`` returns
+    once init runs); lxc_container then finds them running. A failure names LXC's log lines."""
+    todo = [r for r in out if state(r["name"]) != "RUNNING"]
+
+    def one(r):
+        log = os.path.join(p["lxc_path"], r["name"], "lxc.log")
+        q = subprocess.run(["lxc-start", "-n", r["name"]], capture_output=True, text=True)
+        if q.returncode != 0 or state(r["name"]) != "RUNNING":
+            try:
+                with open(log) as f:
+                    why = [ln.strip() for ln in f if " ERROR " in ln][-3:]
+            except OSError:
+                why = []
+            return f"{r['name']}: lxc-start failed: {' | '.join(why) or q.stderr.strip()[-300:]}"
+        if r["action"] == "unchanged":
+            r["action"] = "started"
+        return None
+
+    with ThreadPoolExecutor(max_workers=8) as ex:
+        errors = [e for e in ex.map(one, todo) if e]
+    if errors:
+        raise Fail("; ".join(errors) + " (`labkit doctor` checks LXC: id map, cgroups, networking)")
 
 
 def create(p, c, path, want, text, iid):
