@@ -321,6 +321,7 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
         vm_local = _vm_settings(lab, log, build) if any(v.server in local for v in draft.vms) else None
         vm_remote = _remote_vm_settings(lab, svs, [{"server": v.server} for v in draft.vms], log)
         plan = make_plan(lab, context(lab, svs, vm_local=vm_local, vm_remote=vm_remote), students)
+        check_lxc_local(plan.containers, svs)
         _save_lab(lab)
         _record_scopes(lab)  # before anything is made: `down` then finds it from any state
         extravars = plan.extravars()
@@ -350,6 +351,20 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
     if with_facts:
         res.facts = facts(lab)
     return res
+
+
+def check_lxc_local(containers, servers) -> None:
+    """LXC containers only on this machine (Ansible's lxc connection runs where Ansible runs):
+    a UsageError naming those planned on a remote lab server, before anything is made."""
+    local = {sv.name for sv in servers if sv.local}
+    bad = [c for c in containers if c.engine == "lxc" and c.server not in local]
+    if bad:
+        where = sorted({c.server for c in bad})
+        raise UsageError(
+            f"engine lxc: {len(bad)} container(s) planned on remote lab server(s) {', '.join(where)} "
+            f"({', '.join(c.name for c in bad[:3])}{', ...' if len(bad) > 3 else ''})",
+            "LXC containers are made on the machine that runs labkit only: use engine docker or podman "
+            "for a classroom of several servers, or run labkit on that server")
 
 
 def _measure_engines(lab: str, items: list, log: Log) -> list[dict]:

@@ -135,3 +135,19 @@ def test_k6_an_lxc_system_container_runs_an_init_but_boots_no_kernel():
     docker.engine = "docker"  # type: ignore[attr-defined]
     with pytest.raises(checks.FactFailed, match="container PID 1 is the init system 'init'"):
         checks.k6(docker, SERVER)
+
+
+def test_lxc_on_a_remote_lab_server_is_refused_before_anything_is_made():
+    from types import SimpleNamespace as NS
+
+    from labkit import api
+    from labkit.errors import UsageError
+
+    servers = [NS(name="localhost", local=True), NS(name="server-2", local=False)]
+    ok = [NS(name="labkit-l-a-debian12-lxc", engine="lxc", server="localhost"),
+          NS(name="labkit-l-b-debian12", engine="docker", server="server-2")]
+    api.check_lxc_local(ok, servers)
+    bad = ok + [NS(name="labkit-l-b-debian12-lxc", engine="lxc", server="server-2")]
+    with pytest.raises(UsageError, match="engine lxc: 1 container.*server-2 .labkit-l-b-debian12-lxc") as e:
+        api.check_lxc_local(bad, servers)
+    assert e.value.exit_code == 2 and "docker or podman" in e.value.hint
