@@ -101,7 +101,7 @@ def facts_table(rows) -> Table:
     from .verify import engine_label
 
     cols = ["host", "role", "engine", "os-release", "kernel release", "same kernel", "same boot_id", "PID 1",
-            "pkg manager", "virt", "user ns (uid map)"] + (["lab server"] if several else [])
+            "pkg manager", "virt", "uid map"] + (["lab server"] if several else [])
     for col in cols:
         t.add_column(col)
     for r in rows:

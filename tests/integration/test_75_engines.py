@@ -1,0 +1,226 @@
+"""Podman beside Docker (issue 17), on the real engines: a lab of two students, each with a
+Debian 12 container on Docker, one on rootful Podman and one on rootless Podman as a non-root
+user this module creates (no VM). `labkit up` loads the images into both Podman stores from
+Docker's (no registry), `verify` passes with the engine shown per host and K1/K2 hold for the
+rootless ones, whose uid map `facts` shows; the containers are hardened and labelled as
+Docker's; `labkit shell` reaches them as the student; a second `up` changes nothing; `down`
+leaves nothing in root's or the user's store. `doctor` names a missing rootless user's fix."""
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import docker, recap, run
+
+pytestmark = [pytest.mark.integration]
+LAB, STUDENTS, USER = "pm75", ("a", "b"), "lk75user"
+ENGINES = {"debian12": "docker", "debian12-podman": "podman", f"debian12-podman-{USER}": f"podman (rootless, {USER})"}
+
+
+def name(student: str, short: str) -> str:
+    return f"labkit-{LAB}-{student}-{short}"
+
+
+def podman(*args: str, user: str = "") -> subprocess.CompletedProcess:
+    """Podman's CLI as root, or as the rootless user (with the HOME and XDG_RUNTIME_DIR of a
+    login session, as labkit's wrapper gives it)."""
+    pre = ["podman"]
+    if user:
+        pw = pwd.getpwnam(user)
+        pre = ["runuser", "-u", user, "--", "env", f"HOME={pw.pw_dir}", f"XDG_RUNTIME_DIR=/run/user/{pw.pw_uid}",
+               "TMPDIR=/var/tmp", "podman"]
+    return subprocess.run([*pre, *args], capture_output=True, text=True, timeout=120, cwd="/")
+
+
+def labelled(what: str, user: str = "") -> list[str]:
+    """The lab's containers (what=ps) or networks (what=network) in a Podman store."""
+    args = ["ps", "-a"] if what == "ps" else ["network", "ls"]
+    p = podman(*args, "--filter", f"label=labkit.lab={LAB}", "--format", "{{.Names}}" if what == "ps" else
+               "{{.Name}}", user=user)
+    assert p.returncode == 0, p.stderr
+    return p.stdout.split()
+
+
+@pytest.fixture(scope="module")
+def rootless_user():
+    """A non-root user for rootless Podman, made here (Debian's useradd gives it subuid/subgid
+    ranges) and removed at the end with its home and store."""
+    assert shutil.which("podman"), "Podman is not installed: bash scripts/setup.sh"
+    made = False
+    try:
+        pwd.getpwnam(USER)
+    except KeyError:
+        subprocess.run(["useradd", "-m", "-s", "/bin/sh", USER], check=True)
+        made = True
+    if USER not in Path("/etc/subuid").read_text():
+        subprocess.run(["usermod", "--add-subuids", "300000-365535", "--add-subgids", "300000-365535", USER],
+                       check=True)
+    yield USER
+    if made:
+        uid = pwd.getpwnam(USER).pw_uid
+        # rootless Podman's pause process (it keeps the user namespace): ended by its own pid file
+        pid_file = Path(f"/run/user/{uid}/libpod/tmp/pause.pid")
+        if pid_file.is_file():
+            try:
+                os.kill(int(pid_file.read_text().strip()), 9)
+            except (ValueError, ProcessLookupError):
+                pass
+            time.sleep(0.5)
+        subprocess.run(["userdel", "-r", USER], capture_output=True)
+        shutil.rmtree(f"/run/user/{uid}", ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def lab_file(tmp_path_factory, rootless_user):
+    f = tmp_path_factory.mktemp("pm75") / "lab.yml"
+    f.write_text(textwrap.dedent(f"""\
+        name: {LAB}
+        students: [{", ".join(STUDENTS)}]
+        containers:
+          - debian:12
+          - {{distro: debian:12, engine: podman}}
+          - {{distro: debian:12, engine: podman, user: {rootless_user}}}
+        vm: {{enabled: false}}
+        provision: {{packages: []}}
+        """))
+    yield f
+    run("down", "-f", str(f), check=False)
+
+
+@pytest.fixture(scope="module")
+def up(lab_file):
+    run("images", "build", "debian:12")
+    t0 = time.monotonic()
+    p = run("up", "-f", str(lab_file))
+    return {"seconds": time.monotonic() - t0, "stdout": p.stdout + p.stderr}
+
+
+@pytest.fixture(scope="module")
+def facts(up, lab_file):
+    return {f["host"]: f for f in json.loads(run("facts", "-f", str(lab_file), "--json").stdout)}
+
+
+def test_up_makes_every_engines_containers(up, lab_file):
+    r = recap(up["stdout"])
+    assert r["failures"] == 0 and r["dark"] == 0
+    st = json.loads(run("status", "-f", str(lab_file), "--json").stdout)
+    assert st["missing"] == []
+    got = {h["name"]: (h["engine"], h["user"], h["state"]) for h in st["hosts"]}
+    for s in STUDENTS:
+        assert got[name(s, "debian12")] == ("docker", "", "running")
+        assert got[name(s, "debian12-podman")] == ("podman", "", "running")
+        assert got[name(s, f"debian12-podman-{USER}")] == ("podman", USER, "running")
+    # the images came from Docker's store, under the same tag, in both stores (never pulled)
+    want = docker("image", "inspect", "--format", "{{.Id}}", "labkit/debian:12").strip().removeprefix("sha256:")
+    for user in ("", USER):
+        p = podman("image", "inspect", "--format", "{{.Id}}", "labkit/debian:12", user=user)
+        assert p.returncode == 0 and p.stdout.strip() == want, (user, p.stderr)
+
+
+def test_verify_passes_with_the_engine_of_each_host(up, lab_file):
+    results = json.loads(run("verify", "-f", str(lab_file), "--json").stdout)
+    failed = [r for r in results if r["outcome"] == "failed"]
+    assert not failed, failed
+    engines = {r["host"]: r["engine"] for r in results if r["host"].startswith(f"labkit-{LAB}-")}
+    for s in STUDENTS:
+        for short, eng in ENGINES.items():
+            assert engines[name(s, short)] == eng
+    held = {(r["fact"], r["host"]) for r in results if r["outcome"] == "passed"}
+    for fact in ("K1", "K2", "K4", "K5", "K7"):
+        for s in STUDENTS:
+            for short in ENGINES:
+                assert (fact, name(s, short)) in held, (fact, s, short)
+    table = run("verify", "-f", str(lab_file), "--fact", "K1", env={**os.environ, "COLUMNS": "400"}).stdout
+    assert "engine" in table and "podman (rootless," in table
+
+
+def test_rootless_runs_in_a_user_namespace_on_the_servers_kernel(facts, rootless_user, lab_file):
+    server = next(f for f in facts.values() if f["role"] == "server")
+    uid = pwd.getpwnam(rootless_user).pw_uid
+    for s in STUDENTS:
+        rl, rf, dk = (facts[name(s, k)] for k in (f"debian12-podman-{USER}", "debian12-podman", "debian12"))
+        # K1/K2 hold rootless too: the same kernel and boot
+        assert rl["kernel_release"] == server["kernel_release"] and rl["boot_id"] == server["boot_id"]
+        assert rl["same_kernel"] is True and rl["same_boot"] is True
+        # uid 0 inside is the user outside, then its subordinate range; rootful and Docker: host ids
+        first = rl["uid_map"].split(";")[0].split()
+        assert first == ["0", str(uid), "1"], rl["uid_map"]
+        assert rf["uid_map"].split(";")[0].split() == ["0", "0", "4294967295"]
+        assert dk["uid_map"].split(";")[0].split() == ["0", "0", "4294967295"]
+        assert rl["ns_user"] != rf["ns_user"] and rf["ns_user"] == dk["ns_user"]  # rootful: the host's
+        assert rl["engine"] == "podman" and rl["engine_user"] == rootless_user
+        assert rl["pid1"] == rf["pid1"] == "sleep" and rl["virt"] == rf["virt"] == "podman"
+    table = run("facts", "-f", str(lab_file), env={**os.environ, "COLUMNS": "400"}).stdout
+    assert "uid map" in table and f"0->{uid}," in table and "none (host" in table
+
+
+def test_podman_containers_are_hardened_and_labelled_as_dockers(up, rootless_user):
+    v1 = not Path("/sys/fs/cgroup/cgroup.controllers").exists()
+    for s in STUDENTS:
+        for short, user in (("debian12-podman", ""), (f"debian12-podman-{USER}", rootless_user)):
+            p = podman("inspect", name(s, short), user=user)
+            assert p.returncode == 0, p.stderr
+            c = json.loads(p.stdout)[0]
+            hc, cfg = c["HostConfig"], c["Config"]
+            assert not hc["Privileged"] and not hc.get("Binds")
+            assert "no-new-privileges" in " ".join(hc.get("SecurityOpt") or [])
+            assert sorted(hc["CapAdd"] or c.get("EffectiveCaps") or []) and "CAP_SYS_ADMIN" not in (
+                c.get("EffectiveCaps") or [])
+            assert cfg["Labels"]["labkit.lab"] == LAB and cfg["Labels"]["labkit.student"] == s
+            assert cfg["Labels"]["labkit.engine"] == "podman" and cfg["Labels"]["labkit.user"] == user
+            assert cfg["Cmd"] == ["sleep", "infinity"] and cfg["Hostname"] == f"{s}-{short}"
+            assert list(c["NetworkSettings"]["Networks"]) == [f"labkit-{LAB}-{s}"]
+            if not user or not v1:
+                assert hc["Memory"] == 256 * 2**20 and hc["PidsLimit"] == 256 and hc["NanoCpus"] == 10**9
+    for user in ("", rootless_user):
+        for s in STUDENTS:
+            p = podman("network", "inspect", f"labkit-{LAB}-{s}", user=user)
+            net = json.loads(p.stdout)[0]
+            assert net["labels"]["labkit.student"] == s and net["options"].get("isolate") == "true", net
+
+
+def test_shell_reaches_podman_containers_as_the_student(up, lab_file):
+    for short in ("debian12-podman", f"debian12-podman-{USER}"):
+        p = run("shell", "-f", str(lab_file), "--student", "b", short, "--", "sh", "-c", 'echo "$(id -un) $(pwd)"')
+        assert p.stdout.split() == ["student", "/home/student"], (short, p.stdout, p.stderr)
+
+
+def test_second_up_changes_nothing(up, lab_file):
+    p = run("up", "-f", str(lab_file), "--no-facts")
+    assert recap(p.stdout)["changed"] == 0, p.stdout
+
+
+def test_doctor_names_the_fix_for_a_missing_rootless_user(tmp_path):
+    f = tmp_path / "lab.yml"
+    f.write_text(f"name: {LAB}x\nstudents: 1\ncontainers: [{{distro: debian:12, engine: podman, user: nosuchuser75}}]\n"
+                 "vm: {enabled: false}\n")
+    p = run("doctor", "-f", str(f), check=False)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "no user 'nosuchuser75'" in p.stdout and "useradd -m -s /bin/sh nosuchuser75" in p.stdout
+
+
+def test_down_leaves_nothing_in_any_store(up, lab_file, rootless_user):
+    t0 = time.monotonic()
+    p = run("down", "-f", str(lab_file))
+    assert "removed 6 containers" in p.stdout + p.stderr, p.stdout + p.stderr
+    for user in ("", rootless_user):
+        assert labelled("ps", user) == [] and labelled("network", user) == []
+    assert docker("ps", "-aq", "--filter", f"label=labkit.lab={LAB}").split() == []
+    assert docker("network", "ls", "-q", "--filter", f"label=labkit.lab={LAB}").split() == []
+    # and again, from nothing: still exit 0, nothing to say
+    run("down", "-f", str(lab_file))
+    print(f"pm75: up {up['seconds']:.0f} s, down {time.monotonic() - t0:.0f} s")
+
+
+def test_an_unknown_engine_is_bad_input_naming_the_key(tmp_path):
+    f = tmp_path / "lab.yml"
+    f.write_text("name: pm75y\nstudents: 1\ncontainers:\n  - debian:12\n  - {distro: debian:12, engine: podmn}\n")
+    p = run("up", "-f", str(f), check=False)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "lab.yml:5: containers[1].engine: unknown engine 'podmn'; did you mean 'podman'?" in p.stderr, p.stderr

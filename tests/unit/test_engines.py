@@ -1,0 +1,98 @@
+"""The engine core (issue 17) as pure logic: the lab file's engine and user keys, the names of
+each engine's containers, the plan's items and extravars, the inventory's groups and
+connections. No engine is touched."""
+import pytest
+
+from labkit import names
+from labkit.errors import SpecError
+from labkit.inventory import build, host_vars
+from labkit.plan import Context, ServerRef, make_plan
+from labkit.spec import parse_lab
+
+CTX = Context(servers=(ServerRef("localhost"),), lab_dir="/x")
+
+
+def lab(containers, **more):
+    return parse_lab({"name": "eng", "students": ["s01", "s02"], "containers": containers, "vm": {"enabled": False},
+                      **more})
+
+
+def test_docker_is_the_default_and_names_stay_as_before():
+    p = make_plan(lab(["debian:12", "busybox"]), CTX)
+    assert [(c.name, c.hostname, c.engine, c.user) for c in p.containers if c.student == "s01"] == [
+        ("labkit-eng-s01-debian12", "s01-debian12", "docker", ""),
+        ("labkit-eng-s01-busybox", "s01-busybox", "docker", "")]
+    ev = p.extravars()
+    assert ev["labkit_engines"] == ["docker"] and ev["labkit_engine_networks"] == []
+    assert [n["name"] for n in ev["labkit_networks"]] == ["labkit-eng-s01", "labkit-eng-s02"]
+
+
+def test_one_distro_on_every_engine_gets_names_that_never_collide():
+    p = make_plan(lab(["debian:12", {"distro": "debian:12", "engine": "podman"},
+                       {"distro": "debian:12", "engine": "podman", "user": "alice"},
+                       {"distro": "debian:12", "engine": "lxc"}]), CTX)
+    mine = [c for c in p.containers if c.student == "s02"]
+    assert [c.name for c in mine] == ["labkit-eng-s02-debian12", "labkit-eng-s02-debian12-podman",
+                                      "labkit-eng-s02-debian12-podman-alice", "labkit-eng-s02-debian12-lxc"]
+    assert [c.hostname for c in mine] == ["s02-debian12", "s02-debian12-podman", "s02-debian12-podman-alice",
+                                          "s02-debian12-lxc"]
+    assert [(c.engine, c.user) for c in mine] == [("docker", ""), ("podman", ""), ("podman", "alice"), ("lxc", "")]
+    assert len({c.name for c in p.containers}) == len(p.containers)
+    # every one of them is the lab's (and the student's), none another lab's
+    assert all(names.owned_by(c.name, "eng", c.student) for c in p.containers)
+    assert not any(names.owned_by(c.name, "eng", "s01") for c in mine)
+    assert not names.owned_by("labkit-eng-x-s02-debian12-podman", "eng", None, ["eng-x"])
+    ev = p.extravars()
+    assert ev["labkit_engines"] == ["docker", "podman", "lxc"]
+    assert {(n["student"], n["engine"], n["user"]) for n in ev["labkit_engine_networks"]} == {
+        (s, e, u) for s in ("s01", "s02") for e, u in (("podman", ""), ("podman", "alice"), ("lxc", ""))}
+    assert all(c["engine"] and "user" in c for c in ev["labkit_containers"])
+
+
+def test_the_lab_wide_engine_is_the_default_of_each_entry():
+    lb = lab(["debian:12", {"distro": "busybox", "engine": "docker"}], engine="podman")
+    assert [(c.distro, c.engine) for c in lb.containers] == [("debian:12", "podman"), ("busybox", "docker")]
+
+
+@pytest.mark.parametrize("containers, more, want", [
+    ([{"distro": "debian:12", "engine": "lcx"}], {},
+     "containers[0].engine: unknown engine 'lcx'; did you mean 'lxc'? engines: docker, podman, lxc"),
+    (["debian:12"], {"engine": "rocket"}, "unknown engine 'rocket'"),
+    ([{"distro": "debian:12", "engine": "docker", "user": "alice"}], {},
+     "containers[0]: user: rootless containers are Podman's"),
+    ([{"distro": "debian:12", "user": "alice"}], {}, "containers[0]: user: rootless containers are Podman's"),
+    ([{"distro": "debian:12", "engine": "podman", "user": "root"}], {}, "user: root is rootful Podman"),
+    ([{"distro": "debian:12", "engine": "podman", "user": "Bad User"}], {}, "containers[0].user: 'Bad User' is not"),
+    (["debian:12", {"distro": "debian:12", "engine": "podman"}, {"distro": "debian:12", "engine": "podman"}], {},
+     "distro 'debian:12' on engine podman is listed twice (containers[1] and containers[2])"),
+    (["debian:12", "debian:12"], {}, "distro 'debian:12' is listed twice"),
+])
+def test_bad_engine_input_is_an_error_naming_the_key(containers, more, want):
+    with pytest.raises(SpecError) as e:
+        lab(containers, **more)
+    assert want in e.value.message, e.value.message
+    assert e.value.exit_code == 2
+
+
+def test_the_inventory_groups_hosts_by_engine_and_reaches_each_its_own_way():
+    rows = [{"name": "labkit-eng-s01-debian12", "role": "container", "student": "s01", "distro": "debian:12"},
+            {"name": "labkit-eng-s01-debian12-podman", "role": "container", "student": "s01", "distro": "debian:12",
+             "engine": "podman", "user": ""},
+            {"name": "labkit-eng-s01-debian12-podman-alice", "role": "container", "student": "s01",
+             "distro": "debian:12", "engine": "podman", "user": "alice"}]
+    children = build(rows)["all"]["children"]
+    assert set(children["docker"]["hosts"]) == {rows[0]["name"]}
+    assert set(children["podman"]["hosts"]) == {rows[1]["name"], rows[2]["name"]}
+    assert set(children["debian12_podman_alice"]["hosts"]) == {rows[2]["name"]}
+    assert host_vars(rows[0])["ansible_connection"] == "community.docker.docker"
+    assert host_vars(rows[1])["ansible_connection"] == "containers.podman.podman"
+    assert "ansible_podman_executable" not in host_vars(rows[1])
+    assert host_vars(rows[2])["ansible_podman_executable"].endswith("/alice/podman")
+
+
+def test_uid_maps_read_in_a_few_words():
+    from labkit.cli import uid_map_words
+
+    assert uid_map_words("0 0 4294967295; ") == "none (host ids)"
+    assert uid_map_words("0 1001 1; 1 100000 65536; ") == "0->1001, 1->100000 (65536)"
+    assert uid_map_words("") == "-"
