@@ -322,6 +322,7 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
         vm_remote = _remote_vm_settings(lab, svs, [{"server": v.server} for v in draft.vms], log)
         plan = make_plan(lab, context(lab, svs, vm_local=vm_local, vm_remote=vm_remote), students)
         check_lxc_local(plan.containers, svs)
+        check_podman_local(plan.containers, svs)
         _save_lab(lab)
         _record_scopes(lab)  # before anything is made: `down` then finds it from any state
         extravars = plan.extravars()
@@ -364,6 +365,21 @@ def check_lxc_local(containers, servers) -> None:
             f"engine lxc: {len(bad)} container(s) planned on remote lab server(s) {', '.join(where)} "
             f"({', '.join(c.name for c in bad[:3])}{', ...' if len(bad) > 3 else ''})",
             "LXC containers are made on the machine that runs labkit only: use engine docker or podman "
+            "for a classroom of several servers, or run labkit on that server")
+
+
+def check_podman_local(containers, servers) -> None:
+    """Podman containers only on this machine, so far: containers.podman's connection runs
+    `podman exec` where Ansible runs, and labkit reads Podman here. A UsageError naming those
+    planned on a remote lab server, before anything is made."""
+    local = {sv.name for sv in servers if sv.local}
+    bad = [c for c in containers if c.engine == "podman" and c.server not in local]
+    if bad:
+        where = sorted({c.server for c in bad})
+        raise UsageError(
+            f"engine podman: {len(bad)} container(s) planned on remote lab server(s) {', '.join(where)} "
+            f"({', '.join(c.name for c in bad[:3])}{', ...' if len(bad) > 3 else ''})",
+            "Podman containers are made on the machine that runs labkit only, so far: use engine docker "
             "for a classroom of several servers, or run labkit on that server")
 
 

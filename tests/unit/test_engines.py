@@ -96,3 +96,19 @@ def test_uid_maps_read_in_a_few_words():
     assert uid_map_words("0 0 4294967295; ") == "none (host ids)"
     assert uid_map_words("0 1001 1; 1 100000 65536; ") == "0->1001, 1->100000 (65536)"
     assert uid_map_words("") == "-"
+
+
+def test_podman_on_a_remote_lab_server_is_refused_before_anything_is_made():
+    from types import SimpleNamespace as NS
+
+    from labkit import api
+    from labkit.errors import UsageError
+
+    servers = [NS(name="localhost", local=True), NS(name="server-2", local=False)]
+    ok = [NS(name="labkit-p-a-debian12-podman", engine="podman", server="localhost"),
+          NS(name="labkit-p-b-debian12", engine="docker", server="server-2")]
+    api.check_podman_local(ok, servers)
+    bad = ok + [NS(name="labkit-p-b-debian12-podman-alice", engine="podman", server="server-2")]
+    with pytest.raises(UsageError, match="engine podman: 1 container.*server-2 .labkit-p-b-debian12-podman-alice") as e:
+        api.check_podman_local(bad, servers)
+    assert e.value.exit_code == 2 and "engine docker" in e.value.hint
