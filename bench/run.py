@@ -9,6 +9,8 @@
 (c) `molecule create` + `converge` (molecule/default) vs `labkit up` of the same containers
 (d) the no-op re-run of `labkit up` vs its first run
 (e) scale: 1, 10, 40 students (containers only): wall time, students per minute, server memory
+(f) engines: create-to-ready of a Debian 12 container per engine (docker, podman, lxc), side by
+    side, as `labkit up` measures each (the engine's own timestamps; LXC: folder made -> init)
 
 Results: bench/results/<time>.json (+ latest.json) and a chart, with the machine described.
 Repetitions give median and spread; ratios are labkit / raw.
@@ -169,6 +171,32 @@ def bench_scale(d: Path, sizes: list[int], res: dict) -> None:
     res["e_scale"] = out
 
 
+def bench_engines(d: Path, reps: int, res: dict) -> None:
+    """(f): one student, a Debian 12 container on each engine this machine has, no packages."""
+    sys.path.insert(0, str(ROOT))
+    from labkit import measure
+
+    engines = ["docker"] + [e for e, tool in (("podman", "podman"), ("lxc", "lxc-start")) if shutil.which(tool)]
+    f = d / "benchengines.yml"
+    f.write_text(json.dumps({"name": "benchengines", "students": ["e1"], "vm": {"enabled": False},
+                             "containers": [{"distro": "debian:12", "engine": e} for e in engines],
+                             "provision": {"packages": []}}))
+    ready: dict[str, list[float]] = {e: [] for e in engines}
+    up = []
+    for _ in range(reps):
+        sh([LABKIT, "down", "-f", str(f)])
+        up.append(timed([LABKIT, "up", "-f", str(f), "--no-facts"]))
+        for row in measure.load("benchengines").values():
+            eng = row.get("engine") or "docker"
+            if eng in ready and row.get("ready_seconds") is not None:
+                ready[eng].append(float(row["ready_seconds"]))
+    sh([LABKIT, "down", "-f", str(f)])
+    res["f_engines"] = {"labkit_up": stats(up), "engines": engines,
+                        "create_to_ready": {e: stats(v) for e, v in ready.items() if v},
+                        "how": {"docker": "engine: created -> started", "podman": "engine: created -> started",
+                                "lxc": "lab_lxc: folder made (root file system copied) -> init started"}}
+
+
 def profile(lab: str, playbook: str = "up.yml", last: int = 2) -> list[dict]:
     """Where the time goes in labkit's most recent runs of ``playbook`` for ``lab``: per task,
     the summed host time, from ansible-runner's job events (artifacts of the runs)."""
@@ -204,7 +232,8 @@ def chart(res: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    engines = res.get("f_engines", {}).get("create_to_ready", {})
+    fig, axes = plt.subplots(1, 3 if engines else 2, figsize=(16 if engines else 11, 4))
     pairs = []
     if "a_containers" in res:
         pairs.append(("containers\nraw loop / labkit", res["a_containers"]["raw_docker_loop"]["median"],
@@ -234,13 +263,22 @@ def chart(res: dict, path: Path) -> None:
         ax.set_xlabel("students (4 containers each)")
         ax.set_ylabel("labkit up, seconds")
         ax.set_title("scale: containers only")
+    if engines:  # (f): create-to-ready per engine, side by side (median, with min-max)
+        ax = axes[2]
+        names = list(engines)
+        med = [engines[e]["median"] for e in names]
+        err = [[engines[e]["median"] - engines[e]["min"] for e in names],
+               [engines[e]["max"] - engines[e]["median"] for e in names]]
+        ax.bar(names, med, yerr=err, color="#2a7ab8", capsize=4)
+        ax.set_ylabel("create-to-ready, seconds (median, min-max)")
+        ax.set_title("one Debian 12 container per engine")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="a,b,c,d,e", help="which benchmarks: a,b,c,d,e")
+    ap.add_argument("--only", default="a,b,c,d,e,f", help="which benchmarks: a,b,c,d,e,f")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--scale", default="1,10,40")
     args = ap.parse_args()
@@ -256,6 +294,8 @@ def main() -> None:
             bench_molecule(d, args.reps, res)
         if "e" in only:
             bench_scale(d, [int(x) for x in args.scale.split(",")], res)
+        if "f" in only:
+            bench_engines(d, args.reps, res)
         if "b" in only and shutil.which("vagrant"):
             bench_vm(d, res)
     sys.path.insert(0, str(ROOT))

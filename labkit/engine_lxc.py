@@ -148,9 +148,10 @@ def measure(row: dict) -> dict | None:
 def _start_time(pid: int) -> float:
     """When process ``pid`` started, in seconds since the epoch (from /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = int(fields[19])  # starttime, field 22, in clock ticks since boot
-    btime = next(int(ln.split()[1]) for ln in Path("/proc/stat").read_text().splitlines() if ln.startswith("btime"))
-    return btime + ticks / os.sysconf("SC_CLK_TCK")
+    since_boot = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # starttime, field 22, in clock ticks
+    # /proc/uptime is in hundredths (btime in /proc/stat only in whole seconds)
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return time.time() - (uptime - since_boot)
 
 
 # ------------------------------------------------------------------ doctor
