@@ -112,11 +112,21 @@ def probe_argv(row: dict) -> list[str]:
     return exec_argv(row, ["/bin/sh", "-c"], elevated=True)
 
 
+def _cgroup(name: str, key: str) -> str | None:
+    p = subprocess.run(["lxc-cgroup", "-n", name, key], capture_output=True, text=True, cwd="/")
+    return p.stdout if p.returncode == 0 else None
+
+
 def _cgroup_memory(name: str) -> int | None:
-    for key in ("memory.current", "memory.usage_in_bytes"):
-        p = subprocess.run(["lxc-cgroup", "-n", name, key], capture_output=True, text=True, cwd="/")
-        if p.returncode == 0 and p.stdout.strip().isdigit():
-            return int(p.stdout.strip())
+    """The container's memory as ``docker stats`` counts Docker's: cgroup usage less the
+    inactive file cache (v2: memory.current - inactive_file; v1: usage - total_inactive_file)."""
+    for usage_key, inactive in (("memory.current", "inactive_file"), ("memory.usage_in_bytes", "total_inactive_file")):
+        usage = _cgroup(name, usage_key)
+        if usage is None or not usage.strip().isdigit():
+            continue
+        stat = dict(ln.split()[:2] for ln in (_cgroup(name, "memory.stat") or "").splitlines() if len(ln.split()) >= 2)
+        cache = int(stat.get(inactive, "0")) if stat.get(inactive, "0").isdigit() else 0
+        return max(int(usage.strip()) - cache, 0)
     return None
 
 
@@ -140,7 +150,7 @@ def measure(row: dict) -> dict | None:
     return {"host": name, "role": "container",
             "ready_seconds": round(max(started - created, 0.0), 3) if created else None,
             "ready_how": "lab_lxc: folder made -> init started", "memory_bytes": _cgroup_memory(name),
-            "memory_how": "cgroup memory usage", "disk_bytes": disk, "disk_how": "root file system (du)",
+            "memory_how": "cgroup usage less inactive cache, as docker stats", "disk_bytes": disk, "disk_how": "root file system (du)",
             "engine": "lxc", "container_id": name,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))}
 
