@@ -191,6 +191,31 @@ def test_shell_reaches_podman_containers_as_the_student(up, lab_file):
         assert p.stdout.split() == ["student", "/home/student"], (short, p.stdout, p.stderr)
 
 
+def _connect(pre: list[str], container: str, addr: str) -> int:
+    """Open a TCP connection to port 9 of ``addr`` from ``container``: 1 refused (reached),
+    124 no answer within 5 s (blocked)."""
+    try:
+        return subprocess.run([*pre, "exec", container, "bash", "-c", f"exec 3<>/dev/tcp/{addr}/9"],
+                              capture_output=True, timeout=5, cwd="/").returncode
+    except subprocess.TimeoutExpired:
+        return 124
+
+
+def test_students_podman_networks_are_isolated(up, rootless_user):
+    """From student a's container (rootful, and rootless): a's own network answers (a closed
+    port refuses), b's container does not (the connection times out)."""
+    def ip(c: str, user: str) -> str:
+        return podman("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", c,
+                      user=user).stdout.strip()
+
+    for short, user in (("debian12-podman", ""), (f"debian12-podman-{USER}", rootless_user)):
+        pre = podman("--version", user=user).args[:-1]  # the argv of Podman as that user
+        own, other = ip(name("a", short), user), ip(name("b", short), user)
+        gateway = own.rsplit(".", 1)[0] + ".1"
+        assert _connect(pre, name("a", short), gateway) == 1, (short, gateway)   # refused: reached
+        assert _connect(pre, name("a", short), other) == 124, (short, other)     # no answer: blocked
+
+
 def test_second_up_changes_nothing(up, lab_file):
     p = run("up", "-f", str(lab_file), "--no-facts")
     assert recap(p.stdout)["changed"] == 0, p.stdout
