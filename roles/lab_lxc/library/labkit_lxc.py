@@ -138,6 +138,10 @@ def rootfs(p, image, iid):
     if not os.path.exists(p["busybox"]):
         raise Fail(f"{p['busybox']} not found (the LXC containers' init): apt-get install busybox-static")
     os.makedirs(os.path.dirname(dest), exist_ok=True)
+    for left in os.listdir(os.path.dirname(dest)):  # a killed run's half-made copy, an hour old
+        old = os.path.join(os.path.dirname(dest), left)
+        if left.startswith(".") and time.time() - os.stat(old).st_mtime > 3600:
+            shutil.rmtree(old, ignore_errors=True)
     work = tempfile.mkdtemp(prefix=f".{key}-", dir=os.path.dirname(dest))
     try:
         cid = run(["docker", "create", image, "true"]).strip()
@@ -166,7 +170,12 @@ def rootfs(p, image, iid):
             os.lchown(x, base, base)
         os.chmod(work, 0o755)
         os.lchown(work, base, base)
-        os.rename(work, dest)
+        try:
+            os.rename(work, dest)
+        except OSError:
+            if not os.path.isdir(dest):
+                raise
+            shutil.rmtree(work, ignore_errors=True)  # another lab's run made it meanwhile
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
