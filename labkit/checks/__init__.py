@@ -142,7 +142,11 @@ def k7(h: HostFacts, server: HostFacts, others: list[HostFacts]) -> str:
         _fail("K7", f"{_label(h)} has the server's hostname {h.hostname}")
     if h.kernel_release != server.kernel_release:
         _fail("K7", f"{_label(h)}: isolated, but not on the server's kernel ({h.kernel_release})")
-    return f"own pid/mnt/uts/net namespaces, hostname {h.hostname}, on the server's kernel"
+    userns = ""
+    first = (h.uid_map or "").split(";")[0].split()
+    if len(first) == 3 and first != ["0", "0", "4294967295"]:  # rootless Podman, unprivileged LXC
+        userns = f", own user namespace (uid 0 is uid {first[1]} outside)"
+    return f"own pid/mnt/uts/net namespaces{userns}, hostname {h.hostname}, on the server's kernel"
 
 
 def k8(h: HostFacts, m: dict | None, vm_seconds: list[float]) -> str:

@@ -231,9 +231,11 @@ def test_doctor_names_the_fix_for_a_missing_rootless_user(tmp_path):
 
 
 def test_down_leaves_nothing_in_any_store(up, lab_file, rootless_user):
+    # from any state: one rootless container stopped behind labkit's back
+    assert podman("stop", name("a", f"debian12-podman-{USER}"), user=rootless_user).returncode == 0
     t0 = time.monotonic()
     p = run("down", "-f", str(lab_file))
-    assert "removed 6 containers" in p.stdout + p.stderr, p.stdout + p.stderr
+    assert "removed 6 containers, 6 networks" in p.stdout + p.stderr, p.stdout + p.stderr
     for user in ("", rootless_user):
         assert labelled("ps", user) == [] and labelled("network", user) == []
     assert docker("ps", "-aq", "--filter", f"label=labkit.lab={LAB}").split() == []

@@ -112,3 +112,20 @@ def test_podman_on_a_remote_lab_server_is_refused_before_anything_is_made():
     with pytest.raises(UsageError, match="engine podman: 1 container.*server-2 .labkit-p-b-debian12-podman-alice") as e:
         api.check_podman_local(bad, servers)
     assert e.value.exit_code == 2 and "engine docker" in e.value.hint
+
+
+def test_k7_says_when_a_container_has_a_user_namespace_of_its_own():
+    from labkit import checks
+    from labkit.facts import HostFacts
+
+    server = HostFacts("lab-server", "server", ns_pid="pid:[1]", ns_mnt="mnt:[1]", ns_uts="uts:[1]",
+                       ns_net="net:[1]", hostname="srv", kernel_release="6.1")
+
+    def host(name: str, n: int, uid_map: str) -> HostFacts:
+        return HostFacts(name, "container", ns_pid=f"pid:[{n}]", ns_mnt=f"mnt:[{n}]", ns_uts=f"uts:[{n}]",
+                         ns_net=f"net:[{n}]", hostname=name, kernel_release="6.1", uid_map=uid_map)
+
+    rootless = host("rl", 2, "0 1001 1; 1 100000 65536; ")
+    rootful = host("rf", 3, "0 0 4294967295; ")
+    assert "own user namespace (uid 0 is uid 1001 outside)" in checks.k7(rootless, server, [rootful])
+    assert "user namespace" not in checks.k7(rootful, server, [rootless])
