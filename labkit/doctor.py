@@ -124,7 +124,7 @@ def check_vm_stack(need_vm: bool, accel: str | None = None) -> list[Check]:
 
 def check_lxc() -> list[Check]:
     """What a lab with LXC containers needs here: LXC and newuidmap, the lxc binding in labkit's
-    Python, root's id map, the cgroup controllers of the limits, bridged traffic through iptables."""
+    Python, root's id map, the cgroup controllers of the limits, veth for its network."""
     from . import engine_lxc
 
     return [Check(name, status, detail, "" if status == "ok" else fix)

@@ -178,7 +178,7 @@ def checks() -> list[tuple[str, str, str, str]]:
     out.append(_binding())
     out.append(_subids())
     out.append(_cgroups())
-    out.append(_bridge_netfilter())
+    out.append(_veth())
     return out
 
 
@@ -225,13 +225,27 @@ def _cgroups() -> tuple[str, str, str, str]:
             "enable the controllers (cgroup v2: echo +memory +pids +cpu > /sys/fs/cgroup/cgroup.subtree_control)")
 
 
-def _bridge_netfilter() -> tuple[str, str, str, str]:
-    """Traffic between a student's LXC and Docker containers crosses the bridge: the firewall
-    (iptables FORWARD) sees it only with br_netfilter, which dockerd loads."""
-    f = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
-    ok = f.exists() and f.read_text().strip() == "1"
+def _veth() -> tuple[str, str, str, str]:
+    """Each container is a veth pair, one end on the student's Docker bridge: without veth in
+    the kernel LXC cannot start it (Docker's own containers need it too)."""
+    ok = Path("/sys/module/veth").exists() or _veth_works()
     return ("LXC networking", "ok" if ok else "fail",
-            "on each student's Docker bridge, bridge-nf-call-iptables=1" if ok else
-            "bridged traffic bypasses iptables (br_netfilter not loaded)",
-            "modprobe br_netfilter && sysctl -w net.bridge.bridge-nf-call-iptables=1 (dockerd does it when it starts)")
+            "veth pairs onto each student's Docker bridge (no lxc-net, no lxcbr0)" if ok else
+            "the kernel cannot make a veth pair (`ip link add ... type veth` fails)",
+            "modprobe veth (or a kernel with CONFIG_VETH)")
 
+
+def _veth_works() -> bool:
+    """veth built in (no /sys/module entry): one exists (Docker's containers have them), or a
+    pair can be made and removed."""
+    if not shutil.which("ip"):
+        return False
+    p = subprocess.run(["ip", "-o", "link", "show", "type", "veth"], capture_output=True, text=True, cwd="/")
+    if p.returncode == 0 and p.stdout.strip():
+        return True
+    name = f"lkdoc{os.getpid() % 100000}"
+    made = subprocess.run(["ip", "link", "add", name, "type", "veth", "peer", "name", name + "p"],
+                          capture_output=True, cwd="/").returncode == 0
+    if made:
+        subprocess.run(["ip", "link", "del", name], capture_output=True, cwd="/")
+    return made
