@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import catalog, engine, images, measure, names
-from .errors import LabBusy, LabkitError, NotUp, PlaybookFailed, SpecError, UsageError
+from .errors import EngineError, LabBusy, LabkitError, NotUp, PlaybookFailed, SpecError, UsageError
 from .facts import HostFacts, collect
 from .paths import lab_dir, roles_dir, slug, state_dir, vagrant_home
 from .plan import Change, Context, ServerRef, diff, make_plan, teardown
@@ -321,7 +321,7 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
         vm_local = _vm_settings(lab, log, build) if any(v.server in local for v in draft.vms) else None
         vm_remote = _remote_vm_settings(lab, svs, [{"server": v.server} for v in draft.vms], log)
         plan = make_plan(lab, context(lab, svs, vm_local=vm_local, vm_remote=vm_remote), students)
-        check_lxc_local(plan.containers, svs)
+        check_lxc(plan.containers, svs)
         check_podman_local(plan.containers, svs)
         _save_lab(lab)
         _record_scopes(lab)  # before anything is made: `down` then finds it from any state
@@ -354,11 +354,18 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
     return res
 
 
-def check_lxc_local(containers, servers) -> None:
-    """LXC containers only on this machine (Ansible's lxc connection runs where Ansible runs):
-    a UsageError naming those planned on a remote lab server, before anything is made."""
+def check_lxc(containers, servers, installed=None) -> None:
+    """Before anything is made for a lab with LXC containers: they go on this machine only
+    (Ansible's lxc connection runs where Ansible runs: a UsageError names those planned on a
+    remote lab server), and LXC with its Python binding is here (else an EngineError, exit 3,
+    with how to install it)."""
+    from . import engine_lxc
+
+    mine = [c for c in containers if c.engine == "lxc"]
+    if not mine:
+        return
     local = {sv.name for sv in servers if sv.local}
-    bad = [c for c in containers if c.engine == "lxc" and c.server not in local]
+    bad = [c for c in mine if c.server not in local]
     if bad:
         where = sorted({c.server for c in bad})
         raise UsageError(
@@ -366,6 +373,10 @@ def check_lxc_local(containers, servers) -> None:
             f"({', '.join(c.name for c in bad[:3])}{', ...' if len(bad) > 3 else ''})",
             "LXC containers are made on the machine that runs labkit only: use engine docker or podman "
             "for a classroom of several servers, or run labkit on that server")
+    missing = (installed or engine_lxc.missing)()
+    if missing:
+        raise EngineError(f"engine lxc: {', '.join(missing)} missing on this machine ({len(mine)} LXC container(s) "
+                          "planned)", engine_lxc.START_HINT)
 
 
 def check_podman_local(containers, servers) -> None:

@@ -32,6 +32,17 @@ def installed() -> bool:
     return shutil.which("lxc-attach") is not None
 
 
+def missing() -> list[str]:
+    """What `labkit up` of a lab with LXC containers lacks here: LXC's tools, newuidmap, the
+    `lxc` binding in labkit's Python (community.general's lxc connection and lxc_container)."""
+    import importlib.util
+
+    out = [t for t in ("lxc-start", "lxc-attach", "newuidmap") if shutil.which(t) is None]
+    if importlib.util.find_spec("lxc") is None:
+        out.append("the lxc Python binding")
+    return out
+
+
 def marker(name: str, lxc_path: Path = LXC_PATH) -> dict | None:
     try:
         return json.loads((lxc_path / name / MARKER).read_text())

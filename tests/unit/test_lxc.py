@@ -146,8 +146,14 @@ def test_lxc_on_a_remote_lab_server_is_refused_before_anything_is_made():
     servers = [NS(name="localhost", local=True), NS(name="server-2", local=False)]
     ok = [NS(name="labkit-l-a-debian12-lxc", engine="lxc", server="localhost"),
           NS(name="labkit-l-b-debian12", engine="docker", server="server-2")]
-    api.check_lxc_local(ok, servers)
+    api.check_lxc(ok, servers, installed=lambda: [])
     bad = ok + [NS(name="labkit-l-b-debian12-lxc", engine="lxc", server="server-2")]
     with pytest.raises(UsageError, match="engine lxc: 1 container.*server-2 .labkit-l-b-debian12-lxc") as e:
-        api.check_lxc_local(bad, servers)
+        api.check_lxc(bad, servers, installed=lambda: [])
     assert e.value.exit_code == 2 and "docker or podman" in e.value.hint
+    from labkit.errors import EngineError
+
+    with pytest.raises(EngineError, match="engine lxc: lxc-start, the lxc Python binding missing") as e:
+        api.check_lxc(ok, servers, installed=lambda: ["lxc-start", "the lxc Python binding"])
+    assert e.value.exit_code == 3 and "setup.sh" in e.value.hint
+    api.check_lxc([c for c in ok if c.engine != "lxc"], servers, installed=lambda: ["lxc-start"])  # no LXC: no need
