@@ -759,6 +759,11 @@ def verify(lab: Lab, only: list[str] | None = None, junit: str | Path | None = N
             inv_path = inv_mod.write_to(work / "hosts.yml", inv_mod.build(
                 running, _ssh_configs(lab.name, running), lab.provision.group_vars))
             mine, user_junit = run_user_tests(user, inv_path, lab.provision.hosts, work)
+            from .verify import engine_label
+
+            for r in mine:  # the engine of each host, as for the facts' rows
+                h = view.hosts.get(r.host)
+                r.engine = engine_label(h) if h is not None else ""
             results += mine
             if junit and facts_junit:
                 merge_junit([Path(facts_junit), user_junit], Path(junit))
