@@ -74,6 +74,7 @@ def rootless_user():
             time.sleep(0.5)
         subprocess.run(["userdel", "-r", USER], capture_output=True)
         shutil.rmtree(f"/run/user/{uid}", ignore_errors=True)
+        shutil.rmtree(f"/usr/local/libexec/labkit/podman-as/{USER}", ignore_errors=True)  # role lab_podman's wrapper
 
 
 @pytest.fixture(scope="module")
