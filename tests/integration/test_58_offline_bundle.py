@@ -61,7 +61,8 @@ RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --
 LABEL labkit.test=offline-server
 """
 # What the server's init does before sshd: /sys and the cgroup hierarchies writable (its
-# engine and libvirt make cgroups), in its own cgroup namespace.
+# engine and libvirt make cgroups), in its own cgroup namespace. Run on cgroup v1 (this
+# machine); the cgroup v2 branch does what docker's own dind image does and is not yet run here.
 INIT = r"""
 set -e
 mount -o remount,rw /sys
