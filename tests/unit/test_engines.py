@@ -129,3 +129,28 @@ def test_k7_says_when_a_container_has_a_user_namespace_of_its_own():
     rootful = host("rf", 3, "0 0 4294967295; ")
     assert "own user namespace (uid 0 is uid 1001 outside)" in checks.k7(rootless, server, [rootful])
     assert "user namespace" not in checks.k7(rootful, server, [rootless])
+
+
+def test_a_rootful_podman_bridge_gets_the_rules_of_a_docker_bridge():
+    """lab_firewall keeps a student's rootful Podman bridge to itself and the uplink, as it keeps
+    the Docker bridge; a student without one gets exactly the rules as before."""
+    import importlib.util
+
+    from labkit import paths
+
+    path = paths.roles_dir() / "lab_firewall" / "library" / "labkit_firewall.py"
+    spec = importlib.util.spec_from_file_location("labkit_firewall_engines", path)
+    fw = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fw)
+    base = {"student": "a", "vm_bridge": "", "vm_gateway": "", "docker_bridge": "br-0123456789ab"}
+    before = fw.student_rules(4, "eng", base, ["eth0"], [])
+    assert fw.student_rules(4, "eng", {**base, "podman_bridge": ""}, ["eth0"], []) == before
+    both = fw.student_rules(4, "eng", {**base, "podman_bridge": "cni-podman1"}, ["eth0"], [])
+    podman = [(c, t) for c, t in both if "cni-podman1" in t]
+    assert [t for _, t in podman if t[-1] == "RETURN"] == [
+        ["-i", "cni-podman1", "-o", "cni-podman1", "-m", "comment", "--comment", "labkit lab=eng student=a", "-j",
+         "RETURN"],
+        ["-i", "cni-podman1", "-o", "eth0", "-m", "comment", "--comment", "labkit lab=eng student=a", "-j", "RETURN"]]
+    assert {(c, t[0]) for c, t in podman if t[-1] == "DROP"} == {
+        ("LABKIT-FORWARD", "-i"), ("LABKIT-FORWARD", "-o"), ("LABKIT-INPUT", "-i")}
+    assert not any(t[-1] == "ACCEPT" for _, t in podman)  # not joined to the Docker bridge or the VM

@@ -23,7 +23,7 @@ description:
 options:
   lab: {description: Lab name, type: str, required: true}
   students:
-    description: "present: items with student, vm_bridge, vm_gateway, docker_bridge (empty: none)"
+    description: "present: items with student, vm_bridge, vm_gateway, docker_bridge, podman_bridge (empty: none)"
     type: list
     elements: dict
     default: []
@@ -67,7 +67,8 @@ def student_rules(family, lab, s, uplinks, server_ports):
     """[(chain, tokens)] for one student, in order: what is allowed first, then drops."""
     c = comment(lab, s["student"])
     v, d, gw = s.get("vm_bridge") or "", s.get("docker_bridge") or "", s.get("vm_gateway") or ""
-    own = [x for x in (v, d) if x]
+    # a rootful Podman network's bridge: a bridge of the student's like Docker's (not joined to the others)
+    own = [x for x in (v, d, s.get("podman_bridge") or "") if x]
     fwd, inp = [], []
     if family == 4 and v and d:  # the student's VM and containers reach each other
         fwd += [_r("-i", v, "-o", d, c=c) + ["-j", "ACCEPT"], _r("-i", d, "-o", v, c=c) + ["-j", "ACCEPT"]]
@@ -255,7 +256,7 @@ def main():
     for s in p["students"]:
         if not name_ok.match(str(s.get("student", ""))):
             module.fail_json(msg=f"bad student id {s.get('student')!r}")
-        for k in ("vm_bridge", "docker_bridge"):
+        for k in ("vm_bridge", "docker_bridge", "podman_bridge"):
             if s.get(k) and not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", s[k]):
                 module.fail_json(msg=f"bad interface name {s[k]!r} for {s['student']}")
     for sp in p["server_ports"]:
