@@ -903,7 +903,22 @@ def _network_rows(lab: str, servers: list, students: list[str] | None = None) ->
             student = (n.attrs.get("Labels") or {}).get("labkit.student", "")
             if not students or student in students:
                 out.append({"name": n.name, "student": student, "server": sv.name})
+        if sv.local:  # the other engines' networks (in each store the lab has used here)
+            for name, users in engine_scopes(lab).items():
+                for user in users:
+                    for net in engine.backend(name).networks(lab, sv, [user]):
+                        student = _network_student(lab, net)
+                        if not students or student in students:
+                            out.append({"name": net, "student": student, "server": sv.name,
+                                        "engine": name, "user": user})
     return out
+
+
+def _network_student(lab: str, net: str) -> str:
+    """The student of a network named ``names.network(lab, student)`` (other engines keep no
+    student label that labkit reads back)."""
+    prefix = names.network(lab, "")
+    return net[len(prefix):] if net.startswith(prefix) else ""
 
 
 def context(lab: Lab, servers: list, *, save: bool = False, vm_local: dict | None = None,

@@ -99,11 +99,17 @@ def hosts(lab: str, students: list[str] | None, server, users: list[str]) -> lis
             name = (c.get("Names") or [c.get("Id", "")[:12]])[0]
             out.append({
                 "name": name, "role": lb.get("labkit.role", "container"), "student": lb.get("labkit.student", ""),
-                "distro": lb.get("labkit.distro", ""), "state": _state(c), "image": c.get("Image", ""),
+                "distro": lb.get("labkit.distro", ""), "state": _state(c), "image": plain_image(c.get("Image", "")),
                 "spec": f"podman://{name}", "server": server.name, "local": server.local, "engine": "podman",
                 "user": user, "id": c.get("Id", ""),
             })
     return out
+
+
+def plain_image(ref: str) -> str:
+    """An image as the plan names it: Podman stores a loaded ``labkit/debian:12`` as
+    ``localhost/labkit/debian:12`` (a registry host with a port, ``localhost:5000/``, stays)."""
+    return ref[len("localhost/"):] if ref.startswith("localhost/") else ref
 
 
 def _user_exists(user: str) -> bool:

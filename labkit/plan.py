@@ -204,15 +204,29 @@ class Change:
         return asdict(self)
 
 
+# engines whose containers join the student's Docker network (role lab_lxc plugs its veth into
+# that bridge): their network is Docker's, made by role lab_network
+SHARES_DOCKER_NETWORK = frozenset({"lxc"})
+
+
 def diff(plan: Plan, hosts: Iterable[Mapping[str, Any]], networks: Iterable[Mapping[str, Any]]) -> list[Change]:
     """What ``up`` would change to reach ``plan``, given the hosts and networks that exist
     (rows of ``api.hosts``: name, role, state, image, server; networks: name, server)."""
     have = {h["name"]: h for h in hosts}
-    nets = {n["name"] for n in networks}
+    # a network is one engine's (and, for rootless Podman, one user's): the same name may exist
+    # in Docker and in Podman's store
+    nets = {(n.get("engine") or "docker", n.get("user") or "", n["name"]) for n in networks}
     out: list[Change] = []
     for n in plan.networks:
-        if n.name not in nets:
+        if ("docker", "", n.name) not in nets:
             out.append(Change("create", "network", n.name, n.student, n.server))
+    docker_nets = {n.name for n in plan.networks}
+    for en in plan.engine_networks:
+        if en.engine in SHARES_DOCKER_NETWORK:  # an LXC container joins the student's Docker network
+            if en.name not in docker_nets and ("docker", "", en.name) not in nets:
+                out.append(Change("create", "network", en.name, en.student, en.server, f"Docker's, for {en.engine}"))
+        elif (en.engine, en.user, en.name) not in nets:
+            out.append(Change("create", "network", en.name, en.student, en.server, _engine_label(en.engine, en.user)))
     for item in plan.hosts:
         h = have.get(item.name)
         kind: Literal["container", "vm"] = item.role
@@ -233,8 +247,16 @@ def teardown(hosts: Iterable[Mapping[str, Any]], networks: Iterable[Mapping[str,
     """What ``down`` would remove: everything of the lab that exists, by label or name."""
     out = [Change("remove", h["role"], h["name"], h.get("student", ""), h.get("server", ""), h.get("state", ""))
            for h in hosts]
-    out += [Change("remove", "network", n["name"], n.get("student", ""), n.get("server", "")) for n in networks]
+    out += [Change("remove", "network", n["name"], n.get("student", ""), n.get("server", ""),
+                   _engine_label(n.get("engine") or "docker", n.get("user") or "")) for n in networks]
     return sorted(out, key=_order)
+
+
+def _engine_label(engine: str, user: str) -> str:
+    """Which engine's network a change is about (blank for Docker's, as before engines)."""
+    if engine == "docker":
+        return ""
+    return f"{engine} (rootless, {user})" if user else engine
 
 
 def _order(c: Change) -> tuple:

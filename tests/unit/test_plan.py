@@ -95,3 +95,39 @@ def test_teardown_lists_everything_that_exists():
     rows = teardown([{"name": "labkit-a-s-vm", "role": "vm", "student": "s", "server": "localhost", "state": "running"}],
                     [{"name": "labkit-a-s", "student": "s", "server": "localhost"}])
     assert [(c.action, c.kind) for c in rows] == [("remove", "network"), ("remove", "vm")]
+
+
+ENGINES_LAB = parse_lab({"name": "eng", "students": ["s"], "containers": [
+    "debian:12", {"distro": "debian:12", "engine": "podman"},
+    {"distro": "debian:12", "engine": "podman", "user": "alice"}, {"distro": "debian:12", "engine": "lxc"}]})
+
+
+def test_diff_of_other_engines_networks_is_per_store():
+    """Docker's and Podman's networks of a student share a name: each store's is its own."""
+    p = make_plan(ENGINES_LAB, Context(servers=(ServerRef("localhost"),), lab_dir="/x"))
+    hosts = [{"name": h.name, "role": h.role, "state": "running", "server": h.server,
+              "image": getattr(h, "image", "")} for h in p.hosts]
+    nets = [{"name": n.name, "server": n.server} for n in p.networks]
+    missing = [(c.name, c.why) for c in diff(p, hosts, nets)]
+    assert missing and all(name == "labkit-eng-s" for name, _ in missing)
+    assert sorted(why for _, why in missing) == ["podman", "podman (rootless, alice)"]  # LXC's is Docker's
+    podman = [n for n in p.engine_networks if n.engine == "podman"]
+    nets += [{"name": n.name, "server": n.server, "engine": n.engine, "user": n.user} for n in podman]
+    assert diff(p, hosts, nets) == []
+    down = teardown([], nets)
+    assert sorted(c.why for c in down) == ["", "podman", "podman (rootless, alice)"]
+    # a lab of LXC containers alone still needs the student's Docker network
+    lxc_only = parse_lab({"name": "eng", "students": ["s"], "containers": [{"distro": "debian:12", "engine": "lxc"}]})
+    q = make_plan(lxc_only, Context(servers=(ServerRef("localhost"),), lab_dir="/x"))
+    assert [c.why for c in diff(q, [], []) if c.kind == "network"] == ["Docker's, for lxc"]
+    assert [c.why for c in diff(q, [], [{"name": "labkit-eng-s", "server": "localhost"}]) if c.kind == "network"] == []
+
+
+def test_podman_images_read_back_as_planned():
+    """Podman keeps a loaded ``labkit/debian:12`` as ``localhost/labkit/debian:12``: read back as
+    the plan names it, or every Podman container would be listed as to be recreated."""
+    from labkit.engine_podman import plain_image
+
+    assert plain_image("localhost/labkit/debian:12") == "labkit/debian:12"
+    assert plain_image("localhost:5000/ubuntu:24.04") == "localhost:5000/ubuntu:24.04"
+    assert plain_image("labkit/busybox:1.35") == "labkit/busybox:1.35"
