@@ -8,4 +8,6 @@ bash "$ROOT/scripts/setup.sh" "$@"
 LABKIT="$ROOT/.venv/bin/labkit"
 "$LABKIT" images build debian:11 debian:12 debian:13 busybox
 if "$LABKIT" box --help >/dev/null 2>&1; then "$LABKIT" box build; fi
-exec "$LABKIT" up
+# the built-in default lab by name: another lab up here, a lab.yml in this folder or
+# $LABKIT_LAB would otherwise be picked (or refused as ambiguous)
+exec "$LABKIT" up --lab demo
