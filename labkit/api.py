@@ -371,7 +371,7 @@ def check_lxc(containers, servers, installed=None) -> None:
         raise UsageError(
             f"engine lxc: {len(bad)} container(s) planned on remote lab server(s) {', '.join(where)} "
             f"({', '.join(c.name for c in bad[:3])}{', ...' if len(bad) > 3 else ''})",
-            "LXC containers are made on the machine that runs labkit only: use engine docker or podman "
+            "LXC containers are made on the machine that runs labkit only: use engine docker "
             "for a classroom of several servers, or run labkit on that server")
     missing = (installed or engine_lxc.missing)()
     if missing:

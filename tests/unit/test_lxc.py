@@ -150,7 +150,7 @@ def test_lxc_on_a_remote_lab_server_is_refused_before_anything_is_made():
     bad = ok + [NS(name="labkit-l-b-debian12-lxc", engine="lxc", server="server-2")]
     with pytest.raises(UsageError, match="engine lxc: 1 container.*server-2 .labkit-l-b-debian12-lxc") as e:
         api.check_lxc(bad, servers, installed=lambda: [])
-    assert e.value.exit_code == 2 and "docker or podman" in e.value.hint
+    assert e.value.exit_code == 2 and "use engine docker " in e.value.hint
     from labkit.errors import EngineError
 
     with pytest.raises(EngineError, match="engine lxc: lxc-start, the lxc Python binding missing") as e:
