@@ -322,10 +322,11 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
         vm_remote = _remote_vm_settings(lab, svs, [{"server": v.server} for v in draft.vms], log)
         plan = make_plan(lab, context(lab, svs, vm_local=vm_local, vm_remote=vm_remote), students)
         check_lxc(plan.containers, svs)
-        check_podman_local(plan.containers, svs)
         _save_lab(lab)
         _record_scopes(lab)  # before anything is made: `down` then finds it from any state
         extravars = plan.extravars()
+        extravars["labkit_podman_remote"] = podman_remote(lab.name, plan.containers, svs)
+        check_podman_remote(lab.name, extravars["labkit_podman_remote"], svs)
         vms = [{"name": v.name, "server": v.server} for v in plan.vms]
         vm_settings = dict(plan.vm)
         boots = measure.VmBoots(on_event)  # which VMs boot, and how many at once (K8's context)
@@ -342,7 +343,7 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
         # in parallel; unchanged containers keep their earlier row (measure.containers)
         rows = measure.containers([(c.name, clients[c.server]) for c in plan.containers if c.engine == "docker"],
                                   previous=measure.load(lab.name), log=log)
-        rows += _measure_engines(lab.name, [c for c in plan.containers if c.engine != "docker"], log)
+        rows += _measure_engines(lab.name, [c for c in plan.containers if c.engine != "docker"], log, svs)
         measure.save(lab.name, rows + [_measure_vm(lab, v["name"], run.host_facts, boots, where) for v in vms])
         # the lesson's own content / the user's roles, after labkit's own (never on a lab server)
         conv = _converge(lab, svs, students=students, prepare=True, on_event=on_event, verbosity=verbosity,
@@ -379,27 +380,48 @@ def check_lxc(containers, servers, installed=None) -> None:
                           "planned)", engine_lxc.START_HINT)
 
 
-def check_podman_local(containers, servers) -> None:
-    """Podman containers only on this machine, so far: containers.podman's connection runs
-    `podman exec` where Ansible runs, and labkit reads Podman here. A UsageError naming those
-    planned on a remote lab server, before anything is made."""
-    local = {sv.name for sv in servers if sv.local}
-    bad = [c for c in containers if c.engine == "podman" and c.server not in local]
-    if bad:
-        where = sorted({c.server for c in bad})
-        raise UsageError(
-            f"engine podman: {len(bad)} container(s) planned on remote lab server(s) {', '.join(where)} "
-            f"({', '.join(c.name for c in bad[:3])}{', ...' if len(bad) > 3 else ''})",
-            "Podman containers are made on the machine that runs labkit only, so far: use engine docker "
-            "for a classroom of several servers, or run labkit on that server")
+def podman_remote(lab: str, containers, servers) -> dict[str, dict[str, str]]:
+    """For each remote lab server with Podman containers: per store ('' root's, or a rootless
+    user's) the wrapper here that runs that Podman there over SSH (``servers.podman_wrapper``),
+    the connection plugin's ``ansible_podman_executable`` for those containers (up.yml)."""
+    from .servers import podman_wrapper
+
+    out: dict[str, dict[str, str]] = {}
+    by_name = {sv.name: sv for sv in servers}
+    for c in containers:
+        sv = by_name.get(c.server)
+        if c.engine == "podman" and sv is not None and not sv.local:
+            out.setdefault(sv.name, {})[c.user or ""] = podman_wrapper(lab, sv, c.user or "")
+    return out
 
 
-def _measure_engines(lab: str, items: list, log: Log) -> list[dict]:
+def check_podman_remote(lab: str, remote: dict[str, dict[str, str]], servers) -> None:
+    """Before anything is made: Podman answers on each remote lab server that gets Podman
+    containers (else an EngineError naming the server and how to prepare it)."""
+    import subprocess
+
+    from .servers import podman_wrapper
+
+    for sv in servers:
+        if sv.name not in remote:
+            continue
+        try:  # root's Podman there (a rootless user's wrapper is written there by `up` itself)
+            p = subprocess.run([podman_wrapper(lab, sv, ""), "version", "--format",
+                                "{{.Client.Version}}"], capture_output=True, text=True, timeout=120)
+        except subprocess.TimeoutExpired:
+            p = None
+        if p is None or p.returncode != 0:
+            why = "no answer over SSH" if p is None else (p.stderr.strip().splitlines() or [f"rc {p.returncode}"])[-1]
+            raise EngineError(f"engine podman: Podman does not answer on lab server {sv.name} ({why})",
+                              "install and set it up there: `labkit prepare -i INVENTORY --podman`")
+
+
+def _measure_engines(lab: str, items: list, log: Log, servers: list | None = None) -> list[dict]:
     """Create-to-ready, memory and disk of the other engines' containers (each engine's own
     ``measure``); a container that cannot be measured is said, never fatal."""
     if not items:
         return []
-    rows = {h["name"]: h for h in hosts(lab) if h.get("engine", "docker") != "docker"}
+    rows = {h["name"]: h for h in hosts(lab, servers=servers) if h.get("engine", "docker") != "docker"}
     out = []
     for c in items:
         row = rows.get(c.name)
@@ -650,8 +672,8 @@ def hosts(lab: str, students: list[str] | None = None, servers: list | None = No
     scopes = engine_scopes(lab)
     for sv in servers or default_servers():
         out += _containers(lab, students, sv)
-        if sv.local:  # the other engines: on this machine (remote lab servers: Docker only, for now)
-            for name, users in scopes.items():
+        for name, users in scopes.items():  # the other engines (LXC: on this machine only)
+            if sv.local or name == "podman":
                 out += engine.backend(name).hosts(lab, students, sv, users)
     # one order everywhere: by student, then name (containers and VMs alike)
     return sorted(out + vm_hosts(lab, students, servers), key=lambda h: (h["student"], h["role"] == "vm", h["name"]))
@@ -870,9 +892,10 @@ def report(lab: Lab, out_dir: str | Path, with_checks: bool = True, junit_dir: s
 
 
 def prepare(inventory: str | Path, bundle: str | Path | None = None, log: Log = _quiet, on_event=None,
-            verbosity: int = 0, show_output: bool = False) -> RunResult:
-    """Prepare every lab server of ``inventory`` (role lab_server), loading images from ``bundle``."""
-    extravars = {}
+            verbosity: int = 0, show_output: bool = False, podman: bool = False) -> RunResult:
+    """Prepare every lab server of ``inventory`` (role lab_server), loading images from ``bundle``;
+    with ``podman``, Podman installed and set up there too (rootful and rootless)."""
+    extravars: dict = {"lab_server_podman": True} if podman else {}
     if bundle:
         from .bundle import verify
 
@@ -903,8 +926,8 @@ def _network_rows(lab: str, servers: list, students: list[str] | None = None) ->
             student = (n.attrs.get("Labels") or {}).get("labkit.student", "")
             if not students or student in students:
                 out.append({"name": n.name, "student": student, "server": sv.name})
-        if sv.local:  # the other engines' networks (in each store the lab has used here)
-            for name, users in engine_scopes(lab).items():
+        for name, users in engine_scopes(lab).items():  # the other engines' (in each store the lab used)
+            if sv.local or name == "podman":  # LXC: on this machine only
                 for user in users:
                     for net in engine.backend(name).networks(lab, sv, [user]):
                         student = _network_student(lab, net)

@@ -629,14 +629,17 @@ def images_rm(distros, all_):
 @click.option("--bundle", "bundle_dir", type=click.Path(file_okay=False, exists=True),
               help="Offline bundle (labkit bundle create) whose images every server gets; its Debian "
                    "packages, when it has them, are installed from it alone (never a mirror).")
+@click.option("--podman", is_flag=True,
+              help="Also install and set up Podman on every server (labs with `engine: podman` containers there).")
 @click.option("-v", "--verbose", count=True, help="Show Ansible's own output.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, only the result.")
 @handle_errors
-def prepare(inventory, bundle_dir, verbose, quiet):
+def prepare(inventory, bundle_dir, podman, verbose, quiet):
     """Prepare lab servers: engine running, Python for Ansible's docker modules, images (and the
-    servers' missing Debian packages) from a bundle."""
+    servers' missing Debian packages) from a bundle; with --podman, Podman too."""
     with _progress(verbose, quiet, "labkit prepare") as on_event:
-        res = api.prepare(inventory, bundle_dir, log=_say, on_event=on_event, show_output=bool(verbose))
+        res = api.prepare(inventory, bundle_dir, log=_say, on_event=on_event, show_output=bool(verbose),
+                          podman=podman)
     _say(_recap(res))
 
 

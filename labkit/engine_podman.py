@@ -5,7 +5,9 @@ modules; the hosts are reached with its ``podman`` connection). This module is w
 itself reads from Podman on this machine (``status``, ``facts``, ``verify``, ``shell``,
 ``down``'s counts, measurements), through the same CLI and, for a rootless user, the same
 way of becoming that user as the role's wrapper: ``runuser`` with the user's ``HOME`` and
-``XDG_RUNTIME_DIR`` (there is no systemd login session here to set them).
+``XDG_RUNTIME_DIR`` (there is no systemd login session here to set them). On a remote lab
+server every call goes through ``labkit.servers.podman_wrapper`` (that server's Podman over
+its SSH); its rows carry the wrapper as ``podman_executable``, as Docker's carry ``docker_host``.
 
 The engine contract (also what ``labkit.engine_lxc`` provides), functions of a module named
 in ``labkit.engine.OTHER_ENGINES``:
@@ -62,11 +64,12 @@ def podman(user: str = "") -> list[str]:
             "podman"]
 
 
-def run(args: list[str], user: str = "", timeout: int = 120) -> str:
-    """Run ``podman ARGS`` (as ``user``); its stdout, or EngineError naming the command."""
-    if not installed():
+def run(args: list[str], user: str = "", timeout: int = 120, cli: list[str] | None = None) -> str:
+    """Run ``podman ARGS`` (as ``user``; ``cli``: another Podman CLI, a remote lab server's
+    wrapper); its stdout, or EngineError naming the command."""
+    if cli is None and not installed():
         raise EngineError("Podman is not installed on this machine", START_HINT)
-    cmd = [*podman(user), *args]
+    cmd = [*(cli or podman(user)), *args]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd="/")
     except subprocess.TimeoutExpired:
@@ -74,8 +77,33 @@ def run(args: list[str], user: str = "", timeout: int = 120) -> str:
                           f"{timeout} s: podman {' '.join(args)}", START_HINT) from None
     if p.returncode != 0:
         raise EngineError(f"podman {' '.join(args)}{' (as ' + user + ')' if user else ''} failed: "
-                          f"{p.stderr.strip()[-400:]}", START_HINT)
+                          f"{p.stderr.strip()[-400:]}", START_HINT if cli is None else REMOTE_HINT)
     return p.stdout
+
+
+REMOTE_HINT = "prepare the lab server with `labkit prepare -i INVENTORY --engine podman`; `labkit doctor` checks this machine only"
+# a remote store that cannot answer at all: no podman there (127), no such rootless user (125)
+_ABSENT = (125, 127)
+
+
+def _stores(lab: str, server, users: list[str]) -> list[tuple[str, list[str] | None]]:
+    """Each store of ``users`` that exists on ``server``, with the CLI that reaches it: this
+    machine's (None) or, on a remote lab server, the wrapper that runs it there over SSH."""
+    if server is not None and not getattr(server, "local", True):
+        from .servers import podman_wrapper
+
+        out: list[tuple[str, list[str] | None]] = []
+        for user in users:
+            cli = [podman_wrapper(lab, server, user)]
+            p = subprocess.run([*cli, "version", "--format", "{{.Client.Version}}"], capture_output=True, text=True,
+                               timeout=120, cwd="/")
+            if p.returncode in _ABSENT:
+                continue
+            out.append((user, cli))
+        return out
+    if not installed():
+        return []
+    return [(u, None) for u in users if not u or _user_exists(u)]
 
 
 def _state(c: dict) -> str:
@@ -86,12 +114,9 @@ def _state(c: dict) -> str:
 
 def hosts(lab: str, students: list[str] | None, server, users: list[str]) -> list[dict]:
     out: list[dict] = []
-    if not installed():
-        return out
-    for user in users:
-        if user and not _user_exists(user):
-            continue
-        rows = json.loads(run(["ps", "-a", "--filter", f"label=labkit.lab={lab}", "--format", "json"], user) or "[]")
+    for user, cli in _stores(lab, server, users):
+        rows = json.loads(run(["ps", "-a", "--filter", f"label=labkit.lab={lab}", "--format", "json"], user, cli=cli)
+                          or "[]")
         for c in rows:
             lb = c.get("Labels") or {}
             if students and lb.get("labkit.student") not in students:
@@ -102,6 +127,8 @@ def hosts(lab: str, students: list[str] | None, server, users: list[str]) -> lis
                 "distro": lb.get("labkit.distro", ""), "state": _state(c), "image": plain_image(c.get("Image", "")),
                 "spec": f"podman://{name}", "server": server.name, "local": server.local, "engine": "podman",
                 "user": user, "id": c.get("Id", ""),
+                # a remote lab server's: the wrapper that runs its Podman over SSH (as docker_host for Docker)
+                **({"podman_executable": cli[0]} if cli else {}),
             })
     return out
 
@@ -122,12 +149,8 @@ def _user_exists(user: str) -> bool:
 
 def networks(lab: str, server, users: list[str]) -> list[str]:
     out: list[str] = []
-    if not installed():
-        return out
-    for user in users:
-        if user and not _user_exists(user):
-            continue
-        text = run(["network", "ls", "--filter", f"label=labkit.lab={lab}", "--format", "{{.Name}}"], user)
+    for user, cli in _stores(lab, server, users):
+        text = run(["network", "ls", "--filter", f"label=labkit.lab={lab}", "--format", "{{.Name}}"], user, cli=cli)
         out += [ln.strip() for ln in text.splitlines() if ln.strip()]
     return out
 
@@ -135,7 +158,12 @@ def networks(lab: str, server, users: list[str]) -> list[str]:
 def exec_argv(row: dict, argv: list[str], user: str | None = None, workdir: str | None = None,
               interactive: bool = False) -> list[str]:
     who = (["-u", user] if user else []) + (["-w", workdir] if workdir else [])
-    return [*podman(row.get("user", "")), "exec", "-it" if interactive else "-i", *who, row["name"], *argv]
+    return [*_cli(row), "exec", "-it" if interactive else "-i", *who, row["name"], *argv]
+
+
+def _cli(row: dict) -> list[str]:
+    """The Podman CLI of a row's store: on a remote lab server, the wrapper that reaches it."""
+    return [row["podman_executable"]] if row.get("podman_executable") else podman(row.get("user", ""))
 
 
 def uid_map(row: dict) -> str:
@@ -152,18 +180,52 @@ def measure(row: dict) -> dict | None:
     """Create-to-ready seconds (Podman's own timestamps), memory and image size, as
     ``labkit.measure.container`` gives Docker's."""
     user = row.get("user", "")
+    cli = [row["podman_executable"]] if row.get("podman_executable") else None
     try:
-        info = json.loads(run(["inspect", "--type", "container", row["name"]], user))[0]
+        info = json.loads(run(["inspect", "--type", "container", row["name"]], user, cli=cli))[0]
         st = info.get("State") or {}
         ready = _ts(st["StartedAt"]) - _ts(info["Created"])
-        mem, how = memory(int(st.get("Pid") or 0)) if st.get("Running") else (None, "not measured: not running")
-        img = json.loads(run(["image", "inspect", info.get("Image", "")], user))[0]
+        if not st.get("Running"):
+            mem, how = None, "not measured: not running"
+        elif cli:  # its processes and cgroup are on the remote lab server: Podman's own count
+            mem, how = remote_memory(row["name"], user, cli)
+        else:
+            mem, how = memory(int(st.get("Pid") or 0))
+        img = json.loads(run(["image", "inspect", info.get("Image", "")], user, cli=cli))[0]
         return {"host": row["name"], "role": "container", "ready_seconds": round(max(ready, 0.0), 3),
                 "ready_how": "engine: created -> started", "memory_bytes": mem, "memory_how": how,
                 "disk_bytes": int(img.get("Size") or 0), "disk_how": "image size", "engine": "podman",
                 "container_id": info.get("Id"), "started_at": st.get("StartedAt")}
     except (EngineError, KeyError, ValueError, IndexError):
         return None
+
+
+def remote_memory(name: str, user: str, cli: list[str]) -> tuple[int | None, str]:
+    """A container's memory on a remote lab server, as ``podman stats`` counts it there, or
+    where stats has no cgroup to read (rootless on cgroup v1) its processes' resident memory
+    (``podman top NAME rss``, KiB per process)."""
+    try:
+        rows = json.loads(run(["stats", "--no-stream", "--no-reset", "--format", "json", name], user, cli=cli) or "[]")
+        return parse_size(str(rows[0]["mem_usage"]).split("/")[0]), "podman stats on the lab server"
+    except (EngineError, ValueError, IndexError, KeyError, TypeError):
+        pass
+    try:
+        kib = [int(w) for w in run(["top", name, "rss"], user, cli=cli).split()[1:]]
+        return sum(kib) * 1024, "resident memory of its processes (podman top on the lab server)"
+    except (EngineError, ValueError):
+        return None, "not measured: neither podman stats nor podman top answered on the lab server"
+
+
+def parse_size(text: str) -> int:
+    """Podman's human sizes (``606.2kB``, ``1.5MB``, ``2GiB``, ``512B``) as bytes."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([kMGT]?i?B)\s*", text)
+    if not m:
+        raise ValueError(f"not a size: {text!r}")
+    unit = m.group(2)
+    base = 1024 if "i" in unit else 1000
+    return int(float(m.group(1)) * base ** " kMGT".index(unit[0] if unit[0] != "B" else " "))
 
 
 def _ts(s: str) -> float:

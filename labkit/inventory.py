@@ -41,7 +41,9 @@ def host_vars(row: Mapping[str, Any], ssh: Mapping[str, str] | None = None) -> d
     eng = row.get("engine", "docker")
     if eng == "podman":
         hv = {"ansible_connection": "containers.podman.podman", "ansible_host": row["name"]}
-        if row.get("user"):  # rootless: Podman as that user (role lab_podman's wrapper)
+        if row.get("podman_executable"):  # a remote lab server's: its Podman over SSH (labkit.podman_ssh)
+            hv["ansible_podman_executable"] = row["podman_executable"]
+        elif row.get("user"):  # rootless: Podman as that user (role lab_podman's wrapper)
             from .engine_podman import WRAPPER_DIR
 
             hv["ansible_podman_executable"] = f"{WRAPPER_DIR}/{row['user']}/podman"

@@ -85,6 +85,14 @@ class Server:
             raise EngineError(f"lab server {self.name}: {SERVER_FILE} is not JSON",
                               "run `labkit prepare -i INVENTORY --bundle DIR` again") from None
 
+    def control_path(self, lab: str) -> str:
+        """The socket of the one SSH connection labkit's Podman calls to this server share for
+        a command (short: a socket path has a hundred bytes at most)."""
+        import hashlib
+
+        tag = hashlib.sha1(f"{lab_dir(lab)}\0{self.name}".encode()).hexdigest()[:16]
+        return f"/tmp/labkit-ssh-{tag}"
+
     def testinfra_spec(self) -> tuple[str, dict]:
         """testinfra host spec and kwargs for the server itself."""
         if self.local:
@@ -140,6 +148,47 @@ def assign(students: list[str], servers: list[Server], previous: dict[str, str] 
     return {st: out[st] for st in students}
 
 
+PODMAN_WRAPPERS = "podman-ssh"   # in the lab's folder: <server>/<store>/podman
+
+
+def podman_wrapper(lab: str, server: Server, user: str = "") -> str:
+    """An executable here that runs Podman of ``user``'s store ('' is root's) on the remote lab
+    ``server`` over SSH (``labkit.podman_ssh``): the connection plugin's
+    ``ansible_podman_executable`` and labkit's own Podman CLI for that server. Written on
+    each call (cheap), so a changed inventory takes effect."""
+    from .engine_podman import WRAPPER_DIR
+
+    d = lab_dir(lab) / PODMAN_WRAPPERS / server.name / (user or "_root")
+    d.mkdir(parents=True, exist_ok=True)
+    ssh = server.ssh_argv()
+    # within a labkit command (engines(): the marker exists) every call shares one connection
+    cp = server.control_path(lab)
+    mux = {"marker": f"{cp}.on", "options": ["-o", "ControlMaster=auto", "-o", f"ControlPath={cp}",
+                                             "-o", "ControlPersist=60"]}
+    prefix = (["sudo", "-n"] if server.become() else []) + ([f"{WRAPPER_DIR}/{user}/podman"] if user else ["podman"])
+    text = (f"#!{sys.executable}\n# labkit: Podman ({user or 'root'}) on lab server {server.name}, over SSH "
+            "(labkit/podman_ssh.py)\nimport sys\nfrom labkit.podman_ssh import main\n"
+            f"sys.exit(main({ssh!r}, {prefix!r}, sys.argv[1:], {mux!r}))\n")
+    exe = d / "podman"
+    if not exe.is_file() or exe.read_text() != text:
+        tmp = d / ".podman.tmp"
+        tmp.write_text(text)
+        tmp.chmod(0o755)
+        tmp.replace(exe)
+    return str(exe)
+
+
+def close_podman_ssh(lab: str, server: Server) -> None:
+    """End the shared SSH connection of ``podman_wrapper``'s calls, if one is open: after the
+    labkit command, each call (``labkit shell``) has a connection of its own."""
+    path = server.control_path(lab)
+    Path(f"{path}.on").unlink(missing_ok=True)
+    if Path(path).exists():
+        argv = server.ssh_argv()
+        subprocess.run(argv[:-1] + ["-o", f"ControlPath={path}", "-O", "exit", argv[-1]],
+                       capture_output=True, timeout=20)
+
+
 @contextmanager
 def engines(lab: str, servers: list[Server], timeout: float = 30) -> Iterator[list[Server]]:
     """Open an SSH tunnel to each remote server's Docker socket; close them on exit."""
@@ -148,6 +197,7 @@ def engines(lab: str, servers: list[Server], timeout: float = 30) -> Iterator[li
         for s in servers:
             if s.local:
                 continue
+            Path(f"{s.control_path(lab)}.on").touch()  # podman_wrapper's calls share one SSH connection
             sock = lab_dir(lab) / f"docker-{s.name}.sock"
             sock.unlink(missing_ok=True)
             argv = s.ssh_argv()
@@ -165,6 +215,12 @@ def engines(lab: str, servers: list[Server], timeout: float = 30) -> Iterator[li
             s.docker_host = f"unix://{sock}"
         yield servers
     finally:
+        for s in servers:
+            if not s.local:
+                try:
+                    close_podman_ssh(lab, s)
+                except (OSError, subprocess.TimeoutExpired):
+                    pass
         for p in procs:
             p.terminate()
             try:

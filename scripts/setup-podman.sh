@@ -40,7 +40,7 @@ nproc=$(ulimit -Hu)
 runtime=
 [ -e /sys/fs/cgroup/cgroup.controllers ] || runtime='runtime = "runc"'
 want=$(cat <<CONFEOF
-# written by labkit's scripts/setup-podman.sh: Podman on a lab server without systemd
+# written by labkit (scripts/setup-podman.sh, role lab_server): Podman without systemd
 [containers]
 default_ulimits = ["nofile=$nofile:$nofile", "nproc=$nproc:$nproc"]
 [engine]

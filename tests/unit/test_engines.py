@@ -1,6 +1,8 @@
 """The engine core (issue 17) as pure logic: the lab file's engine and user keys, the names of
 each engine's containers, the plan's items and extravars, the inventory's groups and
 connections. No engine is touched."""
+from pathlib import Path
+
 import pytest
 
 from labkit import names
@@ -98,20 +100,54 @@ def test_uid_maps_read_in_a_few_words():
     assert uid_map_words("") == "-"
 
 
-def test_podman_on_a_remote_lab_server_is_refused_before_anything_is_made():
+def test_podman_on_a_remote_lab_server_gets_a_wrapper_per_store(tmp_path, monkeypatch):
     from types import SimpleNamespace as NS
 
     from labkit import api
-    from labkit.errors import UsageError
+    from labkit.servers import Server
 
-    servers = [NS(name="localhost", local=True), NS(name="server-2", local=False)]
-    ok = [NS(name="labkit-p-a-debian12-podman", engine="podman", server="localhost"),
-          NS(name="labkit-p-b-debian12", engine="docker", server="server-2")]
-    api.check_podman_local(ok, servers)
-    bad = ok + [NS(name="labkit-p-b-debian12-podman-alice", engine="podman", server="server-2")]
-    with pytest.raises(UsageError, match="engine podman: 1 container.*server-2 .labkit-p-b-debian12-podman-alice") as e:
-        api.check_podman_local(bad, servers)
-    assert e.value.exit_code == 2 and "engine docker" in e.value.hint
+    monkeypatch.setenv("LABKIT_HOME", str(tmp_path))
+    far = Server("server-2", False, {"ansible_host": "10.0.0.2", "ansible_port": 2200, "ansible_user": "ops",
+                                     "ansible_become": True})
+    servers = [Server("localhost", True), far]
+    items = [NS(name="labkit-p-a-debian12-podman", engine="podman", server="localhost", user=""),
+             NS(name="labkit-p-b-debian12", engine="docker", server="server-2", user=""),
+             NS(name="labkit-p-b-debian12-podman", engine="podman", server="server-2", user=""),
+             NS(name="labkit-p-b-debian12-podman-alice", engine="podman", server="server-2", user="alice")]
+    remote = api.podman_remote("p", items, servers)
+    assert list(remote) == ["server-2"] and sorted(remote["server-2"]) == ["", "alice"]
+    root, alice = (Path(remote["server-2"][k]).read_text() for k in ("", "alice"))
+    assert "'ops@10.0.0.2'], ['sudo', '-n', 'podman']" in root and "'-p', '2200'" in root
+    assert "['sudo', '-n', '/usr/local/libexec/labkit/podman-as/alice/podman']" in alice
+    assert Path(remote["server-2"][""]).stat().st_mode & 0o111
+
+
+def test_the_ssh_wrapper_copies_through_exec_and_refuses_mount():
+    from labkit import podman_ssh as ps
+
+    assert ps.split_cp(["/tmp/a b", "c1:/root/.ansible/tmp/x.py"]) == ("c1", "/root/.ansible/tmp/x.py", "/tmp/a b", True)
+    assert ps.split_cp(["--pause=false", "/tmp/src", "c1:/etc/x"]) == ("c1", "/etc/x", "/tmp/src", True)
+    assert ps.split_cp(["c1:/etc/hostname", "/tmp/out"]) == ("c1", "/etc/hostname", "/tmp/out", False)
+    assert ps.split_cp(["c1:/a", "c2:/b"]) is None and ps.split_cp(["/a"]) is None
+    # every word reaches the server's podman as it was given (the remote shell sees it quoted)
+    line = ps.remote(["podman"], ["exec", "c1", "/bin/sh", "-c", "echo $HOME; it's"])
+    assert line == "podman exec c1 /bin/sh -c 'echo $HOME; it'\"'\"'s'"
+    assert ps.tty_wanted(["exec", "-it", "-u", "student", "c1", "/bin/sh"])
+    assert not ps.tty_wanted(["exec", "-i", "c1", "sh", "-t"]) and not ps.tty_wanted(["ps", "-t"])
+    assert ps.main(["ssh", "nowhere.invalid"], ["podman"], ["mount", "c1"]) == 125
+
+
+def test_podman_sizes_and_remote_rows_in_the_inventory():
+    from labkit import inventory
+    from labkit.engine_podman import parse_size
+
+    assert parse_size("606.2kB") == 606200 and parse_size("512B") == 512 and parse_size("2GiB") == 2 << 30
+    assert parse_size("1.5MB ") == 1500000
+    row = {"name": "labkit-p-b-debian12-podman", "role": "container", "engine": "podman", "user": "", "local": False,
+           "distro": "debian:12", "podman_executable": "/x/podman-ssh/server-2/_root/podman"}
+    hv = inventory.host_vars(row)
+    assert hv["ansible_connection"] == "containers.podman.podman"
+    assert hv["ansible_podman_executable"] == "/x/podman-ssh/server-2/_root/podman"
 
 
 def test_k7_says_when_a_container_has_a_user_namespace_of_its_own():

@@ -1,0 +1,146 @@
+"""Podman on a remote lab server (issue 17): a lab with a Debian 12 container on Docker and one
+on rootful Podman, both on a lab server of an inventory reached over SSH. `labkit prepare
+--podman` sets Podman up there; `labkit up` makes the Podman container there (image loaded
+from that server's Docker store) and Ansible provisions it through labkit's wrapper, which runs
+that server's Podman over SSH; status, verify (engine shown), shell and `up --plan` read it
+there; a second `up` changes nothing; `down` leaves nothing, and no SSH connection behind.
+
+The remote server is this machine reached over SSH (its own sshd on a loopback port of this
+module's, root's key for this test only): the remote code path runs for real. No VM."""
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from labkit import paths
+
+from .conftest import docker, recap, run, write_inventory
+
+pytestmark = [pytest.mark.integration]
+LAB, PORT, SERVER = "rpm77", 2223, "far77"
+DOCKER, PODMAN = f"labkit-{LAB}-s01-debian12", f"labkit-{LAB}-s01-debian12-podman"
+
+
+def podman(*args: str) -> list[str]:
+    p = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=120, cwd="/")
+    assert p.returncode == 0, p.stderr
+    return p.stdout.split()
+
+
+def ssh_masters() -> list[str]:
+    """Processes of this lab's shared SSH connection (labkit.servers.control_path)."""
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "ssh" in cmd and "/tmp/labkit-ssh-" in cmd and f"-p {PORT}" in cmd:
+                out.append(cmd)
+    return out
+
+
+@pytest.fixture(scope="module")
+def far(tmp_path_factory):
+    if os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists():
+        pytest.skip("needs root and openssh-server (scripts/test.sh installs it)")
+    d = tmp_path_factory.mktemp("far77")
+    for name in ("hostkey", "id"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)
+    (d / "authorized_keys").write_text((d / "id.pub").read_text())
+    (d / "sshd_config").write_text(
+        f"Port {PORT}\nListenAddress 127.0.0.1\nHostKey {d}/hostkey\nAuthorizedKeysFile {d}/authorized_keys\n"
+        "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        "StrictModes no\nUsePAM no\nPidFile none\nSubsystem sftp internal-sftp\n")
+    Path("/run/sshd").mkdir(exist_ok=True)
+    sshd = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")],
+                            stdout=subprocess.DEVNULL, stderr=open(d / "sshd.log", "w"))
+    lab = d / f"{LAB}.yml"
+    inv = d / "hosts.yml"
+    try:
+        ssh = ["ssh", "-p", str(PORT), "-i", str(d / "id"), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+               "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "root@127.0.0.1"]
+        deadline = time.monotonic() + 30
+        while subprocess.run(ssh + ["true"], capture_output=True).returncode != 0:
+            assert time.monotonic() < deadline, (d / "sshd.log").read_text()
+            time.sleep(0.3)
+        write_inventory(inv, {SERVER: {"ansible_host": "127.0.0.1", "ansible_port": PORT, "ansible_user": "root",
+                                       "ansible_ssh_private_key_file": str(d / "id"),
+                                       "ansible_python_interpreter": "/usr/bin/python3",
+                                       "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"}})
+        run("images", "build", "debian:12")
+        lab.write_text(f"name: {LAB}\nstudents: [s01]\nvm: {{enabled: false}}\n"
+                       "containers:\n  - debian:12\n  - {distro: debian:12, engine: podman}\n")
+        t0 = time.monotonic()
+        prepared = run("prepare", "-i", str(inv), "--podman")
+        run("down", "-f", str(lab), "-i", str(inv), check=False)
+        up = run("up", "-f", str(lab), "-i", str(inv))
+        yield {"lab": str(lab), "inv": str(inv), "up": up, "prepared": prepared, "t0": t0}
+    finally:
+        if lab.exists():
+            run("down", "-f", str(lab), "-i", str(inv), check=False)
+        sshd.terminate()
+        sshd.wait(10)
+
+
+def test_prepare_sets_podman_up_on_the_server(far):
+    assert recap(far["prepared"].stdout)["failures"] == 0
+    conf = Path("/etc/containers/containers.conf.d/50-labkit.conf").read_text()
+    assert 'cgroup_manager = "cgroupfs"' in conf and "default_ulimits" in conf
+
+
+def test_up_makes_both_engines_containers_on_the_remote_server(far):
+    out = far["up"].stdout
+    assert recap(out)["failures"] == 0, out
+    assert podman("ps", "--filter", f"label=labkit.lab={LAB}", "--format", "{{.Names}}") == [PODMAN]
+    assert DOCKER in docker("ps", "--filter", f"label=labkit.lab={LAB}", "--format", "{{.Names}}").split()
+    # Ansible reached the Podman container through labkit's wrapper, which runs Podman over SSH
+    wrapper = paths.lab_dir(LAB) / "podman-ssh" / SERVER / "_root" / "podman"
+    assert f"-p', '{PORT}'" in wrapper.read_text()
+    st = json.loads(run("status", "-f", far["lab"], "--json").stdout)
+    rows = {h["name"]: h for h in st["hosts"]}
+    assert rows[PODMAN]["server"] == SERVER and rows[PODMAN]["engine"] == "podman" and rows[PODMAN]["state"] == "running"
+    assert rows[PODMAN]["local"] is False and rows[DOCKER]["server"] == SERVER
+    assert st["missing"] == []
+    assert ssh_masters() == [], "the shared SSH connection outlived labkit up"
+
+
+def test_verify_passes_with_the_engine_of_each_host(far):
+    results = json.loads(run("verify", "-f", far["lab"], "--json").stdout)
+    bad = [r for r in results if r["outcome"] != "passed" and not r["detail"].startswith("not applicable: the lab has no VM")]
+    assert results and bad == [], bad
+    engines = {r["host"]: r["engine"] for r in results if r["host"] in (DOCKER, PODMAN)}
+    assert engines == {DOCKER: "docker", PODMAN: "podman"}
+    rows = {r["host"]: r for r in json.loads(run("facts", "-f", far["lab"], "--json").stdout)}
+    assert rows[PODMAN]["server"] == SERVER and not rows[PODMAN]["error"] and rows[PODMAN]["virt"] == "podman"
+    assert rows[PODMAN]["same_kernel"] is True  # this "remote" server is this machine
+
+
+def test_shell_reaches_both_as_the_student(far):
+    for short in ("debian12", "debian12-podman"):
+        assert run("shell", "-f", far["lab"], short, "sh", "-c", 'id -un; echo "$HOME"').stdout.split() == [
+            "student", "/home/student"], short
+    assert run("shell", "-f", far["lab"], "--root", "debian12-podman", "id", "-un").stdout.split() == ["root"]
+
+
+def test_second_up_changes_nothing_and_plan_sees_it_all(far):
+    again = run("up", "-f", far["lab"], "--no-facts")
+    assert recap(again.stdout)["changed"] == 0, again.stdout
+    up_plan = json.loads(run("up", "-f", far["lab"], "--plan", "--json").stdout)
+    assert up_plan["changes"] == [], up_plan
+    down_plan = json.loads(run("down", "-f", far["lab"], "--plan", "--json").stdout)
+    assert {(c["name"], c["server"]) for c in down_plan["changes"]} >= {(DOCKER, SERVER), (PODMAN, SERVER)}, down_plan
+
+
+def test_down_leaves_nothing_on_the_server(far):
+    down = run("down", "-f", far["lab"])
+    assert "removed 2 containers" in down.stdout + down.stderr, down.stdout + down.stderr
+    assert podman("ps", "-a", "--filter", f"label=labkit.lab={LAB}", "--format", "{{.Names}}") == []
+    assert podman("network", "ls", "--filter", f"label=labkit.lab={LAB}", "--format", "{{.Name}}") == []
+    assert docker("ps", "-a", "--filter", f"label=labkit.lab={LAB}", "--format", "{{.Names}}").split() == []
+    assert ssh_masters() == []
+    print(f"test_77: prepare + up + checks + down in {time.monotonic() - far['t0']:.1f} s")
