@@ -16,8 +16,13 @@ def test_signal_during_image_build_cleans_up(tmp_path, sig):
     home = tmp_path / "home"
     env = dict(os.environ, LABKIT_HOME=str(home), LABKIT_IMAGE_PREFIX="labkit-sigtest/")
     labkit = str(Path(sys.executable).parent / "labkit")
+    # as a terminal's foreground job: SIGINT at its default. A job started in the background by
+    # a non-interactive shell (`cmd &`) inherits SIGINT ignored, and Python then keeps ignoring
+    # it (no KeyboardInterrupt): labkit would rightly not be interrupted, and this test would
+    # see only mmdebstrap die.
     p = subprocess.Popen([labkit, "images", "build", "debian:12"], env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+                         stderr=subprocess.PIPE, text=True, start_new_session=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     tmp = home / "tmp"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (tmp.exists() and any(tmp.iterdir())):
