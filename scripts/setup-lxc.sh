@@ -13,22 +13,10 @@ IDMAP="root:1000000000:65536"
 
 say() { printf 'setup-lxc: %s\n' "$*"; }
 
+# shellcheck source=scripts/debs.sh
+. "$(dirname "${BASH_SOURCE[0]}")/debs.sh"
 PKGS=(lxc uidmap python3-lxc)
-missing=()
-for p in "${PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  if [ "$(id -u)" != 0 ]; then
-    echo "setup-lxc: missing Debian packages: ${missing[*]}; run as root or: sudo apt-get install ${missing[*]}" >&2
-    exit 1
-  fi
-  say "installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-else
-  say "Debian packages present (lxc $(lxc-start --version))"
-fi
+ensure_debs setup-lxc "Debian packages present (lxc $(lxc-start --version 2>/dev/null))" "${PKGS[@]}"
 
 # root's containers are unprivileged: their uids 0-65535 are IDMAP's on this machine, which
 # newuidmap allows only when /etc/subuid and /etc/subgid say so

@@ -7,22 +7,10 @@ set -euo pipefail
 
 say() { printf 'setup-podman: %s\n' "$*"; }
 
+# shellcheck source=scripts/debs.sh
+. "$(dirname "${BASH_SOURCE[0]}")/debs.sh"
 PKGS=(podman uidmap slirp4netns containernetworking-plugins runc)
-missing=()
-for p in "${PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  if [ "$(id -u)" != 0 ]; then
-    echo "setup-podman: missing Debian packages: ${missing[*]}; run as root or: sudo apt-get install ${missing[*]}" >&2
-    exit 1
-  fi
-  say "installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-else
-  say "Debian packages present ($(podman --version))"
-fi
+ensure_debs setup-podman "Debian packages present ($(podman --version 2>/dev/null))" "${PKGS[@]}"
 [ "$(id -u)" = 0 ] || { say "not root: Podman's settings left as they are (labkit doctor checks them)"; exit 0; }
 
 # Podman's settings, in a drop-in of its own (labkit doctor reads the same values):

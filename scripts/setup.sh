@@ -20,24 +20,12 @@ done
 say() { printf 'setup: %s\n' "$*"; }
 
 # --- Debian packages -------------------------------------------------------------
+# shellcheck source=scripts/debs.sh
+. "$(dirname "${BASH_SOURCE[0]}")/debs.sh"
 PKGS=(docker.io mmdebstrap busybox-static iptables ca-certificates python3-venv make
       docker-registry chromium fonts-dejavu-core  # tests: loopback registry, report in a browser
       shellcheck)  # lint: the shell scripts (`make lint`); the Python linters come from pyproject's lint extra
-missing=()
-for p in "${PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  if [ "$(id -u)" != 0 ]; then
-    echo "setup: missing Debian packages: ${missing[*]}; run as root or: sudo apt-get install ${missing[*]}" >&2
-    exit 1
-  fi
-  say "installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-else
-  say "Debian packages present"
-fi
+ensure_debs setup "Debian packages present" "${PKGS[@]}"
 
 # --- virtual environment -------------------------------------------------------------
 # Debian's own Python (3.11.2 on Debian 12), the one a Debian lab server has: labkit is
