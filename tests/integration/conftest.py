@@ -1,11 +1,13 @@
 """Shared, session-scoped labs on the real engines: the default lab (containers + VM) is
 brought up once per run, and every integration test reads it."""
+import contextlib
 import json
 import os
 import re
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -93,6 +95,43 @@ def vm_as_lab_server(name: str = "server-2") -> dict:
 
 def write_inventory(path, servers: dict) -> None:
     path.write_text(json.dumps({"all": {"children": {"lab_servers": {"hosts": servers}}}}))
+
+
+@contextlib.contextmanager
+def loopback_server(d: Path, port: int, name: str):
+    """This machine as a remote lab server ``name``: its own sshd on 127.0.0.1:``port`` with a
+    host key and root's key made for the test only (in ``d``), until the block ends. Yields the
+    inventory path (``d/hosts.yml``) and the ssh command line that reaches it. Needs root and
+    openssh-server (scripts/test.sh installs it)."""
+    if os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists():
+        pytest.skip("needs root and openssh-server (scripts/test.sh installs it)")
+    for key in ("hostkey", "id"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)], check=True)
+    (d / "authorized_keys").write_text((d / "id.pub").read_text())
+    (d / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/hostkey\nAuthorizedKeysFile {d}/authorized_keys\n"
+        "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        "StrictModes no\nUsePAM no\nPidFile none\nSubsystem sftp internal-sftp\n")
+    Path("/run/sshd").mkdir(exist_ok=True)
+    sshd = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")],
+                            stdout=subprocess.DEVNULL, stderr=open(d / "sshd.log", "w"))
+    try:
+        ssh = ["ssh", "-p", str(port), "-i", str(d / "id"), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+               "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "root@127.0.0.1"]
+        deadline = time.monotonic() + 30
+        while subprocess.run(ssh + ["true"], capture_output=True).returncode != 0:
+            assert time.monotonic() < deadline, (d / "sshd.log").read_text()
+            time.sleep(0.3)
+        inv = d / "hosts.yml"
+        write_inventory(inv, {name: {"ansible_host": "127.0.0.1", "ansible_port": port, "ansible_user": "root",
+                                     "ansible_ssh_private_key_file": str(d / "id"),
+                                     "ansible_python_interpreter": "/usr/bin/python3",
+                                     "ansible_ssh_common_args": "-o StrictHostKeyChecking=no "
+                                                                "-o UserKnownHostsFile=/dev/null"}})
+        yield {"inv": inv, "ssh": ssh}
+    finally:
+        sshd.terminate()
+        sshd.wait(10)
 
 
 @pytest.fixture(scope="session")

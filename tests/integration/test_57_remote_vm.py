@@ -16,7 +16,7 @@ import pytest
 
 from labkit import paths
 
-from .conftest import recap, run, virsh, write_inventory
+from .conftest import loopback_server, recap, run, virsh
 
 pytestmark = [pytest.mark.integration, pytest.mark.vm]
 VM = "labkit-far1-s01-vm"
@@ -26,31 +26,9 @@ PORT = 2222
 
 @pytest.fixture(scope="module")
 def far(tmp_path_factory):
-    if os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists():
-        pytest.skip("needs root and openssh-server (scripts/test.sh installs it)")
     d = tmp_path_factory.mktemp("far")
-    for name in ("hostkey", "id"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)
-    (d / "authorized_keys").write_text((d / "id.pub").read_text())
-    (d / "sshd_config").write_text(
-        f"Port {PORT}\nListenAddress 127.0.0.1\nHostKey {d}/hostkey\nAuthorizedKeysFile {d}/authorized_keys\n"
-        "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-        "StrictModes no\nUsePAM no\nPidFile none\nSubsystem sftp internal-sftp\n")
-    Path("/run/sshd").mkdir(exist_ok=True)
-    sshd = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")],
-                            stdout=subprocess.DEVNULL, stderr=open(d / "sshd.log", "w"))
-    try:
-        ssh = ["ssh", "-p", str(PORT), "-i", str(d / "id"), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-               "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "root@127.0.0.1"]
-        deadline = time.monotonic() + 30
-        while subprocess.run(ssh + ["true"], capture_output=True).returncode != 0:
-            assert time.monotonic() < deadline, (d / "sshd.log").read_text()
-            time.sleep(0.3)
-        inv = d / "hosts.yml"
-        write_inventory(inv, {"far": {"ansible_host": "127.0.0.1", "ansible_port": PORT, "ansible_user": "root",
-                                      "ansible_ssh_private_key_file": str(d / "id"),
-                                      "ansible_python_interpreter": "/usr/bin/python3",
-                                      "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"}})
+    with loopback_server(d, PORT, "far") as server:
+        inv = server["inv"]
         run("images", "build", "busybox")
         run("box", "build")
         lab = d / "far1.yml"
@@ -61,9 +39,6 @@ def far(tmp_path_factory):
         up = run("up", "-f", str(lab), "-i", str(inv))
         yield {"lab": str(lab), "inv": str(inv), "up": up, "prepared": prepared, "dir": d}
         run("down", "-f", str(lab), "-i", str(inv), check=False)
-    finally:
-        sshd.terminate()
-        sshd.wait(10)
 
 
 def test_prepare_installs_the_vm_stack_and_the_box_once(far):

@@ -8,7 +8,6 @@ there; a second `up` changes nothing; `down` leaves nothing, and no SSH connecti
 The remote server is this machine reached over SSH (its own sshd on a loopback port of this
 module's, root's key for this test only): the remote code path runs for real. No VM."""
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 
 from labkit import paths
 
-from .conftest import docker, recap, run, write_inventory
+from .conftest import docker, loopback_server, recap, run
 
 pytestmark = [pytest.mark.integration]
 LAB, PORT, SERVER = "rpm77", 2223, "far77"
@@ -46,45 +45,22 @@ def ssh_masters() -> list[str]:
 
 @pytest.fixture(scope="module")
 def far(tmp_path_factory):
-    if os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists():
-        pytest.skip("needs root and openssh-server (scripts/test.sh installs it)")
     d = tmp_path_factory.mktemp("far77")
-    for name in ("hostkey", "id"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)
-    (d / "authorized_keys").write_text((d / "id.pub").read_text())
-    (d / "sshd_config").write_text(
-        f"Port {PORT}\nListenAddress 127.0.0.1\nHostKey {d}/hostkey\nAuthorizedKeysFile {d}/authorized_keys\n"
-        "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-        "StrictModes no\nUsePAM no\nPidFile none\nSubsystem sftp internal-sftp\n")
-    Path("/run/sshd").mkdir(exist_ok=True)
-    sshd = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")],
-                            stdout=subprocess.DEVNULL, stderr=open(d / "sshd.log", "w"))
     lab = d / f"{LAB}.yml"
-    inv = d / "hosts.yml"
-    try:
-        ssh = ["ssh", "-p", str(PORT), "-i", str(d / "id"), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-               "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "root@127.0.0.1"]
-        deadline = time.monotonic() + 30
-        while subprocess.run(ssh + ["true"], capture_output=True).returncode != 0:
-            assert time.monotonic() < deadline, (d / "sshd.log").read_text()
-            time.sleep(0.3)
-        write_inventory(inv, {SERVER: {"ansible_host": "127.0.0.1", "ansible_port": PORT, "ansible_user": "root",
-                                       "ansible_ssh_private_key_file": str(d / "id"),
-                                       "ansible_python_interpreter": "/usr/bin/python3",
-                                       "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"}})
-        run("images", "build", "debian:12")
-        lab.write_text(f"name: {LAB}\nstudents: [s01]\nvm: {{enabled: false}}\n"
-                       "containers:\n  - debian:12\n  - {distro: debian:12, engine: podman}\n")
-        t0 = time.monotonic()
-        prepared = run("prepare", "-i", str(inv), "--podman")
-        run("down", "-f", str(lab), "-i", str(inv), check=False)
-        up = run("up", "-f", str(lab), "-i", str(inv))
-        yield {"lab": str(lab), "inv": str(inv), "up": up, "prepared": prepared, "t0": t0}
-    finally:
-        if lab.exists():
+    with loopback_server(d, PORT, SERVER) as server:
+        inv = server["inv"]
+        try:
+            run("images", "build", "debian:12")
+            lab.write_text(f"name: {LAB}\nstudents: [s01]\nvm: {{enabled: false}}\n"
+                           "containers:\n  - debian:12\n  - {distro: debian:12, engine: podman}\n")
+            t0 = time.monotonic()
+            prepared = run("prepare", "-i", str(inv), "--podman")
             run("down", "-f", str(lab), "-i", str(inv), check=False)
-        sshd.terminate()
-        sshd.wait(10)
+            up = run("up", "-f", str(lab), "-i", str(inv))
+            yield {"lab": str(lab), "inv": str(inv), "up": up, "prepared": prepared, "t0": t0}
+        finally:
+            if lab.exists():
+                run("down", "-f", str(lab), "-i", str(inv), check=False)
 
 
 def test_prepare_sets_podman_up_on_the_server(far):
