@@ -15,6 +15,19 @@ def labkit_home(tmp_path, monkeypatch):
     return home
 
 
+def role_module(role: str, name: str):
+    """A role's Ansible module (``roles/ROLE/library/NAME.py``) imported as a plain Python
+    module, for unit tests of its pure functions."""
+    import importlib.util
+
+    from labkit import paths
+
+    spec = importlib.util.spec_from_file_location(name, paths.roles_dir() / role / "library" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def labkit_cmd() -> list[str]:
     """The real console script of this venv."""
     return [str(Path(sys.executable).parent / "labkit")]

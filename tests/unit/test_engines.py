@@ -170,14 +170,9 @@ def test_k7_says_when_a_container_has_a_user_namespace_of_its_own():
 def test_a_rootful_podman_bridge_gets_the_rules_of_a_docker_bridge():
     """lab_firewall keeps a student's rootful Podman bridge to itself and the uplink, as it keeps
     the Docker bridge; a student without one gets exactly the rules as before."""
-    import importlib.util
+    from tests.conftest import role_module
 
-    from labkit import paths
-
-    path = paths.roles_dir() / "lab_firewall" / "library" / "labkit_firewall.py"
-    spec = importlib.util.spec_from_file_location("labkit_firewall_engines", path)
-    fw = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fw)
+    fw = role_module("lab_firewall", "labkit_firewall")
     base = {"student": "a", "vm_bridge": "", "vm_gateway": "", "docker_bridge": "br-0123456789ab"}
     before = fw.student_rules(4, "eng", base, ["eth0"], [])
     assert fw.student_rules(4, "eng", {**base, "podman_bridge": ""}, ["eth0"], []) == before

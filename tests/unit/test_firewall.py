@@ -2,20 +2,15 @@
 student gets, in which order, and how they compare with what `iptables -S` prints. No iptables."""
 from __future__ import annotations
 
-import importlib.util
 import shlex
 
 import pytest
 
-from labkit import paths
+from tests.conftest import role_module
 
 
 def firewall():
-    path = paths.roles_dir() / "lab_firewall" / "library" / "labkit_firewall.py"
-    spec = importlib.util.spec_from_file_location("labkit_firewall", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return role_module("lab_firewall", "labkit_firewall")
 
 
 def test_firewall_rules_compare_as_iptables_prints_them():

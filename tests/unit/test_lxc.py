@@ -3,21 +3,17 @@ labkit.engine_lxc (hosts by marker, lxc-attach command lines, doctor's id map ch
 for system containers. No LXC, no Docker: folders under tmp_path stand for /var/lib/lxc."""
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 
-from labkit import checks, engine_lxc, paths
+from labkit import checks, engine_lxc
 from labkit.facts import HostFacts
+from tests.conftest import role_module
 
 
 def module():
-    path = paths.roles_dir() / "lab_lxc" / "library" / "labkit_lxc.py"
-    spec = importlib.util.spec_from_file_location("labkit_lxc", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return role_module("lab_lxc", "labkit_lxc")
 
 
 PARAMS = {"lab": "net101", "idmap_base": 1000000000, "memory": "256m", "cpus": 1.5, "pids": 128,
