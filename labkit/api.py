@@ -421,7 +421,11 @@ def _measure_engines(lab: str, items: list, log: Log, servers: list | None = Non
     ``measure``); a container that cannot be measured is said, never fatal."""
     if not items:
         return []
-    rows = {h["name"]: h for h in hosts(lab, servers=servers) if h.get("engine", "docker") != "docker"}
+    from .servers import default_servers
+
+    scopes = engine_scopes(lab)  # only the other engines' rows: no Docker or libvirt scan here
+    rows = {h["name"]: h for sv in servers or default_servers() for name, users in _engines_on(sv, scopes)
+            for h in engine.backend(name).hosts(lab, None, sv, users)}
     out = []
     for c in items:
         row = rows.get(c.name)
@@ -672,11 +676,19 @@ def hosts(lab: str, students: list[str] | None = None, servers: list | None = No
     scopes = engine_scopes(lab)
     for sv in servers or default_servers():
         out += _containers(lab, students, sv)
-        for name, users in scopes.items():  # the other engines (LXC: on this machine only)
-            if sv.local or name == "podman":
-                out += engine.backend(name).hosts(lab, students, sv, users)
+        for name, users in _engines_on(sv, scopes):
+            out += engine.backend(name).hosts(lab, students, sv, users)
     # one order everywhere: by student, then name (containers and VMs alike)
     return sorted(out + vm_hosts(lab, students, servers), key=lambda h: (h["student"], h["role"] == "vm", h["name"]))
+
+
+# engines labkit drives on a remote lab server too (LXC: on this machine only)
+REMOTE_ENGINES = frozenset({"podman"})
+
+
+def _engines_on(sv, scopes: dict[str, list[str]]) -> list[tuple[str, list[str]]]:
+    """The other engines (and their stores) of ``engine_scopes`` that labkit reads on ``sv``."""
+    return [(name, users) for name, users in scopes.items() if sv.local or name in REMOTE_ENGINES]
 
 
 def _scopes_file(lab: str) -> Path:
@@ -921,19 +933,19 @@ def prepare(inventory: str | Path, bundle: str | Path | None = None, log: Log = 
 def _network_rows(lab: str, servers: list, students: list[str] | None = None) -> list[dict]:
     """The lab's networks on each server (by label), with their student and server."""
     out = []
+    scopes = engine_scopes(lab)
     for sv in servers:
         for n in engine.client_for(sv.docker_host).networks.list(filters={"label": f"labkit.lab={lab}"}):
             student = (n.attrs.get("Labels") or {}).get("labkit.student", "")
             if not students or student in students:
                 out.append({"name": n.name, "student": student, "server": sv.name})
-        for name, users in engine_scopes(lab).items():  # the other engines' (in each store the lab used)
-            if sv.local or name == "podman":  # LXC: on this machine only
-                for user in users:
-                    for net in engine.backend(name).networks(lab, sv, [user]):
-                        student = _network_student(lab, net)
-                        if not students or student in students:
-                            out.append({"name": net, "student": student, "server": sv.name,
-                                        "engine": name, "user": user})
+        for name, users in _engines_on(sv, scopes):  # the other engines' (in each store the lab used)
+            for user in users:
+                for net in engine.backend(name).networks(lab, sv, [user]):
+                    student = _network_student(lab, net)
+                    if not students or student in students:
+                        out.append({"name": net, "student": student, "server": sv.name,
+                                    "engine": name, "user": user})
     return out
 
 
