@@ -612,15 +612,17 @@ def _down_vars(lab: Lab) -> dict:
 
 
 def _networks(lab: str, servers: list | None = None) -> list[str]:
+    """The lab's network names on each server, Docker's and (named with their engine) the other
+    engines' in each store the lab used: on this machine and, for ``REMOTE_ENGINES``, on a
+    remote lab server too (``down`` removes them there, and counts them)."""
     from .servers import default_servers
 
     out = []
     scopes = engine_scopes(lab)
     for sv in servers or default_servers():
         out += [n.name for n in engine.client_for(sv.docker_host).networks.list(filters={"label": f"labkit.lab={lab}"})]
-        if sv.local:
-            for name, users in scopes.items():
-                out += [f"{n} ({name})" for n in engine.backend(name).networks(lab, sv, users)]
+        for name, users in _engines_on(sv, scopes):
+            out += [f"{n} ({name})" for n in engine.backend(name).networks(lab, sv, users)]
     return out
 
 

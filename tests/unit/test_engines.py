@@ -185,3 +185,36 @@ def test_a_rootful_podman_bridge_gets_the_rules_of_a_docker_bridge():
     assert {(c, t[0]) for c, t in podman if t[-1] == "DROP"} == {
         ("LABKIT-FORWARD", "-i"), ("LABKIT-FORWARD", "-o"), ("LABKIT-INPUT", "-i")}
     assert not any(t[-1] == "ACCEPT" for _, t in podman)  # not joined to the Docker bridge or the VM
+
+
+def test_down_names_a_remote_servers_podman_networks(tmp_path, monkeypatch):
+    """`down`'s list of networks (api._networks: what it prints and counts) holds each server's
+    Docker networks and the other engines' in every store the lab used, on a remote lab server
+    too for the engines labkit drives there (REMOTE_ENGINES), as down.yml removes them."""
+    from types import SimpleNamespace as NS
+
+    from labkit import api, engine
+    from labkit.servers import Server
+
+    monkeypatch.setenv("LABKIT_HOME", str(tmp_path))
+    here, far = Server("localhost", True), Server("server-2", False, {"ansible_host": "10.0.0.2"})
+    far.docker_host = "unix:///tmp/tunnel-to-server-2.sock"
+    monkeypatch.setattr(api, "engine_scopes", lambda lab, spec=None: {"podman": ["", "alice"], "lxc": [""]})
+    docker_nets = {here.docker_host: ["labkit-p-a"], far.docker_host: ["labkit-p-b"]}
+    monkeypatch.setattr(engine, "client_for", lambda host: NS(networks=NS(
+        list=lambda filters: [NS(name=n) for n in docker_nets[host]])))
+    asked = []
+
+    def backend(name):
+        def networks(lab, sv, users):
+            asked.append((name, sv.name, tuple(users)))
+            return [f"labkit-{lab}-{'a' if sv.local else 'b'}{'-' + u if u else ''}" for u in users] if name == "podman" else []
+        return NS(networks=networks)
+
+    monkeypatch.setattr(engine, "backend", backend)
+    monkeypatch.setattr(api, "REMOTE_ENGINES", frozenset({"podman"}))
+    got = api._networks("p", [here, far])
+    assert got == ["labkit-p-a", "labkit-p-a (podman)", "labkit-p-a-alice (podman)",
+                   "labkit-p-b", "labkit-p-b (podman)", "labkit-p-b-alice (podman)"]
+    # LXC's (none of its own) read here only, as long as it is not a remote engine
+    assert ("lxc", "localhost", ("",)) in asked and ("lxc", "server-2", ("",)) not in asked
