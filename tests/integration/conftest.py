@@ -3,7 +3,9 @@ brought up once per run, and every integration test reads it."""
 import contextlib
 import json
 import os
+import pwd
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -132,6 +134,53 @@ def loopback_server(d: Path, port: int, name: str):
     finally:
         sshd.terminate()
         sshd.wait(10)
+
+
+def podman(*args: str, user: str = "") -> subprocess.CompletedProcess:
+    """Podman's CLI on this machine as root, or as a rootless user (with the HOME and XDG_RUNTIME_DIR of a
+    login session, as labkit's wrapper gives it)."""
+    pre = ["podman"]
+    if user:
+        pw = pwd.getpwnam(user)
+        pre = ["runuser", "-u", user, "--", "env", f"HOME={pw.pw_dir}", f"XDG_RUNTIME_DIR=/run/user/{pw.pw_uid}",
+               "TMPDIR=/var/tmp", "podman"]
+    return subprocess.run([*pre, *args], capture_output=True, text=True, timeout=120, cwd="/")
+
+
+@contextlib.contextmanager
+def podman_user(name: str, first_subid: int):
+    """A non-root user for rootless Podman on this machine (a lab server's, local or reached over
+    SSH), made for the block when missing (Debian's useradd gives it subuid/subgid ranges; else
+    65536 ids from ``first_subid``) and then removed with its home, store, runtime folder and
+    role lab_podman's wrapper. Yields the name."""
+    assert shutil.which("podman"), "Podman is not installed: bash scripts/setup.sh"
+    made = False
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], check=True)
+        made = True
+    for f in ("/etc/subuid", "/etc/subgid"):
+        if not any(ln.split(":")[0] == name for ln in Path(f).read_text().splitlines()):
+            ids = f"{first_subid}-{first_subid + 65535}"
+            subprocess.run(["usermod", "--add-subuids" if f.endswith("uid") else "--add-subgids", ids, name],
+                           check=True)
+    try:
+        yield name
+    finally:
+        if made:
+            uid = pwd.getpwnam(name).pw_uid
+            # rootless Podman's pause process (it keeps the user namespace): ended by its own pid file
+            pid_file = Path(f"/run/user/{uid}/libpod/tmp/pause.pid")
+            if pid_file.is_file():
+                try:
+                    os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
+                except (ValueError, ProcessLookupError):
+                    pass
+                time.sleep(0.5)
+            subprocess.run(["userdel", "-r", name], capture_output=True)
+            shutil.rmtree(f"/run/user/{uid}", ignore_errors=True)
+            shutil.rmtree(f"/usr/local/libexec/labkit/podman-as/{name}", ignore_errors=True)  # role lab_podman's
 
 
 @pytest.fixture(scope="session")

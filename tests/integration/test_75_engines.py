@@ -8,7 +8,6 @@ leaves nothing in root's or the user's store. `doctor` names a missing rootless 
 import json
 import os
 import pwd
-import shutil
 import subprocess
 import textwrap
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import docker, recap, run
+from .conftest import docker, podman, podman_user, recap, run
 
 pytestmark = [pytest.mark.integration]
 LAB, STUDENTS, USER = "pm75", ("a", "b"), "lk75user"
@@ -25,17 +24,6 @@ ENGINES = {"debian12": "docker", "debian12-podman": "podman", f"debian12-podman-
 
 def name(student: str, short: str) -> str:
     return f"labkit-{LAB}-{student}-{short}"
-
-
-def podman(*args: str, user: str = "") -> subprocess.CompletedProcess:
-    """Podman's CLI as root, or as the rootless user (with the HOME and XDG_RUNTIME_DIR of a
-    login session, as labkit's wrapper gives it)."""
-    pre = ["podman"]
-    if user:
-        pw = pwd.getpwnam(user)
-        pre = ["runuser", "-u", user, "--", "env", f"HOME={pw.pw_dir}", f"XDG_RUNTIME_DIR=/run/user/{pw.pw_uid}",
-               "TMPDIR=/var/tmp", "podman"]
-    return subprocess.run([*pre, *args], capture_output=True, text=True, timeout=120, cwd="/")
 
 
 def labelled(what: str, user: str = "") -> list[str]:
@@ -49,32 +37,9 @@ def labelled(what: str, user: str = "") -> list[str]:
 
 @pytest.fixture(scope="module")
 def rootless_user():
-    """A non-root user for rootless Podman, made here (Debian's useradd gives it subuid/subgid
-    ranges) and removed at the end with its home and store."""
-    assert shutil.which("podman"), "Podman is not installed: bash scripts/setup.sh"
-    made = False
-    try:
-        pwd.getpwnam(USER)
-    except KeyError:
-        subprocess.run(["useradd", "-m", "-s", "/bin/sh", USER], check=True)
-        made = True
-    if USER not in Path("/etc/subuid").read_text():
-        subprocess.run(["usermod", "--add-subuids", "300000-365535", "--add-subgids", "300000-365535", USER],
-                       check=True)
-    yield USER
-    if made:
-        uid = pwd.getpwnam(USER).pw_uid
-        # rootless Podman's pause process (it keeps the user namespace): ended by its own pid file
-        pid_file = Path(f"/run/user/{uid}/libpod/tmp/pause.pid")
-        if pid_file.is_file():
-            try:
-                os.kill(int(pid_file.read_text().strip()), 9)
-            except (ValueError, ProcessLookupError):
-                pass
-            time.sleep(0.5)
-        subprocess.run(["userdel", "-r", USER], capture_output=True)
-        shutil.rmtree(f"/run/user/{uid}", ignore_errors=True)
-        shutil.rmtree(f"/usr/local/libexec/labkit/podman-as/{USER}", ignore_errors=True)  # role lab_podman's wrapper
+    """A non-root user for rootless Podman, made here and removed at the end with its home and store."""
+    with podman_user(USER, 300000) as user:
+        yield user
 
 
 @pytest.fixture(scope="module")
