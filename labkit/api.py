@@ -327,6 +327,7 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
         extravars = plan.extravars()
         extravars["labkit_podman_remote"] = podman_remote(lab.name, plan.containers, svs)
         check_podman_remote(lab.name, extravars["labkit_podman_remote"], svs)
+        extravars["labkit_lxc_remote"] = lxc_remote(lab.name, plan.containers, svs)
         vms = [{"name": v.name, "server": v.server} for v in plan.vms]
         vm_settings = dict(plan.vm)
         boots = measure.VmBoots(on_event)  # which VMs boot, and how many at once (K8's context)
@@ -355,29 +356,46 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
     return res
 
 
-def check_lxc(containers, servers, installed=None) -> None:
-    """Before anything is made for a lab with LXC containers: they go on this machine only
-    (Ansible's lxc connection runs where Ansible runs: a UsageError names those planned on a
-    remote lab server), and LXC with its Python binding is here (else an EngineError, exit 3,
-    with how to install it)."""
+def check_lxc(containers, servers, installed=None, remote_missing=None) -> None:
+    """Before anything is made for a lab with LXC containers: LXC with its Python binding is
+    here when some go on this machine (community.general.lxc reaches them from here), and each
+    remote lab server that gets some has what role lab_lxc needs there (``engine_lxc.remote_missing``,
+    read over its SSH); else an EngineError (exit 3) naming what is missing where, and the fix."""
     from . import engine_lxc
 
     mine = [c for c in containers if c.engine == "lxc"]
     if not mine:
         return
     local = {sv.name for sv in servers if sv.local}
-    bad = [c for c in mine if c.server not in local]
-    if bad:
-        where = sorted({c.server for c in bad})
-        raise UsageError(
-            f"engine lxc: {len(bad)} container(s) planned on remote lab server(s) {', '.join(where)} "
-            f"({', '.join(c.name for c in bad[:3])}{', ...' if len(bad) > 3 else ''})",
-            "LXC containers are made on the machine that runs labkit only: use engine docker "
-            "for a classroom of several servers, or run labkit on that server")
-    missing = (installed or engine_lxc.missing)()
+    here = [c for c in mine if c.server in local]
+    missing = (installed or engine_lxc.missing)() if here else []
     if missing:
-        raise EngineError(f"engine lxc: {', '.join(missing)} missing on this machine ({len(mine)} LXC container(s) "
+        raise EngineError(f"engine lxc: {', '.join(missing)} missing on this machine ({len(here)} LXC container(s) "
                           "planned)", engine_lxc.START_HINT)
+    for sv in servers:
+        there = [c for c in mine if c.server == sv.name and not sv.local]
+        if not there:
+            continue
+        lacks = (remote_missing or engine_lxc.remote_missing)(sv)
+        if lacks:
+            raise EngineError(f"engine lxc: lab server {sv.name} lacks {', '.join(lacks)} ({len(there)} LXC "
+                              f"container(s) planned there: {', '.join(c.name for c in there[:3])}"
+                              f"{', ...' if len(there) > 3 else ''})", engine_lxc.REMOTE_HINT)
+
+
+def lxc_remote(lab: str, containers, servers) -> dict[str, str]:
+    """For each remote lab server with LXC containers: the wrapper here that runs ``lxc-attach``
+    there over SSH (``servers.lxc_wrappers``), the ``ansible_lxc_attach_executable`` of labkit's
+    connection plugin ``labkit_lxc`` for those containers (up.yml)."""
+    from .servers import lxc_wrappers
+
+    by_name = {sv.name: sv for sv in servers}
+    out: dict[str, str] = {}
+    for c in containers:
+        sv = by_name.get(c.server)
+        if c.engine == "lxc" and sv is not None and not sv.local and sv.name not in out:
+            out[sv.name] = lxc_wrappers(lab, sv)["attach"]
+    return out
 
 
 def podman_remote(lab: str, containers, servers) -> dict[str, dict[str, str]]:
@@ -684,8 +702,8 @@ def hosts(lab: str, students: list[str] | None = None, servers: list | None = No
     return sorted(out + vm_hosts(lab, students, servers), key=lambda h: (h["student"], h["role"] == "vm", h["name"]))
 
 
-# engines labkit drives on a remote lab server too (LXC: on this machine only)
-REMOTE_ENGINES = frozenset({"podman"})
+# engines labkit drives on a remote lab server too (each over the server's SSH)
+REMOTE_ENGINES = frozenset({"podman", "lxc"})
 
 
 def _engines_on(sv, scopes: dict[str, list[str]]) -> list[tuple[str, list[str]]]:

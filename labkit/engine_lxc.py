@@ -9,6 +9,11 @@ module finds a lab's containers by those markers, whatever state a run left them
 The containers have no networks of their own: each is a veth on the bridge of the student's
 Docker network (role ``lab_network``), so isolation and NAT are the Docker network's.
 
+On a remote lab server every read goes over that server's SSH (``labkit.servers.lxc_wrappers``):
+``labkit.lxc_server`` answers there what this module reads here (it is also what reads here),
+and ``lxc-attach`` runs there; its rows carry the two wrappers as ``lxc_attach`` and
+``lxc_read``, as Podman's carry ``podman_executable`` and Docker's ``docker_host``.
+
 The engine contract is in ``labkit.engine_podman``'s docstring.
 """
 from __future__ import annotations
@@ -19,6 +24,9 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+
+from . import lxc_server
+from .errors import EngineError
 
 LXC_PATH = Path("/var/lib/lxc")
 MARKER = "labkit.json"
@@ -43,36 +51,68 @@ def missing() -> list[str]:
     return out
 
 
+REMOTE_HINT = "prepare the lab server: `labkit prepare -i INVENTORY --lxc` (lxc, uidmap, python3-lxc, busybox-static, root's id map)"
+
+
 def marker(name: str, lxc_path: Path = LXC_PATH) -> dict | None:
-    try:
-        return json.loads((lxc_path / name / MARKER).read_text())
-    except (OSError, ValueError):
-        return None
+    return lxc_server.marker(name, str(lxc_path))
 
 
 def state(name: str) -> str:
     """``running``, ``stopped`` (or another of LXC's states, lowercase)."""
-    if not installed():
-        return "stopped"
-    p = subprocess.run(["lxc-info", "-n", name, "-sH"], capture_output=True, text=True, cwd="/")
-    return p.stdout.strip().lower() if p.returncode == 0 and p.stdout.strip() else "stopped"
+    return lxc_server.state(name)
+
+
+def read(cli: str, args: list[str], timeout: int = 120):
+    """Ask ``labkit.lxc_server`` on a remote lab server (``cli``: the server's ``lxc-read``
+    wrapper) and return its JSON answer; EngineError naming the request otherwise."""
+    try:
+        p = subprocess.run([cli, *args], capture_output=True, text=True, timeout=timeout, cwd="/")
+    except subprocess.TimeoutExpired:
+        raise EngineError(f"LXC on the lab server did not answer within {timeout} s ({' '.join(args)})",
+                          REMOTE_HINT) from None
+    if p.returncode != 0:
+        why = (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1]
+        raise EngineError(f"reading LXC on the lab server failed ({' '.join(args)}): {why}", REMOTE_HINT)
+    try:
+        return json.loads(p.stdout)
+    except ValueError:
+        raise EngineError(f"reading LXC on the lab server ({' '.join(args)}): not JSON: {p.stdout[:200]!r}",
+                          REMOTE_HINT) from None
 
 
 def hosts(lab: str, students: list[str] | None, server, users: list[str], lxc_path: Path = LXC_PATH) -> list[dict]:
-    out: list[dict] = []
-    if not lxc_path.is_dir():
-        return out
-    for d in sorted(lxc_path.iterdir()):
-        m = marker(d.name, lxc_path)
-        if not m or m.get("lab") != lab or (students and m.get("student") not in students):
-            continue
-        out.append({
-            "name": d.name, "role": m.get("role", "container"), "student": m.get("student", ""),
-            "distro": m.get("distro", ""), "state": state(d.name), "image": m.get("image", ""),
-            "spec": f"lxc://{d.name}", "server": server.name, "local": server.local, "engine": "lxc",
-            "user": "", "address": m.get("address", ""),
-        })
-    return out
+    remote: dict[str, str] = {}
+    if server is not None and not getattr(server, "local", True):
+        from .servers import lxc_wrappers
+
+        w = lxc_wrappers(lab, server)
+        remote = {"lxc_attach": w["attach"], "lxc_read": w["read"]}
+        found = read(w["read"], ["scan", lab, *(students or [])])
+    else:
+        found = lxc_server.scan(lab, students, str(lxc_path), state_of=state)
+    return [{
+        "name": f["name"], "role": f["marker"].get("role", "container"), "student": f["marker"].get("student", ""),
+        "distro": f["marker"].get("distro", ""), "state": f["state"], "image": f["marker"].get("image", ""),
+        "spec": f"lxc://{f['name']}", "server": server.name, "local": server.local, "engine": "lxc",
+        "user": "", "address": f["marker"].get("address", ""), **remote,
+    } for f in found]
+
+
+def remote_missing(server) -> list[str]:
+    """What the remote lab ``server`` lacks to host LXC containers (``lxc_server.needs`` run
+    there by its Python, over its SSH); a list naming the one problem when it cannot be asked."""
+    src = (Path(__file__).parent / "lxc_server.py").read_text()
+    try:
+        p = server.run([server.python(), "-", "needs"], timeout=120, input=src)
+    except subprocess.TimeoutExpired:
+        return ["an answer over SSH (none within 120 s)"]
+    if p.returncode != 0:
+        return [f"an answer over SSH ({(p.stderr.strip().splitlines() or [f'exit {p.returncode}'])[-1]})"]
+    try:
+        return list(json.loads(p.stdout))
+    except ValueError:
+        return [f"an answer over SSH (not JSON: {p.stdout[:200]!r})"]
 
 
 def networks(lab: str, server, users: list[str]) -> list[str]:
@@ -81,15 +121,13 @@ def networks(lab: str, server, users: list[str]) -> list[str]:
 
 
 def _account(row: dict, user: str) -> tuple[int, int, str]:
-    """uid, gid and home of ``user`` in the container, from its own /etc/passwd."""
-    passwd = LXC_PATH / row["name"] / "rootfs" / "etc" / "passwd"
-    try:
-        for line in passwd.read_text().splitlines():
-            f = line.split(":")
-            if len(f) >= 6 and f[0] == user:
-                return int(f[2]), int(f[3]), f[5]
-    except OSError:
-        pass
+    """uid, gid and home of ``user`` in the container, from its own /etc/passwd (on its lab server)."""
+    if row.get("lxc_read"):
+        got = read(row["lxc_read"], ["account", row["name"], user])
+    else:
+        got = lxc_server.account(row["name"], user, str(LXC_PATH))
+    if got:
+        return int(got[0]), int(got[1]), str(got[2])
     from .errors import UsageError
 
     raise UsageError(f"no user '{user}' in {row['name']}", "`labkit up` makes the student's account")
@@ -107,7 +145,8 @@ def exec_argv(row: dict, argv: list[str], user: str | None = None, workdir: str 
     env = {"PATH": _PATH, "HOME": home, "USER": user or "root", "LOGNAME": user or "root"}
     if interactive and os.environ.get("TERM"):
         env["TERM"] = os.environ["TERM"]
-    cmd = ["lxc-attach", "-n", row["name"], "--clear-env", *who]
+    # on a remote lab server: the wrapper that runs lxc-attach there over SSH
+    cmd = [row.get("lxc_attach") or "lxc-attach", "-n", row["name"], "--clear-env", *who]
     if elevated:
         cmd.append("--elevated-privileges=CAP")
     for k, v in env.items():
@@ -123,56 +162,23 @@ def probe_argv(row: dict) -> list[str]:
     return exec_argv(row, ["/bin/sh", "-c"], elevated=True)
 
 
-def _cgroup(name: str, key: str) -> str | None:
-    p = subprocess.run(["lxc-cgroup", "-n", name, key], capture_output=True, text=True, cwd="/")
-    return p.stdout if p.returncode == 0 else None
-
-
-def _cgroup_memory(name: str) -> int | None:
-    """The container's memory as ``docker stats`` counts Docker's: cgroup usage less the
-    inactive file cache (v2: memory.current - inactive_file; v1: usage - total_inactive_file)."""
-    for usage_key, inactive in (("memory.current", "inactive_file"), ("memory.usage_in_bytes", "total_inactive_file")):
-        usage = _cgroup(name, usage_key)
-        if usage is None or not usage.strip().isdigit():
-            continue
-        stat = dict(ln.split()[:2] for ln in (_cgroup(name, "memory.stat") or "").splitlines() if len(ln.split()) >= 2)
-        cache = int(stat.get(inactive, "0")) if stat.get(inactive, "0").isdigit() else 0
-        return max(int(usage.strip()) - cache, 0)
-    return None
-
-
 def measure(row: dict) -> dict | None:
     """Create-to-ready seconds (the marker's creation to init's start), memory (its cgroup)
-    and the root file system's size."""
+    and the root file system's size, read on the container's lab server."""
     name = row["name"]
-    m = marker(name)
-    if not m or state(name) != "running":
-        return None
-    p = subprocess.run(["lxc-info", "-n", name, "-pH"], capture_output=True, text=True, cwd="/")
-    if p.returncode != 0 or not p.stdout.strip().isdigit():
-        return None
     try:
-        started = _start_time(int(p.stdout.strip()))
-        created = float(m.get("created", 0))
-        du = subprocess.run(["du", "-sb", str(LXC_PATH / name / "rootfs")], capture_output=True, text=True, cwd="/")
-        disk = int(du.stdout.split()[0]) if du.returncode == 0 and du.stdout else 0
-    except (OSError, ValueError, IndexError):
+        m = read(row["lxc_read"], ["measure", name]) if row.get("lxc_read") else lxc_server.measure(name, str(LXC_PATH))
+    except EngineError:
         return None
+    if not m:
+        return None
+    started, created = float(m["started"]), float(m.get("created") or 0)
     return {"host": name, "role": "container",
             "ready_seconds": round(max(started - created, 0.0), 3) if created else None,
-            "ready_how": "lab_lxc: folder made -> init started", "memory_bytes": _cgroup_memory(name),
-            "memory_how": "cgroup usage less inactive cache, as docker stats", "disk_bytes": disk, "disk_how": "root file system (du)",
-            "engine": "lxc", "container_id": name,
+            "ready_how": "lab_lxc: folder made -> init started", "memory_bytes": m.get("memory"),
+            "memory_how": "cgroup usage less inactive cache, as docker stats", "disk_bytes": m.get("disk") or 0,
+            "disk_how": "root file system (du)", "engine": "lxc", "container_id": name,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))}
-
-
-def _start_time(pid: int) -> float:
-    """When process ``pid`` started, in seconds since the epoch (from /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    since_boot = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # starttime, field 22, in clock ticks
-    # /proc/uptime is in hundredths (btime in /proc/stat only in whole seconds)
-    uptime = float(Path("/proc/uptime").read_text().split()[0])
-    return time.time() - (uptime - since_boot)
 
 
 # ------------------------------------------------------------------ doctor

@@ -47,6 +47,12 @@ class Server:
         host = hv.get("ansible_host", self.name)
         return argv + [f"{user}@{host}" if user else str(host)]
 
+    def python(self) -> str:
+        """The server's Python for labkit's own reads there: the inventory's interpreter, or
+        ``python3`` (also for Ansible's ``auto`` discovery)."""
+        py = str(self.hostvars.get("ansible_python_interpreter") or "python3")
+        return "python3" if py.startswith("auto") else py
+
     def become(self) -> bool:
         hv = self.hostvars
         return bool(hv.get("ansible_become")) and hv.get("ansible_user") not in (None, "root")
@@ -86,8 +92,8 @@ class Server:
                               "run `labkit prepare -i INVENTORY --bundle DIR` again") from None
 
     def control_path(self, lab: str) -> str:
-        """The socket of the one SSH connection labkit's Podman calls to this server share for
-        a command (short: a socket path has a hundred bytes at most)."""
+        """The socket of the one SSH connection labkit's Podman and LXC calls to this server
+        share for a command (short: a socket path has a hundred bytes at most)."""
         import hashlib
 
         tag = hashlib.sha1(f"{lab_dir(lab)}\0{self.name}".encode()).hexdigest()[:16]
@@ -162,20 +168,53 @@ def podman_wrapper(lab: str, server: Server, user: str = "") -> str:
     d.mkdir(parents=True, exist_ok=True)
     ssh = server.ssh_argv()
     # within a labkit command (engines(): the marker exists) every call shares one connection
-    cp = server.control_path(lab)
-    mux = {"marker": f"{cp}.on", "options": ["-o", "ControlMaster=auto", "-o", f"ControlPath={cp}",
-                                             "-o", "ControlPersist=60"]}
+    mux = _mux(lab, server)
     prefix = (["sudo", "-n"] if server.become() else []) + ([f"{WRAPPER_DIR}/{user}/podman"] if user else ["podman"])
     text = (f"#!{sys.executable}\n# labkit: Podman ({user or 'root'}) on lab server {server.name}, over SSH "
             "(labkit/podman_ssh.py)\nimport sys\nfrom labkit.podman_ssh import main\n"
             f"sys.exit(main({ssh!r}, {prefix!r}, sys.argv[1:], {mux!r}))\n")
-    exe = d / "podman"
+    return str(_executable(d / "podman", text))
+
+
+def _mux(lab: str, server: Server) -> dict:
+    """The options with which a wrapper's calls share one SSH connection to ``server``, while
+    the marker exists (``engines()`` makes it for the length of a labkit command)."""
+    cp = server.control_path(lab)
+    return {"marker": f"{cp}.on", "options": ["-o", "ControlMaster=auto", "-o", f"ControlPath={cp}",
+                                              "-o", "ControlPersist=60"]}
+
+
+def _executable(exe: Path, text: str) -> Path:
+    """Write ``text`` to the executable ``exe`` unless it says that already (atomically)."""
     if not exe.is_file() or exe.read_text() != text:
-        tmp = d / ".podman.tmp"
+        tmp = exe.with_name(f".{exe.name}.tmp")
         tmp.write_text(text)
         tmp.chmod(0o755)
         tmp.replace(exe)
-    return str(exe)
+    return exe
+
+
+LXC_WRAPPERS = "lxc-ssh"   # in the lab's folder: <server>/lxc-attach and <server>/lxc-read
+
+
+def lxc_wrappers(lab: str, server: Server) -> dict[str, str]:
+    """Two executables here for LXC on the remote lab ``server``, over its SSH
+    (``labkit.lxc_ssh``): ``attach``, which runs ``lxc-attach`` there (the connection plugin
+    labkit_lxc's ``ansible_lxc_attach_executable``, and labkit's shell and probe), and
+    ``read``, which answers labkit's reads there (``labkit.lxc_server``). Written on each call
+    (cheap), so a changed inventory takes effect."""
+    d = lab_dir(lab) / LXC_WRAPPERS / server.name
+    d.mkdir(parents=True, exist_ok=True)
+    ssh, mux = server.ssh_argv(), _mux(lab, server)
+    sudo = ["sudo", "-n"] if server.become() else []
+    python = server.python()
+    out = {}
+    for mode in ("attach", "read"):
+        text = (f"#!{sys.executable}\n# labkit: LXC ({mode}) on lab server {server.name}, over SSH "
+                "(labkit/lxc_ssh.py)\nimport sys\nfrom labkit.lxc_ssh import main\n"
+                f"sys.exit(main({mode!r}, {ssh!r}, {sudo!r}, sys.argv[1:], {mux!r}, {python!r}))\n")
+        out[mode] = str(_executable(d / f"lxc-{mode}", text))
+    return out
 
 
 def close_podman_ssh(lab: str, server: Server) -> None:
@@ -197,7 +236,7 @@ def engines(lab: str, servers: list[Server], timeout: float = 30) -> Iterator[li
         for s in servers:
             if s.local:
                 continue
-            Path(f"{s.control_path(lab)}.on").touch()  # podman_wrapper's calls share one SSH connection
+            Path(f"{s.control_path(lab)}.on").touch()  # the Podman and LXC wrappers' calls share one SSH connection
             sock = lab_dir(lab) / f"docker-{s.name}.sock"
             sock.unlink(missing_ok=True)
             argv = s.ssh_argv()

@@ -4,6 +4,7 @@ for system containers. No LXC, no Docker: folders under tmp_path stand for /var/
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -133,23 +134,114 @@ def test_k6_an_lxc_system_container_runs_an_init_but_boots_no_kernel():
         checks.k6(docker, SERVER)
 
 
-def test_lxc_on_a_remote_lab_server_is_refused_before_anything_is_made():
+def test_lxc_is_checked_where_it_goes_before_anything_is_made():
     from types import SimpleNamespace as NS
 
     from labkit import api
-    from labkit.errors import UsageError
+    from labkit.errors import EngineError
 
     servers = [NS(name="localhost", local=True), NS(name="server-2", local=False)]
     ok = [NS(name="labkit-l-a-debian12-lxc", engine="lxc", server="localhost"),
           NS(name="labkit-l-b-debian12", engine="docker", server="server-2")]
-    api.check_lxc(ok, servers, installed=lambda: [])
-    bad = ok + [NS(name="labkit-l-b-debian12-lxc", engine="lxc", server="server-2")]
-    with pytest.raises(UsageError, match="engine lxc: 1 container.*server-2 .labkit-l-b-debian12-lxc") as e:
-        api.check_lxc(bad, servers, installed=lambda: [])
-    assert e.value.exit_code == 2 and "use engine docker " in e.value.hint
-    from labkit.errors import EngineError
+    asked: list[str] = []
 
-    with pytest.raises(EngineError, match="engine lxc: lxc-start, the lxc Python binding missing") as e:
+    def fine(sv):
+        asked.append(sv.name)
+        return []
+
+    api.check_lxc(ok, servers, installed=lambda: [], remote_missing=fine)
+    assert asked == []  # no LXC container on server-2: not asked
+    remote = ok + [NS(name="labkit-l-b-debian12-lxc", engine="lxc", server="server-2")]
+    api.check_lxc(remote, servers, installed=lambda: [], remote_missing=fine)
+    assert asked == ["server-2"]
+    with pytest.raises(EngineError, match="engine lxc: lxc-start, the lxc Python binding missing on this machine") as e:
         api.check_lxc(ok, servers, installed=lambda: ["lxc-start", "the lxc Python binding"])
     assert e.value.exit_code == 3 and "setup.sh" in e.value.hint
+    # LXC only on the remote server: nothing of LXC needed here (labkit_lxc reaches it over SSH)
+    api.check_lxc(remote[1:], servers, installed=lambda: ["lxc-start"], remote_missing=fine)
+    with pytest.raises(EngineError, match=r"engine lxc: lab server server-2 lacks lxc-attach, "
+                                          r"root:1000000000:65536 in /etc/subuid \(1 LXC container\(s\) planned "
+                                          r"there: labkit-l-b-debian12-lxc\)") as e:
+        api.check_lxc(remote, servers, installed=lambda: [],
+                      remote_missing=lambda sv: ["lxc-attach", "root:1000000000:65536 in /etc/subuid"])
+    assert e.value.exit_code == 3 and "labkit prepare -i INVENTORY --lxc" in e.value.hint
     api.check_lxc([c for c in ok if c.engine != "lxc"], servers, installed=lambda: ["lxc-start"])  # no LXC: no need
+
+
+def test_a_remote_lab_server_gets_its_lxc_wrappers_and_rows(tmp_path, monkeypatch):
+    from types import SimpleNamespace as NS
+
+    from labkit import api, inventory
+    from labkit.servers import Server
+
+    monkeypatch.setenv("LABKIT_HOME", str(tmp_path))
+    far = Server("server-2", False, {"ansible_host": "10.0.0.2", "ansible_port": 2200, "ansible_user": "ops",
+                                     "ansible_become": True, "ansible_python_interpreter": "/usr/bin/python3.11"})
+    items = [NS(name="labkit-l-a-debian12-lxc", engine="lxc", server="localhost"),
+             NS(name="labkit-l-b-debian12-lxc", engine="lxc", server="server-2"),
+             NS(name="labkit-l-c-debian12-lxc", engine="lxc", server="server-2")]
+    remote = api.lxc_remote("l", items, [Server("localhost", True), far])
+    assert list(remote) == ["server-2"] and remote["server-2"].endswith("/lxc-ssh/server-2/lxc-attach")
+    text = Path(remote["server-2"]).read_text()
+    assert "main('attach', [" in text and "'ops@10.0.0.2'], ['sudo', '-n']" in text and "'-p', '2200'" in text
+    assert "'/usr/bin/python3.11'" in text and Path(remote["server-2"]).stat().st_mode & 0o111
+    read = Path(remote["server-2"]).with_name("lxc-read").read_text()
+    assert "main('read', [" in read
+    answer = [{"name": "labkit-l-b-debian12-lxc", "state": "running",
+               "marker": {"lab": "l", "student": "b", "distro": "debian:12", "image": "labkit/debian:12"}}]
+    asked = []
+    monkeypatch.setattr(engine_lxc, "read", lambda cli, args: asked.append((cli, args)) or answer)
+    rows = engine_lxc.hosts("l", ["b"], far, [""])
+    assert asked == [(str(Path(remote["server-2"]).with_name("lxc-read")), ["scan", "l", "b"])]
+    assert rows[0]["server"] == "server-2" and rows[0]["local"] is False and rows[0]["lxc_attach"] == remote["server-2"]
+    root = engine_lxc.exec_argv(rows[0], ["id"])
+    assert root[:4] == [remote["server-2"], "-n", "labkit-l-b-debian12-lxc", "--clear-env"]
+    hv = inventory.host_vars(dict(rows[0], role="container"))
+    assert hv["ansible_connection"] == "labkit_lxc" and hv["ansible_lxc_attach_executable"] == remote["server-2"]
+    assert inventory.host_vars({"name": "x", "role": "container", "engine": "lxc", "distro": "debian:12"})[
+        "ansible_connection"] == "community.general.lxc"
+
+
+def test_the_server_side_reads_answer_json(tmp_path, monkeypatch, capsys):
+    from labkit import lxc_server
+
+    _marker(tmp_path, "labkit-l-a-debian12-lxc", lab="l", student="a", distro="debian:12")
+    _marker(tmp_path, "labkit-l-b-debian12-lxc", lab="l", student="b", distro="debian:12")
+    etc = tmp_path / "labkit-l-a-debian12-lxc" / "rootfs" / "etc"
+    etc.mkdir(parents=True)
+    (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\nstudent:x:1000:1000::/home/student:/bin/sh\n")
+    monkeypatch.setattr(lxc_server, "LXC_PATH", str(tmp_path))
+    monkeypatch.setattr(lxc_server, "state", lambda name: "running")
+    assert lxc_server.main(["scan", "l", "b"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"name": "labkit-l-b-debian12-lxc", "state": "running", "marker": {
+        "lab": "l", "student": "b", "distro": "debian:12"}}]
+    assert lxc_server.main(["account", "labkit-l-a-debian12-lxc", "student"]) == 0
+    assert json.loads(capsys.readouterr().out) == [1000, 1000, "/home/student"]
+    assert lxc_server.main(["account", "labkit-l-a-debian12-lxc", "bob"]) == 0
+    assert json.loads(capsys.readouterr().out) is None
+    assert lxc_server.main(["rm", "-rf"]) == 2
+
+
+def test_the_lxc_ssh_wrapper_quotes_every_word_and_asks_for_a_terminal_only_from_one():
+    from labkit import lxc_ssh
+
+    line = lxc_ssh.remote(["sudo", "-n"], ["lxc-attach"], ["-n", "c1", "--", "/bin/sh", "-c", "echo $HOME; it's"])
+    assert line == "sudo -n lxc-attach -n c1 -- /bin/sh -c 'echo $HOME; it'\"'\"'s'"
+    assert lxc_ssh.tty_wanted(True, True) and not lxc_ssh.tty_wanted(False, True) and not lxc_ssh.tty_wanted(True, False)
+    assert lxc_ssh.main("nonsense", ["ssh", "nowhere.invalid"], [], []) == 2
+
+
+def test_the_connection_plugin_runs_lxc_attach_with_a_clean_root_environment():
+    import importlib.util
+
+    from labkit.paths import playbooks_dir
+
+    spec = importlib.util.spec_from_file_location("labkit_lxc_plugin", playbooks_dir() / "connection_plugins" / "labkit_lxc.py")
+    assert spec and spec.loader
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+    argv = plugin.attach_argv("/x/lxc-ssh/far/lxc-attach", "c1", "", ["/bin/sh", "-c", "echo hi"])
+    assert argv[:4] == ["/x/lxc-ssh/far/lxc-attach", "-n", "c1", "--clear-env"]
+    assert "HOME=/root" in argv and argv[-4:] == ["--", "/bin/sh", "-c", "echo hi"]
+    assert plugin.attach_argv("lxc-attach", "c1", "/srv/lxc", ["true"])[3:5] == ["-P", "/srv/lxc"]
+    assert plugin.Connection.has_pipelining and plugin.Connection.transport == "labkit_lxc"
