@@ -924,10 +924,13 @@ def report(lab: Lab, out_dir: str | Path, with_checks: bool = True, junit_dir: s
 
 
 def prepare(inventory: str | Path, bundle: str | Path | None = None, log: Log = _quiet, on_event=None,
-            verbosity: int = 0, show_output: bool = False, podman: bool = False) -> RunResult:
+            verbosity: int = 0, show_output: bool = False, podman: bool = False, lxc: bool = False) -> RunResult:
     """Prepare every lab server of ``inventory`` (role lab_server), loading images from ``bundle``;
-    with ``podman``, Podman installed and set up there too (rootful and rootless)."""
+    with ``podman``, Podman installed and set up there too (rootful and rootless); with ``lxc``,
+    LXC (tools, Python binding, BusyBox, root's id map)."""
     extravars: dict = {"lab_server_podman": True} if podman else {}
+    if lxc:
+        extravars["lab_server_lxc"] = True
     if bundle:
         from .bundle import verify
 

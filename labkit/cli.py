@@ -631,15 +631,17 @@ def images_rm(distros, all_):
                    "packages, when it has them, are installed from it alone (never a mirror).")
 @click.option("--podman", is_flag=True,
               help="Also install and set up Podman on every server (labs with `engine: podman` containers there).")
+@click.option("--lxc", is_flag=True,
+              help="Also install and set up LXC on every server (labs with `engine: lxc` containers there).")
 @click.option("-v", "--verbose", count=True, help="Show Ansible's own output.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, only the result.")
 @handle_errors
-def prepare(inventory, bundle_dir, podman, verbose, quiet):
+def prepare(inventory, bundle_dir, podman, lxc, verbose, quiet):
     """Prepare lab servers: engine running, Python for Ansible's docker modules, images (and the
-    servers' missing Debian packages) from a bundle; with --podman, Podman too."""
+    servers' missing Debian packages) from a bundle; with --podman, Podman too; with --lxc, LXC."""
     with _progress(verbose, quiet, "labkit prepare") as on_event:
         res = api.prepare(inventory, bundle_dir, log=_say, on_event=on_event, show_output=bool(verbose),
-                          podman=podman)
+                          podman=podman, lxc=lxc)
     _say(_recap(res))
 
 
