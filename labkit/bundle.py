@@ -6,9 +6,10 @@ A bundle is a folder:
 - ``images/<distro>.tar`` (``docker save``) and ``box/<box>.box``: the lab's hosts;
 - ``apt/<release>-<arch>.tar``: a flat apt repository (``Packages``, ``Packages.gz``,
   ``Release``, ``pool/*.deb``) with the Debian packages every lab server needs (role
-  ``lab_server``'s ``lab_server_packages``, and ``lab_server_vm_packages`` when the bundle
-  carries the box; and ``python3-venv`` for an instructor machine to install labkit's
-  wheelhouse) *with their whole dependency closure*, for each release and architecture
+  ``lab_server``'s ``lab_server_packages``, each engine's that ``labkit prepare --podman``
+  or ``--lxc`` installs, and ``lab_server_vm_packages`` when the bundle carries the box; and
+  ``python3-venv`` for an instructor machine to install labkit's wheelhouse: see
+  ``server_packages``) *with their whole dependency closure*, for each release and architecture
   of the servers. It is one file so that it is copied to a server in one transfer;
   ``labkit prepare`` unpacks it there and installs from it alone, never from a mirror;
 - ``wheels/``: a wheelhouse, labkit's own wheel and the wheels of exactly the dependency
@@ -85,18 +86,44 @@ def _size(paths) -> int:
 
 # --------------------------------------------------------------------------- what servers need
 
-def role_packages() -> tuple[list[str], list[str]]:
-    """The lab_server role's Debian packages, read from its defaults (the one list of them):
-    (every server's, the VM stack's)."""
+_LIST_KEY = re.compile(r"^lab_server_(?:([a-z0-9]+)_)?packages$")
+
+
+def role_packages() -> dict[str, list[str]]:
+    """The lab_server role's Debian package lists, read from its defaults (the one list of
+    them), by what needs them: ``server`` (every lab server's, ``lab_server_packages``),
+    ``vm`` (the VM stack, ``lab_server_vm_packages``) and each engine that ``labkit prepare
+    --ENGINE`` sets up besides Docker (``lab_server_ENGINE_packages``: ``podman``, ``lxc``)."""
     import yaml
 
     path = roles_dir() / "lab_server" / "defaults" / "main.yml"
     try:
         d = yaml.safe_load(path.read_text()) or {}
-        return list(d["lab_server_packages"]), list(d["lab_server_vm_packages"])
-    except (OSError, KeyError, TypeError, yaml.YAMLError) as e:
+        out = {(m.group(1) or "server"): list(v) for k, v in d.items() if (m := _LIST_KEY.match(k))}
+        if "server" not in out or "vm" not in out:
+            raise KeyError("lab_server_packages" if "server" not in out else "lab_server_vm_packages")
+        return out
+    except (OSError, KeyError, TypeError, AttributeError, yaml.YAMLError) as e:
         raise BundleError(f"{path}: cannot read the lab servers' package lists ({e})",
                           "is labkit installed completely?") from None
+
+
+def server_packages(lists: dict[str, list[str]], box: bool) -> list[str]:
+    """What a bundle's apt repository is made of (each package once, in this order): every
+    server's packages, every engine's (``prepare --podman``, ``--lxc``), the VM stack's when the
+    bundle carries a box (the lab has VMs), and what an instructor machine needs.
+
+    The engines' come always, whatever engines the bundled lab uses: `prepare --podman` (or
+    ``--lxc``) is a choice made on the servers, not in the lab file, and a classroom may move
+    a lab to another engine without a new bundle. They are cheap: on bookworm/amd64 they make
+    a containers-only bundle's .debs 158 instead of 104, 134 MiB instead of 96 (Podman with
+    its rootless pieces 31 MiB, LXC 9 MiB), and with the VM stack 341 instead of 311, 201 MiB
+    instead of 170; `prepare` copies to a server only what that server lacks of what it
+    installs. (The VM stack, 74 MiB more, stays tied to the box: without a box no server runs
+    a VM.)"""
+    groups = ["server"] + [k for k in lists if k not in ("server", "vm")] + (["vm"] if box else [])
+    want = [p for g in groups for p in lists[g]] + INSTRUCTOR_PACKAGES
+    return list(dict.fromkeys(want))
 
 
 @dataclass(frozen=True)
@@ -527,7 +554,7 @@ def create(out: str | Path, distros: list[str], box: str | None = None, log: Log
         (out / f).unlink(missing_ok=True)
     manifest: dict = {"format": FORMAT, "images": [], "box": None, "apt": [], "wheels": None}
     sizes: dict[str, int] = {}
-    for ref in distros:
+    for ref in dict.fromkeys(distros):  # each once: one image serves each engine's containers of a distro
         d = catalog.get(ref)
         img = images._image(d.image)
         if img is None:
@@ -555,8 +582,7 @@ def create(out: str | Path, distros: list[str], box: str | None = None, log: Log
     shutil.rmtree(out / "apt", ignore_errors=True)  # labkit's own parts of DIR: written afresh
     shutil.rmtree(out / "wheels", ignore_errors=True)
     if apt_targets:
-        base, vm = role_packages()
-        want = base + (vm if box else []) + [p for p in INSTRUCTOR_PACKAGES if p not in base + vm]
+        want = server_packages(role_packages(), bool(box))
         for t in apt_targets:
             rel = f"apt/{t.slug}.tar"
             entry = build_apt_repo(t, want, out / rel, mirror, log)

@@ -6,19 +6,22 @@ The blocked lab server is a fresh Debian 12 system in a container of this machin
 (the Debian 12 image labkit builds, plus openssh-server and sudo: what a minimal server has),
 with no systemd (sshd is its PID 1, as on this CI machine the daemons are started by hand),
 its own kernel view (/sys and its cgroup hierarchies writable, /dev/kvm and /dev/net/tun
-passed, its /var/lib/docker on a volume so that its engine's overlay2 is not on overlay), and
-a login user with sudo. Its outbound traffic is blocked from outside (iptables in its network
-namespace): everything leaving through its uplink is rejected (its own) or dropped (its
-containers' and VMs'), except to this machine (the instructor's). `labkit prepare --bundle`
-must install everything the lab_server role needs (docker.io, python3-requests and the VM
-stack: QEMU, libvirt, Vagrant, vagrant-libvirt, python3-vagrant, ...) from the bundle's apt
-repository alone, start dockerd, virtlogd and libvirtd without systemd and add the box; then
-a classroom with containers (the server's own engine) and a VM (QEMU on the server) comes up
-there, the facts and K1..K12 hold, and none of its hosts reaches the internet either. A
-bundle that does not cover the server's release is refused there, naming the server and the
-fix. labkit installs from the bundle's wheelhouse into a new virtual environment with `pip
---no-index` in a network namespace with no network at all, and its `labkit --help` and
-`labkit doctor` run.
+passed, its /var/lib/docker and /var/lib/containers on volumes so that its engines' overlay
+stores are not on overlay), and a login user with sudo. Its outbound traffic is blocked from
+outside (iptables in its network namespace): everything leaving through its uplink is
+rejected (its own) or dropped (its containers' and VMs'), except to this machine (the
+instructor's). `labkit prepare --bundle --podman --lxc` must install everything the
+lab_server role installs (docker.io, python3-requests, the VM stack: QEMU, libvirt, Vagrant,
+vagrant-libvirt, python3-vagrant, ...; Podman with what rootless Podman needs: uidmap,
+slirp4netns; LXC with python3-lxc and busybox-static) from the bundle's apt repository
+alone, start dockerd, virtlogd and libvirtd without systemd and add the box; then a
+classroom with containers (the server's Docker and its Podman) and a VM (QEMU on the
+server) comes up there, the facts and K1..K12 hold, and none of its hosts reaches the
+internet either. (LXC's containers are not made there: LXC's packages are checked
+installed.) A bundle that does not cover the server's release is refused there, naming the
+server and the fix. labkit installs from the bundle's wheelhouse into a new virtual
+environment with `pip --no-index` in a network namespace with no network at all, and its
+`labkit --help` and `labkit doctor` run.
 
 Why a container and not a VM as the blocked server: the VM a server VM would host is nested
 emulation (no KVM here: TCG inside TCG), and the server VM itself must boot and install the
@@ -48,6 +51,7 @@ from .conftest import recap, run, write_inventory
 
 pytestmark = [pytest.mark.integration, pytest.mark.vm]
 LAB = "ofl"
+PODMAN = "debian12-podman"  # the Podman container's short name
 SERVER = "labkit-test-ofl-server"  # the container that is the blocked lab server
 SERVER_IMAGE = "labkit-test/offline-server:bookworm"
 USER = "admin"
@@ -144,7 +148,8 @@ def server(tmp_path_factory):
             "--cap-add", "ALL", *[f"--cap-drop={c}" for c in _missing_caps()],
             "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
             "--security-opt", "systempaths=unconfined", "--device-cgroup-rule", "a *:* rwm", *devices,
-            "--mount", "type=volume,dst=/var/lib/docker", "--tmpfs", "/run", "--tmpfs", "/tmp",
+            "--mount", "type=volume,dst=/var/lib/docker", "--mount", "type=volume,dst=/var/lib/containers",
+            "--tmpfs", "/run", "--tmpfs", "/tmp",
             SERVER_IMAGE, "sh", "-c", INIT)
     try:
         _docker("exec", "-i", SERVER, "sh", "-c",
@@ -209,7 +214,8 @@ def offline(tmp_path_factory, server):
     inv = d / "hosts.yml"
     write_inventory(inv, {"server-2": server["vars"]})
     lab = d / "lab.yml"
-    lab.write_text(f"name: {LAB}\nstudents: [o1]\ncontainers: [debian:12, busybox]\nvm: {{enabled: true}}\n"
+    lab.write_text(f"name: {LAB}\nstudents: [o1]\n"
+                   "containers: [debian:12, busybox, {distro: debian:12, engine: podman}]\nvm: {enabled: true}\n"
                    "provision: {packages: []}\n")
     run("images", "build", "busybox")
     run("box", "build")
@@ -218,7 +224,9 @@ def offline(tmp_path_factory, server):
     created = _timed("bundle create", times, "bundle", "create", "-f", str(lab), "-i", str(inv), str(bundle))
 
     # the fresh server lacks all of it; then every way out but to this machine is closed
-    packages = [p for ps in bundle_mod.role_packages() for p in ps]
+    lists = bundle_mod.role_packages()
+    # what prepare --podman --lxc installs: every list of the role
+    packages = list(dict.fromkeys(lists["server"] + lists["vm"] + lists["podman"] + lists["lxc"]))
     missing_before = [p for p in packages if not _installed(ssh, p)]
     sources_before = ssh("sha256sum /etc/apt/sources.list; ls -A /etc/apt/sources.list.d").stdout
     block = server["netns"](BLOCK, server["instructor"])
@@ -239,20 +247,20 @@ def offline(tmp_path_factory, server):
     (other / "manifest.json").unlink()
     (other / "manifest.json").write_text(json.dumps(manifest))
     _recompute_sums(other)
-    uncovered = run("prepare", "-i", str(inv), "--bundle", str(other), check=False)
+    uncovered = run("prepare", "-i", str(inv), "--bundle", str(other), "--podman", "--lxc", check=False)
     after_uncovered = [p for p in packages if _installed(ssh, p)]
 
-    first = _timed("prepare", times, "prepare", "-i", str(inv), "--bundle", str(bundle))
-    second = _timed("prepare again", times, "prepare", "-i", str(inv), "--bundle", str(bundle))
+    first = _timed("prepare", times, "prepare", "-i", str(inv), "--bundle", str(bundle), "--podman", "--lxc")
+    second = _timed("prepare again", times, "prepare", "-i", str(inv), "--bundle", str(bundle), "--podman", "--lxc")
     run("down", "-f", str(lab), "-i", str(inv), check=False)
     up = _timed("up", times, "up", "-f", str(lab), "-i", str(inv))
     facts = json.loads(run("facts", "-f", str(lab), "--json").stdout)
     verify = _timed("verify", times, "verify", "-f", str(lab), "--json", check=False)
     still_blocked = {"server": ssh(f"python3 -c {shlex.quote(PROBE)}", check=False)}
-    for host in ("debian12", "vm"):
+    for host in ("debian12", PODMAN, "vm"):
         still_blocked[host] = run("shell", "-f", str(lab), host, "python3", "-c", PROBE, check=False)
     yield {"dir": d, "bundle": bundle, "lab": lab, "inv": inv, "created": created, "times": times,
-           "packages": packages, "missing_before": missing_before,
+           "packages": packages, "lists": lists, "missing_before": missing_before,
            "probe": probe, "apt_update": apt_update, "uncovered": uncovered, "after_uncovered": after_uncovered,
            "first": first, "second": second, "up": up, "facts": facts, "verify": verify,
            "still_blocked": still_blocked, "sources_before": sources_before,
@@ -270,7 +278,10 @@ def test_bundle_carries_debs_and_wheels_checksummed_and_says_its_size(offline):
     [apt] = manifest["apt"]
     assert (apt["release"], apt["arch"], apt["file"]) == ("bookworm", "amd64", "apt/bookworm-amd64.tar")
     assert set(offline["packages"]) <= set(apt["closure"]), "the VM stack too: the lab has a VM"
-    assert {"containerd", "runc", "libc6", "qemu-system-x86", "vagrant-libvirt"} <= set(apt["closure"])
+    assert {"containerd", "runc", "libc6", "qemu-system-x86", "vagrant-libvirt", "conmon"} <= set(apt["closure"])
+    # every engine's packages, whatever engines the lab uses: Podman's and LXC's too
+    assert {p for ps in offline["lists"].values() for p in ps} <= set(apt["closure"])
+    assert {"podman", "uidmap", "slirp4netns", "lxc"} <= set(apt["closure"])
     assert manifest["box"]["name"] == "labkit/debian12"
     sums = {ln.split(None, 1)[1] for ln in (b / "SHA256SUMS").read_text().splitlines()}
     w = manifest["wheels"]
@@ -310,6 +321,12 @@ def test_prepare_installs_the_missing_packages_from_the_bundle_alone(offline, se
     assert ssh("cat /proc/1/comm").stdout.strip() == "sshd"
     assert ssh("sudo docker version --format '{{.Server.Version}}'").stdout.strip()
     assert ssh("sudo virsh -q -c qemu:///system uri").stdout.strip() == "qemu:///system"
+    # Podman, set up as on labkit's machine (no daemon: it answers)
+    assert ssh("sudo podman version --format '{{.Server.Version}}'").stdout.strip()
+    assert 'cgroup_manager = "cgroupfs"' in ssh("cat /etc/containers/containers.conf.d/50-labkit.conf").stdout
+    # LXC's tools, the binding of the server's Python and root's id map (prepare --lxc), from the bundle too
+    assert ssh("lxc-start --version && python3 -c 'import lxc' && grep -x 'root:1000000000:65536' /etc/subuid",
+               check=False).returncode == 0
     rec = json.loads(ssh("sudo cat /var/lib/labkit/server.json").stdout)  # its folder is 0750 root
     assert rec["box"] == "labkit/debian12" and rec["accel"] in ("kvm", "qemu")
     assert "labkit/debian12" in ssh("sudo env VAGRANT_HOME=/var/lib/labkit/vagrant.d vagrant box list").stdout
@@ -332,14 +349,18 @@ def test_the_classroom_with_containers_and_a_vm_comes_up_on_the_offline_server(o
     rows = offline["facts"]
     server = next(r for r in rows if r["role"] == "server" and r["host"] == "server-2")
     boxes = [r for r in rows if r["role"] == "container"]
-    assert len(boxes) == 2 and all(b["server"] == "server-2" for b in boxes), rows
+    assert len(boxes) == 3 and all(b["server"] == "server-2" for b in boxes), rows
+    # the Podman container too, on the server's Podman (its image loaded from the server's Docker store)
+    assert {b["host"].rsplit("-o1-", 1)[1]: b["engine"] for b in boxes} == {
+        "debian12": "docker", "busybox": "docker", PODMAN: "podman"}, rows
     assert all(b["boot_id"] == server["boot_id"] and b["same_kernel"] is True for b in boxes), rows
     [vm] = [r for r in rows if r["role"] == "vm"]
     assert vm["server"] == "server-2" and not vm["error"] and vm["pid1"] == "systemd", vm
     assert vm["boot_id"] != server["boot_id"] and vm["same_kernel"] is False, vm
     results = json.loads(offline["verify"].stdout)
     assert results and all(r["outcome"] == "passed" for r in results), [r for r in results if r["outcome"] != "passed"]
-    print(f"\nup of 2 containers and a VM on the offline server: {offline['times']['up']:.0f} s")
+    assert {r["engine"] for r in results if r["host"] == f"labkit-{LAB}-o1-{PODMAN}"} == {"podman"}
+    print(f"\nup of 3 containers (Docker, Podman) and a VM on the offline server: {offline['times']['up']:.0f} s")
 
 
 def test_a_corrupt_or_missing_bundle_file_is_named_before_any_server_is_touched(offline, tmp_path):

@@ -19,16 +19,52 @@ ROLE = ROOT / "roles" / "lab_server"
 
 
 def test_the_role_defaults_are_the_one_list_of_server_packages():
-    base, vm = bundle.role_packages()
+    lists = bundle.role_packages()
     d = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
-    assert base == d["lab_server_packages"] and "docker.io" in base
-    assert vm == d["lab_server_vm_packages"] and {"vagrant-libvirt", "libvirt-daemon-system"} <= set(vm)
+    assert lists["server"] == d["lab_server_packages"] and "docker.io" in lists["server"]
+    assert lists["vm"] == d["lab_server_vm_packages"] and {"vagrant-libvirt", "libvirt-daemon-system"} <= set(lists["vm"])
+    # Podman's, with what rootless Podman needs (newuidmap, its network), as `prepare --podman` installs
+    assert lists["podman"] == d["lab_server_podman_packages"] and {"podman", "uidmap", "slirp4netns"} <= set(
+        lists["podman"])
+    assert set(lists) - {"server", "vm"} == {k[len("lab_server_"):-len("_packages")] for k in d
+                                             if re.fullmatch(r"lab_server_[a-z0-9]+_packages", k)} - {"vm"}
     # and the role installs packages in one place only (tasks/packages.yml), from those lists
     for f in (ROLE / "tasks").glob("*.yml"):
         if f.name != "packages.yml":
             assert "ansible.builtin.apt:" not in f.read_text(), f"{f.name} installs packages on its own"
     main = (ROLE / "tasks" / "main.yml").read_text()
     assert "lab_server_packages + (lab_server_vm_packages if lab_server_with_vm else [])" in main
+    # every engine's list the bundle carries is one the role installs (with `prepare --ENGINE`)
+    for e in set(lists) - {"server", "vm"}:
+        assert f"(lab_server_{e}_packages if lab_server_{e} else [])" in main, e
+
+
+def test_a_bundle_carries_every_engines_packages_and_the_vm_stack_with_a_box():
+    lists = {"server": ["docker.io", "python3-requests"], "podman": ["podman", "uidmap", "runc"],
+             "lxc": ["lxc", "uidmap"], "vm": ["qemu-utils", "vagrant", "python3-venv"]}
+    # the engines' always (whatever engines the lab uses), each package once, in the lists' order
+    assert bundle.server_packages(lists, box=False) == [
+        "docker.io", "python3-requests", "podman", "uidmap", "runc", "lxc", "python3-venv"]
+    assert bundle.server_packages(lists, box=True) == [
+        "docker.io", "python3-requests", "podman", "uidmap", "runc", "lxc", "qemu-utils", "vagrant", "python3-venv"]
+    # a role with no engine besides Docker: the packages as before the engines
+    assert bundle.server_packages({"server": ["docker.io"], "vm": ["vagrant"]}, box=False) == ["docker.io",
+                                                                                                  "python3-venv"]
+
+
+def test_the_package_lists_are_read_by_their_keys_and_a_missing_one_is_named(tmp_path, monkeypatch):
+    (tmp_path / "lab_server" / "defaults").mkdir(parents=True)
+    f = tmp_path / "lab_server" / "defaults" / "main.yml"
+    monkeypatch.setattr(bundle, "roles_dir", lambda: tmp_path)
+    f.write_text("lab_server_packages: [docker.io]\nlab_server_vm_packages: [vagrant]\n"
+                 "lab_server_podman_packages: [podman]\nlab_server_podman: false\nlab_server_packages_x: [y]\n")
+    assert bundle.role_packages() == {"server": ["docker.io"], "vm": ["vagrant"], "podman": ["podman"]}
+    f.write_text("lab_server_packages: [docker.io]\nlab_server_podman_packages: [podman]\n")
+    with pytest.raises(LabkitError, match="cannot read the lab servers' package lists.*lab_server_vm_packages"):
+        bundle.role_packages()
+    f.write_text("- not a mapping\n")
+    with pytest.raises(LabkitError, match="cannot read the lab servers' package lists"):
+        bundle.role_packages()
 
 
 SIMULATION = """\
