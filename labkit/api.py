@@ -358,7 +358,7 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
 
 def check_lxc(containers, servers, installed=None, remote_missing=None) -> None:
     """Before anything is made for a lab with LXC containers: LXC with its Python binding is
-    here when some go on this machine (community.general.lxc reaches them from here), and each
+    here when some go on this machine (lxc_container runs with labkit's Python), and each
     remote lab server that gets some has what role lab_lxc needs there (``engine_lxc.remote_missing``,
     read over its SSH); else an EngineError (exit 3) naming what is missing where, and the fix."""
     from . import engine_lxc

@@ -1,5 +1,6 @@
 """The LXC engine: unprivileged system containers made by role ``lab_lxc`` (community.general's
-``lxc_container``, reached with its ``lxc`` connection), read here with LXC's own tools.
+``lxc_container``), reached by Ansible with labkit's connection plugin ``labkit_lxc``
+(``lxc-attach``; playbooks/connection_plugins), read here with LXC's own tools.
 
 LXC has no labels: role ``lab_lxc`` writes a marker file ``labkit.json`` (lab, student,
 distro, image, ...) into each container's folder under ``/var/lib/lxc`` before anything else
@@ -42,7 +43,8 @@ def installed() -> bool:
 
 def missing() -> list[str]:
     """What `labkit up` of a lab with LXC containers lacks here: LXC's tools, newuidmap, the
-    `lxc` binding in labkit's Python (community.general's lxc connection and lxc_container)."""
+    `lxc` binding in labkit's Python (community.general's lxc_container, run by this machine
+    as a lab server with labkit's Python)."""
     import importlib.util
 
     out = [t for t in ("lxc-start", "lxc-attach", "newuidmap") if shutil.which(t) is None]
@@ -200,8 +202,8 @@ def checks() -> list[tuple[str, str, str, str]]:
 
 
 def _binding() -> tuple[str, str, str, str]:
-    """community.general's lxc connection and lxc_container import the `lxc` binding in
-    labkit's own Python (the controller, and this machine as a local lab server)."""
+    """community.general's lxc_container imports the `lxc` binding in labkit's own Python
+    (the interpreter of this machine as a local lab server)."""
     import importlib.util
 
     ok = importlib.util.find_spec("lxc") is not None and importlib.util.find_spec("_lxc") is not None

@@ -47,11 +47,10 @@ def host_vars(row: Mapping[str, Any], ssh: Mapping[str, str] | None = None) -> d
             from .engine_podman import WRAPPER_DIR
 
             hv["ansible_podman_executable"] = f"{WRAPPER_DIR}/{row['user']}/podman"
-    elif eng == "lxc" and row.get("lxc_attach"):  # a remote lab server's: lxc-attach there over SSH (labkit.lxc_ssh)
-        hv = {"ansible_connection": "labkit_lxc", "ansible_host": row["name"],
-              "ansible_lxc_attach_executable": row["lxc_attach"]}
-    elif eng == "lxc":
-        hv = {"ansible_connection": "community.general.lxc", "ansible_host": row["name"]}
+    elif eng == "lxc":  # labkit's own connection plugin (playbooks/connection_plugins/labkit_lxc.py)
+        hv = {"ansible_connection": "labkit_lxc", "ansible_host": row["name"]}
+        if row.get("lxc_attach"):  # a remote lab server's: lxc-attach there over SSH (labkit.lxc_ssh)
+            hv["ansible_lxc_attach_executable"] = row["lxc_attach"]
     else:
         hv = {"ansible_connection": "community.docker.docker", "ansible_host": row["name"]}
     if eng == "docker" and not row.get("local", True) and row.get("docker_host"):

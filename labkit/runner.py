@@ -149,6 +149,13 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def connection_plugins() -> str:
+    """ANSIBLE_CONNECTION_PLUGINS with labkit's own (``labkit_lxc``) first, then Ansible's
+    default places: for every Ansible labkit runs (playbooks, the user's testinfra tests)."""
+    return os.pathsep.join([str(playbooks_dir() / "connection_plugins"), "~/.ansible/plugins/connection",
+                            "/usr/share/ansible/plugins/connection"])
+
+
 def run_playbook(
     playbook: str,
     *,
@@ -195,11 +202,9 @@ def run_playbook(
         # ansible-runner and the docker/vagrant modules run from labkit's venv
         "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
         "ANSIBLE_ROLES_PATH": str(roles_dir()),
-        # labkit's own connection plugin (labkit_lxc: LXC on a remote lab server) for every
-        # playbook labkit runs, the lab's own too (Ansible's default places after it)
-        "ANSIBLE_CONNECTION_PLUGINS": os.pathsep.join([str(playbooks_dir() / "connection_plugins"),
-                                                       "~/.ansible/plugins/connection",
-                                                       "/usr/share/ansible/plugins/connection"]),
+        # labkit's own connection plugin (labkit_lxc: LXC containers) for every playbook labkit
+        # runs, the lab's own too
+        "ANSIBLE_CONNECTION_PLUGINS": connection_plugins(),
         "ANSIBLE_HOST_KEY_CHECKING": "False",
         "ANSIBLE_PIPELINING": "True",
         "ANSIBLE_RETRY_FILES_ENABLED": "False",

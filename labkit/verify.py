@@ -161,8 +161,11 @@ def run_user_tests(paths: list[str], inventory: Path, pattern: str, work: Path) 
     work.mkdir(parents=True, exist_ok=True)
     junit = work / "user-tests.xml"
     junit.unlink(missing_ok=True)
+    from .runner import connection_plugins
+
+    # testinfra reaches an LXC host through Ansible itself (no backend of its own for labkit_lxc)
     env = dict(os.environ, MOLECULE_INVENTORY_FILE=str(inventory), ANSIBLE_INVENTORY=str(inventory),
-               ANSIBLE_HOST_KEY_CHECKING="False", PATH=str(Path(sys.executable).parent) + os.pathsep
+               ANSIBLE_CONNECTION_PLUGINS=connection_plugins(), ANSIBLE_HOST_KEY_CHECKING="False", PATH=str(Path(sys.executable).parent) + os.pathsep
                + os.environ.get("PATH", ""))
     cmd = [sys.executable, "-m", "pytest", *paths, f"--hosts=ansible://{pattern}", f"--ansible-inventory={inventory}",
            f"--junitxml={junit}", "-o", "junit_suite_name=labkit-user-tests", "-p", "no:cacheprovider", "-q",

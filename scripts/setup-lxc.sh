@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # LXC for labkit's `engine: lxc` (run by scripts/setup.sh; idempotent, a second run changes
-# nothing): LXC's tools, newuidmap, the Python binding community.general's lxc connection and
-# lxc_container import, made importable by labkit's venv alone, and root's id map for the
+# nothing): LXC's tools, newuidmap, the Python binding community.general's lxc_container
+# imports, made importable by labkit's venv alone, and root's id map for the
 # unprivileged containers. No daemon: LXC needs none, and the containers use each student's
 # Docker network (no lxc-net, no lxcbr0).
 set -euo pipefail

@@ -1,8 +1,9 @@
 """LXC on a remote lab server (issue 17): a lab with a Debian 12 container on Docker and one on
 LXC, both on a lab server of an inventory reached over SSH. `labkit prepare --lxc` sets LXC up
 there; `labkit up` makes the LXC container there (role lab_lxc as root on the server, from that
-server's Docker image) and Ansible provisions it with labkit's connection plugin labkit_lxc,
-whose lxc-attach is labkit's wrapper that runs it on the server over SSH; status, facts,
+server's Docker image) and Ansible provisions it, the lesson's own playbook too (a module, a
+file copied in and fetched back), with labkit's connection plugin labkit_lxc, whose
+lxc-attach is labkit's wrapper that runs it on the server over SSH; status, facts,
 verify (engine shown), shell and `up --plan` read it there; a second `up` changes nothing;
 `down` leaves nothing, and no SSH connection behind.
 
@@ -24,6 +25,30 @@ pytestmark = [pytest.mark.integration]
 LAB, PORT, SERVER = "rlxc78", 2224, "far78"
 DOCKER, LXC = f"labkit-{LAB}-s01-debian12", f"labkit-{LAB}-s01-debian12-lxc"
 LXC_PATH = Path("/var/lib/lxc")
+# the lesson's own content on the LXC host: modules (pipelined), a file in (put_file) and out
+# (fetch_file) through labkit_lxc over SSH
+CONTENT = """\
+- name: Lesson content on the LXC host
+  hosts: lxc
+  gather_facts: false
+  tasks:
+    - name: Ensure the exercise file is there
+      ansible.builtin.copy:
+        content: "lesson for {{ inventory_hostname }}\\n"
+        dest: /root/lesson.txt
+        mode: "0600"
+    - name: Read it back
+      ansible.builtin.stat:
+        path: /root/lesson.txt
+      register: lesson
+    - name: Check it
+      ansible.builtin.assert:
+        that: lesson.stat.exists and lesson.stat.size > 0
+    - name: Fetch it
+      ansible.builtin.fetch:
+        src: /root/lesson.txt
+        dest: FETCHED/
+"""
 
 
 def lxc_state(name: str) -> str:
@@ -56,8 +81,10 @@ def far(tmp_path_factory):
         inv = server["inv"]
         try:
             run("images", "build", "debian:12")
-            lab.write_text(f"name: {LAB}\nstudents: [s01]\nvm: {{enabled: false}}\nprovision: {{packages: []}}\n"
+            lab.write_text(f"name: {LAB}\nstudents: [s01]\nvm: {{enabled: false}}\n"
+                           "provision: {packages: [], playbooks: [content.yml]}\n"
                            "containers:\n  - debian:12\n  - {distro: debian:12, engine: lxc}\n")
+            (d / "content.yml").write_text(CONTENT.replace("FETCHED", str(d / "fetched")))
             t0 = time.monotonic()
             prepared = run("prepare", "-i", str(inv), "--lxc")
             t_prepare = time.monotonic() - t0
@@ -82,6 +109,10 @@ def test_up_makes_the_lxc_container_on_the_remote_server(far):
     out = far["up"].stdout
     assert recap(out)["failures"] == 0, out
     assert mine_in_lxc_path() == [LXC] and lxc_state(LXC) == "RUNNING"
+    # the lesson's content reached it: a module run, a file copied in and fetched back
+    want = f"lesson for {LXC}\n"
+    assert (LXC_PATH / LXC / "rootfs" / "root" / "lesson.txt").read_text() == want
+    assert (Path(far["lab"]).parent / "fetched" / LXC / "root" / "lesson.txt").read_text() == want
     assert DOCKER in docker("ps", "--filter", f"label=labkit.lab={LAB}", "--format", "{{.Names}}").split()
     # Ansible reached it through labkit's wrapper, which runs lxc-attach over SSH
     wrapper = paths.lab_dir(LAB) / "lxc-ssh" / SERVER / "lxc-attach"
@@ -121,7 +152,8 @@ def test_a_server_without_lxc_is_refused_naming_what_it_lacks(far, tmp_path):
     inv["all"]["children"]["lab_servers"]["hosts"][SERVER]["ansible_python_interpreter"] = str(py)
     (tmp_path / "hosts.yml").write_text(json.dumps(inv))
     bad = tmp_path / "bad.yml"
-    bad.write_text(Path(far["lab"]).read_text().replace(f"name: {LAB}", f"name: {LAB}b"))
+    bad.write_text(f"name: {LAB}b\nstudents: [s01]\nvm: {{enabled: false}}\nprovision: {{packages: []}}\n"
+                   "containers:\n  - debian:12\n  - {distro: debian:12, engine: lxc}\n")
     try:
         p = run("up", "-f", str(bad), "-i", str(tmp_path / "hosts.yml"), check=False)
         assert p.returncode == 3, p.stdout + p.stderr
