@@ -121,6 +121,35 @@ def test_shell_reaches_the_lxc_container_as_the_student(up, lab_file):
     assert root == "0"
 
 
+def test_modules_and_files_reach_the_lxc_containers(up, lab_file, tmp_path):
+    """The lesson's own playbooks: pipelined modules, a file in and one fetched back, through
+    labkit_lxc (community.general.lxc's pipelining truncated modules at random)."""
+    pb = tmp_path / "files.yml"
+    pb.write_text(textwrap.dedent(f"""\
+        - name: Modules and files on the LXC hosts
+          hosts: lxc
+          gather_facts: false
+          tasks:
+            - name: Ensure a file is there
+              ansible.builtin.copy:
+                content: "hello {{{{ inventory_hostname }}}}\\n"
+                dest: /root/hello.txt
+                mode: "0600"
+            - name: Read it, five times
+              ansible.builtin.stat:
+                path: /root/hello.txt
+              loop: [1, 2, 3, 4, 5]
+            - name: Fetch it
+              ansible.builtin.fetch:
+                src: /root/hello.txt
+                dest: {tmp_path}/fetched/
+        """))
+    p = run("run", "-f", str(lab_file), str(pb))
+    assert recap(p.stdout + p.stderr)["failures"] == 0, p.stdout
+    for s in STUDENTS:
+        assert (tmp_path / "fetched" / lxc_name(s) / "root" / "hello.txt").read_text() == f"hello {lxc_name(s)}\n"
+
+
 def _ip(name: str, lxc: bool) -> str:
     if lxc:
         return json.loads((LXC_PATH / name / "labkit.json").read_text())["address"]
