@@ -245,3 +245,30 @@ def test_the_connection_plugin_runs_lxc_attach_with_a_clean_root_environment():
     assert "HOME=/root" in argv and argv[-4:] == ["--", "/bin/sh", "-c", "echo hi"]
     assert plugin.attach_argv("lxc-attach", "c1", "/srv/lxc", ["true"])[3:5] == ["-P", "/srv/lxc"]
     assert plugin.Connection.has_pipelining and plugin.Connection.transport == "labkit_lxc"
+
+
+def test_the_connection_plugin_runs_commands_and_moves_files_through_lxc_attach(tmp_path):
+    """The real plugin, loaded by Ansible, with a stand-in lxc-attach that runs the command after
+    `--` here: a command with stdin (pipelining), a file in (put_file) and back (fetch_file)."""
+    from ansible.playbook.play_context import PlayContext
+    from ansible.plugins.loader import connection_loader
+
+    from labkit.paths import playbooks_dir
+
+    fake = tmp_path / "lxc-attach"
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$*" >> "${0}.log"\nwhile [ "$1" != "--" ]; do shift; done\nshift\nexec "$@"\n')
+    fake.chmod(0o755)
+    connection_loader.add_directory(str(playbooks_dir() / "connection_plugins"))
+    conn = connection_loader.get("labkit_lxc", PlayContext(), None)
+    conn.set_options(var_options={"inventory_hostname": "c1", "ansible_lxc_attach_executable": str(fake)})
+    rc, out, err = conn.exec_command("echo in; cat; exit 3", in_data=b"the module\n")
+    assert (rc, out, err) == (3, b"in\nthe module\n", b"")
+    src, into, back = tmp_path / "src bin", tmp_path / "in it's", tmp_path / "back"
+    src.write_bytes(bytes(range(256)) * 100)
+    conn.put_file(str(src), str(into))
+    conn.fetch_file(str(into), str(back))
+    assert into.read_bytes() == back.read_bytes() == src.read_bytes()
+    log = (tmp_path / "lxc-attach.log").read_text().splitlines()
+    assert all(ln.startswith("-n c1 --clear-env -v PATH=") and " -v HOME=/root " in ln for ln in log), log
+    with pytest.raises(Exception, match="failed to fetch .*/missing"):
+        conn.fetch_file(str(tmp_path / "missing"), str(tmp_path / "x"))
