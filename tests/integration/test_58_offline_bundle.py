@@ -15,10 +15,9 @@ lab_server role installs (docker.io, python3-requests, the VM stack: QEMU, libvi
 vagrant-libvirt, python3-vagrant, ...; Podman with what rootless Podman needs: uidmap,
 slirp4netns; LXC with python3-lxc and busybox-static) from the bundle's apt repository
 alone, start dockerd, virtlogd and libvirtd without systemd and add the box; then a
-classroom with containers (the server's Docker and its Podman) and a VM (QEMU on the
-server) comes up there, the facts and K1..K12 hold, and none of its hosts reaches the
-internet either. (LXC's containers are not made there: LXC's packages are checked
-installed.) A bundle that does not cover the server's release is refused there, naming the
+classroom with containers (on the server's Docker, its Podman and its LXC) and a VM (QEMU on
+the server) comes up there, the facts and K1..K12 hold, and none of its hosts reaches the
+internet either. A bundle that does not cover the server's release is refused there, naming the
 server and the fix. labkit installs from the bundle's wheelhouse into a new virtual
 environment with `pip --no-index` in a network namespace with no network at all, and its
 `labkit --help` and `labkit doctor` run.
@@ -51,7 +50,7 @@ from .conftest import recap, run, write_inventory
 
 pytestmark = [pytest.mark.integration, pytest.mark.vm]
 LAB = "ofl"
-PODMAN = "debian12-podman"  # the Podman container's short name
+PODMAN, LXC = "debian12-podman", "debian12-lxc"  # the Podman and LXC containers' short names
 SERVER = "labkit-test-ofl-server"  # the container that is the blocked lab server
 SERVER_IMAGE = "labkit-test/offline-server:bookworm"
 USER = "admin"
@@ -215,7 +214,8 @@ def offline(tmp_path_factory, server):
     write_inventory(inv, {"server-2": server["vars"]})
     lab = d / "lab.yml"
     lab.write_text(f"name: {LAB}\nstudents: [o1]\n"
-                   "containers: [debian:12, busybox, {distro: debian:12, engine: podman}]\nvm: {enabled: true}\n"
+                   "containers: [debian:12, busybox, {distro: debian:12, engine: podman}, {distro: debian:12, engine: lxc}]\n"
+                   "vm: {enabled: true}\n"
                    "provision: {packages: []}\n")
     run("images", "build", "busybox")
     run("box", "build")
@@ -257,7 +257,7 @@ def offline(tmp_path_factory, server):
     facts = json.loads(run("facts", "-f", str(lab), "--json").stdout)
     verify = _timed("verify", times, "verify", "-f", str(lab), "--json", check=False)
     still_blocked = {"server": ssh(f"python3 -c {shlex.quote(PROBE)}", check=False)}
-    for host in ("debian12", PODMAN, "vm"):
+    for host in ("debian12", PODMAN, LXC, "vm"):
         still_blocked[host] = run("shell", "-f", str(lab), host, "python3", "-c", PROBE, check=False)
     yield {"dir": d, "bundle": bundle, "lab": lab, "inv": inv, "created": created, "times": times,
            "packages": packages, "lists": lists, "missing_before": missing_before,
@@ -349,18 +349,19 @@ def test_the_classroom_with_containers_and_a_vm_comes_up_on_the_offline_server(o
     rows = offline["facts"]
     server = next(r for r in rows if r["role"] == "server" and r["host"] == "server-2")
     boxes = [r for r in rows if r["role"] == "container"]
-    assert len(boxes) == 3 and all(b["server"] == "server-2" for b in boxes), rows
-    # the Podman container too, on the server's Podman (its image loaded from the server's Docker store)
+    assert len(boxes) == 4 and all(b["server"] == "server-2" for b in boxes), rows
+    # Podman's and LXC's too, on the server's engines (made from the image in the server's Docker store)
     assert {b["host"].rsplit("-o1-", 1)[1]: b["engine"] for b in boxes} == {
-        "debian12": "docker", "busybox": "docker", PODMAN: "podman"}, rows
+        "debian12": "docker", "busybox": "docker", PODMAN: "podman", LXC: "lxc"}, rows
     assert all(b["boot_id"] == server["boot_id"] and b["same_kernel"] is True for b in boxes), rows
     [vm] = [r for r in rows if r["role"] == "vm"]
     assert vm["server"] == "server-2" and not vm["error"] and vm["pid1"] == "systemd", vm
     assert vm["boot_id"] != server["boot_id"] and vm["same_kernel"] is False, vm
     results = json.loads(offline["verify"].stdout)
     assert results and all(r["outcome"] == "passed" for r in results), [r for r in results if r["outcome"] != "passed"]
-    assert {r["engine"] for r in results if r["host"] == f"labkit-{LAB}-o1-{PODMAN}"} == {"podman"}
-    print(f"\nup of 3 containers (Docker, Podman) and a VM on the offline server: {offline['times']['up']:.0f} s")
+    for short, eng in ((PODMAN, "podman"), (LXC, "lxc")):
+        assert {r["engine"] for r in results if r["host"] == f"labkit-{LAB}-o1-{short}"} == {eng}
+    print(f"\nup of 4 containers (Docker, Podman, LXC) and a VM on the offline server: {offline['times']['up']:.0f} s")
 
 
 def test_a_corrupt_or_missing_bundle_file_is_named_before_any_server_is_touched(offline, tmp_path):
