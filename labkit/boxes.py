@@ -13,6 +13,7 @@ and build constants) is stored beside the box in ``state_dir()/boxes/<slug>/``.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -29,7 +30,7 @@ from labkit import paths
 from labkit.errors import BoxError
 from labkit.log import Log, quiet
 
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"
 DEFAULT_BOX = "labkit/debian12"
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
@@ -205,6 +206,23 @@ def build_box(name: str = DEFAULT_BOX, force: bool = False, log: Log = quiet) ->
     """
     t0 = time.monotonic()
     bdir = _box_dir(name)
+    # one build at a time per box: a second labkit waits, then finds the box built
+    with open(bdir / ".lock", "w") as lock:
+        if not _try_lock(lock):
+            log(f"box {name}: another labkit is building it; waiting")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_locked(name, bdir, force, log, t0)
+
+
+def _try_lock(f) -> bool:
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def _build_locked(name: str, bdir: Path, force: bool, log: Log, t0: float) -> BoxInfo:
     box_file = bdir / (paths.slug(name.replace("/", "-")) + ".box")
     stamp = bdir / "recipe.sha256"
     want = recipe_hash()
@@ -330,6 +348,8 @@ def _build_image(work: Path, log: Log) -> Path:
 _BOX_VAGRANTFILE = """\
 # Vagrantfile shipped inside the labkit box; a lab's own Vagrantfile overrides it.
 Vagrant.configure("2") do |config|
+  # the guest is known: Vagrant need not probe it over SSH (about 20 s under emulation)
+  config.vm.guest = :debian
   config.vm.synced_folder ".", "/vagrant", disabled: true
   config.vm.provider :libvirt do |libvirt|
     libvirt.disk_bus = "virtio"

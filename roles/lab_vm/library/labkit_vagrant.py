@@ -33,8 +33,9 @@ status: {description: machine state after the run, type: str}
 ssh_host: {description: address of the machine, type: str}
 ssh_port: {description: SSH port, type: int}
 ssh_user: {description: SSH user, type: str}
-ssh_identity_file: {description: private key Vagrant uses for the machine, type: str}
+ssh_identity_file: {description: the machine's own private key (made beside its Vagrantfile), type: str}
 seconds: {description: time spent in vagrant up/destroy, type: float}
+phases: {description: "after a boot: seconds of C(vagrant up) (to SSH with the box's key) and of the swap to the VM's own key", type: dict}
 log: {description: file holding Vagrant's output, type: str}
 """
 
@@ -130,18 +131,73 @@ def remove_leftover(uri, name):
     _virsh(uri, "vol-delete", "--pool", "default", name + ".img")
 
 
-def ssh_ok(conf):
-    """Can we log in with what Vagrant says (host, port, user, key)?"""
-    if not conf.get("HostName") or not conf.get("IdentityFile"):
-        return False
+KEY = "id_ed25519"
+
+
+def own_key(workdir, domain):
+    """The VM's own SSH key pair beside its Vagrantfile, made once (Ed25519: instant)."""
+    key = os.path.join(workdir, KEY)
+    if not (os.path.isfile(key) and os.path.isfile(key + ".pub")):
+        for f in (key, key + ".pub"):
+            if os.path.exists(f):
+                os.unlink(f)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"labkit {domain}", "-f", key],
+                       check=True, capture_output=True)
+    return key
+
+
+def login_keys(workdir, vagrant_home):
+    """Keys a VM may take, the VM's own first: then the key Vagrant itself generated for a VM
+    made by an older labkit, then Vagrant's public insecure key (a box's first boot)."""
+    home = vagrant_home or os.path.expanduser("~/.vagrant.d")
+    keys = [os.path.join(workdir, KEY), os.path.join(workdir, ".vagrant/machines/vm/libvirt/private_key"),
+            os.path.join(home, "insecure_private_key")]
+    return [k for k in keys if os.path.isfile(k)]
+
+
+def _ssh(host, key, command, port=22, user="vagrant", timeout=30):
     cmd = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "StrictHostKeyChecking=no",
            "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
-           "-i", conf["IdentityFile"], "-p", str(conf.get("Port", 22)),
-           f"{conf.get('User', 'vagrant')}@{conf['HostName']}", "true"]
+           "-i", key, "-p", str(port), f"{user}@{host}", command]
     try:
-        return subprocess.run(cmd, capture_output=True, timeout=30).returncode == 0
+        return subprocess.run(cmd, capture_output=True, timeout=timeout).returncode == 0
     except subprocess.TimeoutExpired:
         return False
+
+
+def ssh_ok(conf):
+    """Can we log in with these settings (host, port, user, key)?"""
+    if not conf.get("HostName") or not conf.get("IdentityFile"):
+        return False
+    return _ssh(conf["HostName"], conf["IdentityFile"], "true", port=conf.get("Port", 22),
+                user=conf.get("User", "vagrant"))
+
+
+def address(uri, domain):
+    """The domain's IPv4 address from its DHCP lease (what vagrant-libvirt reads too), or None."""
+    r = _virsh(uri, "domifaddr", domain, "--source", "lease")
+    for line in r.stdout.splitlines():
+        cols = line.split()
+        if len(cols) >= 4 and cols[2] == "ipv4":
+            return cols[3].split("/")[0]
+    return None
+
+
+def adopt(host, keys, fresh=False):
+    """Make the VM take its own key (keys[0]) and no other: when it does not yet, log in with
+    the next key it takes and replace its authorized keys, in one SSH call. The own key when
+    the VM takes it, else None. ``fresh`` (a VM Vagrant just made): skip the first try with
+    the own key, the box cannot know it yet."""
+    own = keys[0]
+    if not fresh and _ssh(host, own, "true"):
+        return own
+    with open(own + ".pub") as f:
+        pub = f.read().strip()
+    swap = ("umask 077 && mkdir -p ~/.ssh && printf '%s\\n' '" + pub + "' > ~/.ssh/authorized_keys.labkit"
+            " && mv -f ~/.ssh/authorized_keys.labkit ~/.ssh/authorized_keys")
+    if any(_ssh(host, k, swap) for k in keys[1:]):
+        return own
+    return own if fresh and _ssh(host, own, "true") else None
 
 
 def running_with_known_ssh(uri, domain, workdir):
@@ -161,19 +217,23 @@ def running_with_known_ssh(uri, domain, workdir):
     return conf
 
 
-def wait_ssh(v, machine, seconds):
-    """Wait until SSH answers with Vagrant's key; the conf when it does, None when it never did."""
+def wait_login(v, machine, uri, domain, keys, seconds, fresh=False):
+    """Wait until the VM answers SSH and takes its own key (swapped in when it still takes
+    another): the SSH settings when it does, None when it never did."""
     deadline = time.monotonic() + seconds
     while True:
-        try:
-            conf = v.conf(vm_name=machine)
-        except subprocess.CalledProcessError:
-            conf = {}
-        if ssh_ok(conf):
-            return conf
+        host = address(uri, domain)
+        if host is None:  # no lease record (a network labkit did not make): ask Vagrant
+            try:
+                host = v.conf(vm_name=machine).get("HostName")
+            except subprocess.CalledProcessError:
+                host = None
+        key = adopt(host, keys, fresh) if host else None
+        if key:
+            return {"HostName": host, "Port": 22, "User": "vagrant", "IdentityFile": key}
         if time.monotonic() >= deadline:
             return None
-        time.sleep(5)
+        time.sleep(1)
 
 
 def _tail(path, n=15):
@@ -239,6 +299,13 @@ def main():
         if nets is not None and p["network"] not in nets:
             moved_from = nets  # on another (the old shared) network: recreated on its own below
 
+    if p["state"] == "present" and not module.check_mode:
+        try:
+            own_key(workdir, domain)
+        except (OSError, subprocess.CalledProcessError) as e:
+            module.fail_json(msg=f"could not make the SSH key of {domain} in {workdir}: {e}", **result)
+    keys = login_keys(workdir, p["vagrant_home"])
+
     if p["state"] == "present" and not module.check_mode and moved_from is None:
         conf = running_with_known_ssh(uri, domain, workdir)
         if conf:  # the fast path of a no-op re-run: no Vagrant (Ruby) start at all
@@ -281,15 +348,15 @@ def main():
         result["seconds"] = round(time.monotonic() - t0, 1)
         module.exit_json(status="not_created", **result)
 
+    conf = None
     if state == "running" and not module.check_mode:
-        # running, but maybe half-made: a run interrupted mid-boot or mid key swap leaves a
-        # domain Vagrant calls running whose SSH may still be coming up, or never will, or
-        # that still takes Vagrant's public insecure key (the swap to its own key never ran)
-        conf = wait_ssh(v, machine, min(p["timeout"], 240))
-        if conf is None or str(conf.get("IdentityFile", "")).endswith("insecure_private_key"):
+        # running, but maybe half-made: a run interrupted mid-boot leaves a domain Vagrant
+        # calls running whose SSH may still be coming up, or never will (one that still takes
+        # only another key gets its own key now, as after a first boot)
+        conf = wait_login(v, machine, uri, domain, keys, min(p["timeout"], 240))
+        if conf is None:
             with open(log, "a") as f:
-                f.write(f"\n==== labkit: {domain} runs half-made (no SSH, or still the insecure key): "
-                        f"recreating ({time.ctime()}) ====\n")
+                f.write(f"\n==== labkit: {domain} runs half-made (no SSH): recreating ({time.ctime()}) ====\n")
             try:
                 v.destroy(vm_name=machine)
             except subprocess.CalledProcessError:
@@ -323,40 +390,16 @@ def main():
                           f"dnsmasq of the management network (virsh -c {uri} net-dhcp-leases "
                           f"{p['network'] or 'labkit'})?"),
                     **result)
+        state = "running"  # `vagrant up` returns once the domain has its address (the template's communicator)
+        t_up = time.monotonic()
+        # the guest's sshd comes up after its address: wait here, and give the VM its own key
+        conf = wait_login(v, machine, uri, domain, keys, max(30, min(p["timeout"], 600)), fresh=True)
         result["seconds"] = round(time.monotonic() - t0, 1)
-        state = v.status(vm_name=machine)[0].state
-
-    # `vagrant up` of a domain an interrupted run left (started, or resumed) can return before
-    # the guest's sshd answers; the hosts' next task needs it: wait here (at once when it does)
-    conf = wait_ssh(v, machine, max(30, min(p["timeout"], 600)))
-    if conf is not None and str(conf.get("IdentityFile", "")).endswith("insecure_private_key") \
-            and not result.get("recreated"):
-        # started from what an interrupted run left, before Vagrant swapped its key: half-made,
-        # recreated like a running one would be (above)
-        with open(log, "a") as f:
-            f.write(f"\n==== labkit: {domain} came up still on the insecure key: recreating ({time.ctime()}) ====\n")
-        try:
-            v.destroy(vm_name=machine)
-        except subprocess.CalledProcessError:
-            pass
-        remove_leftover(uri, domain)
-        result.update(changed=True, recreated=True)
-        with Watchdog(p["timeout"]):
-            try:
-                v.up(vm_name=machine, provider="libvirt")
-            except subprocess.CalledProcessError as e:
-                module.fail_json(msg=f"vagrant up of {domain} (recreated) failed (rc={e.returncode})\n"
-                                     f"Last lines of {log}:\n{_tail(log)}", **result)
-        result["seconds"] = round(time.monotonic() - t0, 1)
-        state = v.status(vm_name=machine)[0].state
-        conf = wait_ssh(v, machine, max(30, min(p["timeout"], 600)))
+        result["phases"] = {"vagrant_up": round(t_up - t0, 1), "own_key": round(time.monotonic() - t_up, 1)}
     if conf is None:
-        try:
-            conf = v.conf(vm_name=machine)
-        except subprocess.CalledProcessError as e:
-            module.fail_json(msg=f"vagrant ssh-config for {domain} failed: {e}; see {log}", **result)
-        module.fail_json(msg=f"{domain} is {state} but its SSH ({conf.get('HostName')}:{conf.get('Port', 22)}) "
-                             f"never answered; see {log} and {workdir}/console.log", **result)
+        module.fail_json(msg=f"{domain} is {state} but SSH as vagrant with its key never answered "
+                             f"(address {address(uri, domain) or 'unknown'}); see {log} and {workdir}/console.log",
+                         **result)
     module.exit_json(
         status=state,
         ssh_host=conf.get("HostName"),
