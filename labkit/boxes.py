@@ -195,7 +195,11 @@ def box_size(name: str = DEFAULT_BOX) -> int:
 
 
 def box_present(name: str = DEFAULT_BOX) -> bool:
-    return any(b["name"] == name and b.get("provider", "libvirt") == "libvirt" for b in list_boxes())
+    """Is the box in labkit's VAGRANT_HOME for libvirt? Read from Vagrant's own folder layout
+    (``boxes/<name, / as -VAGRANTSLASH->/<version>/libvirt/metadata.json``), not with
+    ``vagrant box list``, which starts Ruby for 1-2 s at every `labkit up` with a VM."""
+    d = paths.vagrant_home() / "boxes" / name.replace("/", "-VAGRANTSLASH-")
+    return any(d.glob("*/libvirt/metadata.json"))
 
 
 def build_box(name: str = DEFAULT_BOX, force: bool = False, log: Log = quiet) -> BoxInfo:
