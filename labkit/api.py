@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import catalog, engine, images, measure, names
+from . import catalog, engine, images, measure, names, uptodate
 from .errors import EngineError, LabBusy, LabkitError, NotUp, PlaybookFailed, SpecError, UsageError
 from .facts import HostFacts, collect
 from .paths import lab_dir, roles_dir, slug, state_dir, vagrant_home
@@ -113,7 +113,7 @@ def _forget_lab(lab: str) -> None:
     """After a full ``down``: the lab is no longer up (nor its servers, assignment and ssh
     config remembered). The runner's artifacts stay, for the record."""
     d = lab_dir(lab)
-    for name in ("lab.json", "inventory", "assignment.json", "ssh_config", "engines.json"):
+    for name in ("lab.json", "inventory", "assignment.json", "ssh_config", "engines.json", uptodate.STAMP):
         (d / name).unlink(missing_ok=True)
 
 
@@ -274,12 +274,13 @@ def _check_students(lab: Lab, students: list[str] | None) -> None:
 @dataclass
 class UpResult:
     lab: Lab
-    run: RunResult
+    run: RunResult | None  # None: nothing changed since the last full run (up_to_date), no playbook
     images: list
     facts: list[HostFacts] = field(default_factory=list)
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     converge: ConvergeResult | None = None  # the lab file's own playbooks and roles, when it has some
+    up_to_date: float | None = None  # epoch seconds of the full run nothing changed since
 
 
 def package_warnings(host_facts: dict[str, dict]) -> list[str]:
@@ -297,11 +298,13 @@ def package_warnings(host_facts: dict[str, dict]) -> list[str]:
 
 def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log: Log = _quiet,
        on_event=None, verbosity: int = 0, show_output: bool = False, with_facts: bool = True,
-       inventory: str | Path | None = None) -> UpResult:
+       inventory: str | Path | None = None, full: bool = False) -> UpResult:
     """Bring the lab up (idempotent): images, then ``playbooks/up.yml`` through ansible-runner.
 
     With ``inventory``, the lab's students are spread over its ``lab_servers`` (each server
     prepared with ``labkit prepare``); later commands on the lab remember the inventory.
+    When nothing changed since the last full run (``labkit.uptodate``), the playbook is skipped
+    (``run`` is None, ``up_to_date`` the time of that run); ``full`` runs it anyway.
     """
     _check_students(lab, students)
     t0 = time.monotonic()
@@ -330,6 +333,16 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
         extravars["labkit_lxc_remote"] = lxc_remote(lab.name, plan.containers, svs)
         vms = [{"name": v.name, "server": v.server} for v in plan.vms]
         vm_settings = dict(plan.vm)
+        stamped = not uptodate.eligible(plan, svs, students, has_content(lab))  # a full run writes a stamp
+        key = uptodate.asked(lab, extravars, engine.client()) if stamped else ""
+        if stamped and not full:
+            since = uptodate.unchanged(lab.name, key, engine.client(), bool(vms))
+            if since is not None:
+                res = UpResult(lab, None, imgs, seconds=time.monotonic() - t0, up_to_date=since)
+                if with_facts:
+                    res.facts = facts(lab)
+                return res
+        uptodate.drop(lab.name)  # only a run that ends well writes one
         boots = measure.VmBoots(on_event)  # which VMs boot, and how many at once (K8's context)
         where = _vm_where(vms, vm_settings, vm_remote, svs)
         try:
@@ -346,6 +359,8 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
                                   previous=measure.load(lab.name), log=log)
         rows += _measure_engines(lab.name, [c for c in plan.containers if c.engine != "docker"], log, svs)
         measure.save(lab.name, rows + [_measure_vm(lab, v["name"], run.host_facts, boots, where) for v in vms])
+        if stamped:
+            uptodate.save(lab.name, key, engine.client(), bool(vms))
         # the lesson's own content / the user's roles, after labkit's own (never on a lab server)
         conv = _converge(lab, svs, students=students, prepare=True, on_event=on_event, verbosity=verbosity,
                          show_output=show_output) if has_content(lab) else None

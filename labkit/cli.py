@@ -10,6 +10,7 @@ import functools
 import json
 import logging
 import sys
+import time
 import traceback
 
 import click
@@ -199,8 +200,11 @@ def main():
               help="Spread the students over this inventory's lab_servers (remembered for later commands).")
 @click.option("--plan", "plan_only", is_flag=True, help="Only show what would be created, started or recreated.")
 @click.option("--json", "as_json", is_flag=True, help="With --plan: print the plan as JSON.")
+@click.option("--full", is_flag=True,
+              help="Run the playbook even when nothing changed since the last full run (repairs changes "
+                   "made inside a host by hand).")
 @handle_errors
-def up(lab_file, lab_name, students, build, with_facts, verbose, quiet, inventory, plan_only, as_json):
+def up(lab_file, lab_name, students, build, with_facts, verbose, quiet, inventory, plan_only, as_json, full):
     """Create and provision the lab's hosts (idempotent), then show the facts."""
     lab = _lab(lab_file, lab_name, default_ok=True, quiet=quiet)
     if plan_only or as_json:
@@ -212,8 +216,13 @@ def up(lab_file, lab_name, students, build, with_facts, verbose, quiet, inventor
     with _progress(verbose, quiet, f"labkit up {lab.name}") as on_event:
         res = api.up(lab, students=list(students) or None, build=build, log=say, on_event=on_event,
                      verbosity=max(0, verbose - 1), show_output=bool(verbose), with_facts=with_facts,
-                     inventory=inventory)
-    _say(_recap(res.run))
+                     inventory=inventory, full=full)
+    if res.run is None:
+        _say(f"recap: up to date: nothing changed since the full run of "
+             f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(res.up_to_date or 0))}, playbook skipped "
+             f"({res.seconds:.1f}s; `labkit up --full` runs it anyway)")
+    else:
+        _say(_recap(res.run))
     if res.converge:
         if res.converge.prepare:
             _say("prepare " + _recap(res.converge.prepare))
@@ -332,7 +341,7 @@ def test_(lab_file, lab_name, students, build, keep, junit, inventory, verbose, 
             say(f"labkit test: lab '{lab.name}': step 1/4 up (create, provision, prepare, converge)")
             res = api.up(lab, students=list(students) or None, build=build, log=say, on_event=on_event,
                          verbosity=max(0, verbose - 1), show_output=bool(verbose), with_facts=False,
-                         inventory=inventory)
+                         inventory=inventory, full=True)
             _say(_recap(res.run) + (f"; your content: {_recap(res.converge.run).removeprefix('recap: ')}"
                                     if res.converge and res.converge.run else ""))
             if api.has_content(lab):

@@ -1,7 +1,10 @@
 """The container half of the default lab, on the real dockerd: up, facts, second up, down."""
 import json
+import time
 
 import pytest
+
+from labkit import paths
 
 from .conftest import docker, recap, run
 
@@ -84,10 +87,25 @@ def test_status_lists_every_host_running(default_lab):
 
 
 def test_second_up_changes_nothing(default_lab):
-    second = run("up", "--no-facts")
+    """The playbook itself is idempotent: run in full again, no task changes anything."""
+    second = run("up", "--no-facts", "--full")
     r = recap(second.stdout)
     assert r["changed"] == 0, second.stdout
     assert r["failures"] == 0
+
+
+def test_up_with_nothing_changed_skips_the_playbook(default_lab):
+    """After a full run, a plain `up` finds nothing changed (containers, VM domain, firewall,
+    the lab and labkit itself) and runs no playbook; the runner records no new run."""
+    runs = paths.lab_dir("demo") / "runner" / "artifacts"
+    before = sorted(runs.iterdir()) if runs.is_dir() else []
+    t = time.monotonic()
+    out = run("up", "--no-facts").stdout
+    took = time.monotonic() - t
+    assert recap(out) == {"up_to_date": 1}, out
+    assert "playbook skipped" in out and "labkit up --full" in out
+    assert (sorted(runs.iterdir()) if runs.is_dir() else []) == before, "a playbook ran"
+    print(f"no-op up: {took:.1f}s")  # measured in bench/ (d), never asserted here
 
 
 def test_a_container_removed_behind_labkits_back_is_recreated(default_lab):

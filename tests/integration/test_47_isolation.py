@@ -309,7 +309,7 @@ def test_rules_come_first_and_name_lab_and_student(iso):
 
 def test_second_up_changes_nothing(iso):
     """The whole lab after each student's own `up` (both students' rules in one run): nothing to do."""
-    again = run("up", "-f", iso["lab"], "--no-facts")
+    again = run("up", "-f", iso["lab"], "--no-facts", "--full")
     assert recap(again.stdout)["changed"] == 0, again.stdout
 
 
@@ -336,7 +336,7 @@ def test_rule_order_disturbed_like_libvirt_does_is_restored_by_up(iso):
     finally:
         for ch in inserted:  # the duplicates only: libvirt's own jumps stay
             subprocess.run(["iptables", "-w", "-D", "FORWARD", "-j", ch], check=True)
-    again = run("up", "-f", iso["lab"], "--no-facts")
+    again = run("up", "-f", iso["lab"], "--no-facts", "--full")
     assert recap(again.stdout)["changed"] == 0, again.stdout
 
 

@@ -1,0 +1,99 @@
+"""The no-op fast path's rules (labkit.uptodate): when it may be used, and what breaks a stamp."""
+from types import SimpleNamespace as NS
+
+import pytest
+
+from labkit import uptodate
+
+
+def plan(*engines):
+    return NS(containers=[NS(engine=e) for e in engines])
+
+
+LOCAL, REMOTE = NS(local=True), NS(local=False)
+
+
+@pytest.mark.parametrize("args, why", [
+    ((plan("docker", "docker"), [LOCAL], None, False), ""),
+    ((plan(), [LOCAL], None, False), ""),  # a VM-only lab
+    ((plan("docker"), [LOCAL], ["s1"], False), "--student"),
+    ((plan("docker"), [LOCAL], None, True), "the lab's own playbooks and roles run at every up"),
+    ((plan("docker"), [LOCAL, REMOTE], None, False), "remote lab servers"),
+    ((plan("docker", "podman"), [LOCAL], None, False), "engines other than Docker"),
+])
+def test_eligible(args, why):
+    assert uptodate.eligible(*args) == why
+
+
+class Api:
+    def __init__(self, rows):
+        self.rows = rows
+
+    def containers(self, all, filters):  # noqa: A002 - the docker SDK's own keyword
+        assert all and filters == {"label": "labkit.lab=l1"}
+        return self.rows
+
+    def inspect_image(self, ref):
+        return {"Id": "sha256:" + ref}
+
+
+def row(name, cid="c1", state="running", ip="172.30.0.2", net="n1"):
+    return {"Names": ["/" + name], "Id": cid, "State": state, "ImageID": "sha256:i",
+            "NetworkSettings": {"Networks": {"labkit-l1-s1": {"NetworkID": net, "IPAddress": ip}}}}
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_HOME", str(tmp_path))
+    monkeypatch.setattr(uptodate, "_firewall", lambda lab: ["iptables -A LABKIT-FORWARD ... lab=l1 student=s1"])
+    monkeypatch.setattr(uptodate, "_domains", lambda lab: ["5 labkit-l1-s1-vm running"])
+    return tmp_path
+
+
+@pytest.mark.parametrize("change", [
+    {"cid": "c2"},             # recreated behind labkit's back
+    {"state": "exited"},       # stopped
+    {"ip": "172.30.0.9"},      # another address: the firewall's rules name addresses
+    {"net": "n2"},             # its network made again
+])
+def test_a_changed_container_breaks_the_stamp(home, change):
+    client = NS(api=Api([row("labkit-l1-s1-debian12")]))
+    uptodate.save("l1", "k", client, with_vms=True)
+    assert uptodate.unchanged("l1", "k", client, with_vms=True) is not None
+    assert uptodate.unchanged("l1", "other key", client, with_vms=True) is None
+    changed = NS(api=Api([row("labkit-l1-s1-debian12", **change)]))
+    assert uptodate.unchanged("l1", "k", changed, with_vms=True) is None
+
+
+def test_a_missing_or_extra_container_a_restarted_vm_or_firewall_breaks_it(home, monkeypatch):
+    client = NS(api=Api([row("labkit-l1-s1-debian12")]))
+    uptodate.save("l1", "k", client, with_vms=True)
+    assert uptodate.unchanged("l1", "k", NS(api=Api([])), with_vms=True) is None
+    assert uptodate.unchanged("l1", "k", NS(api=Api([row("labkit-l1-s1-debian12"), row("x", cid="c9")])),
+                              with_vms=True) is None
+    monkeypatch.setattr(uptodate, "_domains", lambda lab: ["6 labkit-l1-s1-vm running"])  # a new domain id
+    assert uptodate.unchanged("l1", "k", client, with_vms=True) is None
+    monkeypatch.setattr(uptodate, "_domains", lambda lab: ["5 labkit-l1-s1-vm running"])
+    monkeypatch.setattr(uptodate, "_firewall", lambda lab: [])  # the lab's rules flushed
+    assert uptodate.unchanged("l1", "k", client, with_vms=True) is None
+    monkeypatch.setattr(uptodate, "_firewall", lambda lab: None)  # iptables cannot be read: no fast path
+    assert uptodate.unchanged("l1", "k", client, with_vms=True) is None
+
+
+def test_drop_and_no_stamp(home):
+    client = NS(api=Api([row("labkit-l1-s1-debian12")]))
+    assert uptodate.unchanged("l1", "k", client, with_vms=False) is None
+    uptodate.save("l1", "k", client, with_vms=False)
+    uptodate.drop("l1")
+    assert uptodate.unchanged("l1", "k", client, with_vms=False) is None
+
+
+def test_asked_changes_with_the_images_and_the_code(home, monkeypatch):
+    lab = NS(model_dump=lambda mode: {"name": "l1"})
+    ev = {"labkit_containers": [{"image": "labkit/debian:12"}]}
+    client = NS(api=Api([]))
+    a = uptodate.asked(lab, ev, client)
+    assert uptodate.asked(lab, ev, client) == a
+    assert uptodate.asked(lab, {"labkit_containers": [{"image": "labkit/debian:13"}]}, client) != a
+    monkeypatch.setattr(uptodate, "_code_digest", lambda: "another labkit")
+    assert uptodate.asked(lab, ev, client) != a
