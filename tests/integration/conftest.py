@@ -38,6 +38,21 @@ def virsh(*args) -> list[str]:
     return [ln.split()[0] for ln in out.splitlines() if ln.strip()]
 
 
+def ssh_masters(port: int) -> list[str]:
+    """Processes of a lab's shared SSH connection (labkit.servers.control_path) to the
+    loopback server on ``port``: none may outlive the labkit command that opened it."""
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "ssh" in cmd and "/tmp/labkit-ssh-" in cmd and f"-p {port}" in cmd:
+                out.append(cmd)
+    return out
+
+
 def recap(stdout: str) -> dict:
     """The counters of `labkit up`'s recap line; ``{"up_to_date": 1}`` alone when the playbook
     was skipped (nothing changed since the last full run): no counter to assert on then."""

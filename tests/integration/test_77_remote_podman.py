@@ -20,7 +20,7 @@ import pytest
 
 from labkit import paths
 
-from .conftest import docker, loopback_server, podman_user, recap, run
+from .conftest import docker, loopback_server, podman_user, recap, run, ssh_masters
 from .conftest import podman as podman_cli
 
 pytestmark = [pytest.mark.integration]
@@ -34,20 +34,6 @@ def podman(*args: str, user: str = "") -> list[str]:
     p = podman_cli(*args, user=user)
     assert p.returncode == 0, p.stderr
     return p.stdout.split()
-
-
-def ssh_masters() -> list[str]:
-    """Processes of this lab's shared SSH connection (labkit.servers.control_path)."""
-    out = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if "ssh" in cmd and "/tmp/labkit-ssh-" in cmd and f"-p {PORT}" in cmd:
-                out.append(cmd)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +82,7 @@ def test_up_makes_both_engines_containers_on_the_remote_server(far):
     assert (rows[ROOTLESS]["server"], rows[ROOTLESS]["engine"], rows[ROOTLESS]["user"], rows[ROOTLESS]["state"]) == (
         SERVER, "podman", USER, "running")
     assert st["missing"] == []
-    assert ssh_masters() == [], "the shared SSH connection outlived labkit up"
+    assert ssh_masters(PORT) == [], "the shared SSH connection outlived labkit up"
 
 
 def test_verify_passes_with_the_engine_of_each_host(far):
@@ -144,5 +130,5 @@ def test_down_leaves_nothing_on_the_server(far):
         assert podman("ps", "-a", "--filter", f"label=labkit.lab={LAB}", "--format", "{{.Names}}", user=user) == []
         assert podman("network", "ls", "--filter", f"label=labkit.lab={LAB}", "--format", "{{.Name}}", user=user) == []
     assert docker("ps", "-a", "--filter", f"label=labkit.lab={LAB}", "--format", "{{.Names}}").split() == []
-    assert ssh_masters() == []
+    assert ssh_masters(PORT) == []
     print(f"test_77: prepare + up + checks + down in {time.monotonic() - far['t0']:.1f} s")

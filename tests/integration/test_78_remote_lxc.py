@@ -19,7 +19,7 @@ import pytest
 
 from labkit import paths
 
-from .conftest import docker, loopback_server, recap, run
+from .conftest import docker, loopback_server, recap, run, ssh_masters
 
 pytestmark = [pytest.mark.integration]
 LAB, PORT, SERVER = "rlxc78", 2224, "far78"
@@ -57,20 +57,6 @@ def lxc_state(name: str) -> str:
 
 def mine_in_lxc_path() -> list[str]:
     return sorted(d.name for d in LXC_PATH.iterdir() if d.name.startswith(f"labkit-{LAB}-"))
-
-
-def ssh_masters() -> list[str]:
-    """Processes of this lab's shared SSH connection (labkit.servers.control_path)."""
-    out = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if "ssh" in cmd and "/tmp/labkit-ssh-" in cmd and f"-p {PORT}" in cmd:
-                out.append(cmd)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +110,7 @@ def test_up_makes_the_lxc_container_on_the_remote_server(far):
     assert rows[DOCKER]["server"] == SERVER and st["missing"] == []
     inv = json.loads(run("inventory", "-f", far["lab"], "--format", "json").stdout)
     assert inv["_meta"]["hostvars"][LXC]["ansible_connection"] == "labkit_lxc"
-    assert ssh_masters() == [], "the shared SSH connection outlived labkit up"
+    assert ssh_masters(PORT) == [], "the shared SSH connection outlived labkit up"
 
 
 def test_verify_passes_with_the_engine_of_each_host(far):
@@ -191,7 +177,7 @@ def test_down_leaves_nothing_on_the_server_from_any_state(far):
     assert mine_in_lxc_path() == []
     assert docker("ps", "-aq", "--filter", f"label=labkit.lab={LAB}").strip() == ""
     assert docker("network", "ls", "-q", "--filter", f"label=labkit.lab={LAB}").strip() == ""
-    assert ssh_masters() == []
+    assert ssh_masters(PORT) == []
     sec = far["seconds"]
     print(f"test_78: prepare + up + checks + down in {time.monotonic() - far['t0']:.1f} s "
           f"(prepare {sec['prepare']:.1f} s, up {sec['up']:.1f} s)")
