@@ -183,11 +183,16 @@ def address(uri, domain):
     return None
 
 
+HALF_MADE = "half-made"
+
+
 def adopt(host, keys, fresh=False):
     """Make the VM take its own key (keys[0]) and no other: when it does not yet, log in with
     the next key it takes and replace its authorized keys, in one SSH call. The own key when
-    the VM takes it, else None. ``fresh`` (a VM Vagrant just made): skip the first try with
-    the own key, the box cannot know it yet."""
+    the VM takes it, else None. ``fresh`` (a VM this run's `vagrant up` started): skip the
+    first try with the own key, the box cannot know it yet. Not fresh, a VM that still takes
+    Vagrant's insecure key was started by a run that was interrupted before it was ready:
+    HALF_MADE (recreated, so its boot is measured, K8), its key left as it is."""
     own = keys[0]
     if not fresh and _ssh(host, own, "true"):
         return own
@@ -195,8 +200,12 @@ def adopt(host, keys, fresh=False):
         pub = f.read().strip()
     swap = ("umask 077 && mkdir -p ~/.ssh && printf '%s\\n' '" + pub + "' > ~/.ssh/authorized_keys.labkit"
             " && mv -f ~/.ssh/authorized_keys.labkit ~/.ssh/authorized_keys")
-    if any(_ssh(host, k, swap) for k in keys[1:]):
-        return own
+    for k in keys[1:]:
+        if not fresh and k.endswith("insecure_private_key"):
+            if _ssh(host, k, "true"):
+                return HALF_MADE
+        elif _ssh(host, k, swap):
+            return own
     return own if fresh and _ssh(host, own, "true") else None
 
 
@@ -219,7 +228,7 @@ def running_with_known_ssh(uri, domain, workdir):
 
 def wait_login(v, machine, uri, domain, keys, seconds, fresh=False):
     """Wait until the VM answers SSH and takes its own key (swapped in when it still takes
-    another): the SSH settings when it does, None when it never did."""
+    another): the SSH settings when it does, None when it never did, HALF_MADE (``adopt``)."""
     deadline = time.monotonic() + seconds
     while True:
         host = address(uri, domain)
@@ -229,6 +238,8 @@ def wait_login(v, machine, uri, domain, keys, seconds, fresh=False):
             except subprocess.CalledProcessError:
                 host = None
         key = adopt(host, keys, fresh) if host else None
+        if key == HALF_MADE:
+            return HALF_MADE
         if key:
             return {"HostName": host, "Port": 22, "User": "vagrant", "IdentityFile": key}
         if time.monotonic() >= deadline:
@@ -351,12 +362,15 @@ def main():
     conf = None
     if state == "running" and not module.check_mode:
         # running, but maybe half-made: a run interrupted mid-boot leaves a domain Vagrant
-        # calls running whose SSH may still be coming up, or never will (one that still takes
-        # only another key gets its own key now, as after a first boot)
+        # calls running whose SSH may still be coming up, or never will, or that still takes
+        # Vagrant's insecure key (recreated: a VM of an older labkit, on Vagrant's own key,
+        # gets its own key instead)
         conf = wait_login(v, machine, uri, domain, keys, min(p["timeout"], 240))
-        if conf is None:
+        if conf is None or conf == HALF_MADE:
+            why = "no SSH" if conf is None else "still Vagrant's insecure key"
+            conf = None
             with open(log, "a") as f:
-                f.write(f"\n==== labkit: {domain} runs half-made (no SSH): recreating ({time.ctime()}) ====\n")
+                f.write(f"\n==== labkit: {domain} runs half-made ({why}): recreating ({time.ctime()}) ====\n")
             try:
                 v.destroy(vm_name=machine)
             except subprocess.CalledProcessError:
