@@ -6,19 +6,18 @@ After a full ``up`` that ended with no failure, ``save`` writes the lab's stamp:
 - **what was asked**: a digest of the lab, the plan's extravars, the ids of the images its
   containers run, and labkit's own code, roles and playbooks;
 - **what was there**: each of the lab's Docker containers (id, state, image id, networks and
-  addresses),
-  each of its libvirt domains (id, which changes at every start, and state), and the lab's
-  firewall rules with the jumps to them (``iptables -S``).
+  addresses), each of its libvirt domains (id, which changes at every start, and state), and
+  the lab's firewall rules with the jumps to them (``iptables -S``).
 
 The next ``up`` reads the same and, when both match, skips the playbook: Ansible would find
 nothing to change in what the stamp covers, and Ansible stays the only thing that changes
-state. ``up --converge`` runs the playbook anyway. The stamp is dropped before every full run,
+state. ``up --full`` runs the playbook anyway. The stamp is dropped before every full run,
 so an interrupted run never leaves one behind, and ``down`` drops it with the lab's folder.
 
 Covered: labs on this machine whose containers are all Docker's, with or without VMs, with no
 provision playbooks or roles of their own (those run at every ``up``), for all students.
 Everything else runs the playbook as before. Not covered: a change made inside a host by hand
-(a package removed): ``up --converge`` repairs it.
+(a package removed): ``up --full`` repairs it.
 """
 from __future__ import annotations
 
