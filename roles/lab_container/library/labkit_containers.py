@@ -20,15 +20,19 @@ description:
     removes by label).
   - A failure names every container that failed, with the engine's message; the others
     are still made.
+  - O(state=absent) removes every container carrying the lab's label (only O(student)'s
+    with O(student)), in parallel, with their anonymous volumes, then the volumes carrying
+    the label: what C(labkit down) does on each lab server, whatever state the last run left.
 options:
   lab: {description: Lab name (label labkit.lab), type: str, required: true}
+  state: {description: present (the plan) or absent (all of the lab's), type: str, default: present, choices: [present, absent]}
+  student: {description: "absent: only this student's containers and volumes", type: str, default: ""}
   containers:
     description:
       - The planned containers, each a dict with name, image, hostname, network, student
-        and distro.
+        and distro (required with O(state=present)).
     type: list
     elements: dict
-    required: true
   memory: {description: "Memory limit in Docker's units (256m)", type: str, default: 256m}
   cpus: {description: CPU limit in cores, type: float, default: 1.0}
   pids: {description: Process limit, type: int, default: 256}
@@ -46,6 +50,7 @@ containers:
   description: One item per planned container - name, action (created, recreated, started, unchanged, failed), id, why (a recreate's reason), error
   type: list
 failed_containers: {description: Names of the containers that failed, type: list}
+removed: {description: "absent: the names of the containers and volumes removed", type: dict}
 """
 
 import hashlib
@@ -121,17 +126,35 @@ def matches(attrs, s):
             and (hc.get("RestartPolicy") or {}).get("Name") == s["restart"])
 
 
+def _label_filter(lab, student=""):
+    return [f"labkit.lab={lab}"] + ([f"labkit.student={student}"] if student else [])
+
+
+def _err(e):
+    return f"{type(e).__name__}: {getattr(e, 'explanation', None) or e}"
+
+
 class Engine:
     """The few Engine API calls the module makes (REST, through community.docker's client)."""
 
     def __init__(self, base_url, timeout=120):
         self.api = APIClient(base_url=base_url, timeout=timeout)
 
-    def lab_containers(self, lab):
-        """One call: the lab's containers as the list endpoint gives them (Id, Names, ImageID,
-        Labels, State), without an inspect each."""
+    def lab_containers(self, lab, student=""):
+        """One call: the lab's containers (one student's) as the list endpoint gives them (Id,
+        Names, ImageID, Labels, State), without an inspect each."""
         return self.api.get_json("/containers/json", params={"all": "1", "filters": json.dumps(
-            {"label": [f"labkit.lab={lab}"]})})
+            {"label": _label_filter(lab, student)})})
+
+    def lab_volumes(self, lab, student=""):
+        return self.api.get_json("/volumes", params={"filters": json.dumps(
+            {"label": _label_filter(lab, student)})}).get("Volumes") or []
+
+    def remove_volume(self, name):
+        try:
+            self.api.delete_call("/volumes/{0}", name)
+        except NotFound:
+            pass
 
     def image_id(self, ref):
         try:
@@ -154,7 +177,11 @@ class Engine:
         self.api.post_call("/containers/{0}/start", cid)
 
     def remove(self, cid):
-        self.api.delete_call("/containers/{0}", cid, params={"force": "1", "v": "1"})
+        """Kill and remove, with its anonymous volumes; gone already is fine."""
+        try:
+            self.api.delete_call("/containers/{0}", cid, params={"force": "1", "v": "1"})
+        except NotFound:
+            pass
 
     def create(self, name, body):
         cid = self.api.post_json_to_json("/containers/create", params={"name": name}, data=body)["Id"]
@@ -221,15 +248,42 @@ class Reconciler:
                 return {**out, "action": "recreated", "why": why, "id": self.create(p, s, h)}
             return {**out, "action": "created", "id": self.create(p, s, h)}
         except Exception as e:  # noqa: BLE001 - every failure is reported per container
-            msg = getattr(e, "explanation", None) or str(e)
-            return {**out, "action": "failed", "error": f"{type(e).__name__}: {msg}"}
+            return {**out, "action": "failed", "error": _err(e)}
+
+
+def absent(engine, p):
+    """Remove the lab's containers (one student's), in parallel, then its labelled volumes."""
+    rows = engine.lab_containers(p["lab"], p["student"])
+
+    def one(row):
+        name = (row.get("Names") or [row["Id"]])[0].lstrip("/")
+        try:
+            engine.remove(row["Id"])
+        except Exception as e:  # noqa: BLE001 - reported per container
+            return {"name": name, "action": "failed", "error": _err(e)}
+        return {"name": name, "action": "removed", "id": row["Id"]}
+
+    results = []
+    if rows:
+        with ThreadPoolExecutor(max_workers=max(1, min(p["workers"], len(rows)))) as pool:
+            results = list(pool.map(one, rows))
+    volumes = []
+    for v in engine.lab_volumes(p["lab"], p["student"]):
+        try:
+            engine.remove_volume(v["Name"])
+            volumes.append(v["Name"])
+        except Exception as e:  # noqa: BLE001 - reported like a container
+            results.append({"name": f"volume {v['Name']}", "action": "failed", "error": _err(e)})
+    return results, volumes
 
 
 def main():
     module = AnsibleModule(
         argument_spec={
             "lab": {"type": "str", "required": True},
-            "containers": {"type": "list", "elements": "dict", "required": True},
+            "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
+            "student": {"type": "str", "default": ""},
+            "containers": {"type": "list", "elements": "dict"},
             "memory": {"type": "str", "default": "256m"},
             "cpus": {"type": "float", "default": 1.0},
             "pids": {"type": "int", "default": 256},
@@ -240,12 +294,16 @@ def main():
             "workers": {"type": "int", "default": 8},
             "docker_host": {"type": "str"},
         },
+        required_if=[("state", "present", ["containers"])],
         supports_check_mode=False,
     )
     if IMPORT_ERROR is not None:
         module.fail_json(msg=f"labkit_containers needs community.docker's Engine API client and Python's "
                              f"requests on the lab server (`labkit prepare` installs python3-requests): {IMPORT_ERROR}")
     p = module.params
+    if p["state"] == "absent":
+        main_absent(module, p)
+        return
     plan = p["containers"]
     for item in plan:
         missing = [k for k in ("name", "image", "hostname", "network", "student", "distro") if not item.get(k)]
@@ -282,6 +340,23 @@ def main():
                          containers=results, failed_containers=[r["name"] for r in failed],
                          counts=counts, changed=changed)
     module.exit_json(changed=changed, containers=results, failed_containers=[], counts=counts)
+
+
+def main_absent(module, p):
+    base_url = p["docker_host"] or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    try:
+        results, volumes = absent(Engine(base_url), p)
+    except Exception as e:  # noqa: BLE001
+        module.fail_json(msg=f"the container engine does not answer at {base_url}: {_err(e)}")
+    failed = [r for r in results if r["action"] == "failed"]
+    removed = {"containers": [r["name"] for r in results if r["action"] == "removed"], "volumes": volumes}
+    changed = bool(removed["containers"] or volumes)
+    if failed:
+        module.fail_json(msg=f"{len(failed)} of {len(results)} could not be removed: "
+                             + "; ".join(f"{r['name']}: {r['error']}" for r in failed),
+                         containers=results, failed_containers=[r["name"] for r in failed],
+                         removed=removed, changed=changed)
+    module.exit_json(changed=changed, containers=results, failed_containers=[], removed=removed)
 
 
 if __name__ == "__main__":

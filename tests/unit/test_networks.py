@@ -1,0 +1,61 @@
+"""Pure logic of roles/lab_network/library/labkit_networks.py (the students' Docker networks in
+one step): what is made, what is left alone and named, what is removed. A stand-in engine
+records the calls; the real engine is in the integration tests (every `up` and `down`)."""
+from __future__ import annotations
+
+from tests.conftest import role_module
+
+
+def networks():
+    return role_module("lab_network", "labkit_networks")
+
+
+class FakeEngine:
+    def __init__(self, rows):
+        self.rows = rows
+        self.created: list[tuple[str, dict]] = []
+        self.removed: list[str] = []
+
+    def networks(self, filters):
+        return self.rows
+
+    def create(self, name, labels):
+        self.created.append((name, labels))
+        return f"{len(self.created):064x}"
+
+    def remove(self, net_id):
+        if net_id == "stuck":
+            raise RuntimeError("endpoint in use")
+        self.removed.append(net_id)
+
+
+def params(**kw):
+    return {"lab": "iso", "networks": [], "state": "present", "student": "", "workers": 4} | kw
+
+
+def test_missing_networks_are_made_labelled_and_existing_ones_kept():
+    mod = networks()
+    have = {"Name": "labkit-iso-a", "Id": "a" * 64, "Labels": {"labkit.lab": "iso", "labkit.student": "a"}}
+    eng = FakeEngine([have, {"Name": "labkit-iso-a-other", "Id": "x" * 64, "Labels": {}}])
+    got = mod.present(eng, params(networks=[{"name": "labkit-iso-a", "student": "a"},
+                                            {"name": "labkit-iso-b", "student": "b"}]))
+    by = {r["student"]: r for r in got}
+    assert by["a"]["action"] == "unchanged" and by["a"]["bridge"] == "br-" + "a" * 12
+    assert by["b"]["action"] == "created" and by["b"]["bridge"] == "br-" + "0" * 12
+    assert eng.created == [("labkit-iso-b", {"labkit.lab": "iso", "labkit.student": "b", "labkit.role": "network"})]
+
+
+def test_a_network_of_the_planned_name_not_the_labs_is_named_and_left_alone():
+    mod = networks()
+    eng = FakeEngine([{"Name": "labkit-iso-a", "Id": "f" * 64, "Labels": {"owner": "someone"}}])
+    got = mod.present(eng, params(networks=[{"name": "labkit-iso-a", "student": "a"}]))
+    assert got[0]["action"] == "failed" and "not lab iso's" in got[0]["error"]
+    assert eng.created == [] and eng.removed == []
+
+
+def test_absent_removes_each_listed_network_and_names_the_one_that_fails():
+    mod = networks()
+    eng = FakeEngine([{"Name": "labkit-iso-a", "Id": "n1"}, {"Name": "labkit-iso-b", "Id": "stuck"}])
+    got = {r["name"]: r for r in mod.absent(eng, params(state="absent"))}
+    assert got["labkit-iso-a"]["action"] == "removed" and eng.removed == ["n1"]
+    assert got["labkit-iso-b"]["action"] == "failed" and "endpoint in use" in got["labkit-iso-b"]["error"]
