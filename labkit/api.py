@@ -315,8 +315,11 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
         imgs = []
         if any(sv.local for sv in svs):
             engine.client()
-            imgs = images.ensure([c.distro for c in lab.containers], lab.registry or catalog.default_registry(),
-                                 build_missing=build, log=log)
+            registry = lab.registry or catalog.default_registry()
+            imgs = images.ensure([c.distro for c in lab.containers], registry, build_missing=build, log=log)
+            # the lab's packages baked into an image per distro once, not installed in every container
+            images.bake([c.distro for c in lab.containers if c.engine == "docker"], lab.provision.packages,
+                        registry, log=log)
         _check_remote_images(lab, svs)
         # gather what is read-only, then plan (no I/O), then apply (the playbook)
         draft = make_plan(lab, context(lab, svs, save=True), students)
@@ -1009,8 +1012,12 @@ def context(lab: Lab, servers: list, *, save: bool = False, vm_local: dict | Non
             path.write_text(json.dumps(assignment, indent=2))
     from . import vmnet
 
-    return Context(refs, str(lab_dir(lab.name)), assignment, lab.registry or catalog.default_registry(),
-                   vm_local or {}, vm_remote or {}, vmnet.pool(), vmnet.PREFIX)
+    registry = lab.registry or catalog.default_registry()
+    # the images with the lab's packages baked in, for Docker's containers here (when baked)
+    baked = images.baked([c.distro for c in lab.containers if c.engine == "docker"], lab.provision.packages,
+                         registry) if any(sv.local for sv in servers) and lab.provision.packages else {}
+    return Context(refs, str(lab_dir(lab.name)), assignment, registry,
+                   vm_local or {}, vm_remote or {}, vmnet.pool(), vmnet.PREFIX, baked)
 
 
 @dataclass

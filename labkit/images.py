@@ -1,14 +1,24 @@
-"""Base images: built offline from Debian's mirror and busybox-static, or pulled.
+"""Base images: built offline from Debian's mirror and busybox-static, or pulled; and the
+images with a lab's packages baked in.
 
 Debian images: ``mmdebstrap --variant=minbase`` with python3 (Ansible modules)
 and procps/iproute2 (the checks), then ``docker import``. BusyBox: the static
 binary from Debian's busybox-static with its applet links, no Python. Every image
 carries ``labkit.recipe`` (a hash of how it was made): an image whose recipe
 is unchanged is not rebuilt unless forced.
+
+Baked images (``bake``): a lab's ``provision.packages`` installed once per distro, with the
+distro's own package manager, into an image derived from the base one
+(``labkit/<distro slug>-pkgs:<hash>``, the hash of the base image's id, the packages and
+the recipe), so forty students' containers do not each run the package manager: the
+student_env role then finds the packages there and installs nothing. Only for containers
+of Docker on this machine; a package that cannot be baked is installed by the role as
+before, where its failure names the host.
 """
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import io
 import json
@@ -55,6 +65,20 @@ MMDEBSTRAP_OPTS = [
 BUSYBOX_BIN = Path("/bin/busybox")
 CMD = 'CMD ["sleep", "infinity"]'
 
+
+
+BAKE_VERSION = "1"
+_BAKE_INSTALL = {  # what bakes packages into an image, per package manager ($PKGS: the packages)
+    "apt": ("export DEBIAN_FRONTEND=noninteractive && apt-get update -q && apt-get install -y -q $PKGS"
+            " && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin"
+            " && mkdir -p /var/lib/apt/lists/partial"
+            " && touch -d @0 /var/lib/apt/lists/partial /var/lib/apt/lists"),  # as the base image has them
+    "dnf": "dnf install -y $PKGS && dnf clean all",
+    "yum": "yum install -y $PKGS && yum clean all",
+    "microdnf": "microdnf install -y $PKGS && microdnf clean all",
+    "apk": "apk add --no-cache $PKGS",
+    "zypper": "zypper -n install $PKGS && zypper clean -a",
+}
 
 
 @dataclass
@@ -329,6 +353,103 @@ def ensure(refs: Iterable[str], registry: str | None = None, build_missing: bool
     if missing_remote:
         res += pull(missing_remote, registry, log)
     return res
+
+
+def _bakeable(d: catalog.Distro, packages: Iterable[str]) -> bool:
+    return bool(list(packages)) and d.pkg_mgr in _BAKE_INSTALL
+
+
+def baked_tag(d: catalog.Distro, packages: Iterable[str], base_id: str) -> str:
+    """The derived image of ``d`` with ``packages``: named by a hash of what makes it."""
+    key = json.dumps([BAKE_VERSION, base_id, sorted(set(packages)), _BAKE_INSTALL[d.pkg_mgr], d.bootstrap or ""])
+    prefix = os.environ.get("LABKIT_IMAGE_PREFIX", "labkit/")
+    return f"{prefix}{d.slug}-pkgs:{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def baked(refs: Iterable[str], packages: Iterable[str], registry: str | None = None) -> dict[str, str]:
+    """Read only: per distro of ``refs``, its baked image with ``packages`` when it is here."""
+    pkgs = list(packages)
+    out = {}
+    for r in dict.fromkeys(refs):
+        d = catalog.get(r)
+        if not _bakeable(d, pkgs):
+            continue
+        base = _image(d.image_ref(registry))
+        if base is None:
+            continue
+        tag = baked_tag(d, pkgs, base.id)
+        if _image(tag) is not None:
+            out[d.ref] = tag
+    return out
+
+
+def bake(refs: Iterable[str], packages: Iterable[str], registry: str | None = None, log: Log = quiet,
+         jobs: int = 3) -> dict[str, str]:
+    """Bake ``packages`` into an image per distro of ``refs`` (the missing ones, in parallel):
+    a container of the base image runs the distro's package manager, then is committed.
+    Returns the baked images by distro; a distro whose bake failed is left out (said in the
+    log): its hosts install the packages themselves, as without baking."""
+    pkgs = sorted(set(packages))
+    have = baked(refs, pkgs, registry)
+    todo = [catalog.get(r) for r in dict.fromkeys(refs)
+            if _bakeable(catalog.get(r), pkgs) and catalog.get(r).ref not in have
+            and _image(catalog.get(r).image_ref(registry)) is not None]
+    if not todo:
+        return have
+
+    def one(d: catalog.Distro) -> tuple[str, str | None]:
+        base = _image(d.image_ref(registry))
+        tag = baked_tag(d, pkgs, base.id)
+        # one bake of a tag at a time on this machine (two labs' `up` at once): the second
+        # finds it made
+        locks = state_dir() / "tmp"
+        locks.mkdir(parents=True, exist_ok=True)
+        with open(locks / f"bake-{tag.replace('/', '_').replace(':', '_')}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if _image(tag) is not None:
+                return d.ref, tag
+            return _bake_one(d, base, tag)
+
+    def _bake_one(d: catalog.Distro, base, tag: str) -> tuple[str, str | None]:
+        import docker
+
+        t0 = time.monotonic()
+        log(f"{tag}: baking {' '.join(pkgs)} into {d.image_ref(registry)}")
+        script = _BAKE_INSTALL[d.pkg_mgr].replace("$PKGS", " ".join(pkgs))
+        if d.bootstrap:
+            script = f"{{ command -v python3 >/dev/null 2>&1 || {{ {d.bootstrap}; }}; }} && {script}"
+        c = engine.client().containers.create(base.id, ["sh", "-c", script], labels={"labkit.bake": tag},
+                                              network_mode="bridge")
+        try:
+            c.start()
+            rc = c.wait(timeout=1800).get("StatusCode", 1)
+            if rc != 0:
+                tail = c.logs().decode(errors="replace").strip().splitlines()[-5:]
+                log(f"{tag}: not baked ({d.ref}: exit {rc}: {' / '.join(tail)}); its hosts install "
+                    f"{' '.join(pkgs)} themselves")
+                return d.ref, None
+            cfg = base.attrs.get("Config") or {}
+            changes = [f"CMD {json.dumps(cfg.get('Cmd') or ['sleep', 'infinity'])}",
+                       f"LABEL labkit.baked.from={d.ref} labkit.baked.packages=\"{' '.join(pkgs)}\""]
+            repo, _, t = tag.rpartition(":")
+            c.commit(repository=repo, tag=t, changes=changes)
+        except docker.errors.DockerException as e:
+            log(f"{tag}: not baked ({d.ref}: {getattr(e, 'explanation', None) or e}); its hosts install "
+                f"{' '.join(pkgs)} themselves")
+            return d.ref, None
+        finally:
+            try:
+                c.remove(force=True)
+            except docker.errors.DockerException:
+                pass
+        log(f"{tag}: baked in {time.monotonic() - t0:.0f}s")
+        return d.ref, tag
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as ex:
+        for ref, tag in ex.map(one, todo):
+            if tag:
+                have[ref] = tag
+    return have
 
 
 def list_images() -> list[dict]:

@@ -88,6 +88,9 @@ class Context:
     vm_remote: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # per remote server
     vm_pool: str = "10.204.0.0/16"      # the VM networks' address pool (labkit.vmnet.pool())
     vm_prefix: int = 27
+    # distro -> the image with the lab's packages baked in (labkit.images.bake), for Docker's
+    # containers on this machine
+    baked: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -161,13 +164,17 @@ def make_plan(lab: Lab, ctx: Context, students: Iterable[str] | None = None) -> 
     only = set(students or [])
     who = [s for s in lab.students if not only or s in only]
     containers = []
+    local = {sv.name for sv in ctx.servers if sv.local}
     for s in who:
         for c in lab.containers:
             d = c.spec
             user = c.user or ""
+            image = d.image_ref(ctx.registry)
+            if c.engine == "docker" and server_of(s, ctx) in local:
+                image = ctx.baked.get(d.ref, image)
             containers.append(ContainerItem(
                 name=names.container(lab.name, s, d.slug, c.engine, user), network=names.network(lab.name, s),
-                hostname=names.hostname(s, d.slug, c.engine, user), image=d.image_ref(ctx.registry), student=s,
+                hostname=names.hostname(s, d.slug, c.engine, user), image=image, student=s,
                 distro=d.ref, python=d.python, family=d.family, pkg_mgr=d.pkg_mgr, bootstrap=d.bootstrap or "",
                 server=server_of(s, ctx), engine=c.engine, user=user))
     docker = any(c.engine == "docker" for c in lab.containers)

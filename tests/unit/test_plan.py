@@ -131,3 +131,31 @@ def test_podman_images_read_back_as_planned():
     assert plain_image("localhost/labkit/debian:12") == "labkit/debian:12"
     assert plain_image("localhost:5000/ubuntu:24.04") == "localhost:5000/ubuntu:24.04"
     assert plain_image("labkit/busybox:1.35") == "labkit/busybox:1.35"
+
+
+def test_baked_images_go_to_dockers_containers_on_this_machine_only():
+    lab = parse_lab({"name": "bk", "students": ["a", "b"], "vm": {"enabled": False},
+                     "containers": ["debian:12", "busybox", {"distro": "debian:12", "engine": "podman"}]})
+    baked = {"debian:12": "labkit/debian12-pkgs:0123456789ab"}
+    ctx = Context((ServerRef("localhost"), ServerRef("far", local=False)), "/tmp/x", {"a": "localhost", "b": "far"},
+                  baked=baked)
+    images = {c.name: c.image for c in make_plan(lab, ctx).containers}
+    assert images == {
+        "labkit-bk-a-debian12": "labkit/debian12-pkgs:0123456789ab",  # Docker, here
+        "labkit-bk-a-busybox": "labkit/busybox:1.35",
+        "labkit-bk-a-debian12-podman": "labkit/debian:12",  # another engine keeps the base image
+        "labkit-bk-b-debian12": "labkit/debian:12",  # a remote server has the base image only
+        "labkit-bk-b-busybox": "labkit/busybox:1.35",
+        "labkit-bk-b-debian12-podman": "labkit/debian:12",
+    }
+
+
+def test_a_baked_image_is_named_by_what_makes_it():
+    from labkit import catalog, images
+
+    d = catalog.get("debian:12")
+    t = images.baked_tag(d, ["less", "curl"], "sha256:1")
+    assert t == images.baked_tag(d, ["curl", "less", "less"], "sha256:1")  # the set, in any order
+    assert t.startswith("labkit/debian12-pkgs:")
+    assert t != images.baked_tag(d, ["less"], "sha256:1") != images.baked_tag(d, ["less", "curl"], "sha256:2")
+    assert not images._bakeable(catalog.get("busybox"), ["less"]) and not images._bakeable(d, [])
