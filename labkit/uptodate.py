@@ -35,6 +35,7 @@ _ROOT = Path(__file__).resolve().parent.parent
 STAMP = "up-stamp.json"
 # iptables chains whose first rule must stay labkit's jump (role lab_firewall)
 _PARENTS = ("FORWARD", "DOCKER-USER", "INPUT")
+_JUMP = "-m comment --comment labkit -j LABKIT-FORWARD"  # labkit's jump, as `iptables -S` prints it
 
 
 def _file(lab: str) -> Path:
@@ -121,6 +122,11 @@ def _firewall(lab: str) -> list[str] | None:
                 first[parts[1]] = ln
             if f"lab={lab} " in ln:
                 out.append(f"{tool} {ln}")
+        # Docker's jump to DOCKER-USER above labkit's in FORWARD (Docker puts it back on top at
+        # every network it makes) is the order role lab_firewall leaves as it is: the same state
+        if first.get("FORWARD", "").split() == ["-A", "FORWARD", "-j", "DOCKER-USER"] and "DOCKER-USER" in first \
+                and f"-A FORWARD {_JUMP}" in p.stdout.splitlines():
+            first["FORWARD"] = f"-A FORWARD {_JUMP}"
         out += [f"{tool} first {c}: {first[c]}" for c in sorted(first)]
     return out
 

@@ -82,10 +82,20 @@ def test_present_puts_the_jumps_back_on_top_when_libvirt_or_docker_pushed_them_d
         "LABKIT-INPUT": [fw.HEAD] + [t for c, t in fw.student_rules(4, "iso", S, ["eth0"], []) if c == fw.INP],
     }
     assert fw.plan_present(FakeTable(4, settled), "iso", [S], ["eth0"], []) == ([], [])  # nothing to do
-    # libvirt rebuilt its chains (its jumps on top); Docker made a network (DOCKER-USER on top)
-    pushed = dict(settled, FORWARD=_rules("-j DOCKER-USER", "-j LIBVIRT_FWX", jump))
+    # libvirt rebuilt its chains (its jumps on top, above Docker's and labkit's)
+    pushed = dict(settled, FORWARD=_rules("-j LIBVIRT_FWX", "-j DOCKER-USER", jump))
     decl, lines = fw.plan_present(FakeTable(4, pushed), "iso", [S], ["eth0"], [])
     assert decl == [] and lines == ["-D FORWARD " + jump, "-I FORWARD 1 " + jump]
+    # Docker made a network (its DOCKER-USER jump on top): labkit's jump is first there, so every
+    # forwarded packet still meets labkit's rules first; left as it is (no change to report)
+    docker_made_a_network = dict(settled, FORWARD=_rules("-j DOCKER-USER", "-j LIBVIRT_FWX", jump))
+    assert fw.plan_present(FakeTable(4, docker_made_a_network), "iso", [S], ["eth0"], []) == ([], [])
+    # ... but not without labkit's jump in FORWARD, nor where there is no DOCKER-USER
+    no_jump = dict(docker_made_a_network, FORWARD=_rules("-j DOCKER-USER", "-j LIBVIRT_FWX"))
+    assert fw.plan_present(FakeTable(4, no_jump), "iso", [S], ["eth0"], [])[1] == ["-I FORWARD 1 " + jump]
+    no_docker = {k: v for k, v in docker_made_a_network.items() if k != "DOCKER-USER"}
+    assert fw.plan_present(FakeTable(4, no_docker), "iso", [S], ["eth0"], [])[1] == [
+        "-D FORWARD " + jump, "-I FORWARD 1 " + jump]
     # a jump gone from DOCKER-USER and INPUT comes back first
     gone = dict(settled, **{"DOCKER-USER": _rules("-j RETURN"), "INPUT": _rules("-j LIBVIRT_INP")})
     _, lines = fw.plan_present(FakeTable(4, gone), "iso", [S], ["eth0"], [])

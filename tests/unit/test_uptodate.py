@@ -97,3 +97,24 @@ def test_asked_changes_with_the_images_and_the_code(home, monkeypatch):
     assert uptodate.asked(lab, {"labkit_containers": [{"image": "labkit/debian:13"}]}, client) != a
     monkeypatch.setattr(uptodate, "_code_digest", lambda: "another labkit")
     assert uptodate.asked(lab, ev, client) != a
+
+
+def test_dockers_jump_on_top_of_forward_reads_as_labkits_but_libvirts_does_not(monkeypatch):
+    """Docker puts its jump to DOCKER-USER back on top of FORWARD at every network it makes
+    (another lab's, anyone's): role lab_firewall leaves that order as it is, so the stamp reads
+    it as the same state; libvirt's jumps on top are not (up must move labkit's back)."""
+    import subprocess as sp
+
+    jump = "-m comment --comment labkit -j LABKIT-FORWARD"
+    head = [f"-A DOCKER-USER {jump}", "-A INPUT -m comment --comment labkit -j LABKIT-INPUT"]
+
+    def reads(*forward):
+        text = "\n".join(["-P FORWARD DROP", *forward, *head]) + "\n"
+        monkeypatch.setattr(uptodate.shutil, "which", lambda tool: tool if tool == "iptables" else None)
+        monkeypatch.setattr(uptodate.subprocess, "run", lambda *a, **k: sp.CompletedProcess(a, 0, text, ""))
+        return uptodate._firewall("l1")
+
+    settled = reads(f"-A FORWARD {jump}", "-A FORWARD -j DOCKER-USER")
+    assert reads("-A FORWARD -j DOCKER-USER", f"-A FORWARD {jump}") == settled
+    assert reads("-A FORWARD -j LIBVIRT_FWX", f"-A FORWARD {jump}", "-A FORWARD -j DOCKER-USER") != settled
+    assert reads("-A FORWARD -j DOCKER-USER") != settled  # labkit's own jump gone from FORWARD

@@ -17,7 +17,11 @@ description:
     and replies (established/related) to what the server opened."
   - C(present) rewrites a student's rules only when they differ from the wanted ones, in one
     iptables-restore transaction (never half a rule set), and moves the jumps back to the top
-    of their chains when another program (libvirt, Docker) inserted rules above them.
+    of their chains when another program (libvirt, Docker) inserted rules above them. One
+    order is left as it is - Docker's own jump to C(DOCKER-USER) above labkit's in C(FORWARD),
+    which Docker puts back on top whenever it makes a network: every forwarded packet then
+    meets labkit's jump first in C(DOCKER-USER), so the isolation is the same, and a lab's
+    re-run reports no change because another lab made a network.
     C(absent) removes the lab's rules (one student's with C(student)), found by comment; the
     chains and jumps go with the last lab's rules.
 options:
@@ -197,10 +201,17 @@ def plan_present(t, lab, students, uplinks, server_ports):
             continue
         j = jump(target)
         mine = [r for r in rules if norm(r) == norm(j)]
-        if not rules or norm(rules[0]) != norm(j) or len(mine) != 1:
+        first_ok = bool(rules) and (norm(rules[0]) == norm(j) or held_by_docker_user(t, parent, rules[0]))
+        if not first_ok or len(mine) != 1:
             lines += [line("-D", parent, r) for r in mine]
             lines.append(line("-I", parent, j, 1))
     return decl, lines
+
+
+def held_by_docker_user(t, parent, first):
+    """FORWARD's first rule is Docker's unconditional jump to DOCKER-USER, where this run keeps
+    labkit's jump first: every forwarded packet meets labkit's rules first all the same."""
+    return parent == "FORWARD" and t.chains.get("DOCKER-USER") is not None and norm(first) == norm(["-j", "DOCKER-USER"])
 
 
 def plan_absent(t, lab, student):
