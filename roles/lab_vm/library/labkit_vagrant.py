@@ -247,6 +247,10 @@ def wait_login(v, machine, uri, domain, keys, seconds, fresh=False):
         time.sleep(1)
 
 
+# Vagrant's VMBootBadState: its boot wait read a state other than running
+BAD_STATE = "entered an invalid state while waiting for it"
+
+
 def _tail(path, n=15):
     """The last lines of this run's part of the Vagrant log, Ruby backtraces and repeats left out."""
     try:
@@ -389,15 +393,35 @@ def main():
             remove_leftover(uri, domain)
         with open(log, "a") as f:
             f.write(f"\n==== labkit: vagrant up {machine} ({time.ctime()}) ====\n")
+        failure = None
         with Watchdog(p["timeout"]) as wd:
             try:
-                v.up(vm_name=machine, provider="libvirt")
+                # not destroyed by Vagrant on an error: labkit decides below (python-vagrant's
+                # up() has no way to pass --no-destroy-on-error)
+                v._call_vagrant_command(["up", machine, "--provider=libvirt", "--no-destroy-on-error"])
+                getattr(v, "_cached_conf", {})[machine] = None  # what up() does after the command
             except subprocess.CalledProcessError as e:
-                why = (f"timed out after {p['timeout']}s" if wd.fired else f"failed (rc={e.returncode})")
-                tail = _tail(log)
+                failure = f"timed out after {p['timeout']}s" if wd.fired else f"failed (rc={e.returncode})"
+        if failure is not None:
+            tail = _tail(log)
+            if (not wd.fired and BAD_STATE in tail and address(uri, domain)
+                    and _virsh(uri, "domstate", domain).stdout.strip() == "running"):
+                # Vagrant's boot wait took the state of a domain that runs and has its address
+                # for another (libvirt slow to answer under load; its message then names the
+                # state ''): the VM is fine, and labkit's own SSH wait below decides
+                with open(log, "a") as f:
+                    f.write(f"\n==== labkit: {domain} runs and has its address; Vagrant misread its state "
+                            f"while waiting: checking SSH ({time.ctime()}) ====\n")
+                result["vagrant_misread_state"] = True
+            else:
+                try:  # what Vagrant itself would have destroyed on the error
+                    v.destroy(vm_name=machine)
+                except subprocess.CalledProcessError:
+                    pass
+                remove_leftover(uri, domain)
                 cause = next((ln.strip() for ln in reversed(tail.splitlines()) if "rror" in ln), "")
                 module.fail_json(
-                    msg=f"vagrant up of {domain} {why}{': ' + cause[-300:] if cause else ''}\n"
+                    msg=f"vagrant up of {domain} {failure}{': ' + cause[-300:] if cause else ''}\n"
                         f"Last lines of {log}:\n{tail}",
                     hint=(f"check: libvirtd running (virsh -c {uri} list --all)? the guest console "
                           f"(virsh -c {uri} console {domain}, or {workdir}/console.log)? "
