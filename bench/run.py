@@ -8,7 +8,9 @@
 (b) one VM: plain `vagrant up` of the same box vs `labkit up` of the VM
 (c) `molecule create` + `converge` (molecule/default) vs `labkit up` of the same containers
 (d) the no-op re-run of `labkit up` vs its first run
-(e) scale: 1, 10, 40 students (containers only): wall time, students per minute, server memory
+(e) scale: 1, 10, 40 students (containers only): the raw floor (the raw script, 4 students at a
+    time), labkit's first run, no-op re-run and down, the machine's CPU and memory; at 40 also
+    one package
 (f) engines: create-to-ready of a Debian 12 container per engine (docker, podman, lxc), side by
     side, as `labkit up` measures each (the engine's own timestamps; LXC: folder made -> init)
 
@@ -178,18 +180,72 @@ def bench_molecule(d: Path, reps: int, res: dict) -> None:
                          "speedup": round(statistics.median(mol) / statistics.median(lab), 2)}
 
 
+def cpu_busy() -> float:
+    """CPU seconds the whole machine has spent busy (all cores, /proc/stat)."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = f[3] + (f[4] if len(f) > 4 else 0)  # idle + iowait
+    return (sum(f[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(cmd, **kw) -> dict:
+    """Wall time, the machine's busy CPU seconds and mean use of all its cores, and the memory
+    the run left in use (MemAvailable before - after) of one command."""
+    mem, cpu, t0 = mem_available(), cpu_busy(), time.monotonic()
+    sh(cmd, **kw)
+    secs, busy = time.monotonic() - t0, cpu_busy() - cpu
+    return {"seconds": round(secs, 1), "cpu_seconds": round(busy, 1),
+            "cpu_use": round(busy / secs / (os.cpu_count() or 1), 2),
+            "memory_mib": round((mem - mem_available()) / 2**20)}
+
+
+def raw_scale(n: int, at_once: int = 4) -> dict:
+    """The raw floor of (e): bench/raw_containers.sh for n students, ``at_once`` of them at a
+    time, no packages (the same images, networks, limits, hardening, account and motd)."""
+    students = [f"r{i:02d}" for i in range(1, n + 1)]
+    script = f"bash {ROOT}/bench/raw_containers.sh"
+
+    def down() -> None:
+        sh(" ; ".join(f"{script} down rawscale {s}" for s in students), check=False)
+
+    down()
+    batches = [students[i:i + at_once] for i in range(0, n, at_once)]
+    cmd = " ; ".join("(" + " & ".join(f"{script} up rawscale {s}" for s in b) + " & wait)" for b in batches)
+    try:
+        return measured(cmd)
+    finally:
+        down()
+
+
 def bench_scale(d: Path, sizes: list[int], res: dict) -> None:
-    """(e): containers only, the default lab's four distros, no packages (no mirror load)."""
+    """(e): containers only, the default lab's four distros, no packages (no mirror load): per
+    size the raw floor (the raw script, 4 students at a time) and labkit's first run, no-op
+    re-run and down, with the machine's CPU and memory; at the largest size also one package
+    (less, through each distro's package manager)."""
     out = {}
     for n in sizes:
-        lf = lab_file(d, f"scale{n}", n, packages=())
+        students = [f"s{i:02d}" for i in range(1, n + 1)]
+        lf = lab_file(d, f"scale{n}", students, packages=())
         sh([LABKIT, "down", "-f", str(lf)])
-        before = mem_available()
-        secs = timed([LABKIT, "up", "-f", str(lf), "--no-facts"])
-        used = before - mem_available()
-        sh([LABKIT, "down", "-f", str(lf)])
-        out[str(n)] = {"students": n, "containers": n * 4, "seconds": round(secs, 1),
-                       "students_per_minute": round(n / secs * 60, 1), "server_memory_mib": round(used / 2**20)}
+        raw = raw_scale(n)
+        up = measured([LABKIT, "up", "-f", str(lf), "--no-facts"])
+        noop = measured([LABKIT, "up", "-f", str(lf), "--no-facts"])
+        prof = profile(f"scale{n}", last=1)
+        down = measured([LABKIT, "down", "-f", str(lf)])
+        row = {"students": n, "containers": n * 4, "raw_floor": raw, "labkit_up": up,
+               "ratio_to_raw": round(up["seconds"] / raw["seconds"], 2), "noop_rerun": noop,
+               "noop_ratio": round(noop["seconds"] / up["seconds"], 2), "down": down,
+               "seconds": up["seconds"], "students_per_minute": round(n / up["seconds"] * 60, 1),
+               "server_memory_mib": up["memory_mib"], "profile": prof}
+        if n == max(sizes):
+            lf1 = lab_file(d, f"scale{n}pkg", students, packages=("less",))
+            sh([LABKIT, "down", "-f", str(lf1)])
+            row["one_package"] = measured([LABKIT, "up", "-f", str(lf1), "--no-facts"])
+            row["one_package"]["profile"] = profile(f"scale{n}pkg", last=1)
+            sh([LABKIT, "down", "-f", str(lf1)])
+        out[str(n)] = row
+        print(f"(e) {n} students: raw {raw['seconds']} s, labkit {up['seconds']} s, no-op {noop['seconds']} s, "
+              f"down {down['seconds']} s" + (f", one package {row['one_package']['seconds']} s"
+                                               if "one_package" in row else ""), flush=True)
     res["e_scale"] = out
 
 

@@ -10,7 +10,10 @@ LOGDIR = Path(os.environ.get("LABKIT_LOGDIR", "/var/log/labkit"))
 
 
 def _pids(name: str) -> list[int]:
-    p = subprocess.run(["pgrep", "-x", name], capture_output=True, text=True)
+    """This machine's daemon ``name``: not one of the same name in a container (test_58's lab
+    server runs its own dockerd and libvirtd), which shares no PID namespace with us."""
+    p = subprocess.run(["pgrep", "-x", "--ns", str(os.getpid()), "--nslist", "pid", name],
+                       capture_output=True, text=True)
     return [int(x) for x in p.stdout.split()]
 
 

@@ -39,6 +39,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -103,13 +104,19 @@ iptables -t mangle -A LABKIT-OFFLINE -o "$DEV" ! -d "$H" -j DROP
 iptables -t mangle -C POSTROUTING -j LABKIT-OFFLINE 2>/dev/null || iptables -t mangle -I POSTROUTING 1 -j LABKIT-OFFLINE
 echo "$DEV"
 """
-PROBE = ("import socket, sys\n"
-         "for host in ('deb.debian.org', 'security.debian.org', '1.1.1.1'):\n"
+# the three at once (a blocked name lookup and connection each wait out their timeouts)
+PROBE = ("import socket, sys, threading\n"
+         "out = {}\n"
+         "def one(host):\n"
          "    try:\n"
          "        socket.create_connection((host, 80), 5).close()\n"
-         "        print('reached', host); sys.exit(1)\n"
+         "        out[host] = 'reached ' + host\n"
          "    except OSError as e:\n"
-         "        print(host, type(e).__name__, e)\n")
+         "        out[host] = '%s %s %s' % (host, type(e).__name__, e)\n"
+         "ts = [threading.Thread(target=one, args=(h,)) for h in ('deb.debian.org', 'security.debian.org', '1.1.1.1')]\n"
+         "[t.start() for t in ts]; [t.join() for t in ts]\n"
+         "print('\\n'.join(out[h] for h in sorted(out)))\n"
+         "sys.exit(1 if any(v.startswith('reached') for v in out.values()) else 0)\n")
 # Linux capabilities by number: the ones this machine's bounding set lacks are dropped from
 # the server container's (docker cannot grant what it has not got; --privileged would try).
 CAPS = ("CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP LINUX_IMMUTABLE "
@@ -256,9 +263,11 @@ def offline(tmp_path_factory, server):
     up = _timed("up", times, "up", "-f", str(lab), "-i", str(inv))
     facts = json.loads(run("facts", "-f", str(lab), "--json").stdout)
     verify = _timed("verify", times, "verify", "-f", str(lab), "--json", check=False)
-    still_blocked = {"server": ssh(f"python3 -c {shlex.quote(PROBE)}", check=False)}
-    for host in ("debian12", PODMAN, LXC, "vm"):
-        still_blocked[host] = run("shell", "-f", str(lab), host, "python3", "-c", PROBE, check=False)
+    with ThreadPoolExecutor(5) as ex:  # each probe waits out its timeouts: all at once
+        probes = {"server": ex.submit(ssh, f"python3 -c {shlex.quote(PROBE)}", check=False)}
+        for host in ("debian12", PODMAN, LXC, "vm"):
+            probes[host] = ex.submit(run, "shell", "-f", str(lab), host, "python3", "-c", PROBE, check=False)
+        still_blocked = {k: f.result() for k, f in probes.items()}
     yield {"dir": d, "bundle": bundle, "lab": lab, "inv": inv, "created": created, "times": times,
            "packages": packages, "lists": lists, "missing_before": missing_before,
            "probe": probe, "apt_update": apt_update, "uncovered": uncovered, "after_uncovered": after_uncovered,
