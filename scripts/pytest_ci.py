@@ -30,12 +30,14 @@ ROOT = Path(__file__).resolve().parent.parent
 ART = ROOT / "test-artifacts"
 INTEGRATION = ROOT / "tests" / "integration"
 SERIAL = ["test_10_bad_input", "test_15_doctor", "test_47_isolation"]
-STREAM_A = ["test_20_containers", "test_22_cli", "test_30_vm", "test_50_verify", "test_55_servers",
-            "test_56_classroom_servers", "test_57_remote_vm", "test_60_report", "test_72_down_vms",
-            "test_75_engines", "test_77_remote_podman", "test_80_molecule"]
+# stream A: the session's default lab lives in this one process (tests that use the fixture
+# default_lab or default_facts, test_70 last: it takes that lab down)
+STREAM_A = ["test_20_containers", "test_22_cli", "test_30_vm", "test_40_registry", "test_50_verify",
+            "test_55_servers", "test_56_classroom_servers", "test_57_remote_vm", "test_60_report",
+            "test_72_down_vms", "test_75_engines", "test_77_remote_podman", "test_80_molecule", "test_70_down"]
 IMAGES = ["debian:11", "debian:12", "debian:13", "busybox"]
-STREAM_B = ["test_58_offline_bundle", "test_65_webclass", "test_45_classroom", "test_40_registry",
-            "test_70_down", "test_76_lxc", "test_66_public_roles", "test_78_remote_lxc"]
+STREAM_B = ["test_58_offline_bundle", "test_65_webclass", "test_45_classroom", "test_76_lxc",
+            "test_66_public_roles", "test_78_remote_lxc"]
 
 
 def modules() -> tuple[list[str], list[str], list[str]]:
@@ -43,6 +45,10 @@ def modules() -> tuple[list[str], list[str], list[str]]:
     for name in STREAM_A + STREAM_B + SERIAL:
         if name not in found:
             raise SystemExit(f"scripts/pytest_ci.py names {name}, which tests/integration does not have")
+    for name in STREAM_B:  # a second default lab in stream B would fight A's over the same lab
+        text = (INTEGRATION / f"{name}.py").read_text()
+        if "default_lab" in text or "default_facts" in text:
+            raise SystemExit(f"scripts/pytest_ci.py: {name} uses the session's default lab: put it in STREAM_A")
     placed = set(STREAM_A + STREAM_B)
     serial = [m for m in found if m not in placed]  # a new module runs alone until placed
     path = lambda ms: [str(INTEGRATION / f"{m}.py") for m in ms]  # noqa: E731
