@@ -430,7 +430,8 @@ def bake(refs: Iterable[str], packages: Iterable[str], registry: str | None = No
                 return d.ref, None
             cfg = base.attrs.get("Config") or {}
             changes = [f"CMD {json.dumps(cfg.get('Cmd') or ['sleep', 'infinity'])}",
-                       f"LABEL labkit.baked.from={d.ref} labkit.baked.packages=\"{' '.join(pkgs)}\""]
+                       f"LABEL labkit.baked.from={d.ref} labkit.baked.base={base.id}"
+                       f" labkit.baked.packages=\"{' '.join(pkgs)}\""]
             repo, _, t = tag.rpartition(":")
             c.commit(repository=repo, tag=t, changes=changes)
         except docker.errors.DockerException as e:

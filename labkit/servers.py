@@ -2,13 +2,14 @@
 
 The inventory's group ``lab_servers`` lists the servers. A local one (``ansible_connection:
 local``) is reached as usual; for a remote one labkit opens an SSH tunnel to its Docker
-socket for the length of a command (``ssh -L <lab dir>/docker-<server>.sock:/var/run/docker.sock``),
+socket for the length of a command (``ssh -L <lab dir>/docker-<server>-<pid>.sock:/var/run/docker.sock``),
 so the docker SDK, Ansible's docker (CLI) connection and the checks reach its containers
 without exposing the engine on the network.
 """
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -231,14 +232,17 @@ def close_podman_ssh(lab: str, server: Server) -> None:
 @contextmanager
 def engines(lab: str, servers: list[Server], timeout: float = 30) -> Iterator[list[Server]]:
     """Open an SSH tunnel to each remote server's Docker socket; close them on exit."""
-    procs = []
+    procs, socks = [], []
     try:
         for s in servers:
             if s.local:
                 continue
             Path(f"{s.control_path(lab)}.on").touch()  # the Podman and LXC wrappers' calls share one SSH connection
-            sock = lab_dir(lab) / f"docker-{s.name}.sock"
+            # this command's own socket: another labkit command on the lab at the same time
+            # (a second `labkit shell`) has its own tunnel
+            sock = lab_dir(lab) / f"docker-{s.name}-{os.getpid()}.sock"
             sock.unlink(missing_ok=True)
+            socks.append(sock)
             argv = s.ssh_argv()
             cmd = argv[:-1] + ["-N", "-o", "ExitOnForwardFailure=yes", "-o", "StreamLocalBindUnlink=yes",
                                "-L", f"{sock}:/var/run/docker.sock", argv[-1]]
@@ -266,3 +270,5 @@ def engines(lab: str, servers: list[Server], timeout: float = 30) -> Iterator[li
                 p.wait(5)
             except subprocess.TimeoutExpired:
                 p.kill()
+        for sock in socks:
+            sock.unlink(missing_ok=True)

@@ -39,7 +39,6 @@ import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -263,11 +262,9 @@ def offline(tmp_path_factory, server):
     up = _timed("up", times, "up", "-f", str(lab), "-i", str(inv))
     facts = json.loads(run("facts", "-f", str(lab), "--json").stdout)
     verify = _timed("verify", times, "verify", "-f", str(lab), "--json", check=False)
-    with ThreadPoolExecutor(5) as ex:  # each probe waits out its timeouts: all at once
-        probes = {"server": ex.submit(ssh, f"python3 -c {shlex.quote(PROBE)}", check=False)}
-        for host in ("debian12", PODMAN, LXC, "vm"):
-            probes[host] = ex.submit(run, "shell", "-f", str(lab), host, "python3", "-c", PROBE, check=False)
-        still_blocked = {k: f.result() for k, f in probes.items()}
+    still_blocked = {"server": ssh(f"python3 -c {shlex.quote(PROBE)}", check=False)}
+    for host in ("debian12", PODMAN, LXC, "vm"):
+        still_blocked[host] = run("shell", "-f", str(lab), host, "python3", "-c", PROBE, check=False)
     yield {"dir": d, "bundle": bundle, "lab": lab, "inv": inv, "created": created, "times": times,
            "packages": packages, "lists": lists, "missing_before": missing_before,
            "probe": probe, "apt_update": apt_update, "uncovered": uncovered, "after_uncovered": after_uncovered,
