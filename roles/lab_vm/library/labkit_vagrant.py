@@ -244,7 +244,7 @@ def wait_login(v, machine, uri, domain, keys, seconds, fresh=False):
             return {"HostName": host, "Port": 22, "User": "vagrant", "IdentityFile": key}
         if time.monotonic() >= deadline:
             return None
-        time.sleep(1)
+        time.sleep(0.25)  # sshd answers a second or two after the lease: catch it early
 
 
 # Vagrant's VMBootBadState: its boot wait read a state other than running
