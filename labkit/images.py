@@ -67,7 +67,7 @@ CMD = 'CMD ["sleep", "infinity"]'
 
 
 
-BAKE_VERSION = "1"
+BAKE_VERSION = "2"  # 2: the label labkit.baked.base
 _BAKE_INSTALL = {  # what bakes packages into an image, per package manager ($PKGS: the packages)
     "apt": ("export DEBIAN_FRONTEND=noninteractive && apt-get update -q && apt-get install -y -q $PKGS"
             " && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin"
