@@ -301,15 +301,15 @@ def main():
         module.fail_json(msg=f"labkit_containers needs community.docker's Engine API client and Python's "
                              f"requests on the lab server (`labkit prepare` installs python3-requests): {IMPORT_ERROR}")
     p = module.params
+    base_url = p["docker_host"] or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     if p["state"] == "absent":
-        main_absent(module, p)
+        main_absent(module, p, base_url)
         return
     plan = p["containers"]
     for item in plan:
         missing = [k for k in ("name", "image", "hostname", "network", "student", "distro") if not item.get(k)]
         if missing:
             module.fail_json(msg=f"container {item.get('name', '?')}: plan lacks {', '.join(missing)}")
-    base_url = p["docker_host"] or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     try:
         engine = Engine(base_url)
         rows = engine.lab_containers(p["lab"])
@@ -330,33 +330,29 @@ def main():
             results = list(pool.map(lambda x: rec.one(x, existing.get(x["name"])), plan))
     else:
         results = []
-    failed = [r for r in results if r["action"] == "failed"]
     changed = any(r["action"] not in ("unchanged", "failed") for r in results)
     counts = {a: sum(1 for r in results if r["action"] == a)
               for a in ("created", "recreated", "started", "unchanged", "failed")}
-    if failed:
-        module.fail_json(msg=f"{len(failed)} of {len(results)} container(s) failed: "
-                             + "; ".join(f"{r['name']}: {r['error']}" for r in failed),
-                         containers=results, failed_containers=[r["name"] for r in failed],
-                         counts=counts, changed=changed)
-    module.exit_json(changed=changed, containers=results, failed_containers=[], counts=counts)
+    finish(module, results, "container(s) failed", changed=changed, counts=counts)
 
 
-def main_absent(module, p):
-    base_url = p["docker_host"] or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+def main_absent(module, p, base_url):
     try:
         results, volumes = absent(Engine(base_url), p)
     except Exception as e:  # noqa: BLE001
         module.fail_json(msg=f"the container engine does not answer at {base_url}: {_err(e)}")
-    failed = [r for r in results if r["action"] == "failed"]
     removed = {"containers": [r["name"] for r in results if r["action"] == "removed"], "volumes": volumes}
-    changed = bool(removed["containers"] or volumes)
+    finish(module, results, "could not be removed", changed=bool(removed["containers"] or volumes), removed=removed)
+
+
+def finish(module, results, failing, **out):
+    """Exit with one result per container; fail naming each container that failed."""
+    failed = [r for r in results if r["action"] == "failed"]
     if failed:
-        module.fail_json(msg=f"{len(failed)} of {len(results)} could not be removed: "
+        module.fail_json(msg=f"{len(failed)} of {len(results)} {failing}: "
                              + "; ".join(f"{r['name']}: {r['error']}" for r in failed),
-                         containers=results, failed_containers=[r["name"] for r in failed],
-                         removed=removed, changed=changed)
-    module.exit_json(changed=changed, containers=results, failed_containers=[], removed=removed)
+                         containers=results, failed_containers=[r["name"] for r in failed], **out)
+    module.exit_json(containers=results, failed_containers=[], **out)
 
 
 if __name__ == "__main__":
