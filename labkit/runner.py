@@ -237,6 +237,7 @@ def run_playbook(
                 changes.append(Change(data.get("host", "?"), data.get("task", ""), _diff_text(res)))
             facts = res.get("ansible_facts") or {}
             mine = {k: v for k, v in facts.items() if k.startswith("labkit_")}
+            mine.update(script_facts(res.get("stdout_lines")))
             if mine:
                 host_facts.setdefault(data.get("host", "?"), {}).update(mine)
         if on_event:
@@ -274,6 +275,19 @@ def run_playbook(
     res = _result(r, playbook, secs, failures, host_facts)
     res.changes = changes
     return res
+
+
+def script_facts(lines) -> dict[str, list[str]]:
+    """The facts a shell task reports in its output, one ``labkit-fact: labkit_<name>=<words>``
+    line each (role student_env's converge script, which sets no fact itself: a ``set_fact``
+    is one more worker per host). Each value is its words, as a list."""
+    out: dict[str, list[str]] = {}
+    for line in lines if isinstance(lines, list) else []:
+        if isinstance(line, str) and line.startswith("labkit-fact: labkit_") and "=" in line:
+            name, _, value = line[len("labkit-fact: "):].partition("=")
+            if name.replace("_", "").isalnum():
+                out[name] = value.split()
+    return out
 
 
 def _diff_text(res: dict) -> str:

@@ -246,3 +246,49 @@ def test_argument_validation_at_role_entry(validation_run, role, host):
     else:
         assert r.get("failed"), f"{host}: {role} accepted a bad {bad}"
         assert bad in r.get("msg", ""), f"{host}: the error does not name {bad}: {r.get('msg')}"
+
+
+# labkit's up.yml runs student_env without its argument validation (every input comes from the
+# validated lab file and labkit's catalogue): the converge script checks what it cannot run
+# with before it changes anything. Each case runs the real script on this machine (connection
+# local) and must stop at that check: a login name that would be shell code, packages that are
+# not a list, an unknown role. The shell that runs it is never root (run as root, it drops to
+# nobody): should the check ever let input through, the script cannot touch this machine's
+# accounts or /etc/motd.
+_WITNESS = "/tmp/labkit-unit-converge-witness"
+BAD_INPUT = {
+    "bad_user": ({**_STUDENT_ENV, "student_env_user": f"x; touch {_WITNESS}"}, "student_env_user"),
+    "bad_user_type": ({**_STUDENT_ENV, "student_env_user": 1000}, "student_env_user"),
+    "bad_packages": ({**_STUDENT_ENV, "student_env_packages": f"less; touch {_WITNESS}"}, "student_env_packages"),
+    "bad_role": ({**_STUDENT_ENV, "student_env_role": "robot"}, "student_env_role"),
+}
+
+
+def test_converge_script_refuses_bad_input_before_any_change(tmp_path):
+    Path(_WITNESS).unlink(missing_ok=True)
+    inventory = {"all": {"vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable},
+                         "hosts": {h: v for h, (v, _) in BAD_INPUT.items()}}}
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory))
+    play = [{"name": "student_env as up.yml runs it", "hosts": "all", "gather_facts": False,
+             "tasks": [{"ansible.builtin.import_role": {"name": "student_env", "rolespec_validate": False}}]}]
+    (tmp_path / "play.yml").write_text(yaml.safe_dump(play, sort_keys=False))
+    shell = tmp_path / "unprivileged-sh"
+    shell.write_text('#!/bin/sh\n[ "$(id -u)" = 0 ] || exec /bin/sh "$@"\n'
+                     'exec setpriv --reuid=65534 --regid=65534 --clear-groups /bin/sh "$@"\n')
+    shell.chmod(0o755)
+    tmp_path.chmod(0o755)  # nobody runs the shell from here
+    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROLES_DIR), ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
+               ANSIBLE_NOCOLOR="1", ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"), ANSIBLE_HOME=str(tmp_path / "home"),
+               ANSIBLE_EXECUTABLE=str(shell))  # the local connection's shell: raw's script runs in it
+    exe = Path(sys.executable).parent / "ansible-playbook"
+    p = subprocess.run([str(exe), "-i", str(tmp_path / "hosts.yml"), str(tmp_path / "play.yml")],
+                       env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    results = {h: r for play in json.loads(p.stdout)["plays"] for task in play["tasks"]
+               for h, r in task["hosts"].items()}
+    assert not Path(_WITNESS).exists(), "the converge script ran input as shell code"
+    for host, (_, bad) in BAD_INPUT.items():
+        r = results.get(host) or {}
+        assert r.get("failed"), f"{host}: the converge script accepted a bad {bad}: {r}"
+        out = r.get("stdout", "")
+        assert f"labkit-failed: {bad}:" in out, f"{host}: the failure does not name {bad}: {out!r}"
+        assert "labkit-changed" not in out, f"{host}: changed something before refusing: {out!r}"
