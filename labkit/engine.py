@@ -21,7 +21,7 @@ def client(timeout: int = 120):
         raise EngineError("the docker Python SDK is missing", "pip install 'docker>=7'") from e
     host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     try:
-        c = docker.from_env(timeout=timeout)
+        c = docker.from_env(timeout=timeout, max_pool_size=POOL)
         c.ping()
     except Exception as e:  # docker.errors.DockerException, requests errors, socket errors
         raise EngineError(f"the Docker engine is not answering at {host} ({type(e).__name__})", START_HINT) from None
@@ -34,6 +34,9 @@ def reset() -> None:
 
 
 _REMOTE: dict[str, object] = {}
+# connections each client keeps: labkit's threads share one client (measure.containers asks for
+# 160 containers' stats at once); docker-py's default of 10 opens and drops the rest each time
+POOL = 64
 
 
 def client_for(docker_host: str | None):
@@ -45,7 +48,7 @@ def client_for(docker_host: str | None):
         import docker
 
         try:
-            c = docker.DockerClient(base_url=docker_host, timeout=120)
+            c = docker.DockerClient(base_url=docker_host, timeout=120, max_pool_size=POOL)
             c.ping()
         except Exception as e:  # noqa: BLE001 - any failure is "not answering"
             raise EngineError(f"the Docker engine at {docker_host} is not answering ({type(e).__name__})",
