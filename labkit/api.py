@@ -15,7 +15,7 @@ from . import catalog, engine, images, measure, names, uptodate
 from .errors import EngineError, LabBusy, LabkitError, NotUp, PlaybookFailed, SpecError, UsageError
 from .facts import HostFacts, collect
 from .paths import lab_dir, roles_dir, slug, state_dir, vagrant_home
-from .plan import Change, Context, ServerRef, diff, make_plan, teardown
+from .plan import Change, Context, ServerRef, diff, make_plan, split_extravars, teardown
 from .runner import RunResult, run_playbook
 from .spec import DEFAULT_LAB, Lab, load_lab, parse_lab
 
@@ -349,8 +349,15 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
         boots = measure.VmBoots(on_event)  # which VMs boot, and how many at once (K8's context)
         where = _vm_where(vms, vm_settings, vm_remote, svs)
         try:
-            run = run_playbook("up.yml", lab=lab.name, extravars=extravars, on_event=boots,
-                               verbosity=verbosity, show_output=show_output, inventory=inv_path)
+            # the plan's lists go to the first play only, through a file (plan.FIRST_PLAY_ONLY)
+            plan_file = lab_dir(lab.name) / "runner" / "plan.json"
+            cmdline_vars, first_play = split_extravars(extravars, str(plan_file))
+            plan_file.parent.mkdir(parents=True, exist_ok=True)
+            plan_file.write_text(json.dumps(first_play))
+            # no VM planned: the VM task is skipped by its tag, not by a `when` per container
+            run = run_playbook("up.yml", lab=lab.name, extravars=cmdline_vars, on_event=boots,
+                               verbosity=verbosity, show_output=show_output, inventory=inv_path,
+                               skip_tags=None if vms else "labkit_vm")
         except PlaybookFailed as e:  # keep the boot times of the VMs that did boot (K8)
             booted = [v["name"] for v in vms if "labkit_vm_boot_seconds" in e.host_facts.get(v["name"], {})]
             measure.save(lab.name, [_measure_vm(lab, n, e.host_facts, boots, where) for n in booted])

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from labkit import names
-from labkit.plan import Context, ServerRef, diff, make_plan, teardown
+from labkit.plan import FIRST_PLAY_ONLY, Context, ServerRef, diff, make_plan, split_extravars, teardown
 from labkit.spec import parse_lab
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,9 +52,29 @@ def test_every_extravar_is_used_and_every_input_is_passed(playbook):
     texts += [p.read_text() for p in (ROOT / "roles").rglob("*.yml")] + [p.read_text() for p in (ROOT / "roles").rglob("*.j2")]
     used = set().union(*map(_jinja_names, texts))
     defined = set().union(*map(_defined_names, texts))
-    given = set(make_plan(LAB, CTX).extravars())
+    given = set(make_plan(LAB, CTX).extravars()) | {"labkit_plan_file"}
     assert given - used == set(), "extravars nobody reads"
     assert used - defined - given == set(), "variables read but neither passed nor defined"
+
+
+def test_only_the_first_play_reads_the_plan_file():
+    """The plan's lists reach up.yml's first play through its vars file; every later play (the
+    lab hosts', with the roles they run) finds what it reads on the command line or in the host
+    variables the first play gives them (add_host)."""
+    import yaml
+
+    plays = yaml.safe_load((ROOT / "playbooks" / "up.yml").read_text())
+    assert plays[0]["vars_files"] == ["{{ labkit_plan_file }}"]
+    cmdline, first = split_extravars(make_plan(LAB, CTX).extravars(), "/x/plan.json")
+    assert set(first) <= set(FIRST_PLAY_ONLY) and "labkit_containers" in first and cmdline["labkit_plan_file"] == "/x/plan.json"
+    host_vars = {k for t in plays[0]["tasks"] if "ansible.builtin.add_host" in t for k in t["ansible.builtin.add_host"]}
+    roles = {r for play in plays[1:] for t in play["tasks"] for key in ("ansible.builtin.include_role", "ansible.builtin.import_role")
+             if key in t for r in [t[key]["name"]]}
+    texts = [yaml.safe_dump(plays[1:])] + [p.read_text() for r in roles for p in (ROOT / "roles" / r).rglob("*")
+                                           if p.suffix in (".yml", ".j2")]
+    read = set().union(*map(_jinja_names, texts)) - set().union(*map(_defined_names, texts)) - host_vars
+    assert read & set(FIRST_PLAY_ONLY) == set(), "a later play reads what only the first play has"
+    assert read <= set(cmdline), f"read by a later play but not on the command line: {read - set(cmdline)}"
 
 
 def test_names_come_from_one_module():
