@@ -59,3 +59,50 @@ def test_absent_removes_each_listed_network_and_names_the_one_that_fails():
     got = {r["name"]: r for r in mod.absent(eng, params(state="absent"))}
     assert got["labkit-iso-a"]["action"] == "removed" and eng.removed == ["n1"]
     assert got["labkit-iso-b"]["action"] == "failed" and "endpoint in use" in got["labkit-iso-b"]["error"]
+
+
+class FakeApi:
+    """The engine's HTTP API as Engine.remove uses it: refuses the delete ``refusals`` times
+    with dockerd's "has active endpoints", with ``attached`` listed on the network."""
+
+    def __init__(self, refusals, attached=None):
+        self.refusals, self.attached = refusals, attached or {}
+        self.deletes = 0
+        self.disconnected: list[str] = []
+
+    def get_json(self, path, net_id):
+        return {"Id": net_id, "Containers": self.attached}
+
+    def post_json(self, path, net_id, data):
+        self.disconnected.append(data["Container"])
+
+    def delete_call(self, path, net_id):
+        self.deletes += 1
+        if self.deletes <= self.refusals:
+            mod = networks()
+            raise mod.APIError("error while removing network: network x id n1 has active endpoints")
+
+
+def _engine(api):
+    mod = networks()
+    eng = mod.Engine.__new__(mod.Engine)
+    eng.api = api
+    return eng
+
+
+def test_remove_waits_out_an_endpoint_dockerd_still_counts():
+    """dockerd refused a network whose containers were removed a moment before: tried again."""
+    api = FakeApi(refusals=2)
+    _engine(api).remove("n1", settle=5)
+    assert api.deletes == 3
+
+
+def test_remove_names_what_stays_attached():
+    api = FakeApi(refusals=10**6, attached={"c" * 64: {"Name": "someone-elses"}})
+    try:
+        _engine(api).remove("n1", settle=0.6)
+    except RuntimeError as e:
+        assert "has active endpoints" in str(e) and "attached: someone-elses" in str(e)
+    else:
+        raise AssertionError("a network that stays in use was reported removed")
+    assert api.disconnected and set(api.disconnected) == {"c" * 64}

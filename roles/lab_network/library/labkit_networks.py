@@ -33,13 +33,14 @@ removed: {description: "absent: the names of the networks removed", type: list}
 
 import json
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.basic import AnsibleModule
 
 try:
     from ansible_collections.community.docker.plugins.module_utils._api.api.client import APIClient
-    from ansible_collections.community.docker.plugins.module_utils._api.errors import NotFound
+    from ansible_collections.community.docker.plugins.module_utils._api.errors import APIError, NotFound
     IMPORT_ERROR = None
 except ImportError as e:  # pragma: no cover
     IMPORT_ERROR = e
@@ -61,21 +62,37 @@ class Engine:
         body = {"Name": name, "Driver": "bridge", "CheckDuplicate": True, "Labels": labels}
         return self.api.post_json_to_json("/networks/create", data=body)["Id"]
 
-    def remove(self, net_id):
-        """Disconnect what is still attached (force), then remove; gone already is fine."""
-        try:
-            info = self.api.get_json("/networks/{0}", net_id)
-        except NotFound:
-            return
-        for cid in (info.get("Containers") or {}):
+    def remove(self, net_id, settle=10.0):
+        """Disconnect what is still attached (force), then remove; gone already is fine.
+
+        Right after its containers were removed (in parallel, by the step before), dockerd may
+        still count one of their endpoints for a moment and refuse ("has active endpoints")
+        with no container attached: seen at 10 students. Tried again for ``settle`` seconds,
+        disconnecting whatever is attached each time; then the error, naming what is attached."""
+        deadline = time.monotonic() + settle
+        while True:
             try:
-                self.api.post_json("/networks/{0}/disconnect", net_id, data={"Container": cid, "Force": True})
+                info = self.api.get_json("/networks/{0}", net_id)
             except NotFound:
-                pass
-        try:
-            self.api.delete_call("/networks/{0}", net_id)
-        except NotFound:
-            pass
+                return
+            attached = info.get("Containers") or {}
+            for cid in attached:
+                try:
+                    self.api.post_json("/networks/{0}/disconnect", net_id, data={"Container": cid, "Force": True})
+                except NotFound:
+                    pass
+            try:
+                self.api.delete_call("/networks/{0}", net_id)
+                return
+            except NotFound:
+                return
+            except APIError as e:
+                if "active endpoints" not in str(e) or time.monotonic() >= deadline:
+                    names = sorted(c.get("Name") or cid[:12] for cid, c in attached.items())
+                    if names:
+                        raise RuntimeError(f"{_err(e)} (attached: {', '.join(names)})") from None
+                    raise
+            time.sleep(0.25)
 
 
 def _err(e):
