@@ -364,20 +364,25 @@ def main() -> None:
     res: dict = {"machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "reps": args.reps,
                  # the machine is shared: its load says how comparable two runs' absolute times are
                  "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
+    failed = None
     with tempfile.TemporaryDirectory(prefix="labkit-bench-") as tmp:
         d = Path(tmp)
-        if only & {"a", "d"}:
-            bench_containers(d, args.reps, res)
-        if "c" in only:
-            bench_molecule(d, args.reps, res)
-        if "e" in only:
-            bench_scale(d, [int(x) for x in args.scale.split(",")], res)
-        if "f" in only:
-            bench_engines(d, args.reps, res)
-        if "b" in only and shutil.which("vagrant"):
-            bench_vm(d, res)
+        try:
+            if only & {"a", "d"}:
+                bench_containers(d, args.reps, res)
+            if "c" in only:
+                bench_molecule(d, args.reps, res)
+            if "e" in only:
+                bench_scale(d, [int(x) for x in args.scale.split(",")], res)
+            if "f" in only:
+                bench_engines(d, args.reps, res)
+            if "b" in only and shutil.which("vagrant"):
+                bench_vm(d, res)
+        except SystemExit as e:  # a command failed: keep what was measured, and say what failed
+            failed = str(e.code)
+            res["failed"] = failed[:4000]
     sys.path.insert(0, str(ROOT))
-    if only & {"a", "d"}:  # the first run and the no-op re-run of the last repetition
+    if only & {"a", "d"} and "a_containers" in res:  # the first run and the no-op re-run of the last repetition
         res["profile_containers"] = {
             "note": "summed host seconds per task; on 2 cores each module run in a container costs "
                     "0.6-1.2 s, and ansible-runner + ansible-playbook start in about 3 s",
@@ -391,6 +396,8 @@ def main() -> None:
     chart(res, RESULTS / "latest.png")
     print(json.dumps(res, indent=2))
     print(f"results: {out}, chart: {RESULTS / 'latest.png'}")
+    if failed:
+        raise SystemExit(f"benchmark failed (results so far kept in {out}):\n{failed}")
 
 
 if __name__ == "__main__":
