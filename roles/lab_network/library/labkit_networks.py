@@ -91,6 +91,10 @@ class Engine:
                     names = sorted(c.get("Name") or cid[:12] for cid, c in attached.items())
                     if names:
                         raise RuntimeError(f"{_err(e)} (attached: {', '.join(names)})") from None
+                    if "active endpoints" in str(e):  # nothing attached: dockerd's own count
+                        raise RuntimeError(f"{_err(e)}, with no container attached: dockerd counts an endpoint "
+                                           f"no container holds (moby/moby#43286); restart dockerd, then run "
+                                           f"this again") from None
                     raise
             time.sleep(0.25)
 
