@@ -2,7 +2,7 @@
 import pytest
 
 from labkit.errors import PlaybookFailed
-from labkit.runner import _failure_from, run_playbook
+from labkit.runner import _failure_from, run_playbook, script_facts
 
 OK = """
 - hosts: lab_servers
@@ -104,3 +104,12 @@ def test_a_playbook_that_does_not_parse_is_named_with_ansibles_words(tmp_path, l
     with pytest.raises(PlaybookFailed) as ei:
         run_playbook(str(pb), lab="t1")
     assert "YAML parsing failed" in ei.value.message or "Syntax Error" in ei.value.message
+
+
+def test_script_facts_read_from_a_shell_tasks_output():
+    """Role student_env's converge script sets no fact: it prints labkit-fact lines (words)."""
+    lines = ["kernel=6.1", "labkit-fact: labkit_packages_unavailable= curl  git",
+             "labkit-fact: labkit_packages_applets=", "labkit-fact: other=1", "labkit-fact: labkit_x y=1",
+             "labkit-changed: motd"]
+    assert script_facts(lines) == {"labkit_packages_unavailable": ["curl", "git"], "labkit_packages_applets": []}
+    assert script_facts(None) == {} and script_facts("labkit-fact: labkit_a=b") == {}
