@@ -243,26 +243,15 @@ def _ts(s: str) -> float:
 def memory(pid: int) -> tuple[int | None, str]:
     """The container's memory: its cgroup's usage less inactive cache (as Docker's), or, where it
     has no memory cgroup of its own (rootless on cgroup v1), its processes' resident memory."""
+    from .measure import cgroup_memory
+
     if pid <= 0:
         return None, "not measured: no process"
-    try:
-        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
-    except OSError:
+    if not Path(f"/proc/{pid}").is_dir():
         return None, "not measured: the process is gone"
-    v1 = next((ln.split(":", 2)[2] for ln in lines if ln.split(":")[1] == "memory"), None)
-    v2 = next((ln.split(":", 2)[2] for ln in lines if ln.startswith("0::")), None)
-    for base, path, use, inactive in (("/sys/fs/cgroup/memory", v1, "memory.usage_in_bytes", "total_inactive_file"),
-                                      ("/sys/fs/cgroup", v2, "memory.current", "inactive_file")):
-        if path and "libpod" in path:
-            d = Path(base + path)
-            try:
-                usage = int((d / use).read_text())
-                stat = dict(ln.split() for ln in (d / "memory.stat").read_text().splitlines() if " " in ln)
-            except (OSError, ValueError):
-                continue
-            cache = int(stat.get(inactive, 0))
-            return (usage - cache, "cgroup usage less inactive cache, as docker stats") if usage > cache else (
-                usage, "cgroup usage (all of it inactive cache)")
+    got = cgroup_memory(pid, "libpod")
+    if got is not None:
+        return got
     # no cgroup of its own: the resident memory of every process in its PID namespace
     try:
         ns = os.readlink(f"/proc/{pid}/ns/pid")

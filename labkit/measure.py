@@ -28,6 +28,41 @@ def _ts(s: str) -> float:
     return datetime.fromisoformat(s).timestamp()
 
 
+USAGE_LESS_CACHE = "cgroup usage less inactive cache, as docker stats"
+ALL_CACHE = "cgroup usage (all of it inactive cache)"
+
+
+def cgroup_memory(pid: int, owner: str, proc: str = "/proc", sysfs: str = "/sys/fs/cgroup") -> tuple[int, str] | None:
+    """The memory of the container whose first process is ``pid`` on this machine, read from its
+    memory cgroup as ``docker stats`` and ``podman stats`` count it: usage less the inactive file
+    cache (cgroup v1: memory.usage_in_bytes - total_inactive_file; v2: memory.current -
+    inactive_file), with how it was counted. None when ``pid`` is not a process here whose
+    cgroup path names ``owner`` (a container's id, or ``libpod``): a remote server's container,
+    a gone one, or one without a memory cgroup of its own."""
+    if pid <= 0:
+        return None
+    try:
+        lines = Path(f"{proc}/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    v1 = next((ln.split(":", 2)[2] for ln in lines if ln.count(":") >= 2 and "memory" in ln.split(":")[1].split(",")),
+              None)
+    v2 = next((ln.split(":", 2)[2] for ln in lines if ln.startswith("0::")), None)
+    for base, path, use, inactive in ((f"{sysfs}/memory", v1, "memory.usage_in_bytes", "total_inactive_file"),
+                                      (sysfs, v2, "memory.current", "inactive_file")):
+        if not path or owner not in path:
+            continue
+        d = Path(base + path)
+        try:
+            usage = int((d / use).read_text())
+            stat = dict(ln.split()[:2] for ln in (d / "memory.stat").read_text().splitlines() if len(ln.split()) >= 2)
+            cache = int(stat.get(inactive, 0))
+        except (OSError, ValueError):
+            continue
+        return (usage - cache, USAGE_LESS_CACHE) if usage > cache else (usage, ALL_CACHE)
+    return None
+
+
 def container(name: str, client=None, previous: dict | None = None, _images: dict | None = None) -> dict:
     """Create-to-ready seconds, memory (cgroup usage) and disk (image size) of one container.
 
@@ -41,20 +76,26 @@ def container(name: str, client=None, previous: dict | None = None, _images: dic
             and st.get("Running") and previous.get("memory_bytes") is not None):
         return previous
     ready = max(0.0, _ts(st["StartedAt"]) - _ts(c.attrs["Created"]))
-    stats = c.stats(stream=False, one_shot=True) if st.get("Running") else {}
-    ms = stats.get("memory_stats") or {}
-    # like `docker stats`: usage minus the reclaimable page cache (cgroup v1 and v2 names). A
-    # container whose image pages were first read by another (the page cache is charged to the
-    # first reader) can take well under 1 MiB: BusyBox's sleep, a few hundred KiB
-    inner = ms.get("stats") or {}
-    cache = inner.get("total_inactive_file", inner.get("inactive_file", 0))
-    usage = ms.get("usage")
-    if usage is None:  # stopped, or an engine that gave no figure: not measured, never a made-up 0
-        mem, how = None, "not measured: the engine gave no memory usage"
-    elif usage > cache:
-        mem, how = usage - cache, "cgroup usage less inactive cache, as docker stats"
+    # like `docker stats`: usage minus the reclaimable page cache. A container whose image pages
+    # were first read by another (the page cache is charged to the first reader) can take well
+    # under 1 MiB: BusyBox's sleep, a few hundred KiB. A container of this machine's engine is
+    # read from its cgroup directly: the engine's stats call waits for its next collection,
+    # about 1 s, however idle the machine
+    local = cgroup_memory(int(st.get("Pid") or 0), c.id) if st.get("Running") else None
+    if local is not None:
+        mem, how = local
     else:
-        mem, how = usage, "cgroup usage (all of it inactive cache)"
+        stats = c.stats(stream=False, one_shot=True) if st.get("Running") else {}
+        ms = stats.get("memory_stats") or {}
+        inner = ms.get("stats") or {}
+        cache = inner.get("total_inactive_file", inner.get("inactive_file", 0))
+        usage = ms.get("usage")
+        if usage is None:  # stopped, or an engine that gave no figure: not measured, never a made-up 0
+            mem, how = None, "not measured: the engine gave no memory usage"
+        elif usage > cache:
+            mem, how = usage - cache, USAGE_LESS_CACHE
+        else:
+            mem, how = usage, ALL_CACHE
     if _images is not None and c.attrs["Image"] in _images:
         size = _images[c.attrs["Image"]]
     else:

@@ -72,3 +72,34 @@ def test_containers_leaves_out_and_says_what_it_cannot_measure():
     assert [r["host"] for r in rows] == ["a"]
     assert said == ["gone: not measured (LookupError)"]
     assert measure.containers([]) == []
+
+
+def _cgroup_tree(tmp_path, line: str, rel: str, files: dict[str, str]):
+    proc, sysfs = tmp_path / "proc", tmp_path / "cgroup"
+    (proc / "42").mkdir(parents=True)
+    (proc / "42" / "cgroup").write_text(line + "\n")
+    d = sysfs / rel
+    d.mkdir(parents=True)
+    for k, v in files.items():
+        (d / k).write_text(v)
+    return str(proc), str(sysfs)
+
+
+def test_cgroup_memory_v1_and_v2_as_docker_stats_counts_it(tmp_path):
+    cid = "ab" * 32
+    proc, sysfs = _cgroup_tree(tmp_path / "v1", f"4:memory:/docker/{cid}", f"memory/docker/{cid}",
+                               {"memory.usage_in_bytes": "5242880", "memory.stat": "cache 9\ntotal_inactive_file 1048576\n"})
+    assert measure.cgroup_memory(42, cid, proc, sysfs) == (4 * 2**20, measure.USAGE_LESS_CACHE)
+    proc, sysfs = _cgroup_tree(tmp_path / "v2", f"0::/system.slice/docker-{cid}.scope", f"system.slice/docker-{cid}.scope",
+                               {"memory.current": "1000", "memory.stat": "anon 10\ninactive_file 4000\n"})
+    assert measure.cgroup_memory(42, cid, proc, sysfs) == (1000, measure.ALL_CACHE)
+
+
+def test_cgroup_memory_only_for_the_container_it_names(tmp_path):
+    """A pid of another machine's container (a remote lab server) may be any process here: its
+    cgroup must name the container's id, else the engine is asked."""
+    proc, sysfs = _cgroup_tree(tmp_path, "4:memory:/user.slice", "memory/user.slice",
+                               {"memory.usage_in_bytes": "5", "memory.stat": "total_inactive_file 1\n"})
+    assert measure.cgroup_memory(42, "cd" * 32, proc, sysfs) is None
+    assert measure.cgroup_memory(43, "cd" * 32, proc, sysfs) is None  # no such process
+    assert measure.cgroup_memory(0, "cd" * 32, proc, sysfs) is None
