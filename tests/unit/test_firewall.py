@@ -115,3 +115,43 @@ def test_present_rewrites_only_the_student_whose_rules_differ_and_absent_keeps_o
     assert [ln for ln in lines if ln.startswith("-D LABKIT-FORWARD")] == [fw.line("-D", fw.FWD, t) for t in mine[:-1]]
     gone = fw.plan_absent(FakeTable(4, chains), "iso", "")
     assert gone and all("lab=iso " in ln for ln in gone)  # lab "other" keeps its rules, chains and jumps stay
+
+
+class SettlingTable(FakeTable):
+    """A table read again shows the next state: dockerd mid-way through making a network."""
+
+    def __init__(self, family, states):
+        self.states = list(states)
+        super().__init__(family, self.states.pop(0))
+
+    def load(self):
+        if self.states:
+            self.chains = self.states.pop(0)
+
+
+def test_a_jump_pushed_down_for_a_moment_is_read_again_not_moved(monkeypatch):
+    """dockerd making a network (another lab's) inserts the network's rules on top of FORWARD and
+    puts its jump to DOCKER-USER back above them a moment later: read in between, labkit would
+    move its jump for nothing and report a change. It reads again; a push that stays is moved."""
+    fw = firewall()
+    monkeypatch.setattr(fw.time, "sleep", lambda s: None)
+    jump = "-m comment --comment labkit -j LABKIT-FORWARD"
+    settled = {
+        "FORWARD": _rules("-j DOCKER-USER", jump),
+        "DOCKER-USER": _rules(jump, "-j RETURN"),
+        "INPUT": _rules("-m comment --comment labkit -j LABKIT-INPUT"),
+        "LABKIT-FORWARD": [fw.HEAD] + [t for c, t in fw.student_rules(4, "iso", S, ["eth0"], []) if c == fw.FWD],
+        "LABKIT-INPUT": [fw.HEAD] + [t for c, t in fw.student_rules(4, "iso", S, ["eth0"], []) if c == fw.INP],
+    }
+    midway = dict(settled, FORWARD=_rules("-o br-new -j DOCKER", "-j DOCKER-USER", jump))
+
+    def plan(t):
+        return fw.plan_present(t, "iso", [S], ["eth0"], [])
+
+    assert fw.settled_plan(SettlingTable(4, [midway, settled]), plan) == ([], [])
+    stays = SettlingTable(4, [midway] * 10)
+    assert fw.settled_plan(stays, plan) == ([], ["-D FORWARD " + jump, "-I FORWARD 1 " + jump])
+    # a student's rules to write are not waited for
+    missing = dict(settled, **{"LABKIT-FORWARD": [fw.HEAD]})
+    decl, lines = fw.settled_plan(SettlingTable(4, [missing, settled]), plan)
+    assert any(ln.startswith("-A LABKIT-FORWARD") for ln in lines)

@@ -50,6 +50,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -208,6 +209,28 @@ def plan_present(t, lab, students, uplinks, server_ports):
     return decl, lines
 
 
+def only_jumps_moved(decl, lines):
+    """The plan only moves labkit's jumps back to the top of their parent chains."""
+    moves = {line(op, parent, jump(target), pos) for parent, target in JUMPS for op, pos in (("-D", None), ("-I", 1))}
+    return not decl and bool(lines) and all(ln in moves for ln in lines)
+
+
+def settled_plan(t, plan, tries=4, wait=0.15):
+    """``plan(t)`` (decl, lines); when it would only move labkit's jumps back on top, read the
+    table again a moment later first: dockerd, making a network (another lab's, anyone's),
+    inserts the network's rules at the top of FORWARD and puts its jump to DOCKER-USER back
+    above them a few milliseconds later. A read in between would move labkit's jump for
+    nothing and report a change (seen when two labs came up at once)."""
+    decl, lines = plan(t)
+    for _ in range(tries):
+        if not only_jumps_moved(decl, lines):
+            break
+        time.sleep(wait)
+        t.load()
+        decl, lines = plan(t)
+    return decl, lines
+
+
 def held_by_docker_user(t, parent, first):
     """FORWARD's first rule is Docker's unconditional jump to DOCKER-USER, where this run keeps
     labkit's jump first: every forwarded packet meets labkit's rules first all the same."""
@@ -297,7 +320,8 @@ def main():
                 continue
             t.load()
             if p["state"] == "present":
-                decl, lines = plan_present(t, p["lab"], p["students"], uplinks, p["server_ports"])
+                decl, lines = settled_plan(t, lambda tab: plan_present(tab, p["lab"], p["students"], uplinks,
+                                                                       p["server_ports"]))
                 result["rules"] += sum(len(student_rules(family, p["lab"], s, uplinks, p["server_ports"]))
                                        for s in p["students"])
             else:
