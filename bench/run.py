@@ -141,6 +141,7 @@ end
     sh([LABKIT, "down", "-f", str(lf)])
     lab = timed([LABKIT, "up", "-f", str(lf), "--no-facts"])
     phases = vm_phases("benchvm")
+    phases["timeline"] = vm_timeline("benchvm", "b1")
     noop = timed([LABKIT, "up", "-f", str(lf), "--no-facts"])
     sh([LABKIT, "down", "-f", str(lf)])
     res["b_vm"] = {"accel": accel.mode, "raw_vagrant_up": stats([raw]), "labkit_up": stats([lab]),
@@ -163,6 +164,50 @@ def vm_phases(lab: str) -> dict:
         if isinstance(res, dict) and res.get("phases"):
             return {**res["phases"], "to_ssh_seconds": res.get("seconds")}
     return {}
+
+
+def vm_timeline(lab: str, student: str) -> dict:
+    """Where the VM's seconds to SSH go, from the clocks that saw them: `vagrant up` started
+    (labkit's line in the Vagrant log, to the second), QEMU started (libvirt's domain log, to
+    the millisecond), and the guest's own journal (seconds since its kernel started: sshd
+    listening, the DHCP lease). The guest's clock starts a moment after QEMU's (the firmware
+    and the boot loader, about 1 s under TCG), counted here in the guest's time."""
+    import re
+    from datetime import datetime
+
+    from labkit import names
+    from labkit.paths import lab_dir
+
+    work = lab_dir(lab) / "vagrant" / student
+    domain = names.vm(lab, student)
+    out: dict = {}
+    try:
+        started = [ln for ln in (work / "vagrant.log").read_text().splitlines() if "==== labkit: vagrant up" in ln]
+        t_vagrant = datetime.strptime(started[-1].split("(", 1)[1].split(")")[0], "%a %b %d %H:%M:%S %Y").timestamp()
+        qemu = [ln for ln in Path(f"/var/log/libvirt/qemu/{domain}.log").read_text().splitlines()
+                if ": starting up " in ln]
+        t_qemu = datetime.strptime(qemu[-1][:23], "%Y-%m-%d %H:%M:%S.%f").timestamp()
+        out["vagrant_to_qemu_start"] = round(t_qemu - t_vagrant, 1)
+        conf = dict(ln.split(None, 1) for ln in (work / "ssh_config").read_text().splitlines()
+                    if ln.strip() and not ln.lstrip().startswith("#") and len(ln.split(None, 1)) == 2)
+        ssh = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+               "-o", "LogLevel=ERROR", "-i", conf["IdentityFile"].strip(), f"vagrant@{conf['HostName'].strip()}"]
+        journal = sh(ssh + ["sudo journalctl -b -o short-monotonic --no-pager"], check=False).stdout
+        analyze = sh(ssh + ["systemd-analyze"], check=False).stdout
+
+        def at(pattern: str) -> float | None:
+            m = next((re.match(r"\[\s*([0-9.]+)\]", ln) for ln in journal.splitlines() if re.search(pattern, ln)), None)
+            return float(m.group(1)) if m else None
+
+        out["guest_kernel_to_init"] = at(r"Run /init as init process")
+        out["guest_kernel_to_root_mounted"] = at(r"EXT4-fs \(vda1\): mounted")
+        out["guest_kernel_to_sshd_listening"] = at(r"sshd\[\d+\]: Server listening on 0.0.0.0")
+        out["guest_kernel_to_link_up"] = at(r" (en|eth)\S*: Link UP$")
+        out["guest_kernel_to_dhcp_lease"] = at(r"DHCPv4 address")
+        out["systemd_analyze"] = analyze.strip().splitlines()[0] if analyze.strip() else None
+    except (OSError, IndexError, ValueError, KeyError) as e:  # a timeline is a help, never a failure
+        out["error"] = f"{type(e).__name__}: {e}"
+    return out
 
 
 def bench_molecule(d: Path, reps: int, res: dict) -> None:
