@@ -32,6 +32,11 @@ USAGE_LESS_CACHE = "cgroup usage less inactive cache, as docker stats"
 ALL_CACHE = "cgroup usage (all of it inactive cache)"
 
 
+def _less_cache(usage: int, cache: int) -> tuple[int, str]:
+    """A cgroup's memory as ``docker stats`` counts it (usage less the inactive file cache), with how."""
+    return (usage - cache, USAGE_LESS_CACHE) if usage > cache else (usage, ALL_CACHE)
+
+
 def cgroup_memory(pid: int, owner: str, proc: str = "/proc", sysfs: str = "/sys/fs/cgroup") -> tuple[int, str] | None:
     """The memory of the container whose first process is ``pid`` on this machine, read from its
     memory cgroup as ``docker stats`` and ``podman stats`` count it: usage less the inactive file
@@ -59,7 +64,7 @@ def cgroup_memory(pid: int, owner: str, proc: str = "/proc", sysfs: str = "/sys/
             cache = int(stat.get(inactive, 0))
         except (OSError, ValueError):
             continue
-        return (usage - cache, USAGE_LESS_CACHE) if usage > cache else (usage, ALL_CACHE)
+        return _less_cache(usage, cache)
     return None
 
 
@@ -92,10 +97,8 @@ def container(name: str, client=None, previous: dict | None = None, _images: dic
         usage = ms.get("usage")
         if usage is None:  # stopped, or an engine that gave no figure: not measured, never a made-up 0
             mem, how = None, "not measured: the engine gave no memory usage"
-        elif usage > cache:
-            mem, how = usage - cache, USAGE_LESS_CACHE
         else:
-            mem, how = usage, ALL_CACHE
+            mem, how = _less_cache(usage, cache)
     if _images is not None and c.attrs["Image"] in _images:
         size = _images[c.attrs["Image"]]
     else:
