@@ -207,6 +207,19 @@ CASES = {
 }
 
 
+def _playbook_json(d: Path, inventory: dict, plays: list, *args: str, **env: str) -> dict:
+    """One real ansible-playbook run of ``plays`` on ``inventory`` (files written into ``d``), with
+    the roles of this checkout; its JSON callback's output."""
+    (d / "hosts.yml").write_text(yaml.safe_dump(inventory))
+    (d / "play.yml").write_text(yaml.safe_dump(plays, sort_keys=False))
+    full_env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROLES_DIR), ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
+                    ANSIBLE_NOCOLOR="1", ANSIBLE_LOCAL_TEMP=str(d / "tmp"), ANSIBLE_HOME=str(d / "home"), **env)
+    exe = Path(sys.executable).parent / "ansible-playbook"
+    p = subprocess.run([str(exe), "-i", str(d / "hosts.yml"), str(d / "play.yml"), *args],
+                       env=full_env, cwd=d, capture_output=True, text=True, timeout=180)
+    return json.loads(p.stdout)
+
+
 @pytest.fixture(scope="module")
 def validation_run(tmp_path_factory) -> dict[str, dict]:
     """One real ansible-playbook run: each role applied to its cases' hosts (connection local),
@@ -217,15 +230,8 @@ def validation_run(tmp_path_factory) -> dict[str, dict]:
                                   "ansible_python_interpreter": sys.executable},
                          "children": {role: {"hosts": {h: v for h, (v, _) in cases.items()}}
                                       for role, cases in CASES.items()}}}
-    (d / "hosts.yml").write_text(yaml.safe_dump(inventory))
     plays = [{"name": f"Validate {role}", "hosts": role, "gather_facts": False, "roles": [role]} for role in CASES]
-    (d / "play.yml").write_text(yaml.safe_dump(plays, sort_keys=False))
-    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROLES_DIR), ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
-               ANSIBLE_NOCOLOR="1", ANSIBLE_LOCAL_TEMP=str(d / "tmp"), ANSIBLE_HOME=str(d / "home"))
-    exe = Path(sys.executable).parent / "ansible-playbook"
-    p = subprocess.run([str(exe), "-i", str(d / "hosts.yml"), str(d / "play.yml"), "--tags", "labkit-validate-only"],
-                       env=env, cwd=d, capture_output=True, text=True, timeout=180)
-    out = json.loads(p.stdout)
+    out = _playbook_json(d, inventory, plays, "--tags", "labkit-validate-only")
     results: dict[str, dict] = {}
     for play in out["plays"]:
         for task in play["tasks"]:
@@ -268,23 +274,16 @@ def test_converge_script_refuses_bad_input_before_any_change(tmp_path):
     Path(_WITNESS).unlink(missing_ok=True)
     inventory = {"all": {"vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable},
                          "hosts": {h: v for h, (v, _) in BAD_INPUT.items()}}}
-    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory))
     play = [{"name": "student_env as up.yml runs it", "hosts": "all", "gather_facts": False,
              "tasks": [{"ansible.builtin.import_role": {"name": "student_env", "rolespec_validate": False}}]}]
-    (tmp_path / "play.yml").write_text(yaml.safe_dump(play, sort_keys=False))
     shell = tmp_path / "unprivileged-sh"
     shell.write_text('#!/bin/sh\n[ "$(id -u)" = 0 ] || exec /bin/sh "$@"\n'
                      'exec setpriv --reuid=65534 --regid=65534 --clear-groups /bin/sh "$@"\n')
     shell.chmod(0o755)
     tmp_path.chmod(0o755)  # nobody runs the shell from here
-    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROLES_DIR), ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
-               ANSIBLE_NOCOLOR="1", ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"), ANSIBLE_HOME=str(tmp_path / "home"),
-               ANSIBLE_EXECUTABLE=str(shell))  # the local connection's shell: raw's script runs in it
-    exe = Path(sys.executable).parent / "ansible-playbook"
-    p = subprocess.run([str(exe), "-i", str(tmp_path / "hosts.yml"), str(tmp_path / "play.yml")],
-                       env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
-    results = {h: r for play in json.loads(p.stdout)["plays"] for task in play["tasks"]
-               for h, r in task["hosts"].items()}
+    # the local connection's shell: raw's script runs in it
+    out = _playbook_json(tmp_path, inventory, play, ANSIBLE_EXECUTABLE=str(shell))
+    results = {h: r for play in out["plays"] for task in play["tasks"] for h, r in task["hosts"].items()}
     assert not Path(_WITNESS).exists(), "the converge script ran input as shell code"
     for host, (_, bad) in BAD_INPUT.items():
         r = results.get(host) or {}
