@@ -68,7 +68,7 @@ def machine() -> dict:
                 if ln.startswith("model name")), platform.processor())
     docker = sh("docker version --format '{{.Server.Version}}'", check=False).stdout.strip()
     sys.path.insert(0, str(ROOT))
-    from labkit.virt import detect_accel
+    from labkit.vm.virt import detect_accel
 
     return {"cpu": cpu, "cores": os.cpu_count(), "mem_gib": round(os.sysconf("SC_PAGE_SIZE") *
             os.sysconf("SC_PHYS_PAGES") / 2**30, 1), "kernel": platform.release(), "docker": docker,
@@ -108,7 +108,8 @@ def bench_containers(d: Path, reps: int, res: dict) -> None:
 def bench_vm(d: Path, res: dict) -> None:
     """(b): one VM, raw vagrant up vs labkit up (VM only). One repetition each: minutes under TCG."""
     sys.path.insert(0, str(ROOT))
-    from labkit import paths, virt
+    from labkit import paths
+    from labkit.vm import virt
 
     accel = virt.detect_accel()
     emulator = f'libvirt.emulator_path = "{virt.tcg_emulator_wrapper()}"' if accel.emulated else ""
@@ -297,7 +298,7 @@ def bench_scale(d: Path, sizes: list[int], res: dict) -> None:
 def bench_engines(d: Path, reps: int, res: dict) -> None:
     """(f): one student, a Debian 12 container on each engine this machine has, no packages."""
     sys.path.insert(0, str(ROOT))
-    from labkit import measure
+    from labkit.observe import measure
 
     engines = ["docker"] + [e for e, tool in (("podman", "podman"), ("lxc", "lxc-start")) if shutil.which(tool)]
     f = d / "benchengines.yml"

@@ -1,7 +1,7 @@
 """The one owner of resource names: every name labkit gives a container, network, VM, volume
 or Vagrant prefix is built here, and here alone it is decided what belongs to a lab.
 
-The playbooks and templates receive these names from the plan (``labkit.plan``); they never
+The playbooks and templates receive these names from the plan (``labkit.plan.model``); they never
 rebuild them.
 """
 from __future__ import annotations

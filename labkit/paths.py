@@ -5,7 +5,8 @@ import os
 import re
 from pathlib import Path
 
-_PKG = Path(__file__).resolve().parent
+PKG_DIR = Path(__file__).resolve().parent  # the labkit package itself
+_PKG = PKG_DIR
 
 
 def state_dir() -> Path:

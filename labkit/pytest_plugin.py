@@ -63,7 +63,7 @@ class Lab:
         """A testinfra host by full name or by the short name `labkit shell` takes."""
         import testinfra
 
-        from . import names
+        from labkit import names
 
         full = name if name.startswith(names.lab_prefix(self.name)) else names.container(
             self.name, student or self.spec.students[0], name) if name != "vm" else names.vm(
@@ -74,13 +74,13 @@ class Lab:
 
     def run(self, *playbooks: str, **opts):
         """Run playbooks on the live lab (``labkit run``); returns labkit's ConvergeResult."""
-        from . import api
+        from labkit.api import verbs as api
 
         return api.converge(self.spec, [str(Path(p).resolve()) for p in playbooks] or None, **opts)
 
 
 def _select(config: pytest.Config):
-    from . import api
+    from labkit.api import verbs as api
 
     return api.select_lab(config.getoption("labkit_file"), config.getoption("labkit_lab"), default_ok=True).lab
 
@@ -88,7 +88,7 @@ def _select(config: pytest.Config):
 @pytest.fixture(scope="session")
 def lab(request: pytest.FixtureRequest):
     """The session's lab (brought up with --labkit-up, and taken down after the session)."""
-    from . import api
+    from labkit.api import verbs as api
 
     if not _active(request.config):
         pytest.skip("no lab named: pass --labkit-file LAB.yml or --labkit-lab NAME")
@@ -108,8 +108,8 @@ def planned_hosts(spec: Any, pattern: str, work: Path) -> list[str]:
     """The lab's hosts matching ``pattern``, from the plan (known before the lab is up)."""
     from testinfra.utils.ansible_runner import AnsibleRunner
 
-    from . import inventory as inv_mod
-    from .plan import Context, ServerRef, make_plan
+    from labkit.ansible import inventory as inv_mod
+    from labkit.plan.model import Context, ServerRef, make_plan
 
     plan = make_plan(spec, Context((ServerRef("localhost"),), str(work)))
     rows = [{"name": h.name, "role": h.role, "distro": h.distro, "student": h.student, "server": h.server}

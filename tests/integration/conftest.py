@@ -39,7 +39,7 @@ def virsh(*args) -> list[str]:
 
 
 def ssh_masters(port: int) -> list[str]:
-    """Processes of a lab's shared SSH connection (labkit.servers.control_path) to the
+    """Processes of a lab's shared SSH connection (labkit.servers.base.control_path) to the
     loopback server on ``port``: none may outlive the labkit command that opened it."""
     out = []
     for p in Path("/proc").iterdir():
@@ -105,7 +105,8 @@ def default_lab():
 
 def vm_as_lab_server(name: str = "server-2") -> dict:
     """Inventory variables that make the default lab's VM a lab server (its ssh settings)."""
-    from labkit import api, vms
+    from labkit.api import verbs as api
+    from labkit.vm import vms
 
     cfg = vms.read_ssh_config(api.ssh_config("demo"))
     return {name: {"ansible_host": cfg["HostName"], "ansible_port": int(cfg.get("Port", 22)),

@@ -57,7 +57,7 @@ def private_home(tmp_path):
 
 
 def test_default_lab_passes_when_its_images_and_box_exist(tmp_path):
-    from labkit.spec import DEFAULT_LAB
+    from labkit.lab.spec import DEFAULT_LAB
 
     run("images", "build", "debian:11", "debian:12", "debian:13", "busybox")  # no-ops when up to date
     run("box", "build")

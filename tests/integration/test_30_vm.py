@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit import boxes
+from labkit.vm import boxes
 
 from .conftest import recap, run, virsh
 
@@ -103,7 +103,8 @@ def test_vm_deleted_behind_labkits_back_then_libvirtd_stopped_mid_run(default_la
 def test_no_secret_in_output_or_logs(default_lab):
     """The VM's per-lab private key is stored 0600 and appears in no output, log or runner
     artifact of the lab (nor does any private key)."""
-    from labkit import paths, vms
+    from labkit import paths
+    from labkit.vm import vms
 
     cfg = (paths.lab_dir("demo") / "ssh_config")
     run("facts")  # (re)writes it

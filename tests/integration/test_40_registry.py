@@ -68,7 +68,7 @@ def test_pull_through_a_registry_mirror(registry, tmp_path, default_lab):
         up = run("up", "-f", str(f), "--no-facts")
         assert recap(up.stdout)["failures"] == 0
         info = docker("inspect", "--format", "{{.Config.Image}} {{.Image}}", "labkit-mirror-a-ubuntu2404").split()
-        # the pulled image, or the one with the lab's packages baked into it (labkit.images.bake)
+        # the pulled image, or the one with the lab's packages baked into it (labkit.images.build.bake)
         base = docker("image", "inspect", "--format", '{{index .Config.Labels "labkit.baked.base"}}', info[1]).strip()
         assert info == [ref, pushed] or (info[0].startswith("labkit/ubuntu2404-pkgs:") and base == pushed), (info, base)
     finally:

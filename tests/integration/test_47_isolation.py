@@ -24,8 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from labkit import api, paths, vms
-from labkit.vmnet import netpool
+from labkit import paths
+from labkit.api import verbs as api
+from labkit.vm import vms
+from labkit.vm.vmnet import netpool
 from tests.conftest import labkit_cmd
 
 from .conftest import docker, recap, run

@@ -4,8 +4,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from labkit.facts import collect
-from labkit.verify import build_view, run_checks
+from labkit.observe.facts import collect
+from labkit.observe.verify import build_view, run_checks
 
 from .conftest import run
 
@@ -46,7 +46,8 @@ def test_one_fact_as_json(default_lab):
 def test_the_vm_listed_among_the_containers_fails_k1_and_k2(default_lab):
     """Feed the checks an inventory that lists the VM as a container: K1 and K2 must fail,
     naming the VM and both kernels."""
-    from labkit import api, spec
+    from labkit.api import verbs as api
+    from labkit.lab import spec
 
     lab = spec.load_lab(None)
     hosts = [h for h in api.hosts("demo") if h["state"] == "running"]

@@ -90,7 +90,7 @@ def test_second_up_changes_nothing_and_shell_reaches_its_hosts(far):
 
 
 def test_down_removes_the_vm_from_the_remote_server(far):
-    from labkit import vms
+    from labkit.vm import vms
 
     addresses = vms.proxied_addresses("far1")
     assert len(addresses) == 1

@@ -44,7 +44,7 @@ from pathlib import Path
 import pytest
 from packaging.utils import canonicalize_name
 
-from labkit import bundle as bundle_mod
+from labkit.images import bundle as bundle_mod
 
 from .conftest import recap, run, write_inventory
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from labkit import paths
-from labkit.runner import KEEP_ARTIFACTS
+from labkit.ansible.runner import KEEP_ARTIFACTS
 from tests import daemons
 from tests.conftest import labkit_cmd
 

@@ -6,8 +6,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from labkit import spec
 from labkit.errors import SpecError
+from labkit.lab import spec
 
 KEYS = ["name", "students", "containers", "vm", "limits", "provision", "registry", "roster",
         "enabled", "box", "memory", "cpus", "accel", "pids", "user", "packages", "motd", "distro", "nmae"]

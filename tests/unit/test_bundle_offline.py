@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labkit import bundle
 from labkit.errors import LabkitError
+from labkit.images import bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLE = ROOT / "roles" / "lab_server"

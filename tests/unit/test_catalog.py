@@ -1,7 +1,7 @@
 import pytest
 
-from labkit import catalog
 from labkit.errors import SpecError
+from labkit.lab import catalog
 
 
 def test_offline_catalogue_has_the_four_local_distros():

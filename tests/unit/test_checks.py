@@ -1,8 +1,8 @@
 """The fact checks fail, naming the fact, the hosts and the values (pure logic on probed facts)."""
 import pytest
 
-from labkit import checks
-from labkit.facts import HostFacts, _parse
+from labkit.observe import checks
+from labkit.observe.facts import HostFacts, _parse
 
 SERVER = HostFacts("lab-server", "server", kernel_release="6.18.44", kernel_version="#1 SMP", boot_id="aaaa",
                    pid1="systemd", hostname="srv", os_id="debian", os_version="12", os_pretty="Debian 12",

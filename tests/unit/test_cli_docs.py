@@ -5,7 +5,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from labkit.cli import main
+from labkit.cli.main import main
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from labkit import doctor as d
+from labkit.doctor import machine as d
 
 MiB, GiB = d.MiB, d.GiB
 

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from labkit import names
+from labkit.ansible.inventory import build, host_vars
 from labkit.errors import SpecError
-from labkit.inventory import build, host_vars
-from labkit.plan import Context, ServerRef, make_plan
-from labkit.spec import parse_lab
+from labkit.lab.spec import parse_lab
+from labkit.plan.model import Context, ServerRef, make_plan
 
 CTX = Context(servers=(ServerRef("localhost"),), lab_dir="/x")
 
@@ -93,7 +93,7 @@ def test_the_inventory_groups_hosts_by_engine_and_reaches_each_its_own_way():
 
 
 def test_uid_maps_read_in_a_few_words():
-    from labkit.cli import uid_map_words
+    from labkit.cli.main import uid_map_words
 
     assert uid_map_words("0 0 4294967295; ") == "none (host ids)"
     assert uid_map_words("0 1001 1; 1 100000 65536; ") == "0->1001, 1->100000 (65536)"
@@ -103,8 +103,8 @@ def test_uid_maps_read_in_a_few_words():
 def test_podman_on_a_remote_lab_server_gets_a_wrapper_per_store(tmp_path, monkeypatch):
     from types import SimpleNamespace as NS
 
-    from labkit import api
-    from labkit.servers import Server
+    from labkit.api import verbs as api
+    from labkit.servers.base import Server
 
     monkeypatch.setenv("LABKIT_HOME", str(tmp_path))
     far = Server("server-2", False, {"ansible_host": "10.0.0.2", "ansible_port": 2200, "ansible_user": "ops",
@@ -123,7 +123,7 @@ def test_podman_on_a_remote_lab_server_gets_a_wrapper_per_store(tmp_path, monkey
 
 
 def test_the_ssh_wrapper_copies_through_exec_and_refuses_mount():
-    from labkit import podman_ssh as ps
+    from labkit.engines import podman_ssh as ps
 
     assert ps.split_cp(["/tmp/a b", "c1:/root/.ansible/tmp/x.py"]) == ("c1", "/root/.ansible/tmp/x.py", "/tmp/a b", True)
     assert ps.split_cp(["--pause=false", "/tmp/src", "c1:/etc/x"]) == ("c1", "/etc/x", "/tmp/src", True)
@@ -138,8 +138,8 @@ def test_the_ssh_wrapper_copies_through_exec_and_refuses_mount():
 
 
 def test_podman_sizes_and_remote_rows_in_the_inventory():
-    from labkit import inventory
-    from labkit.engine_podman import parse_size
+    from labkit.ansible import inventory
+    from labkit.engines.podman import parse_size
 
     assert parse_size("606.2kB") == 606200 and parse_size("512B") == 512 and parse_size("2GiB") == 2 << 30
     assert parse_size("1.5MB ") == 1500000
@@ -151,8 +151,8 @@ def test_podman_sizes_and_remote_rows_in_the_inventory():
 
 
 def test_k7_says_when_a_container_has_a_user_namespace_of_its_own():
-    from labkit import checks
-    from labkit.facts import HostFacts
+    from labkit.observe import checks
+    from labkit.observe.facts import HostFacts
 
     server = HostFacts("lab-server", "server", ns_pid="pid:[1]", ns_mnt="mnt:[1]", ns_uts="uts:[1]",
                        ns_net="net:[1]", hostname="srv", kernel_release="6.1")
@@ -193,8 +193,9 @@ def test_down_names_a_remote_servers_podman_networks(tmp_path, monkeypatch):
     too for the engines labkit drives there (REMOTE_ENGINES), as down.yml removes them."""
     from types import SimpleNamespace as NS
 
-    from labkit import api, engine
-    from labkit.servers import Server
+    from labkit.api import verbs as api
+    from labkit.engines import docker as engine
+    from labkit.servers.base import Server
 
     monkeypatch.setenv("LABKIT_HOME", str(tmp_path))
     here, far = Server("localhost", True), Server("server-2", False, {"ansible_host": "10.0.0.2"})

@@ -5,9 +5,9 @@ import json
 import pytest
 import yaml
 
-from labkit import inventory as inv
+from labkit.ansible import inventory as inv
 from labkit.errors import SpecError
-from labkit.spec import load_lab
+from labkit.lab.spec import load_lab
 
 ROWS = [
     {"name": "labkit-l-s1-debian12", "role": "container", "distro": "debian:12", "student": "s1", "server": "localhost"},

@@ -1,5 +1,5 @@
 """Pure logic of the LXC engine: role lab_lxc's module (configuration, limits, markers, units),
-labkit.engine_lxc (hosts by marker, lxc-attach command lines, doctor's id map check) and fact K6
+labkit.engines.lxc (hosts by marker, lxc-attach command lines, doctor's id map check) and fact K6
 for system containers. No LXC, no Docker: folders under tmp_path stand for /var/lib/lxc."""
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from labkit import checks, engine_lxc
-from labkit.facts import HostFacts
+from labkit.engines import lxc as engine_lxc
+from labkit.observe import checks
+from labkit.observe.facts import HostFacts
 from tests.conftest import role_module
 
 
@@ -137,7 +138,7 @@ def test_k6_an_lxc_system_container_runs_an_init_but_boots_no_kernel():
 def test_lxc_is_checked_where_it_goes_before_anything_is_made():
     from types import SimpleNamespace as NS
 
-    from labkit import api
+    from labkit.api import verbs as api
     from labkit.errors import EngineError
 
     servers = [NS(name="localhost", local=True), NS(name="server-2", local=False)]
@@ -171,8 +172,9 @@ def test_lxc_is_checked_where_it_goes_before_anything_is_made():
 def test_a_remote_lab_server_gets_its_lxc_wrappers_and_rows(tmp_path, monkeypatch):
     from types import SimpleNamespace as NS
 
-    from labkit import api, inventory
-    from labkit.servers import Server
+    from labkit.ansible import inventory
+    from labkit.api import verbs as api
+    from labkit.servers.base import Server
 
     monkeypatch.setenv("LABKIT_HOME", str(tmp_path))
     far = Server("server-2", False, {"ansible_host": "10.0.0.2", "ansible_port": 2200, "ansible_user": "ops",
@@ -203,7 +205,7 @@ def test_a_remote_lab_server_gets_its_lxc_wrappers_and_rows(tmp_path, monkeypatc
 
 
 def test_the_server_side_reads_answer_json(tmp_path, monkeypatch, capsys):
-    from labkit import lxc_server
+    from labkit.engines import lxc_server
 
     _marker(tmp_path, "labkit-l-a-debian12-lxc", lab="l", student="a", distro="debian:12")
     _marker(tmp_path, "labkit-l-b-debian12-lxc", lab="l", student="b", distro="debian:12")
@@ -223,7 +225,7 @@ def test_the_server_side_reads_answer_json(tmp_path, monkeypatch, capsys):
 
 
 def test_the_lxc_ssh_wrapper_quotes_every_word_and_asks_for_a_terminal_only_from_one():
-    from labkit import lxc_ssh
+    from labkit.engines import lxc_ssh
 
     line = lxc_ssh.remote(["sudo", "-n"], ["lxc-attach"], ["-n", "c1", "--", "/bin/sh", "-c", "echo $HOME; it's"])
     assert line == "sudo -n lxc-attach -n c1 -- /bin/sh -c 'echo $HOME; it'\"'\"'s'"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from labkit import measure
+from labkit.observe import measure
 
 
 class _Img:

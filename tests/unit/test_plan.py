@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from labkit import names
-from labkit.plan import FIRST_PLAY_ONLY, Context, ServerRef, diff, make_plan, split_extravars, teardown
-from labkit.spec import parse_lab
+from labkit.lab.spec import parse_lab
+from labkit.plan.model import FIRST_PLAY_ONLY, Context, ServerRef, diff, make_plan, split_extravars, teardown
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden" / "up_extravars.json"
@@ -146,7 +146,7 @@ def test_diff_of_other_engines_networks_is_per_store():
 def test_podman_images_read_back_as_planned():
     """Podman keeps a loaded ``labkit/debian:12`` as ``localhost/labkit/debian:12``: read back as
     the plan names it, or every Podman container would be listed as to be recreated."""
-    from labkit.engine_podman import plain_image
+    from labkit.engines.podman import plain_image
 
     assert plain_image("localhost/labkit/debian:12") == "labkit/debian:12"
     assert plain_image("localhost:5000/ubuntu:24.04") == "localhost:5000/ubuntu:24.04"
@@ -171,7 +171,8 @@ def test_baked_images_go_to_dockers_containers_on_this_machine_only():
 
 
 def test_a_baked_image_is_named_by_what_makes_it():
-    from labkit import catalog, images
+    from labkit.images import build as images
+    from labkit.lab import catalog
 
     d = catalog.get("debian:12")
     t = images.baked_tag(d, ["less", "curl"], "sha256:1")

@@ -1,4 +1,4 @@
-from labkit.progress import HostLines
+from labkit.cli.progress import HostLines
 
 
 def ev(kind, **data):
@@ -30,7 +30,7 @@ def test_live_view_shows_each_host_with_its_task_and_counts():
 
     from rich.console import Console
 
-    from labkit.progress import LiveHosts
+    from labkit.cli.progress import LiveHosts
 
     buf = io.StringIO()
     con = Console(file=buf, force_terminal=True, width=150)

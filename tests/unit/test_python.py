@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit.checks.engine_facts import safe_members
+from labkit.observe.checks.engine_facts import safe_members
 
 
 def _debian_major() -> str:

@@ -5,9 +5,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from labkit import measure
-from labkit import report as rep
-from labkit.facts import HostFacts
+from labkit.observe import measure
+from labkit.observe import report as rep
+from labkit.observe.facts import HostFacts
 
 
 @pytest.mark.parametrize(("value", "text"), [
@@ -204,7 +204,7 @@ def test_html_puts_the_summary_first_and_keeps_host_names_on_one_line():
 
 
 def test_k9_detail_reads_busybox_in_kib():
-    from labkit import checks
+    from labkit.observe import checks
 
     m = {"memory_bytes": 364_544, "memory_how": "cgroup", "disk_bytes": 1_985_607, "disk_how": "image size"}
     assert checks.k9(HostFacts("labkit-demo-s01-busybox", "container", "s01"), m) == \

@@ -1,8 +1,8 @@
 """Real ansible-runner runs against localhost (no container engine needed)."""
 import pytest
 
+from labkit.ansible.runner import _failure_from, run_playbook, script_facts
 from labkit.errors import PlaybookFailed
-from labkit.runner import _failure_from, run_playbook, script_facts
 
 OK = """
 - hosts: lab_servers
@@ -71,7 +71,7 @@ def test_interrupted_run_leaves_no_process_behind(tmp_path, labkit_home, signame
     import threading
     import time
 
-    from labkit.runner import _descendants
+    from labkit.ansible.runner import _descendants
 
     pb = tmp_path / "slow.yml"
     pb.write_text(SLOW)

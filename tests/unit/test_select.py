@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from labkit import api
+from labkit.api import verbs as api
 from labkit.errors import NotUp, UsageError
-from labkit.spec import load_lab
+from labkit.lab.spec import load_lab
 
 
 def _bring_up(home, name: str) -> None:

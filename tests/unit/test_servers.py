@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from labkit import bundle
 from labkit.errors import LabkitError, SpecError
-from labkit.servers import Server, assign, from_inventory
+from labkit.images import bundle
+from labkit.servers.base import Server, assign, from_inventory
 
 
 def servers(*names):
@@ -46,8 +46,8 @@ def test_vms_reach_a_remote_server_through_a_proxy_command_and_run_its_commands_
 
 
 def test_each_students_vm_goes_to_the_students_server():
-    from labkit import api
-    from labkit.spec import parse_lab
+    from labkit.api import verbs as api
+    from labkit.lab.spec import parse_lab
 
     lab = parse_lab({"name": "c", "students": ["a", "b", "c"], "containers": ["busybox"], "vm": {"enabled": True}})
     plan = api.vm_plan(lab, None, {"a": "localhost", "b": "s2", "c": "localhost"})

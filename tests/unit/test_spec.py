@@ -3,8 +3,8 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from labkit import spec
 from labkit.errors import SpecError
+from labkit.lab import spec
 
 
 def write(tmp_path, text):

@@ -1,4 +1,4 @@
-"""Pure logic of labkit.virt: no QEMU, no libvirt."""
+"""Pure logic of labkit.vm.virt: no QEMU, no libvirt."""
 from __future__ import annotations
 
 import os
@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from labkit import virt
 from labkit.errors import LabkitError
+from labkit.vm import virt
 
 INTEL = "processor\t: 0\nflags\t\t: fpu vme de pse msr vmx sse2\n"
 AMD = "processor\t: 0\nflags\t\t: fpu svm lm\nbugs\t\t: sysret_ss_attrs\n"

@@ -1,10 +1,10 @@
 """Pure logic of the students' VM networks: the address pool
-(roles/lab_network/module_utils/labkit_netpool.py, as labkit.vmnet loads it). No libvirt."""
+(roles/lab_network/module_utils/labkit_netpool.py, as labkit.vm.vmnet loads it). No libvirt."""
 from __future__ import annotations
 
 import ipaddress
 
-from labkit import vmnet
+from labkit.vm import vmnet
 
 np = vmnet.netpool()
 POOL, PREFIX = vmnet.DEFAULT_POOL, vmnet.PREFIX

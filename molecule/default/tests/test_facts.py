@@ -3,7 +3,7 @@
 testinfra's ``host`` fixture is each instance of the inventory Molecule wrote (docker
 connection, so ``host.run`` is a ``docker exec ... /bin/sh -c``: BusyBox needs no Python);
 the lab server is ``local://``. The checks are the functions ``labkit verify`` runs
-(``labkit.checks``), so a failure names the fact, the hosts and the values that differed.
+(``labkit.observe.checks``), so a failure names the fact, the hosts and the values that differed.
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 import testinfra
 from testinfra.utils.ansible_runner import AnsibleRunner
 
-from labkit import checks
-from labkit.facts import HostFacts, inventory_host_facts, local_server_facts
+from labkit.observe import checks
+from labkit.observe.facts import HostFacts, inventory_host_facts, local_server_facts
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 testinfra_hosts = AnsibleRunner(INVENTORY).get_hosts("all")

@@ -2,7 +2,7 @@
 
 testinfra's ``host`` fixture is the VM of the inventory Molecule wrote from create.yml's
 instance config (ssh backend); the lab server is ``local://``. The checks are the functions
-``labkit verify`` runs (``labkit.checks``): K3 (own kernel and boot), K5 (kernel files
+``labkit verify`` runs (``labkit.observe.checks``): K3 (own kernel and boot), K5 (kernel files
 present), K6 (PID 1 is systemd).
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ import os
 import pytest
 from testinfra.utils.ansible_runner import AnsibleRunner
 
-from labkit import checks
-from labkit.facts import HostFacts, inventory_host_facts, local_server_facts
+from labkit.observe import checks
+from labkit.observe.facts import HostFacts, inventory_host_facts, local_server_facts
 
 testinfra_hosts = AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts("lab_vms")
 

@@ -1,0 +1,363 @@
+"""The ansible-runner wrapper: one private_data_dir per lab, events to progress, status checked.
+
+ansible-runner returns, it does not raise: every run's status and rc are checked
+here, and a failed run raises PlaybookFailed naming the failed hosts and tasks
+and keeping its artifacts. Successful runs' artifacts are rotated.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labkit.errors import InternalError, PlaybookFailed
+from labkit.paths import ansible_root, lab_dir, playbooks_dir, roles_dir, vagrant_home
+
+EventHandler = Callable[[dict], Any]
+KEEP_ARTIFACTS = 10
+
+
+@dataclass
+class Failure:
+    host: str
+    task: str
+    msg: str
+    unreachable: bool = False
+
+    def __str__(self) -> str:
+        kind = "unreachable" if self.unreachable else "failed"
+        return f"[{self.host}] {self.task}: {kind}: {self.msg}"
+
+
+@dataclass
+class Change:
+    """A task that reported changed on a host (with its diff when the run asked for one)."""
+
+    host: str
+    task: str
+    diff: str = ""
+
+    def __str__(self) -> str:
+        return f"[{self.host}] {self.task}"
+
+
+@dataclass
+class RunResult:
+    playbook: str
+    status: str
+    rc: int
+    stats: dict
+    artifacts: Path
+    seconds: float
+    failures: list[Failure] = field(default_factory=list)
+    host_facts: dict[str, dict] = field(default_factory=dict)  # set_stats / labkit_* results by host
+    changes: list[Change] = field(default_factory=list)  # every task that reported changed, per host
+
+    def changed_hosts(self) -> dict[str, int]:
+        """Per host, how many tasks changed (ansible-runner's stats, not matched text)."""
+        return {h: n for h, n in (self.stats.get("changed") or {}).items() if n}
+
+    def total(self, key: str) -> int:
+        """Sum of a recap counter over hosts: ``total('changed')``."""
+        return sum((self.stats.get(key) or {}).values())
+
+    @property
+    def changed(self) -> int:
+        return self.total("changed")
+
+
+def _short(msg: Any, limit: int = 400) -> str:
+    text = str(msg).strip().replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _failure_from(event: dict) -> Failure | None:
+    data = event.get("event_data") or {}
+    kind = event.get("event")
+    if kind not in ("runner_on_failed", "runner_on_unreachable"):
+        return None
+    if data.get("ignore_errors"):
+        return None
+    res = data.get("res") or {}
+    msg = res.get("msg") or res.get("reason") or "failed"
+    detail = res.get("stderr") or res.get("module_stderr") or res.get("stdout") or ""
+    if detail and str(detail).strip() not in str(msg):
+        msg = f"{msg}: {str(detail).strip()[-300:]}"
+    if res.get("results"):  # a loop: name the items that failed
+        bad = [r for r in res["results"] if r.get("failed")]
+        if bad:
+            msg = "; ".join(f"{r.get('item', '')!s:.60}: {r.get('msg', '')}" for r in bad[:3])
+    return Failure(data.get("host", "?"), data.get("task", "?"), _short(msg),
+                   unreachable=(kind == "runner_on_unreachable"))
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (from /proc), children first."""
+    parents: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in parents.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def stop_process_tree(grace: float = 30.0) -> list[int]:
+    """Stop everything this process started (ansible-playbook, its modules, vagrant, ssh...).
+
+    ansible-runner runs ansible-playbook in a session of its own, so a Ctrl-C on labkit never
+    reaches it, and a `vagrant up` would go on alone, racing the next run. SIGTERM first,
+    SIGKILL what is left after ``grace`` seconds. Returns the pids that were signalled.
+    """
+    import signal
+
+    pids = _descendants(os.getpid())
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for p in pids:
+            try:
+                os.kill(p, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 5)
+        while time.monotonic() < deadline:
+            # zombies count as stopped: their parents (pexpect, ansible) reap them
+            if not any(_alive(p) for p in pids):
+                return pids
+            time.sleep(0.2)
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def connection_plugins() -> str:
+    """ANSIBLE_CONNECTION_PLUGINS with labkit's own (``labkit_lxc``) first, then Ansible's
+    default places: for every Ansible labkit runs (playbooks, the user's testinfra tests)."""
+    return os.pathsep.join([str(playbooks_dir() / "connection_plugins"), "~/.ansible/plugins/connection",
+                            "/usr/share/ansible/plugins/connection"])
+
+
+def run_playbook(
+    playbook: str,
+    *,
+    lab: str,
+    inventory: str | Path | dict | None = None,
+    extravars: dict | None = None,
+    limit: str | None = None,
+    forks: int = 20,
+    verbosity: int = 0,
+    on_event: EventHandler | None = None,
+    show_output: bool = False,
+    timeout: int | None = None,
+    tags: str | None = None,
+    skip_tags: str | None = None,
+    cmdline: str | None = None,
+    env: dict[str, str] | None = None,
+    project_dir: str | Path | None = None,
+) -> RunResult:
+    """Run ``playbooks/<playbook>`` (or an absolute path) with ansible-runner for ``lab``; check the outcome.
+
+    Returns a RunResult; raises PlaybookFailed when the run failed, timed out or was
+    cancelled, naming the failed hosts and tasks.
+    """
+    import ansible_runner
+
+    pb = Path(playbook) if Path(playbook).is_absolute() else playbooks_dir() / playbook
+    if not pb.is_file():
+        raise InternalError(f"playbook not found: {pb}", "is labkit installed completely?")
+    private = lab_dir(lab) / "runner"
+    private.mkdir(parents=True, exist_ok=True)
+    # Ansible's and its modules' temp files on this machine (AnsiballZ payloads, Vagrant's)
+    # go into a folder of the run, emptied after it, even when a signal stopped the modules
+    # before they could clean up (and at the next run after a SIGKILL of labkit itself)
+    tmp = private / "tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(mode=0o700)
+    if inventory is None:
+        inventory = str(ansible_root() / "inventories" / "local")
+    elif isinstance(inventory, Path):
+        inventory = str(inventory)
+
+    venv_bin = str(Path(sys.executable).parent)
+    envvars = {
+        # ansible-runner and the docker/vagrant modules run from labkit's venv
+        "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
+        "ANSIBLE_ROLES_PATH": str(roles_dir()),
+        # labkit's own connection plugin (labkit_lxc: LXC containers) for every playbook labkit
+        # runs, the lab's own too
+        "ANSIBLE_CONNECTION_PLUGINS": connection_plugins(),
+        "ANSIBLE_HOST_KEY_CHECKING": "False",
+        "ANSIBLE_PIPELINING": "True",
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_DEPRECATION_WARNINGS": "False",
+        "ANSIBLE_LOCALHOST_WARNING": "False",
+        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
+        "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=120s",
+        "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
+        "TMPDIR": str(tmp),
+        "ANSIBLE_LOCAL_TEMP": str(tmp),
+        # the lab_vm role drives Vagrant with labkit's private VAGRANT_HOME and libvirt's system URI
+        "VAGRANT_HOME": str(vagrant_home()),
+        "LIBVIRT_DEFAULT_URI": "qemu:///system",
+        "VAGRANT_CHECKPOINT_DISABLE": "1",
+        "VAGRANT_DEFAULT_PROVIDER": "libvirt",
+        **(env or {}),
+    }
+    failures: list[Failure] = []
+    host_facts: dict[str, dict] = {}
+    changes: list[Change] = []
+
+    def handler(event: dict) -> bool:
+        f = _failure_from(event)
+        if f:
+            failures.append(f)
+        if event.get("event") == "runner_on_ok":
+            data = event.get("event_data") or {}
+            res = data.get("res") or {}
+            if res.get("changed"):
+                changes.append(Change(data.get("host", "?"), data.get("task", ""), _diff_text(res)))
+            facts = res.get("ansible_facts") or {}
+            mine = {k: v for k, v in facts.items() if k.startswith("labkit_")}
+            mine.update(script_facts(res.get("stdout_lines")))
+            if mine:
+                host_facts.setdefault(data.get("host", "?"), {}).update(mine)
+        if on_event:
+            on_event(event)
+        return True  # keep the event in artifacts
+
+    # Ctrl-C or SIGTERM: stop ansible-playbook and everything it started (vagrant included)
+    # while they are still ours to find, then tell ansible-runner to cancel.
+    interrupted: list[int] = []
+
+    def on_signal(signum, _frame):
+        interrupted.append(signum)
+        stop_process_tree()
+
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    t0 = time.monotonic()
+    try:
+        r = _run(ansible_runner, private, pb, inventory, extravars, envvars, limit, forks, verbosity,
+                 show_output, handler, timeout, lambda: bool(interrupted),
+                 {"tags": tags, "skip_tags": skip_tags, "cmdline": cmdline,
+                  "project_dir": str(project_dir) if project_dir else None})
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+        shutil.rmtree(tmp, ignore_errors=True)
+    if interrupted:
+        raise KeyboardInterrupt(f"{playbook} interrupted by signal {interrupted[0]}")
+    if r.status in ("canceled", "timeout"):
+        stop_process_tree()
+    secs = time.monotonic() - t0
+    res = _result(r, playbook, secs, failures, host_facts)
+    res.changes = changes
+    return res
+
+
+def script_facts(lines) -> dict[str, list[str]]:
+    """The facts a shell task reports in its output, one ``labkit-fact: labkit_<name>=<words>``
+    line each (role student_env's converge script, which sets no fact itself: a ``set_fact``
+    is one more worker per host). Each value is its words, as a list."""
+    out: dict[str, list[str]] = {}
+    for line in lines if isinstance(lines, list) else []:
+        if isinstance(line, str) and line.startswith("labkit-fact: labkit_") and "=" in line:
+            name, _, value = line[len("labkit-fact: "):].partition("=")
+            if name.replace("_", "").isalnum():
+                out[name] = value.split()
+    return out
+
+
+def _diff_text(res: dict) -> str:
+    """A task result's --diff output as unified-ish text (before/after per file)."""
+    diffs = res.get("diff")
+    if not diffs:
+        return ""
+    out = []
+    for d in diffs if isinstance(diffs, list) else [diffs]:
+        if not isinstance(d, dict):
+            continue
+        if d.get("prepared"):
+            out.append(str(d["prepared"]))
+            continue
+        import difflib
+
+        before, after = str(d.get("before", "")), str(d.get("after", ""))
+        if before != after:
+            out += difflib.unified_diff(before.splitlines(), after.splitlines(),
+                                        str(d.get("before_header", "before")), str(d.get("after_header", "after")),
+                                        lineterm="")
+    return "\n".join(out)
+
+
+def _run(ansible_runner, private, pb, inventory, extravars, envvars, limit, forks, verbosity, show_output,
+         handler, timeout, cancel, more=None):
+    more = {k: v for k, v in (more or {}).items() if v}
+    return ansible_runner.run(
+        private_data_dir=str(private),
+        project_dir=more.pop("project_dir", None) or str(playbooks_dir()),
+        playbook=str(pb),
+        inventory=inventory,
+        extravars=extravars or {},
+        envvars=envvars,
+        limit=limit,
+        forks=forks,
+        verbosity=verbosity,
+        quiet=not show_output,
+        event_handler=handler,
+        rotate_artifacts=KEEP_ARTIFACTS,
+        suppress_env_files=True,
+        timeout=timeout,
+        cancel_callback=cancel,
+        **more,
+    )
+
+
+def _result(r, playbook: str, secs: float, failures: list[Failure], host_facts: dict) -> RunResult:
+    artifacts = Path(r.config.artifact_dir)
+    result = RunResult(playbook, r.status, r.rc if r.rc is not None else -1, r.stats or {}, artifacts, secs,
+                       failures, host_facts)
+    if r.status != "successful" or result.rc != 0:
+        if not failures and r.status in ("timeout", "canceled"):
+            failures.append(Failure("-", playbook, f"run {r.status}"))
+        if not failures:  # failed before any task ran (a syntax error, a bad inventory): say what Ansible said
+            try:
+                lines = [ln for ln in (artifacts / "stdout").read_text(errors="replace").splitlines() if ln.strip()]
+            except OSError:
+                lines = []
+            said = [re.sub(r"\x1b\[[0-9;]*m", "", ln) for ln in lines[:6]]
+            if said:
+                failures.append(Failure("-", playbook, " / ".join(said)))
+        detail = "\n  ".join(str(f) for f in failures[:20]) or f"status {r.status}, rc {result.rc}"
+        hosts = sorted({f.host for f in failures})
+        raise PlaybookFailed(
+            f"{playbook} failed on {', '.join(hosts) or 'the lab server'} (status {r.status}, rc {result.rc}):\n  "
+            + detail,
+            f"full output kept in {artifacts}/stdout; rerun with -v for Ansible's own output",
+            failures=failures,
+            artifacts=artifacts,
+            host_facts=host_facts,
+        )
+    return result

@@ -1,0 +1,160 @@
+"""What labkit reads of LXC on a lab server: the lab's containers by their marker files, a
+container's measurements, a user's account in it, and what the server lacks for LXC.
+
+Standard library only, and no import of labkit: ``labkit.engines.lxc`` calls these functions
+on this machine, and on a remote lab server this very file is run by the server's own
+``python3`` (``python3 - COMMAND ARGS...`` with the file on stdin, through the wrapper
+``labkit.servers.base.lxc_wrappers`` writes), which prints the answer as JSON.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+LXC_PATH = "/var/lib/lxc"
+MARKER = "labkit.json"
+IDMAP = "root:1000000000:65536"  # role lab_lxc's lab_lxc_idmap_base, IDMAP_RANGE
+BUSYBOX = "/bin/busybox"          # role lab_lxc's module: the containers' init (busybox-static)
+
+
+def marker(name: str, lxc_path: str | None = None) -> dict | None:
+    try:
+        with open(os.path.join(lxc_path or LXC_PATH, name, MARKER)) as f:
+            m = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return m if isinstance(m, dict) else None
+
+
+def state(name: str) -> str:
+    """``running``, ``stopped`` (or another of LXC's states, lowercase)."""
+    if shutil.which("lxc-info") is None:
+        return "stopped"
+    p = subprocess.run(["lxc-info", "-n", name, "-sH"], capture_output=True, text=True, cwd="/")
+    return p.stdout.strip().lower() if p.returncode == 0 and p.stdout.strip() else "stopped"
+
+
+def scan(lab: str, students: list[str] | None = None, lxc_path: str | None = None, state_of=None) -> list[dict]:
+    """The lab's containers (``students``' only, when given) under ``lxc_path``, found by their
+    marker files whatever their state: name, marker, state."""
+    out: list[dict] = []
+    lxc_path, state_of = lxc_path or LXC_PATH, state_of or state
+    if not os.path.isdir(lxc_path):
+        return out
+    for name in sorted(os.listdir(lxc_path)):
+        m = marker(name, lxc_path)
+        if not m or m.get("lab") != lab or (students and m.get("student") not in students):
+            continue
+        out.append({"name": name, "marker": m, "state": state_of(name)})
+    return out
+
+
+def account(name: str, user: str, lxc_path: str | None = None) -> list | None:
+    """[uid, gid, home] of ``user`` in container ``name`` (its own /etc/passwd), or None."""
+    try:
+        with open(os.path.join(lxc_path or LXC_PATH, name, "rootfs", "etc", "passwd")) as f:
+            for line in f:
+                fields = line.rstrip("\n").split(":")
+                if len(fields) >= 6 and fields[0] == user:
+                    return [int(fields[2]), int(fields[3]), fields[5]]
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def start_time(pid: int) -> float:
+    """When process ``pid`` started, in seconds since the epoch (from /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    since_boot = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # starttime, field 22, in clock ticks
+    # /proc/uptime is in hundredths (btime in /proc/stat only in whole seconds)
+    with open("/proc/uptime") as f:
+        uptime = float(f.read().split()[0])
+    return time.time() - (uptime - since_boot)
+
+
+def _cgroup(name: str, key: str) -> str | None:
+    p = subprocess.run(["lxc-cgroup", "-n", name, key], capture_output=True, text=True, cwd="/")
+    return p.stdout if p.returncode == 0 else None
+
+
+def cgroup_memory(name: str) -> int | None:
+    """The container's memory as ``docker stats`` counts Docker's: cgroup usage less the
+    inactive file cache (v2: memory.current - inactive_file; v1: usage - total_inactive_file)."""
+    for usage_key, inactive in (("memory.current", "inactive_file"), ("memory.usage_in_bytes", "total_inactive_file")):
+        usage = _cgroup(name, usage_key)
+        if usage is None or not usage.strip().isdigit():
+            continue
+        stat = dict(ln.split()[:2] for ln in (_cgroup(name, "memory.stat") or "").splitlines() if len(ln.split()) >= 2)
+        cache = int(stat.get(inactive, "0")) if stat.get(inactive, "0").isdigit() else 0
+        return max(int(usage.strip()) - cache, 0)
+    return None
+
+
+def measure(name: str, lxc_path: str | None = None) -> dict | None:
+    """A running container's marker creation time, init's start, memory and root file system
+    size (``created``, ``started``, ``memory``, ``disk``), or None."""
+    lxc_path = lxc_path or LXC_PATH
+    m = marker(name, lxc_path)
+    if not m or state(name) != "running":
+        return None
+    p = subprocess.run(["lxc-info", "-n", name, "-pH"], capture_output=True, text=True, cwd="/")
+    if p.returncode != 0 or not p.stdout.strip().isdigit():
+        return None
+    try:
+        started = start_time(int(p.stdout.strip()))
+        du = subprocess.run(["du", "-sb", os.path.join(lxc_path, name, "rootfs")], capture_output=True, text=True,
+                            cwd="/")
+        disk = int(du.stdout.split()[0]) if du.returncode == 0 and du.stdout else 0
+    except (OSError, ValueError, IndexError):
+        return None
+    return {"created": float(m.get("created", 0) or 0), "started": started, "memory": cgroup_memory(name),
+            "disk": disk}
+
+
+def needs() -> list[str]:
+    """What a lab server lacks to host labkit's LXC containers (role lab_lxc there): LXC's
+    tools, newuidmap, the ``lxc`` binding of this Python (community.general.lxc_container),
+    BusyBox (the containers' init), the Docker CLI (their root file systems) and root's id map."""
+    out = [t for t in ("lxc-start", "lxc-attach", "lxc-info", "newuidmap", "docker") if shutil.which(t) is None]
+    try:
+        import lxc  # type: ignore[import-untyped]  # noqa: F401
+    except ImportError:
+        out.append(f"the lxc Python binding of {sys.executable} (python3-lxc)")
+    if not os.path.exists(BUSYBOX):
+        out.append(f"{BUSYBOX} (busybox-static)")
+    for f in ("/etc/subuid", "/etc/subgid"):
+        try:
+            with open(f) as fh:
+                ok = IDMAP in fh.read().split()
+        except OSError:
+            ok = False
+        if not ok:
+            out.append(f"{IDMAP} in {f}")
+    return out
+
+
+def main(argv: list[str]) -> int:
+    """``scan LAB [STUDENT...]``, ``measure NAME``, ``account NAME USER``, ``needs``: JSON on stdout."""
+    cmd, args = (argv[0], argv[1:]) if argv else ("", [])
+    if cmd == "scan" and args:
+        out: object = scan(args[0], args[1:] or None)
+    elif cmd == "measure" and len(args) == 1:
+        out = measure(args[0])
+    elif cmd == "account" and len(args) == 2:
+        out = account(args[0], args[1])
+    elif cmd == "needs" and not args:
+        out = needs()
+    else:
+        sys.stderr.write(f"labkit lxc_server: unknown request {argv!r}\n")
+        return 2
+    sys.stdout.write(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

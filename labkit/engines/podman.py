@@ -1,0 +1,379 @@
+"""The Podman engine: its CLI, as root (rootful) or as a lab server's user (rootless).
+
+labkit makes Podman's containers with Ansible (role ``lab_podman``: containers.podman's
+modules; the hosts are reached with its ``podman`` connection). This module is what labkit
+itself reads from Podman on this machine (``status``, ``facts``, ``verify``, ``shell``,
+``down``'s counts, measurements), through the same CLI and, for a rootless user, the same
+way of becoming that user as the role's wrapper: ``runuser`` with the user's ``HOME`` and
+``XDG_RUNTIME_DIR`` (there is no systemd login session here to set them). On a remote lab
+server every call goes through ``labkit.servers.base.podman_wrapper`` (that server's Podman over
+its SSH); its rows carry the wrapper as ``podman_executable``, as Docker's carry ``docker_host``.
+
+The engine contract (also what ``labkit.engines.lxc`` provides), functions of a module named
+in ``labkit.engine.OTHER_ENGINES``:
+
+- ``hosts(lab, students, server, users)``: the lab's containers on ``server`` by the label
+  ``labkit.lab``, whatever their state, as rows (name, role, student, distro, state, image,
+  spec, server, local, engine, user); ``users`` says whose stores to read ('' is root's).
+- ``networks(lab, server, users)``: the lab's network names there (by label).
+- ``exec_argv(row, argv, user=None, workdir=None, interactive=False)``: the command line
+  that runs ``argv`` in the container of ``row`` (``labkit shell``, facts).
+- ``measure(row)``: create-to-ready seconds, memory and image size, or None.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import subprocess
+from pathlib import Path
+
+from labkit.errors import EngineError
+
+WRAPPER_DIR = "/usr/local/libexec/labkit/podman-as"   # role lab_podman: WRAPPER_DIR/<user>/podman
+START_HINT = "install Podman: `bash scripts/setup.sh` (apt: podman, uidmap, slirp4netns); `labkit doctor` checks"
+
+
+def installed() -> bool:
+    return shutil.which("podman") is not None
+
+
+def runtime_dir(user: str) -> str:
+    """The user's XDG_RUNTIME_DIR (made here when missing: no systemd-logind makes it)."""
+    pw = pwd.getpwnam(user)
+    d = Path(f"/run/user/{pw.pw_uid}")
+    if not d.is_dir() and os.geteuid() == 0:
+        d.mkdir(parents=True, exist_ok=True)
+        os.chown(d, pw.pw_uid, pw.pw_gid)
+        d.chmod(0o700)
+    return str(d)
+
+
+def podman(user: str = "") -> list[str]:
+    """The argv prefix of Podman's CLI: root's, or (rootless) as ``user``."""
+    if not user:
+        return ["podman"]
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        raise EngineError(f"rootless Podman: no user '{user}' on this lab server",
+                          f"create it (`useradd -m -s /bin/sh {user}`) with /etc/subuid and /etc/subgid entries; "
+                          "`labkit doctor` checks") from None
+    return ["runuser", "-u", user, "--", "env", f"HOME={pw.pw_dir}", f"XDG_RUNTIME_DIR={runtime_dir(user)}", "TMPDIR=/var/tmp",
+            "podman"]
+
+
+def run(args: list[str], user: str = "", timeout: int = 120, cli: list[str] | None = None) -> str:
+    """Run ``podman ARGS`` (as ``user``; ``cli``: another Podman CLI, a remote lab server's
+    wrapper); its stdout, or EngineError naming the command."""
+    if cli is None and not installed():
+        raise EngineError("Podman is not installed on this machine", START_HINT)
+    cmd = [*(cli or podman(user)), *args]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd="/")
+    except subprocess.TimeoutExpired:
+        raise EngineError(f"Podman{' (rootless, ' + user + ')' if user else ''} did not answer within "
+                          f"{timeout} s: podman {' '.join(args)}", START_HINT) from None
+    if p.returncode != 0:
+        raise EngineError(f"podman {' '.join(args)}{' (as ' + user + ')' if user else ''} failed: "
+                          f"{p.stderr.strip()[-400:]}", START_HINT if cli is None else REMOTE_HINT)
+    return p.stdout
+
+
+REMOTE_HINT = "prepare the lab server with `labkit prepare -i INVENTORY --engine podman`; `labkit doctor` checks this machine only"
+# a remote store that cannot answer at all: no podman there (127), no such rootless user (125)
+_ABSENT = (125, 127)
+
+
+def _stores(lab: str, server, users: list[str]) -> list[tuple[str, list[str] | None]]:
+    """Each store of ``users`` that exists on ``server``, with the CLI that reaches it: this
+    machine's (None) or, on a remote lab server, the wrapper that runs it there over SSH."""
+    if server is not None and not getattr(server, "local", True):
+        from labkit.servers.base import podman_wrapper
+
+        out: list[tuple[str, list[str] | None]] = []
+        for user in users:
+            cli = [podman_wrapper(lab, server, user)]
+            p = subprocess.run([*cli, "version", "--format", "{{.Client.Version}}"], capture_output=True, text=True,
+                               timeout=120, cwd="/")
+            if p.returncode in _ABSENT:
+                continue
+            out.append((user, cli))
+        return out
+    if not installed():
+        return []
+    return [(u, None) for u in users if not u or _user_exists(u)]
+
+
+def _state(c: dict) -> str:
+    # `podman ps --format json` gives State as a word (running, exited, created, ...)
+    st = str(c.get("State", "")).lower()
+    return "running" if st == "running" else (st or "unknown")
+
+
+def hosts(lab: str, students: list[str] | None, server, users: list[str]) -> list[dict]:
+    out: list[dict] = []
+    for user, cli in _stores(lab, server, users):
+        rows = json.loads(run(["ps", "-a", "--filter", f"label=labkit.lab={lab}", "--format", "json"], user, cli=cli)
+                          or "[]")
+        for c in rows:
+            lb = c.get("Labels") or {}
+            if students and lb.get("labkit.student") not in students:
+                continue
+            name = (c.get("Names") or [c.get("Id", "")[:12]])[0]
+            out.append({
+                "name": name, "role": lb.get("labkit.role", "container"), "student": lb.get("labkit.student", ""),
+                "distro": lb.get("labkit.distro", ""), "state": _state(c), "image": plain_image(c.get("Image", "")),
+                "spec": f"podman://{name}", "server": server.name, "local": server.local, "engine": "podman",
+                "user": user, "id": c.get("Id", ""),
+                # a remote lab server's: the wrapper that runs its Podman over SSH (as docker_host for Docker)
+                **({"podman_executable": cli[0]} if cli else {}),
+            })
+    return out
+
+
+def plain_image(ref: str) -> str:
+    """An image as the plan names it: Podman stores a loaded ``labkit/debian:12`` as
+    ``localhost/labkit/debian:12`` (a registry host with a port, ``localhost:5000/``, stays)."""
+    return ref[len("localhost/"):] if ref.startswith("localhost/") else ref
+
+
+def _user_exists(user: str) -> bool:
+    try:
+        pwd.getpwnam(user)
+        return True
+    except KeyError:
+        return False
+
+
+def networks(lab: str, server, users: list[str]) -> list[str]:
+    out: list[str] = []
+    for user, cli in _stores(lab, server, users):
+        text = run(["network", "ls", "--filter", f"label=labkit.lab={lab}", "--format", "{{.Name}}"], user, cli=cli)
+        out += [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return out
+
+
+def exec_argv(row: dict, argv: list[str], user: str | None = None, workdir: str | None = None,
+              interactive: bool = False) -> list[str]:
+    who = (["-u", user] if user else []) + (["-w", workdir] if workdir else [])
+    return [*_cli(row), "exec", "-it" if interactive else "-i", *who, row["name"], *argv]
+
+
+def _cli(row: dict) -> list[str]:
+    """The Podman CLI of a row's store: on a remote lab server, the wrapper that reaches it."""
+    return [row["podman_executable"]] if row.get("podman_executable") else podman(row.get("user", ""))
+
+
+def uid_map(row: dict) -> str:
+    """The container's user namespace as /proc/1/uid_map says it ('0 0 4294967295': none)."""
+    try:
+        out = subprocess.run(exec_argv(row, ["cat", "/proc/1/uid_map"]), capture_output=True, text=True,
+                             timeout=30, cwd="/").stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return "; ".join(" ".join(ln.split()) for ln in out.splitlines() if ln.strip())
+
+
+def measure(row: dict) -> dict | None:
+    """Create-to-ready seconds (Podman's own timestamps), memory and image size, as
+    ``labkit.observe.measure.container`` gives Docker's."""
+    user = row.get("user", "")
+    cli = [row["podman_executable"]] if row.get("podman_executable") else None
+    try:
+        info = json.loads(run(["inspect", "--type", "container", row["name"]], user, cli=cli))[0]
+        st = info.get("State") or {}
+        ready = _ts(st["StartedAt"]) - _ts(info["Created"])
+        if not st.get("Running"):
+            mem, how = None, "not measured: not running"
+        elif cli:  # its processes and cgroup are on the remote lab server: Podman's own count
+            mem, how = remote_memory(row["name"], user, cli)
+        else:
+            mem, how = memory(int(st.get("Pid") or 0))
+        img = json.loads(run(["image", "inspect", info.get("Image", "")], user, cli=cli))[0]
+        return {"host": row["name"], "role": "container", "ready_seconds": round(max(ready, 0.0), 3),
+                "ready_how": "engine: created -> started", "memory_bytes": mem, "memory_how": how,
+                "disk_bytes": int(img.get("Size") or 0), "disk_how": "image size", "engine": "podman",
+                "container_id": info.get("Id"), "started_at": st.get("StartedAt")}
+    except (EngineError, KeyError, ValueError, IndexError):
+        return None
+
+
+def remote_memory(name: str, user: str, cli: list[str]) -> tuple[int | None, str]:
+    """A container's memory on a remote lab server, as ``podman stats`` counts it there, or
+    where stats has no cgroup to read (rootless on cgroup v1) its processes' resident memory
+    (``podman top NAME rss``, KiB per process)."""
+    try:
+        rows = json.loads(run(["stats", "--no-stream", "--no-reset", "--format", "json", name], user, cli=cli) or "[]")
+        return parse_size(str(rows[0]["mem_usage"]).split("/")[0]), "podman stats on the lab server"
+    except (EngineError, ValueError, IndexError, KeyError, TypeError):
+        pass
+    try:
+        kib = [int(w) for w in run(["top", name, "rss"], user, cli=cli).split()[1:]]
+        return sum(kib) * 1024, "resident memory of its processes (podman top on the lab server)"
+    except (EngineError, ValueError):
+        return None, "not measured: neither podman stats nor podman top answered on the lab server"
+
+
+def parse_size(text: str) -> int:
+    """Podman's human sizes (``606.2kB``, ``1.5MB``, ``2GiB``, ``512B``) as bytes."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([kMGT]?i?B)\s*", text)
+    if not m:
+        raise ValueError(f"not a size: {text!r}")
+    unit = m.group(2)
+    base = 1024 if "i" in unit else 1000
+    return int(float(m.group(1)) * base ** " kMGT".index(unit[0] if unit[0] != "B" else " "))
+
+
+def _ts(s: str) -> float:
+    """Podman's timestamps (2026-11-29T05:40:01.123456789Z, or with +00:00) as seconds."""
+    from datetime import datetime
+
+    s = s.strip().replace("Z", "+00:00")
+    head, tz = (s[:-6], s[-6:]) if s[-6] in "+-" else (s, "")
+    if "." in head:
+        head, frac = head.split(".", 1)
+        head = f"{head}.{(frac + '000000')[:6]}"
+    return datetime.fromisoformat(head + tz).timestamp()
+
+
+def memory(pid: int) -> tuple[int | None, str]:
+    """The container's memory: its cgroup's usage less inactive cache (as Docker's), or, where it
+    has no memory cgroup of its own (rootless on cgroup v1), its processes' resident memory."""
+    from labkit.observe.measure import cgroup_memory
+
+    if pid <= 0:
+        return None, "not measured: no process"
+    if not Path(f"/proc/{pid}").is_dir():
+        return None, "not measured: the process is gone"
+    got = cgroup_memory(pid, "libpod")
+    if got is not None:
+        return got
+    # no cgroup of its own: the resident memory of every process in its PID namespace
+    try:
+        ns = os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None, "not measured: the process is gone"
+    rss = 0
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            if os.readlink(p / "ns" / "pid") != ns:
+                continue
+            for ln in (p / "status").read_text().splitlines():
+                if ln.startswith("VmRSS:"):
+                    rss += int(ln.split()[1]) * 1024
+        except OSError:
+            continue
+    return rss, "resident memory of its processes (no cgroup of its own: rootless on cgroup v1)"
+
+
+# ------------------------------------------------------------------ doctor
+
+SETUP_FIX = "`bash scripts/setup.sh` (apt-get install podman uidmap slirp4netns containernetworking-plugins runc)"
+
+
+def _ids(path: str, user: str) -> int:
+    """How many subordinate ids /etc/subuid (or subgid) gives ``user``."""
+    n = 0
+    try:
+        for ln in Path(path).read_text().splitlines():
+            parts = ln.strip().split(":")
+            if len(parts) == 3 and parts[0] in (user, str(pwd.getpwnam(user).pw_uid)):
+                n += int(parts[2])
+    except (OSError, ValueError, KeyError):
+        return 0
+    return n
+
+
+def checks(users: list[str]) -> list[tuple[str, str, str, str]]:
+    """What a lab with Podman containers needs here (``users``: '' for rootful, each rootless
+    user): (name, ok|warn|fail, detail, fix). ``fail`` where ``labkit up`` would fail."""
+    out: list[tuple[str, str, str, str]] = []
+    if not installed():
+        return [("podman", "fail", "Podman is not installed", SETUP_FIX)]
+    try:
+        info = json.loads(run(["info", "--format", "json"], timeout=60))
+    except (EngineError, ValueError) as e:
+        return [("podman", "fail", f"`podman info` fails: {getattr(e, 'message', e)}", SETUP_FIX)]
+    host = info.get("host") or {}
+    v2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+    runtime = (host.get("ociRuntime") or {}).get("name", "?")
+    out.append(("podman", "ok", f"Podman {(info.get('version') or {}).get('Version', '?')}: runtime {runtime}, "
+                f"cgroup {host.get('cgroupVersion', '?')} through {host.get('cgroupManager', '?')}, "
+                f"network {host.get('networkBackend', '?')}", ""))
+    if not v2 and runtime == "crun":
+        out.append(("podman runtime", "fail", "crun cannot start containers on this cgroup v1/hybrid machine "
+                    "(\"cgroups in hybrid mode not supported\")", "`bash scripts/setup.sh` (runtime = \"runc\" in "
+                    "/etc/containers/containers.conf.d/50-labkit.conf)"))
+    conf = Path("/etc/containers/containers.conf.d/50-labkit.conf")
+    hard = _hard_nofile()
+    if hard < 1048576 and not (conf.is_file() and "default_ulimits" in conf.read_text()):
+        out.append(("podman ulimits", "fail", f"this machine's open-files hard limit is {hard}, below Podman's default "
+                    "1048576: containers fail with \"setrlimit RLIMIT_NOFILE: Operation not permitted\"",
+                    f"`bash scripts/setup.sh` (default_ulimits in {conf})"))
+    for user in [u for u in users if u]:
+        out += _rootless_checks(user, v2)
+    return out
+
+
+def _hard_nofile() -> int:
+    import resource
+
+    h = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return 1 << 30 if h == resource.RLIM_INFINITY else int(h)
+
+
+def _rootless_checks(user: str, v2: bool) -> list[tuple[str, str, str, str]]:
+    name = f"rootless podman ({user})"
+    if not _user_exists(user):
+        return [(name, "fail", f"no user '{user}' on this machine",
+                 f"`useradd -m -s /bin/sh {user}` (Debian's useradd adds /etc/subuid and /etc/subgid entries)")]
+    out = []
+    sub = {f: _ids(f"/etc/{f}", user) for f in ("subuid", "subgid")}
+    bad = [f for f, n in sub.items() if n < 65536]
+    fix_ids = f"`usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}` (a range no other user has)"
+    out.append((f"{name}: subuid/subgid", "fail" if bad else "ok",
+                f"{user} has {sub['subuid']} subordinate uids, {sub['subgid']} gids"
+                + (f" (under 65536 in /etc/{', /etc/'.join(bad)})" if bad else ""), fix_ids if bad else ""))
+    tools = []
+    for tool in ("newuidmap", "newgidmap"):
+        p = shutil.which(tool)
+        tools.append(f"{tool} missing" if not p else
+                     f"{tool} not setuid root" if not (os.stat(p).st_mode & 0o4000 and os.stat(p).st_uid == 0) else "")
+    tools = [t for t in tools if t]
+    out.append((f"{name}: newuidmap", "fail" if tools else "ok", "; ".join(tools) or "newuidmap, newgidmap setuid root",
+                "apt-get install uidmap" if tools else ""))
+    tun = Path("/dev/net/tun")
+    tun_ok = tun.exists() and (tun.stat().st_mode & 0o006) == 0o006
+    slirp = shutil.which("slirp4netns")
+    net_bad = ([] if slirp else ["slirp4netns missing"]) + ([] if tun_ok else ["/dev/net/tun not usable by users"])
+    out.append((f"{name}: networking", "fail" if net_bad else "ok",
+                "; ".join(net_bad) or "slirp4netns and /dev/net/tun for the user's own network namespace",
+                ("apt-get install slirp4netns; " if not slirp else "") + ("`chmod 0666 /dev/net/tun` (setup.sh does)"
+                                                                         if not tun_ok else "") if net_bad else ""))
+    if v2:
+        uid = pwd.getpwnam(user).pw_uid
+        d = Path(f"/sys/fs/cgroup/user.slice/user-{uid}.slice/user@{uid}.service/cgroup.controllers")
+        have = set(d.read_text().split()) if d.is_file() else set()
+        missing = {"memory", "pids", "cpu"} - have
+        out.append((f"{name}: cgroup delegation", "warn" if missing else "ok",
+                    f"controllers delegated to {user}: {', '.join(sorted(have)) or 'none'}"
+                    + (f"; without {', '.join(sorted(missing))} the lab's limits are not applied" if missing else ""),
+                    "delegate them (systemd: `Delegate=memory pids cpu` for user@.service)" if missing else ""))
+    else:
+        out.append((f"{name}: cgroup delegation", "warn",
+                    "cgroup v1: nothing can be delegated to a user, so the lab's memory, CPU and PID limits are not "
+                    f"applied to {user}'s containers (Podman ignores them there; labkit does not ask)",
+                    "boot the lab server with cgroup v2 (systemd.unified_cgroup_hierarchy=1) and delegate memory, "
+                    "pids and cpu to the user"))
+    try:
+        run(["info", "--format", "{{.Host.Security.Rootless}}"], user, timeout=60)
+    except EngineError as e:
+        out.append((f"{name}: podman info", "fail", e.message[:300], "fix the lines above, then `podman info` as "
+                    f"{user} (`runuser -u {user} -- podman info`)"))
+    return out

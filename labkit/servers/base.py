@@ -1,0 +1,274 @@
+"""Lab servers from an Ansible inventory, and the way labkit reaches their engines.
+
+The inventory's group ``lab_servers`` lists the servers. A local one (``ansible_connection:
+local``) is reached as usual; for a remote one labkit opens an SSH tunnel to its Docker
+socket for the length of a command (``ssh -L <lab dir>/docker-<server>-<pid>.sock:/var/run/docker.sock``),
+so the docker SDK, Ansible's docker (CLI) connection and the checks reach its containers
+without exposing the engine on the network.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from labkit.errors import EngineError, SpecError
+from labkit.paths import lab_dir
+
+LOCAL_SOCKET = "unix:///var/run/docker.sock"
+# On a remote lab server: labkit's folder (bundle copies, the Vagrant home, the VMs' Vagrant
+# folders) and the record `labkit prepare` leaves of its VM stack.
+SERVER_HOME = "/var/lib/labkit"
+SERVER_FILE = f"{SERVER_HOME}/server.json"
+
+
+@dataclass
+class Server:
+    name: str
+    local: bool
+    hostvars: dict = field(default_factory=dict)
+    docker_host: str = LOCAL_SOCKET
+
+    def ssh_argv(self) -> list[str]:
+        """``ssh`` with this server's inventory settings (user, port, key, common args)."""
+        hv = self.hostvars
+        argv = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=20", "-p", str(hv.get("ansible_port", 22))]
+        if hv.get("ansible_ssh_private_key_file"):
+            argv += ["-i", str(hv["ansible_ssh_private_key_file"]), "-o", "IdentitiesOnly=yes"]
+        argv += shlex.split(str(hv.get("ansible_ssh_common_args", "")))
+        user = hv.get("ansible_user")
+        host = hv.get("ansible_host", self.name)
+        return argv + [f"{user}@{host}" if user else str(host)]
+
+    def python(self) -> str:
+        """The server's Python for labkit's own reads there: the inventory's interpreter, or
+        ``python3`` (also for Ansible's ``auto`` discovery)."""
+        py = str(self.hostvars.get("ansible_python_interpreter") or "python3")
+        return "python3" if py.startswith("auto") else py
+
+    def become(self) -> bool:
+        hv = self.hostvars
+        return bool(hv.get("ansible_become")) and hv.get("ansible_user") not in (None, "root")
+
+    def remote_argv(self, cmd: list[str], tty: bool = False) -> list[str]:
+        """``ssh`` running ``cmd`` on this (remote) server, with sudo when the inventory says become."""
+        argv = self.ssh_argv()
+        remote = (["sudo", "-n"] if self.become() else []) + cmd
+        return argv[:-1] + (["-t"] if tty else []) + [argv[-1], shlex.join(remote)]
+
+    def run(self, cmd: list[str], timeout: float = 60, input: str | None = None) -> subprocess.CompletedProcess:
+        """Run ``cmd`` on this (remote) server over SSH (``remote_argv``)."""
+        return subprocess.run(self.remote_argv(cmd), capture_output=True, text=True, timeout=timeout, input=input)
+
+    def proxy_command(self) -> str:
+        """An OpenSSH ProxyCommand through this server: how labkit reaches the VMs it hosts."""
+        argv = self.ssh_argv()
+        return shlex.join(argv[:-1] + ["-W", "%h:%p", argv[-1]])
+
+    def vm_settings(self) -> dict:
+        """What ``labkit prepare`` recorded about this server's VM stack (SERVER_FILE):
+        accel, emulator_path, vagrant_home, home, box. LabkitError when it cannot host VMs."""
+        try:
+            p = self.run(["cat", SERVER_FILE], timeout=60)
+        except subprocess.TimeoutExpired:
+            p = None
+        if p is None or p.returncode != 0:
+            why = "no answer over SSH" if p is None else (p.stderr.strip().splitlines() or [f"rc {p.returncode}"])[-1]
+            raise EngineError(f"lab server {self.name} is not prepared to host the lab's VMs ({SERVER_FILE}: {why})",
+                              "make a bundle with the box (`labkit bundle create DIR`) and run "
+                              "`labkit prepare -i INVENTORY --bundle DIR`: it installs libvirt, QEMU and "
+                              "Vagrant there and adds the box")
+        try:
+            return json.loads(p.stdout)
+        except ValueError:
+            raise EngineError(f"lab server {self.name}: {SERVER_FILE} is not JSON",
+                              "run `labkit prepare -i INVENTORY --bundle DIR` again") from None
+
+    def control_path(self, lab: str) -> str:
+        """The socket of the one SSH connection labkit's Podman and LXC calls to this server
+        share for a command (short: a socket path has a hundred bytes at most)."""
+        import hashlib
+
+        tag = hashlib.sha1(f"{lab_dir(lab)}\0{self.name}".encode()).hexdigest()[:16]
+        return f"/tmp/labkit-ssh-{tag}"
+
+    def testinfra_spec(self) -> tuple[str, dict]:
+        """testinfra host spec and kwargs for the server itself."""
+        if self.local:
+            return "local://", {}
+        hv = self.hostvars
+        user = f"{hv['ansible_user']}@" if hv.get("ansible_user") else ""
+        spec = f"ssh://{user}{hv.get('ansible_host', self.name)}:{hv.get('ansible_port', 22)}"
+        kw = {"ssh_extra_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"}
+        if hv.get("ansible_ssh_private_key_file"):
+            kw["ssh_identity_file"] = str(hv["ansible_ssh_private_key_file"])
+        return spec, kw
+
+
+def default_servers() -> list[Server]:
+    return [Server("localhost", True)]
+
+
+def from_inventory(inventory: str | Path) -> list[Server]:
+    """The hosts of group ``lab_servers`` (with their variables), in inventory order."""
+    inv = Path(inventory)
+    if not inv.exists():
+        raise SpecError(f"{inv}: inventory not found", "see inventories/classroom/ for an example")
+    exe = Path(sys.executable).parent / "ansible-inventory"
+    p = subprocess.run([str(exe), "-i", str(inv), "--list", "--export"], capture_output=True, text=True, timeout=120)
+    if p.returncode != 0:
+        raise SpecError(f"{inv}: not a valid inventory: {p.stderr.strip().splitlines()[-1] if p.stderr else p.returncode}")
+    data = json.loads(p.stdout)
+
+    def members(group: str) -> list[str]:
+        g = data.get(group) or {}
+        out = list(g.get("hosts", []))
+        for child in g.get("children", []):
+            out += [h for h in members(child) if h not in out]
+        return out
+
+    names = members("lab_servers")
+    if not names:
+        raise SpecError(f"{inv}: no hosts in group lab_servers", "list the lab servers under lab_servers")
+    hostvars = (data.get("_meta") or {}).get("hostvars", {})
+    return [Server(n, hostvars.get(n, {}).get("ansible_connection") == "local", hostvars.get(n, {})) for n in names]
+
+
+def assign(students: list[str], servers: list[Server], previous: dict[str, str] | None = None) -> dict[str, str]:
+    """Spread students over servers: keep earlier assignments, give new students to the least loaded."""
+    names = [s.name for s in servers]
+    out = {st: sv for st, sv in (previous or {}).items() if st in students and sv in names}
+    load = {n: sum(1 for v in out.values() if v == n) for n in names}
+    for st in students:
+        if st not in out:
+            target = min(names, key=lambda n: (load[n], names.index(n)))
+            out[st] = target
+            load[target] += 1
+    return {st: out[st] for st in students}
+
+
+PODMAN_WRAPPERS = "podman-ssh"   # in the lab's folder: <server>/<store>/podman
+
+
+def podman_wrapper(lab: str, server: Server, user: str = "") -> str:
+    """An executable here that runs Podman of ``user``'s store ('' is root's) on the remote lab
+    ``server`` over SSH (``labkit.engines.podman_ssh``): the connection plugin's
+    ``ansible_podman_executable`` and labkit's own Podman CLI for that server. Written on
+    each call (cheap), so a changed inventory takes effect."""
+    from labkit.engines.podman import WRAPPER_DIR
+
+    d = lab_dir(lab) / PODMAN_WRAPPERS / server.name / (user or "_root")
+    d.mkdir(parents=True, exist_ok=True)
+    ssh = server.ssh_argv()
+    # within a labkit command (engines(): the marker exists) every call shares one connection
+    mux = _mux(lab, server)
+    prefix = (["sudo", "-n"] if server.become() else []) + ([f"{WRAPPER_DIR}/{user}/podman"] if user else ["podman"])
+    text = (f"#!{sys.executable}\n# labkit: Podman ({user or 'root'}) on lab server {server.name}, over SSH "
+            "(labkit/podman_ssh.py)\nimport sys\nfrom labkit.engines.podman_ssh import main\n"
+            f"sys.exit(main({ssh!r}, {prefix!r}, sys.argv[1:], {mux!r}))\n")
+    return str(_executable(d / "podman", text))
+
+
+def _mux(lab: str, server: Server) -> dict:
+    """The options with which a wrapper's calls share one SSH connection to ``server``, while
+    the marker exists (``engines()`` makes it for the length of a labkit command)."""
+    cp = server.control_path(lab)
+    return {"marker": f"{cp}.on", "options": ["-o", "ControlMaster=auto", "-o", f"ControlPath={cp}",
+                                              "-o", "ControlPersist=60"]}
+
+
+def _executable(exe: Path, text: str) -> Path:
+    """Write ``text`` to the executable ``exe`` unless it says that already (atomically)."""
+    if not exe.is_file() or exe.read_text() != text:
+        tmp = exe.with_name(f".{exe.name}.tmp")
+        tmp.write_text(text)
+        tmp.chmod(0o755)
+        tmp.replace(exe)
+    return exe
+
+
+LXC_WRAPPERS = "lxc-ssh"   # in the lab's folder: <server>/lxc-attach and <server>/lxc-read
+
+
+def lxc_wrappers(lab: str, server: Server) -> dict[str, str]:
+    """Two executables here for LXC on the remote lab ``server``, over its SSH
+    (``labkit.engines.lxc_ssh``): ``attach``, which runs ``lxc-attach`` there (the connection plugin
+    labkit_lxc's ``ansible_lxc_attach_executable``, and labkit's shell and probe), and
+    ``read``, which answers labkit's reads there (``labkit.engines.lxc_server``). Written on each call
+    (cheap), so a changed inventory takes effect."""
+    d = lab_dir(lab) / LXC_WRAPPERS / server.name
+    d.mkdir(parents=True, exist_ok=True)
+    ssh, mux = server.ssh_argv(), _mux(lab, server)
+    sudo = ["sudo", "-n"] if server.become() else []
+    python = server.python()
+    out = {}
+    for mode in ("attach", "read"):
+        text = (f"#!{sys.executable}\n# labkit: LXC ({mode}) on lab server {server.name}, over SSH "
+                "(labkit/lxc_ssh.py)\nimport sys\nfrom labkit.engines.lxc_ssh import main\n"
+                f"sys.exit(main({mode!r}, {ssh!r}, {sudo!r}, sys.argv[1:], {mux!r}, {python!r}))\n")
+        out[mode] = str(_executable(d / f"lxc-{mode}", text))
+    return out
+
+
+def close_podman_ssh(lab: str, server: Server) -> None:
+    """End the shared SSH connection of ``podman_wrapper``'s calls, if one is open: after the
+    labkit command, each call (``labkit shell``) has a connection of its own."""
+    path = server.control_path(lab)
+    Path(f"{path}.on").unlink(missing_ok=True)
+    if Path(path).exists():
+        argv = server.ssh_argv()
+        subprocess.run(argv[:-1] + ["-o", f"ControlPath={path}", "-O", "exit", argv[-1]],
+                       capture_output=True, timeout=20)
+
+
+@contextmanager
+def engines(lab: str, servers: list[Server], timeout: float = 30) -> Iterator[list[Server]]:
+    """Open an SSH tunnel to each remote server's Docker socket; close them on exit."""
+    procs, socks = [], []
+    try:
+        for s in servers:
+            if s.local:
+                continue
+            Path(f"{s.control_path(lab)}.on").touch()  # the Podman and LXC wrappers' calls share one SSH connection
+            # this command's own socket: another labkit command on the lab at the same time
+            # (a second `labkit shell`) has its own tunnel
+            sock = lab_dir(lab) / f"docker-{s.name}-{os.getpid()}.sock"
+            sock.unlink(missing_ok=True)
+            socks.append(sock)
+            argv = s.ssh_argv()
+            cmd = argv[:-1] + ["-N", "-o", "ExitOnForwardFailure=yes", "-o", "StreamLocalBindUnlink=yes",
+                               "-L", f"{sock}:/var/run/docker.sock", argv[-1]]
+            p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            procs.append(p)
+            deadline = time.monotonic() + timeout
+            while not sock.exists():
+                if p.poll() is not None or time.monotonic() > deadline:
+                    err = (p.stderr.read() if p.stderr and p.poll() is not None else "timed out").strip()
+                    raise EngineError(f"cannot reach the engine of lab server {s.name} over SSH: {err}",
+                                      f"check `{' '.join(argv)} docker version`; prepare it with `labkit prepare -i ...`")
+                time.sleep(0.1)
+            s.docker_host = f"unix://{sock}"
+        yield servers
+    finally:
+        for s in servers:
+            if not s.local:
+                try:
+                    close_podman_ssh(lab, s)
+                except (OSError, subprocess.TimeoutExpired):
+                    pass
+        for p in procs:
+            p.terminate()
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for sock in socks:
+            sock.unlink(missing_ok=True)
