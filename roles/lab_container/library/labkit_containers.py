@@ -4,53 +4,342 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: labkit_containers
-short_description: Reconcile a labkit lab's containers on one lab server in one step
+short_description: Reconcile a labkit lab's Docker containers on one lab server in one step
 description:
-  - Lists the lab's containers on the server's engine in one call (by the label
-    C(labkit.lab)), creates the missing ones in parallel, starts stopped ones and recreates
-    those that drifted from the plan, then returns one result per container.
+  - Makes the planned containers of one labkit lab exist and run on one lab server's Docker
+    Engine, or removes every container of the lab there. Role C(lab_container) calls it,
+    once per lab server (C(tasks/server.yml)) or once per container delegated to its server
+    (C(tasks/main.yml)), and C(labkit down) through the role's C(tasks/down.yml).
+  - With O(state=present) the module lists the lab's containers in one call (by the label
+    C(labkit.lab)), creates the missing ones, starts stopped ones and recreates those that
+    drifted from the plan, then returns one result per container.
   - Drift is a hash of the planned settings, stored on the container as the label
     C(labkit.spec); a container whose image tag now names another image is recreated too.
     A container made before the label existed (no C(labkit.spec)) is compared field by
     field and kept when it matches.
-  - Every container is hardened the same way - never privileged, no mounts, every
-    capability dropped but O(cap_add), C(no-new-privileges), memory, CPU and PID limits - and
-    labelled C(labkit.lab), C(labkit.student), C(labkit.role=container), C(labkit.distro).
-  - Containers of the lab that are not in O(containers) are left alone (C(labkit down)
+  - Every container runs C(sleep infinity) as PID 1 (no init, stopped with C(SIGKILL)),
+    with the restart policy C(unless-stopped), and is hardened the same way - never
+    privileged, no mounts, the capabilities of O(cap_drop) dropped but those of O(cap_add),
+    the O(security_opts) (C(no-new-privileges)), memory, CPU and PID limits. It is labelled
+    C(labkit.lab), C(labkit.student), C(labkit.role=container) and C(labkit.distro).
+  - The networks are worked on in parallel (O(workers) at once); the containers of one
+    network are made or removed one after another, because dockerd can otherwise leave a
+    network counting an endpoint no container holds (moby/moby#43286).
+  - Containers of the lab that are not in O(containers) are left alone (O(state=absent)
     removes by label).
   - A failure names every container that failed, with the engine's message; the others
     are still made.
   - O(state=absent) removes every container carrying the lab's label (only O(student)'s
     with O(student)), in parallel, with their anonymous volumes, then the volumes carrying
-    the label: what C(labkit down) does on each lab server, whatever state the last run left.
+    the label - what C(labkit down) does on each lab server, whatever state the last run left.
 options:
-  lab: {description: Lab name (label labkit.lab), type: str, required: true}
-  state: {description: present (the plan) or absent (all of the lab's), type: str, default: present, choices: [present, absent]}
-  student: {description: "absent: only this student's containers and volumes", type: str, default: ""}
+  lab:
+    description:
+      - Name of the lab. Its containers are labelled C(labkit.lab=<lab>) and found by that label.
+    type: str
+    required: true
+  state:
+    description:
+      - V(present) makes the containers of O(containers) exist and run as planned.
+      - V(absent) removes every container and volume of the lab (of O(student) when given).
+    type: str
+    default: present
+    choices: [present, absent]
+  student:
+    description:
+      - With O(state=absent), remove only this student's containers and volumes (label
+        C(labkit.student)). Empty removes every container and volume of the lab.
+      - Ignored with O(state=present), where each container names its student.
+    type: str
+    default: ""
   containers:
     description:
-      - The planned containers, each a dict with name, image, hostname, network, student
-        and distro (required with O(state=present)).
+      - The planned containers. Each item is a dict with the keys C(name) (the container's
+        name), C(image) (the image reference), C(hostname), C(network) (the student's Docker
+        network, made beforehand by C(labkit_networks)), C(student) (label C(labkit.student))
+        and C(distro) (label C(labkit.distro), the catalogue reference, such as V(debian:12)).
+        Every key is required and must not be empty; other keys are ignored.
+      - Required with O(state=present); ignored with O(state=absent).
     type: list
     elements: dict
-  memory: {description: "Memory limit in Docker's units (256m)", type: str, default: 256m}
-  cpus: {description: CPU limit in cores, type: float, default: 1.0}
-  pids: {description: Process limit, type: int, default: 256}
-  cap_drop: {description: Capabilities dropped, type: list, elements: str, default: [ALL]}
-  cap_add: {description: Capabilities kept, type: list, elements: str, default: []}
-  security_opts: {description: Security options, type: list, elements: str, default: [no-new-privileges]}
-  pull: {description: When to pull an image, type: str, default: never, choices: [never, missing, always]}
-  workers: {description: "Networks worked on at once (containers of one network are made or removed one after another)", type: int, default: 8}
-  docker_host: {description: "Engine address; default: DOCKER_HOST, else the local socket", type: str}
-requirements: [requests; community.docker (its Engine API client, shipped with the module)]
+  memory:
+    description:
+      - Memory limit of each container, in Docker's units - a number of bytes, or a number with
+        the suffix V(k), V(m), V(g) or V(t) (powers of 1024), such as V(256m) or V(1g).
+    type: str
+    default: 256m
+  cpus:
+    description:
+      - CPU limit of each container, in cores (Docker's C(NanoCpus)).
+    type: float
+    default: 1.0
+  pids:
+    description:
+      - Maximum number of processes in each container (Docker's C(PidsLimit)).
+    type: int
+    default: 256
+  cap_drop:
+    description:
+      - Capabilities dropped from each container.
+    type: list
+    elements: str
+    default: [ALL]
+  cap_add:
+    description:
+      - Capabilities each container keeps, added back after O(cap_drop). Role C(lab_container)
+        passes C(CHOWN), C(DAC_OVERRIDE), C(FOWNER), C(FSETID), C(KILL), C(SETGID), C(SETUID),
+        C(NET_BIND_SERVICE) and C(SYS_CHROOT).
+    type: list
+    elements: str
+    default: []
+  security_opts:
+    description:
+      - Docker security options of each container.
+    type: list
+    elements: str
+    default: [no-new-privileges]
+  pull:
+    description:
+      - When to pull an image from its registry (once per image and run).
+      - V(never) uses only images already on the lab server (built offline with
+        C(labkit images build) or loaded with C(labkit prepare --bundle)); a container whose
+        image is missing fails.
+      - V(missing) pulls an image the server does not have.
+      - V(always) pulls every image of the plan.
+    type: str
+    default: never
+    choices: [never, missing, always]
+  workers:
+    description:
+      - How many networks are worked on at once. The containers of one network are made or
+        removed one after another.
+    type: int
+    default: 8
+  docker_host:
+    description:
+      - Address of the Docker Engine API, such as V(unix:///var/run/docker.sock) or
+        V(tcp://192.0.2.10:2375).
+      - When not set, the module uses the environment variable E(DOCKER_HOST) on the lab
+        server, else V(unix:///var/run/docker.sock).
+    type: str
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: none
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+notes:
+  - The module runs on the lab server and talks to the Docker Engine over its REST API with
+    community.docker's own Engine API client, which Ansible ships with the module. The
+    server's Python needs only C(requests) (C(labkit prepare) installs C(python3-requests));
+    the Docker SDK for Python is not needed.
+  - A container that drifted is removed and made again, and whatever was written in it is lost.
+  - The module does not support check mode; in check mode the task is skipped.
+requirements:
+  - requests (Python library, on the lab server)
+  - community.docker collection (on the controller; its Engine API client is shipped with the module)
+  - Docker Engine on the lab server
+seealso:
+  - module: community.docker.docker_container
+author:
+  - labkit maintainers
+"""
+
+EXAMPLES = r"""
+# Role lab_container, tasks/server.yml: every planned container of one lab server in one
+# run, on the lab server itself
+- name: Ensure the lab's containers on this server are running
+  labkit_containers:
+    lab: webclass
+    containers:
+      - name: labkit-webclass-s01-debian12
+        image: debian:12
+        hostname: s01-debian12
+        network: labkit-webclass-s01
+        student: s01
+        distro: debian:12
+      - name: labkit-webclass-s01-debian13
+        image: debian:13
+        hostname: s01-debian13
+        network: labkit-webclass-s01
+        student: s01
+        distro: debian:13
+    memory: 256m
+    cpus: 1.0
+    pids: 256
+    cap_drop: [ALL]
+    cap_add: [CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID, NET_BIND_SERVICE, SYS_CHROOT]
+    security_opts: [no-new-privileges]
+    pull: never
+  register: lab_container_result
+
+- name: Show what was done
+  ansible.builtin.debug:
+    msg: "{{ lab_container_result.counts }}"
+
+# Role lab_container, tasks/main.yml: one container, from the container's own inventory
+# host, made on its lab server (Ansible's forks make many at once)
+- name: Ensure the container is running
+  labkit_containers:
+    lab: "{{ lab_container_lab }}"
+    containers:
+      - name: "{{ lab_container_name }}"
+        image: "{{ lab_container_image }}"
+        hostname: "{{ lab_container_hostname }}"
+        network: "{{ lab_container_network }}"
+        student: "{{ lab_container_student }}"
+        distro: "{{ lab_container_distro }}"
+    memory: "{{ lab_container_memory }}"
+    cpus: "{{ lab_container_cpus }}"
+    pids: "{{ lab_container_pids }}"
+    cap_drop: "{{ lab_container_cap_drop }}"
+    cap_add: "{{ lab_container_cap_add }}"
+    security_opts: "{{ lab_container_security_opts }}"
+    pull: "{{ lab_container_pull }}"
+  delegate_to: "{{ lab_container_server }}"
+
+# A lab server with Internet access: pull the images it lacks, on an engine listening elsewhere
+- name: Ensure the lab's containers are running, images pulled when missing
+  labkit_containers:
+    lab: webclass
+    containers: "{{ lab_container_containers }}"
+    pull: missing
+    docker_host: unix:///run/docker.sock
+
+# Role lab_container, tasks/down.yml (labkit down): every container and volume of the lab
+- name: Ensure the lab's containers on this server are absent
+  labkit_containers:
+    lab: webclass
+    state: absent
+  register: lab_container_removed
+
+# Only one student's containers and volumes
+- name: Ensure student s01's containers are absent
+  labkit_containers:
+    lab: webclass
+    state: absent
+    student: s01
 """
 
 RETURN = r"""
 containers:
-  description: One item per planned container - name, action (created, recreated, started, unchanged, failed), id, why (a recreate's reason), error
+  description:
+    - One item per container - those of O(containers) in their order with O(state=present),
+      the lab's containers found by label with O(state=absent).
+    - With O(state=absent), a labelled volume that could not be removed is an item too.
+    - The same list is returned by a failed task, where it names what failed and why.
+  returned: always
   type: list
-failed_containers: {description: Names of the containers that failed, type: list}
-removed: {description: "absent: the names of the containers and volumes removed", type: dict}
+  elements: dict
+  sample:
+    - name: labkit-webclass-s01-debian12
+      action: created
+      id: 9a1f6b7c4d2e8f0a1b3c5d7e9f0a2b4c6d8e0f1a3b5c7d9e1f2a4b6c8d0e2f4a
+    - name: labkit-webclass-s01-debian13
+      action: recreated
+      why: image debian:13 is another image now
+      id: 4c6d8e0f1a3b5c7d9e1f2a4b6c8d0e2f4a9a1f6b7c4d2e8f0a1b3c5d7e9f0a2b
+  contains:
+    name:
+      description:
+        - The container's name. A volume that could not be removed (O(state=absent)) is
+          named C(volume <name>).
+      returned: always
+      type: str
+      sample: labkit-webclass-s01-debian12
+    action:
+      description:
+        - What was done. With O(state=present) V(created), V(recreated), V(started),
+          V(unchanged) or V(failed); with O(state=absent) V(removed) or V(failed).
+        - V(failed) appears only in the result of a failed task.
+      returned: always
+      type: str
+      sample: created
+    id:
+      description:
+        - The container's id (with V(recreated), the new container's).
+      returned: when RV(containers[].action) is not V(failed)
+      type: str
+      sample: 9a1f6b7c4d2e8f0a1b3c5d7e9f0a2b4c6d8e0f1a3b5c7d9e1f2a4b6c8d0e2f4a
+    why:
+      description:
+        - Why the container was recreated - its image tag names another image now, its
+          settings differ from the plan, or (a container made before C(labkit.spec)) its
+          settings differ from the plan field by field.
+      returned: when RV(containers[].action=recreated)
+      type: str
+      sample: settings differ from the plan
+    error:
+      description:
+        - The error's type and the engine's message.
+      returned: when RV(containers[].action=failed)
+      type: str
+      sample: "RuntimeError: image debian:12 is not on this lab server (never pulled here: `labkit images build` or `labkit prepare --bundle`)"
+failed_containers:
+  description:
+    - Names of the containers (and C(volume <name>) items) that failed.
+    - Always empty in a successful result - a failure fails the task, whose result then
+      names them here.
+  returned: always
+  type: list
+  elements: str
+  sample: []
+counts:
+  description:
+    - How many containers got each action.
+  returned: when O(state=present)
+  type: dict
+  sample: {created: 1, recreated: 1, started: 0, unchanged: 0, failed: 0}
+  contains:
+    created:
+      description: Containers created.
+      returned: always
+      type: int
+      sample: 1
+    recreated:
+      description: Containers removed and made again because they drifted from the plan.
+      returned: always
+      type: int
+      sample: 1
+    started:
+      description: Stopped containers started.
+      returned: always
+      type: int
+      sample: 0
+    unchanged:
+      description: Containers already running as planned.
+      returned: always
+      type: int
+      sample: 0
+    failed:
+      description: Containers that failed (only non-zero in a failed task's result).
+      returned: always
+      type: int
+      sample: 0
+removed:
+  description:
+    - What was removed.
+  returned: when O(state=absent)
+  type: dict
+  sample:
+    containers: [labkit-webclass-s01-debian12, labkit-webclass-s01-debian13]
+    volumes: []
+  contains:
+    containers:
+      description: Names of the containers removed.
+      returned: always
+      type: list
+      elements: str
+      sample: [labkit-webclass-s01-debian12, labkit-webclass-s01-debian13]
+    volumes:
+      description: Names of the labelled volumes removed.
+      returned: always
+      type: list
+      elements: str
+      sample: []
 """
 
 import hashlib

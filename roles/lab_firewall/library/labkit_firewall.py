@@ -4,44 +4,186 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: labkit_firewall
-short_description: iptables rules isolating each student's hosts (VM and containers) on a lab server
+short_description: Isolate each student's lab hosts (VM and containers) with iptables on a lab server
 description:
+  - Keeps each student's lab hosts on one lab server to themselves with iptables rules. Role
+    C(lab_firewall) calls it after role C(lab_network) made the students' networks, and
+    C(labkit down) calls it with O(state=absent).
   - Rules live in two chains, C(LABKIT-FORWARD) (jumped to first from C(FORWARD) and from
     Docker's C(DOCKER-USER)) and C(LABKIT-INPUT) (jumped to first from C(INPUT)), for IPv4
     and, where ip6tables works, IPv6. Every rule carries the comment
     C(labkit lab=<lab> student=<student>); the chains' own rules and the jumps carry C(labkit).
-  - "Per student, with their VM bridge and their containers' bridge: the two reach each other;
-    each reaches the internet through the uplinks; nothing else is forwarded from or to them
-    (other students, other labs, other networks of the server: dropped, so a probe times out).
-    Towards the server itself only DHCP and DNS from the VM to its own gateway are accepted,
-    and replies (established/related) to what the server opened."
-  - C(present) rewrites a student's rules only when they differ from the wanted ones, in one
-    iptables-restore transaction (never half a rule set), and moves the jumps back to the top
-    of their chains when another program (libvirt, Docker) inserted rules above them. One
-    order is left as it is - Docker's own jump to C(DOCKER-USER) above labkit's in C(FORWARD),
-    which Docker puts back on top whenever it makes a network: every forwarded packet then
-    meets labkit's jump first in C(DOCKER-USER), so the isolation is the same, and a lab's
-    re-run reports no change because another lab made a network.
-    C(absent) removes the lab's rules (one student's with C(student)), found by comment; the
-    chains and jumps go with the last lab's rules.
+    Each chain starts with a rule returning replies (C(RELATED,ESTABLISHED)).
+  - Per student, with their VM bridge and their containers' bridges, the two reach each
+    other (IPv4), each reaches the internet through the O(uplinks) (IPv4), and nothing else
+    is forwarded from or to them - other students, other labs, other networks of the server
+    are dropped, so a probe times out. Towards the server itself only DHCP and DNS from the
+    VM to its own gateway and the O(server_ports) are accepted, besides replies to what the
+    server opened. Over IPv6 a student's bridges reach nothing beyond themselves.
+  - O(state=present) rewrites a student's rules only when they differ from the wanted ones,
+    in one iptables-restore transaction (never half a rule set), and moves the jumps back to
+    the top of their chains when another program (libvirt, Docker) inserted rules above
+    them. One order is left as it is - Docker's own jump to C(DOCKER-USER) above labkit's in
+    C(FORWARD), which Docker puts back on top whenever it makes a network. Every forwarded
+    packet then meets labkit's jump first in C(DOCKER-USER), so the isolation is the same,
+    and a lab's re-run reports no change because another lab made a network.
+  - O(state=absent) removes the lab's rules (one student's with O(student)), found by their
+    comment; the chains and jumps go with the last lab's rules.
+  - Rules without a labkit comment are never touched.
 options:
-  lab: {description: Lab name, type: str, required: true}
+  lab:
+    description:
+      - Name of the lab, lowercase letters, digits and C(-), starting with a letter or digit.
+        Every rule of its students carries the comment C(labkit lab=<lab> student=<student>).
+    type: str
+    required: true
   students:
-    description: "present: items with student, vm_bridge, vm_gateway, docker_bridge, podman_bridge (empty: none)"
+    description:
+      - With O(state=present), the students whose rules to ensure (role C(lab_network)'s
+        C(lab_network_students)). Each item is a dict with the keys C(student) (the student
+        id, lowercase letters, digits and C(-)), C(vm_bridge) (the bridge of the student's VM
+        network, from C(labkit_vm_network)), C(vm_gateway) (that network's gateway address,
+        where the VM's DNS is accepted), C(docker_bridge) (the bridge of the student's Docker
+        network, from C(labkit_networks)) and optionally C(podman_bridge) (the bridge of a
+        rootful Podman network of the student's). A bridge the student does not have is
+        empty or left out; a bridge name has 1 to 15 of the characters C([A-Za-z0-9_.-]).
+      - With O(state=present) and no students the module does nothing.
+      - Ignored with O(state=absent).
     type: list
     elements: dict
     default: []
-  state: {description: present or absent, type: str, default: present, choices: [present, absent]}
-  student: {description: "absent: only this student's rules", type: str, default: ""}
-  uplinks: {description: "Interfaces towards the internet or mirror; empty: those of the default routes", type: list, elements: str, default: []}
-  server_ports: {description: "Ports of the lab server student hosts may reach, as PORT/tcp or PORT/udp", type: list, elements: str, default: []}
-  lock_file: {description: Lock serialising labkit's firewall changes on the server, type: path, default: /run/lock/labkit-firewall.lock}
+  state:
+    description:
+      - V(present) ensures the rules of O(students); V(absent) removes the lab's rules.
+    type: str
+    default: present
+    choices: [present, absent]
+  student:
+    description:
+      - With O(state=absent), remove only this student's rules. Empty removes every rule of
+        the lab.
+      - Ignored with O(state=present).
+    type: str
+    default: ""
+  uplinks:
+    description:
+      - Interfaces through which the students' hosts reach the internet or the classroom's
+        mirror (IPv4, NATed by libvirt and Docker).
+      - Empty means the interfaces of the server's IPv4 default routes; without a default
+        route the module warns, and the students' hosts then reach no network outside the
+        lab server.
+    type: list
+    elements: str
+    default: []
+  server_ports:
+    description:
+      - Ports of the lab server itself that the students' hosts may reach (IPv4), each as
+        C(PORT/tcp) or C(PORT/udp) - an apt cache on the server, say V(3142/tcp).
+      - Empty allows none besides the VM's DHCP and DNS.
+    type: list
+    elements: str
+    default: []
+  lock_file:
+    description:
+      - Lock file (C(flock)) serialising labkit's firewall changes on the server, so labs
+        brought up at once do not interleave their changes. Not taken in check mode.
+    type: path
+    default: /run/lock/labkit-firewall.lock
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - RV(actions) lists the iptables-restore lines that would be applied.
+  diff_mode:
+    support: none
+  platform:
+    platforms: linux
+notes:
+  - Runs as root on the lab server (labkit's playbooks become root there) and needs
+    C(iptables) and C(iptables-restore); IPv6 rules are made only where C(ip6tables) works.
+  - With O(state=present), the module fails when iptables does not work on the server.
+requirements:
+  - iptables (with iptables-restore) on the lab server
+  - ip (iproute2), to find the default routes' interfaces when O(uplinks) is empty
+seealso:
+  - module: ansible.builtin.iptables
+author:
+  - labkit maintainers
+"""
+
+EXAMPLES = r"""
+# Role lab_firewall, tasks/main.yml: the students of role lab_network on this lab server
+- name: Ensure each student's hosts reach only each other and the internet (present)
+  labkit_firewall:
+    lab: "{{ lab_firewall_lab }}"
+    students: "{{ lab_firewall_students }}"
+    state: "{{ lab_firewall_state }}"
+    student: "{{ lab_firewall_student }}"
+    uplinks: "{{ lab_firewall_uplinks }}"
+    server_ports: "{{ lab_firewall_server_ports }}"
+  when: lab_firewall_students | length > 0 or lab_firewall_state == 'absent'
+
+# The same with the values spelled out: one student with a VM and containers; student
+# hosts may reach the apt cache on the lab server
+- name: Ensure student s01's hosts are isolated
+  labkit_firewall:
+    lab: webclass
+    students:
+      - student: s01
+        vm_bridge: lkvbc99e4d3b2
+        vm_gateway: 10.204.94.129
+        docker_bridge: br-5d0e1c2b7a44
+        podman_bridge: ""
+    uplinks: [eth0]
+    server_ports: [3142/tcp]
+  register: lab_firewall_result
+
+# labkit down: every rule of the lab (the chains and jumps go with the last lab's rules)
+- name: Ensure the lab's firewall rules are absent
+  labkit_firewall:
+    lab: webclass
+    state: absent
+
+# Only one student's rules
+- name: Ensure student s01's firewall rules are absent
+  labkit_firewall:
+    lab: webclass
+    state: absent
+    student: s01
 """
 
 RETURN = r"""
-rules: {description: number of rules of the lab and students handled, type: int}
-uplinks: {description: interfaces used towards the internet, type: list}
-actions: {description: iptables-restore lines applied (or that would be, in check mode), type: list}
+actions:
+  description:
+    - The iptables-restore lines applied (or that would be, in check mode), each prefixed
+      with the program (C(iptables) or C(ip6tables)). Empty when nothing changed.
+  returned: always
+  type: list
+  elements: str
+  sample:
+    - "iptables: :LABKIT-FORWARD - [0:0]"
+    - "iptables: -I LABKIT-FORWARD 1 -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment labkit -j RETURN"
+    - 'iptables: -A LABKIT-FORWARD -i lkvbc99e4d3b2 -o br-5d0e1c2b7a44 -m comment --comment "labkit lab=webclass student=s01" -j ACCEPT'
+    - "iptables: -I FORWARD 1 -m comment --comment labkit -j LABKIT-FORWARD"
+rules:
+  description:
+    - With O(state=present), how many rules the students' rule sets hold, over IPv4 and,
+      where ip6tables works, IPv6 (labkit's own chain heads and jumps not counted).
+    - 0 with O(state=absent) or without O(students).
+  returned: always
+  type: int
+  sample: 25
+uplinks:
+  description:
+    - The interfaces used towards the internet - O(uplinks), or when it is empty and
+      O(state=present), the interfaces of the server's IPv4 default routes.
+    - Empty with O(state=present) and no O(students).
+  returned: always
+  type: list
+  elements: str
+  sample: [eth0]
 """
 
 import fcntl

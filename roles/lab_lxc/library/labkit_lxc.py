@@ -6,46 +6,250 @@ DOCUMENTATION = r"""
 module: labkit_lxc
 short_description: Prepare, list or remove a labkit lab's LXC system containers on one lab server
 description:
-  - C(present) makes each planned container's folder under O(lxc_path) - a marker file
+  - Makes, lists or removes the LXC system containers of one labkit lab on one lab server.
+    Role C(lab_lxc) calls it, then has M(community.general.lxc_container) make sure each
+    container runs (O(state=present)) or is destroyed (O(state=list) then O(state=absent)).
+  - O(state=present) makes each planned container's folder under O(lxc_path) - a marker file
     C(labkit.json) (lab, student, distro, image), the LXC configuration and the root file
-    system - and starts every one that is not running, all at once (the role then has
-    C(community.general.lxc_container) make sure each runs). A container whose planned
+    system - and starts every one that is not running, all at once. A container whose planned
     settings or image changed is stopped and made again.
   - The root file system is the lab server's own Docker image of the distro (C(docker export)
     of a container created from it, never started), its owners shifted by O(idmap_base) for an
-    unprivileged container, with BusyBox's C(init) (from the server's C(busybox-static)) as
-    C(/usr/sbin/init) and an C(/etc/inittab) that starts nothing. It is cached per image id
-    under O(cache_dir) and copied for each container. Nothing is downloaded.
-  - Each container is unprivileged (its root is uid O(idmap_base) on the server), keeps only
-    the capabilities O(cap_keep), runs with C(no_new_privs) and memory, CPU and PID limits
-    (cgroup v1 or v2 keys, whichever the server has). Its one interface is a veth on the
-    bridge of the student's Docker network (role C(lab_network)), with a fixed address from
-    the top of that network's subnet (Docker allocates from the bottom), so the student's
-    isolation and NAT are those of the Docker network (role C(lab_firewall)).
-  - C(list) returns the lab's containers (one student's with O(student)) found by their
-    marker files; C(absent) stops them (SIGKILL) and removes their folders, whatever state an
-    earlier run left them in.
+    unprivileged container, with BusyBox's C(init) (from O(busybox)) as C(/usr/sbin/init) and
+    an C(/etc/inittab) that starts nothing. It is cached per image id under O(cache_dir) and
+    copied for each container. Nothing is downloaded.
+  - Each container is unprivileged (its root is uid O(idmap_base) on the server, 65536 ids
+    mapped), keeps only the capabilities O(cap_keep), runs with C(no_new_privs) and memory, CPU
+    and PID limits (cgroup v1 or v2 keys, whichever the server has). Its one interface is a
+    veth on the bridge of the student's Docker network (role C(lab_network)), with a fixed
+    address from the top of that network's subnet (Docker allocates from the bottom), so the
+    student's isolation and NAT are those of the Docker network (role C(lab_firewall)). Its
+    C(/etc/resolv.conf) names the server's nameservers.
+  - O(state=list) returns the lab's containers (one student's with O(student)) found by their
+    marker files; O(state=absent) stops them (SIGKILL) and removes their folders, whatever
+    state an earlier run left them in.
 options:
-  lab: {description: Lab name, type: str, required: true}
+  lab:
+    description:
+      - Name of the lab, written in each container's marker file and found by it.
+    type: str
+    required: true
   containers:
-    description: "present: the planned containers, each a dict with name, image, hostname, network, student, distro"
+    description:
+      - With O(state=present), the planned containers. Each item is a dict with the keys
+        C(name) (the container's name, its folder under O(lxc_path)), C(image) (the Docker
+        image on the lab server its root file system is made from), C(hostname), C(network)
+        (the student's Docker bridge network, which must exist with an IPv4 subnet),
+        C(student) and C(distro). Every key is required and must not be empty; other keys are
+        ignored.
+      - Ignored with O(state=list) and O(state=absent).
     type: list
     elements: dict
     default: []
-  state: {description: What to do, type: str, default: present, choices: [present, list, absent]}
-  student: {description: "list, absent: only this student's containers", type: str, default: ""}
-  memory: {description: "Memory limit (256m, 1g, bytes)", type: str, default: 256m}
-  cpus: {description: CPU limit in cores, type: float, default: 1.0}
-  pids: {description: Process limit, type: int, default: 256}
-  cap_keep: {description: Capabilities kept (LXC names), type: list, elements: str, default: []}
-  idmap_base: {description: Server uid and gid of the containers' root, type: int, default: 1000000000}
-  lxc_path: {description: LXC's containers folder, type: path, default: /var/lib/lxc}
-  cache_dir: {description: Cached root file systems, type: path, default: /var/lib/labkit/lxc}
-  busybox: {description: Static BusyBox copied in as the containers' init, type: path, default: /bin/busybox}
+  state:
+    description:
+      - V(present) makes and starts the containers of O(containers).
+      - V(list) only returns the lab's containers.
+      - V(absent) stops and removes the lab's containers.
+    type: str
+    default: present
+    choices: [present, list, absent]
+  student:
+    description:
+      - With O(state=list) and O(state=absent), only this student's containers. Empty means
+        every container of the lab.
+      - Ignored with O(state=present).
+    type: str
+    default: ""
+  memory:
+    description:
+      - Memory limit of each container - a number of bytes, or a number with the suffix
+        V(k), V(m), V(g) or V(t) (powers of 1024), such as V(256m) or V(1g).
+    type: str
+    default: 256m
+  cpus:
+    description:
+      - CPU limit of each container, in cores (a CFS quota over a 100 ms period).
+    type: float
+    default: 1.0
+  pids:
+    description:
+      - Maximum number of processes in each container.
+    type: int
+    default: 256
+  cap_keep:
+    description:
+      - Capabilities each container keeps (C(lxc.cap.keep)), in LXC's names (lowercase,
+        without C(cap_)). Role C(lab_lxc) passes C(chown), C(dac_override), C(fowner),
+        C(fsetid), C(kill), C(setgid), C(setuid), C(net_bind_service) and C(sys_chroot).
+    type: list
+    elements: str
+    default: []
+  idmap_base:
+    description:
+      - The server uid and gid that is root in the containers; 65536 ids from it are mapped.
+        The cached root file systems are shifted by it.
+    type: int
+    default: 1000000000
+  lxc_path:
+    description:
+      - LXC's containers folder, where each container's folder is made and found.
+    type: path
+    default: /var/lib/lxc
+  cache_dir:
+    description:
+      - Folder of the cached root file systems (under C(rootfs/), one per image id, recipe and
+        O(idmap_base)).
+    type: path
+    default: /var/lib/labkit/lxc
+  busybox:
+    description:
+      - Static BusyBox binary copied into each root file system as the containers' init (from
+        the server's C(busybox-static) package).
+    type: path
+    default: /bin/busybox
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - With O(state=present), RV(containers) says what would be V(created), V(recreated) or
+        left V(unchanged); nothing is started, so V(started) is not predicted.
+  diff_mode:
+    support: none
+  platform:
+    platforms: linux
+notes:
+  - Runs as root on the lab server. O(state=present) needs LXC (C(lxc-start), C(lxc-info)),
+    the Docker CLI (the images and the students' networks are Docker's) and O(busybox).
+  - A container that is made again loses whatever was written in it.
+  - A failure to start names the error lines of the container's C(lxc.log); C(labkit doctor)
+    checks LXC (id map, cgroups, networking).
+requirements:
+  - LXC (lxc-start, lxc-info, lxc-stop) on the lab server
+  - Docker CLI and Engine on the lab server (O(state=present))
+  - busybox-static on the lab server (O(state=present))
+seealso:
+  - module: community.general.lxc_container
+author:
+  - labkit maintainers
+"""
+
+EXAMPLES = r"""
+# Role lab_lxc, tasks/server.yml: folder, configuration and root file system of every
+# planned LXC container of this lab server, all started at once
+- name: Ensure the LXC containers are made (folder, configuration, root file system) and started
+  labkit_lxc:
+    lab: webclass
+    containers:
+      - name: labkit-webclass-s01-debian12-lxc
+        image: debian:12
+        hostname: s01-debian12-lxc
+        network: labkit-webclass-s01
+        student: s01
+        distro: debian:12
+    memory: 256m
+    cpus: 1.0
+    pids: 256
+    cap_keep: [chown, dac_override, fowner, fsetid, kill, setgid, setuid, net_bind_service, sys_chroot]
+    idmap_base: 1000000000
+    lxc_path: /var/lib/lxc
+    cache_dir: /var/lib/labkit/lxc
+  register: lab_lxc_result
+
+- name: Ensure the LXC containers are running
+  community.general.lxc_container:
+    name: "{{ item.name }}"
+    lxc_path: /var/lib/lxc
+    state: started
+  loop: "{{ lab_lxc_result.containers }}"
+  loop_control:
+    label: "{{ item.name }}"
+
+# Role lab_lxc, tasks/down.yml (labkit down): find the lab's containers, destroy them with
+# LXC's own API, then remove whatever is left
+- name: Find the lab's LXC containers
+  labkit_lxc:
+    lab: webclass
+    state: list
+    student: ""
+    lxc_path: /var/lib/lxc
+  register: _lab_lxc_found
+
+- name: Ensure the lab's LXC containers are destroyed
+  community.general.lxc_container:
+    name: "{{ item.name }}"
+    lxc_path: /var/lib/lxc
+    state: absent
+  loop: "{{ _lab_lxc_found.containers }}"
+  loop_control:
+    label: "{{ item.name }}"
+  failed_when: false
+
+- name: Ensure nothing of the lab's LXC containers is left
+  labkit_lxc:
+    lab: webclass
+    state: absent
+    student: ""
+    lxc_path: /var/lib/lxc
+
+# Only one student's containers
+- name: Ensure student s01's LXC containers are absent
+  labkit_lxc:
+    lab: webclass
+    state: absent
+    student: s01
 """
 
 RETURN = r"""
-containers: {description: "present: name, action (created, recreated, started, unchanged), address; list, absent: name, student, running", type: list}
+containers:
+  description:
+    - With O(state=present), one item per planned container, with C(name), C(action) and
+      C(address).
+    - With O(state=list) and O(state=absent), one item per container of the lab (of O(student))
+      found (with O(state=absent), removed), with C(name), C(student), C(distro) and C(running).
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - name: labkit-webclass-s01-debian12-lxc
+      action: created
+      address: 172.18.255.254
+  contains:
+    name:
+      description: The container's name.
+      returned: always
+      type: str
+      sample: labkit-webclass-s01-debian12-lxc
+    action:
+      description:
+        - What was done - V(created), V(recreated) (its settings or image changed),
+          V(started) (it was made already but not running) or V(unchanged).
+      returned: when O(state=present)
+      type: str
+      sample: created
+    address:
+      description:
+        - The container's fixed IPv4 address on its Docker network, from the top of the subnet.
+      returned: when O(state=present)
+      type: str
+      sample: 172.18.255.254
+    student:
+      description: The student the container belongs to (from its marker file).
+      returned: when O(state=list) or O(state=absent)
+      type: str
+      sample: s01
+    distro:
+      description: The container's distro (from its marker file).
+      returned: when O(state=list) or O(state=absent)
+      type: str
+      sample: debian:12
+    running:
+      description: Whether LXC reported the container running when it was found.
+      returned: when O(state=list) or O(state=absent)
+      type: bool
+      sample: true
 """
 
 import hashlib

@@ -6,29 +6,157 @@ DOCUMENTATION = r"""
 module: labkit_networks
 short_description: Reconcile a labkit lab's Docker networks on one lab server in one step
 description:
-  - C(present) lists the lab's networks on the server's engine in one call (by the label
-    C(labkit.lab)) and creates the missing ones of O(networks) in parallel, each a bridge
-    network labelled C(labkit.lab), C(labkit.student) and C(labkit.role=network). It returns
-    each student's network with its id and bridge (C(br-) and the id's first 12 digits).
-  - A network of a planned name that is not the lab's (other labels) is not touched: the
-    module fails naming it.
-  - C(absent) removes every network carrying the lab's label (only O(student)'s with
-    O(student)), in parallel, disconnecting whatever is still attached first.
+  - Makes the students' Docker networks of one labkit lab on one lab server, or removes every
+    network of the lab there. Role C(lab_network) calls it, on O(state=present) before the
+    containers are made and on O(state=absent) after C(labkit down) removed them.
+  - O(state=present) looks the planned networks up by name on the server's engine in one call
+    and creates the missing ones of O(networks) in parallel, each a bridge network labelled
+    C(labkit.lab), C(labkit.student) and C(labkit.role=network). It returns each student's
+    network with its id and bridge (C(br-) and the id's first 12 digits), which role
+    C(lab_firewall) needs.
+  - A network of a planned name that is not the lab's student's (other C(labkit.lab) or
+    C(labkit.student) labels) is not touched; the module fails naming it.
+  - An existing network of the lab is kept as it is (its settings are not compared).
+  - O(state=absent) removes every network carrying the lab's label (only O(student)'s with
+    O(student)), in parallel, disconnecting whatever is still attached first. When dockerd
+    still counts an endpoint of a container just removed (C(has active endpoints)), the
+    removal is tried again for up to 10 seconds.
   - A failure names every network that failed, with the engine's message; the others are
     still made or removed.
 options:
-  lab: {description: Lab name (label labkit.lab), type: str, required: true}
-  networks: {description: "present: items with name and student", type: list, elements: dict, default: []}
-  state: {description: present or absent, type: str, default: present, choices: [present, absent]}
-  student: {description: "absent: only this student's networks", type: str, default: ""}
-  workers: {description: Networks made or removed at once, type: int, default: 8}
-  docker_host: {description: "Engine address; default: DOCKER_HOST, else the local socket", type: str}
-requirements: [requests; community.docker (its Engine API client, shipped with the module)]
+  lab:
+    description:
+      - Name of the lab. Its networks are labelled C(labkit.lab=<lab>) and found by that label.
+    type: str
+    required: true
+  networks:
+    description:
+      - With O(state=present), the students' networks. Each item is a dict with the keys
+        C(name) (the network's name, C(labkit-<lab>-<student>) in labkit's plans) and
+        C(student) (label C(labkit.student)), both required and not empty; other keys are
+        ignored.
+      - Ignored with O(state=absent).
+    type: list
+    elements: dict
+    default: []
+  state:
+    description:
+      - V(present) makes the networks of O(networks); V(absent) removes the lab's networks.
+    type: str
+    default: present
+    choices: [present, absent]
+  student:
+    description:
+      - With O(state=absent), remove only this student's networks (label C(labkit.student)).
+        Empty removes every network of the lab.
+      - Ignored with O(state=present).
+    type: str
+    default: ""
+  workers:
+    description:
+      - How many networks are made or removed at once.
+    type: int
+    default: 8
+  docker_host:
+    description:
+      - Address of the Docker Engine API, such as V(unix:///var/run/docker.sock) or
+        V(tcp://192.0.2.10:2375).
+      - When not set, the module uses the environment variable E(DOCKER_HOST) on the lab
+        server, else V(unix:///var/run/docker.sock).
+    type: str
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: none
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+notes:
+  - The module runs on the lab server and talks to the Docker Engine over its REST API with
+    community.docker's own Engine API client, which Ansible ships with the module. The
+    server's Python needs only C(requests) (C(labkit prepare) installs C(python3-requests));
+    the Docker SDK for Python is not needed.
+  - The module does not support check mode; in check mode the task is skipped.
+  - Should dockerd keep counting an endpoint no container holds (moby/moby#43286), the
+    network cannot be removed until dockerd restarts; the error says so.
+requirements:
+  - requests (Python library, on the lab server)
+  - community.docker collection (on the controller; its Engine API client is shipped with the module)
+  - Docker Engine on the lab server
+seealso:
+  - module: community.docker.docker_network
+author:
+  - labkit maintainers
+"""
+
+EXAMPLES = r"""
+# Role lab_network, tasks/main.yml: the students' networks of this lab server in one run
+- name: Ensure the student networks are present
+  labkit_networks:
+    lab: webclass
+    networks:
+      - name: labkit-webclass-s01
+        student: s01
+      - name: labkit-webclass-s02
+        student: s02
+    state: present
+    student: ""
+  register: _lab_network_docker
+
+- name: Show student s01's bridge
+  ansible.builtin.debug:
+    msg: "{{ _lab_network_docker.networks['s01'].bridge }}"
+
+# The role's own call: the plan's items keep only name and student
+- name: Ensure the student networks are {{ lab_network_state }}
+  labkit_networks:
+    lab: "{{ lab_network_lab }}"
+    networks: "{{ lab_network_names | map('dict2items') | map('selectattr', 'key', 'in', ['name', 'student'])
+                  | map('items2dict') | list }}"
+    state: "{{ lab_network_state }}"
+    student: "{{ lab_network_student }}"
+  when: lab_network_names | length > 0 or lab_network_state == 'absent'
+
+# labkit down: every network of the lab, after its containers
+- name: Ensure the lab's networks are absent
+  labkit_networks:
+    lab: webclass
+    state: absent
+
+# Only one student's network
+- name: Ensure student s01's network is absent
+  labkit_networks:
+    lab: webclass
+    state: absent
+    student: s01
 """
 
 RETURN = r"""
-networks: {description: "present: per student, name, id, bridge and action (created, unchanged)", type: dict}
-removed: {description: "absent: the names of the networks removed", type: list}
+networks:
+  description:
+    - Each planned network, keyed by its student id. Each value has the keys C(student),
+      C(name), C(id) (the network's id), C(bridge) (its Linux bridge, C(br-) and the id's
+      first 12 digits) and C(action) (V(created) or V(unchanged)).
+    - In the result of a failed task, a network that failed has C(action) V(failed) and an
+      C(error) instead of C(id) and C(bridge).
+  returned: when O(state=present)
+  type: dict
+  sample:
+    s01:
+      student: s01
+      name: labkit-webclass-s01
+      id: 5d0e1c2b7a44f1e3c9b8a7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6
+      bridge: br-5d0e1c2b7a44
+      action: created
+removed:
+  description:
+    - Names of the networks removed.
+  returned: when O(state=absent)
+  type: list
+  elements: str
+  sample: [labkit-webclass-s01, labkit-webclass-s02]
 """
 
 import json

@@ -6,31 +6,188 @@ DOCUMENTATION = r"""
 module: labkit_vm_network
 short_description: One libvirt NAT network per student VM, its subnet from labkit's pool
 description:
-  - C(present) makes sure each student of C(networks) has the libvirt network C(name)
-    (bridge C(lkv<hash of lab/student>), NAT, DHCP), defined and running. A network that
-    exists keeps its subnet; a new one gets a free /C(prefix) of C(pool), never overlapping
-    another libvirt network, an address or route of the server, or the container engine's
-    address pools. Allocation is serialised by a lock file, so concurrent runs never pick
-    the same subnet.
-  - The network carries the lab and student in its metadata; C(absent) removes the lab's
-    networks (one student's with C(student)) found by it, whatever state the last run left.
+  - Makes the libvirt networks of a labkit lab's student VMs on one lab server, or removes
+    them. Role C(lab_network) calls it before the VMs are made (role C(lab_vm), module
+    C(labkit_vagrant)) and on C(labkit down).
+  - O(state=present) makes sure each student of O(networks) has the libvirt network C(name)
+    (bridge C(lkv) and 10 hex digits of a hash of C(<lab>/<student>), NAT, DHCP), defined and
+    running. The gateway is the subnet's first address and DHCP hands out the rest.
+  - A network that exists keeps its subnet; one changed by hand is defined again on the
+    subnet it had. A new network gets a free /O(prefix) of O(pool), chosen from a slot
+    hashed from C(<lab>/<student>) on, never overlapping another libvirt network, an address
+    or route of the server, or the container engine's address pools (O(daemon_json)).
+    Allocation is serialised by O(lock_file), so concurrent runs never pick the same subnet.
+  - A network of a planned name that belongs to another lab or student (or is not labkit's)
+    is not touched; the module fails naming its owner, as it does when the bridge is another
+    network's or the pool is full.
+  - The network carries the lab and student in its metadata; O(state=absent) removes the
+    lab's networks (one student's with O(student)) found by it, whatever state the last run
+    left.
 options:
-  lab: {description: Lab name, type: str, required: true}
-  networks: {description: "Items with name and student (present)", type: list, elements: dict, default: []}
-  pool: {description: IPv4 pool of the VM networks, type: str, default: 10.204.0.0/16}
-  prefix: {description: Size of one student's network, type: int, default: 27}
-  state: {description: present or absent, type: str, default: present, choices: [present, absent]}
-  student: {description: "absent: only this student's network", type: str, default: ""}
-  libvirt_uri: {description: libvirt connection, type: str, default: "qemu:///system"}
-  required: {description: "absent: fail when libvirtd does not answer (else warn)", type: bool, default: true}
-  daemon_json: {description: The container engine's configuration (its address pools), type: path, default: /etc/docker/daemon.json}
-  lock_file: {description: Lock serialising allocations on the server, type: path, default: /run/lock/labkit-vm-networks.lock}
+  lab:
+    description:
+      - Name of the lab, written in each network's metadata and found by it.
+    type: str
+    required: true
+  networks:
+    description:
+      - With O(state=present), the students' VM networks. Each item is a dict with the keys
+        C(name) (the libvirt network's name, C(labkit-<lab>-<student>) in labkit's plans) and
+        C(student); other keys are ignored.
+      - With O(state=present) and no networks the module does nothing.
+      - Ignored with O(state=absent).
+    type: list
+    elements: dict
+    default: []
+  pool:
+    description:
+      - IPv4 pool the VM networks' subnets come from (labkit's C(LABKIT_VM_POOL)).
+    type: str
+    default: 10.204.0.0/16
+  prefix:
+    description:
+      - Prefix length of one student's network, between the pool's own and 30 (V(27) gives
+        29 addresses to DHCP).
+    type: int
+    default: 27
+  state:
+    description:
+      - V(present) makes the networks of O(networks) defined and running; V(absent) removes
+        the lab's networks.
+    type: str
+    default: present
+    choices: [present, absent]
+  student:
+    description:
+      - With O(state=absent), remove only this student's network. Empty removes every VM
+        network of the lab.
+      - Ignored with O(state=present).
+    type: str
+    default: ""
+  libvirt_uri:
+    description:
+      - The libvirt connection.
+    type: str
+    default: "qemu:///system"
+  required:
+    description:
+      - With O(state=absent), fail when libvirtd does not answer (a lab with VMs); V(false)
+        only warns. Without libvirt on the server (no C(virsh)) there is nothing to remove
+        either way.
+      - Ignored with O(state=present), which always fails when libvirtd does not answer.
+    type: bool
+    default: true
+  daemon_json:
+    description:
+      - The container engine's configuration; the C(default-address-pools) it names (or
+        Docker's built-in pools without them) are never given to a VM network.
+    type: path
+    default: /etc/docker/daemon.json
+  lock_file:
+    description:
+      - Lock file (C(flock)) serialising allocations on the server. Not taken in check mode.
+    type: path
+    default: /run/lock/labkit-vm-networks.lock
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - RV(actions) and RV(removed) say what would be done, and RV(networks) gives a new
+        network the subnet it would get.
+  diff_mode:
+    support: none
+  platform:
+    platforms: linux
+notes:
+  - Runs on the lab server (as root in labkit's playbooks), with C(virsh); C(ip) tells the
+    server's addresses and routes when a subnet is allocated. The pool arithmetic is shared
+    with C(labkit doctor) through the role's module_utils C(labkit_netpool), which Ansible
+    ships with the module.
+  - A network that fails to start is often one whose subnet another interface took; the
+    error says so and C(labkit down) then C(labkit up) picks another subnet.
+requirements:
+  - libvirt (libvirtd and virsh) on the lab server
+  - ip (iproute2) on the lab server, to avoid the server's own addresses and routes
+seealso:
+  - module: community.libvirt.virt_net
+author:
+  - labkit maintainers
+"""
+
+EXAMPLES = r"""
+# Role lab_network, tasks/main.yml: one network per student whose VM this server hosts
+- name: Ensure the students' VM networks are present
+  labkit_vm_network:
+    lab: webclass
+    networks:
+      - name: labkit-webclass-s01
+        student: s01
+      - name: labkit-webclass-s02
+        student: s02
+    pool: 10.204.0.0/16
+    prefix: 27
+    state: present
+    student: ""
+    required: true
+    libvirt_uri: qemu:///system
+  register: _lab_network_vm
+
+- name: Show student s01's VM subnet and bridge
+  ansible.builtin.debug:
+    msg: "{{ _lab_network_vm.networks['s01'].subnet }} on {{ _lab_network_vm.networks['s01'].bridge }}"
+
+# labkit down on a server that may have no VMs: only warn when libvirtd does not answer
+- name: Ensure the lab's VM networks are absent
+  labkit_vm_network:
+    lab: webclass
+    state: absent
+    required: false
+
+# Only one student's VM network
+- name: Ensure student s01's VM network is absent
+  labkit_vm_network:
+    lab: webclass
+    state: absent
+    student: s01
 """
 
 RETURN = r"""
-networks: {description: "per student: name, student, bridge, subnet, gateway, dhcp_start, dhcp_end", type: dict}
-removed: {description: names of the networks removed (absent), type: list}
-actions: {description: what was defined or started (present), type: list}
+networks:
+  description:
+    - Each planned network, keyed by its student id, with C(name), C(student), C(bridge),
+      C(subnet), C(gateway) (the subnet's first address) and C(dhcp_start) and C(dhcp_end)
+      (the DHCP range, the rest of the subnet).
+    - Empty with O(state=absent).
+  returned: always
+  type: dict
+  sample:
+    s01:
+      name: labkit-webclass-s01
+      student: s01
+      bridge: lkvbc99e4d3b2
+      subnet: 10.204.94.128/27
+      gateway: 10.204.94.129
+      dhcp_start: 10.204.94.130
+      dhcp_end: 10.204.94.158
+removed:
+  description:
+    - Names of the networks removed (or that would be, in check mode). Empty with
+      O(state=present).
+  returned: always
+  type: list
+  elements: str
+  sample: [labkit-webclass-s01]
+actions:
+  description:
+    - What was defined or started (or would be, in check mode). Empty with O(state=absent).
+  returned: always
+  type: list
+  elements: str
+  sample:
+    - defined labkit-webclass-s01 (10.204.94.128/27, bridge lkvbc99e4d3b2)
+    - started labkit-webclass-s01
 """
 
 import fcntl

@@ -4,39 +4,250 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: labkit_vagrant
-short_description: Bring one Vagrant machine of a labkit lab up or down
+short_description: Bring one Vagrant (vagrant-libvirt) machine of a labkit lab up or down
 description:
-  - Drives Vagrant through python-vagrant in a folder holding the machine's Vagrantfile.
-  - C(present) reports changed=false when the machine is already running.
-  - Leftovers of an interrupted run (a libvirt domain Vagrant has no record of) are removed
-    before creating the machine, so a run killed during creation converges.
+  - Drives Vagrant through python-vagrant in a folder holding the machine's Vagrantfile (role
+    C(lab_vm) writes it), with the libvirt provider. Role C(lab_vm) calls it once per student
+    VM, on the VM's lab server.
+  - O(state=present) makes the machine run and answer SSH with its own key, and returns how
+    to reach it. It reports C(changed=false) when the machine already runs - then the SSH
+    settings the last run wrote to C(ssh_config) in O(workdir) are tried first, without
+    starting Vagrant at all.
+  - The machine gets its own Ed25519 key pair, made once beside its Vagrantfile; on its first
+    boot the module logs in with the box's key and replaces the machine's authorized keys
+    with its own key.
+  - Leftovers of an interrupted run (a libvirt domain or disk Vagrant has no record of) are
+    removed before creating the machine, and a running machine that never answers SSH or
+    still takes Vagrant's insecure key (an interrupted first boot) is recreated, so a run
+    killed during creation converges. A machine on another libvirt network than O(network)
+    is recreated on it.
+  - C(vagrant up) runs under a hard limit of O(timeout) seconds, then the module waits for SSH.
+    On a failure the machine is destroyed and the error quotes the last lines of C(vagrant.log).
+  - O(state=absent) destroys the machine and removes whatever domain and disk are left,
+    also when the Vagrantfile is gone.
 options:
-  workdir: {description: Folder with the Vagrantfile, type: path, required: true}
-  state: {description: present or absent, type: str, default: present, choices: [present, absent]}
-  machine: {description: Vagrant machine name, type: str, default: vm}
-  domain: {description: Libvirt domain name Vagrant gives the machine, type: str, required: true}
-  vagrant_home: {description: VAGRANT_HOME for Vagrant, type: path}
-  libvirt_uri: {description: libvirt connection, type: str, default: "qemu:///system"}
-  timeout: {description: Hard limit in seconds for C(vagrant up), type: int, default: 900}
+  workdir:
+    description:
+      - Folder with the machine's Vagrantfile. The module keeps the machine's own SSH key
+        (C(id_ed25519)) and Vagrant's output (C(vagrant.log)) there, and reads the
+        C(ssh_config) role C(lab_vm) writes there from the last result.
+      - With O(state=present) the Vagrantfile must exist.
+    type: path
+    required: true
+  state:
+    description:
+      - V(present) makes the machine run and answer SSH; V(absent) destroys it with its disks.
+    type: str
+    default: present
+    choices: [present, absent]
+  machine:
+    description:
+      - Vagrant's name of the machine in the Vagrantfile.
+    type: str
+    default: vm
+  domain:
+    description:
+      - The libvirt domain name Vagrant gives the machine (the Vagrantfile's prefix and
+        O(machine)), C(labkit-<lab>-<student>-vm) in labkit's plans; leftovers are found by it.
+    type: str
+    required: true
+  vagrant_home:
+    description:
+      - E(VAGRANT_HOME) for Vagrant, the folder holding the box (labkit keeps a private one).
+        When not set, the E(VAGRANT_HOME) of the module's environment, else Vagrant's default
+        C(~/.vagrant.d).
+    type: path
+  libvirt_uri:
+    description:
+      - The libvirt connection (also Vagrant's E(LIBVIRT_DEFAULT_URI)).
+    type: str
+    default: "qemu:///system"
+  timeout:
+    description:
+      - Hard limit in seconds for C(vagrant up) (box upload and boot); Vagrant and its child
+        processes are killed when it passes.
+      - The wait for SSH after the boot is at most this long too (at least 30 seconds, at most
+        600), and at most 240 seconds for a machine found running.
+    type: int
+    default: 900
   network:
     description:
-      - The libvirt network the machine must be on (its management network); it must exist.
-        A machine found on another network (made before labkit gave each VM a network of its
-        own) is recreated on this one. Empty: not checked.
+      - The libvirt network the machine must be on (its management network, made by
+        C(labkit_vm_network)); it must exist. A machine found on another network (made before
+        labkit gave each VM a network of its own) is recreated on this one.
+      - Empty means not checked.
     type: str
     default: ""
-requirements: [python-vagrant, vagrant, vagrant-libvirt]
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: partial
+    details:
+      - Predicts the change for O(state=absent) and for a machine that is not running, and
+        returns its current Vagrant state as RV(status). Nothing is logged into in check mode,
+        so a running machine makes the task fail for want of SSH settings.
+  diff_mode:
+    support: none
+  platform:
+    platforms: linux
+notes:
+  - python-vagrant must be importable by the Python running the module - for a play on the
+    controller, set C(ansible_python_interpreter={{ ansible_playbook_python }}) (labkit's
+    own Python has it).
+  - Vagrant runs with E(VAGRANT_DEFAULT_PROVIDER=libvirt), E(VAGRANT_CHECKPOINT_DISABLE=1) and
+    E(VAGRANT_NO_COLOR=1); C(vagrant up) gets C(--no-destroy-on-error), the module deciding
+    what to destroy.
+  - When C(vagrant up) fails with Vagrant's "entered an invalid state" error although the
+    domain runs and has its address (libvirt slow to answer under load), the module keeps the
+    machine and decides by its own SSH wait (RV(vagrant_misread_state)).
+requirements:
+  - python-vagrant (Python library)
+  - vagrant with the vagrant-libvirt plugin
+  - libvirt (virsh) and ssh, ssh-keygen
+author:
+  - labkit maintainers
+"""
+
+EXAMPLES = r"""
+# Role lab_vm, tasks/main.yml: the student's VM, on its own network, from the Vagrantfile the
+# role wrote to the workdir
+- name: Ensure the VM is running
+  labkit_vagrant:
+    workdir: /root/.local/share/labkit/labs/webclass/vagrant/s01
+    state: present
+    machine: vm
+    domain: labkit-webclass-s01-vm
+    vagrant_home: /root/.local/share/labkit/vagrant.d
+    libvirt_uri: qemu:///system
+    timeout: 900
+    network: labkit-webclass-s01
+  register: _lab_vm_up
+
+- name: Ensure this VM host connects to the VM it just got
+  ansible.builtin.set_fact:
+    ansible_host: "{{ _lab_vm_up.ssh_host }}"
+    ansible_port: "{{ _lab_vm_up.ssh_port }}"
+    ansible_user: "{{ _lab_vm_up.ssh_user }}"
+    ansible_ssh_private_key_file: "{{ _lab_vm_up.ssh_identity_file }}"
+
+- name: Record how long the VM took from `vagrant up` to SSH, when this run booted it
+  ansible.builtin.set_fact:
+    labkit_vm_boot_seconds: "{{ _lab_vm_up.seconds }}"
+    labkit_vm_boot_phases: "{{ _lab_vm_up.phases }}"
+  when: _lab_vm_up.phases is defined
+
+# The role's own call, its network checked only when role lab_network made it
+- name: Ensure the VM is {{ 'running' if lab_vm_state == 'present' else 'destroyed' }}
+  labkit_vagrant:
+    workdir: "{{ lab_vm_workdir }}"
+    state: "{{ lab_vm_state }}"
+    machine: vm
+    domain: "{{ _lab_vm_domain }}"
+    vagrant_home: "{{ lab_vm_vagrant_home | default(omit, true) }}"
+    libvirt_uri: "{{ lab_vm_libvirt_uri }}"
+    timeout: "{{ lab_vm_up_timeout | int }}"
+    network: "{{ lab_vm_mgmt_network if lab_vm_mgmt_network_check | bool else '' }}"
+
+# labkit down: the VM and its disks, whatever an earlier run left
+- name: Ensure the VM is destroyed
+  labkit_vagrant:
+    workdir: /root/.local/share/labkit/labs/webclass/vagrant/s01
+    state: absent
+    domain: labkit-webclass-s01-vm
 """
 
 RETURN = r"""
-status: {description: machine state after the run, type: str}
-ssh_host: {description: address of the machine, type: str}
-ssh_port: {description: SSH port, type: int}
-ssh_user: {description: SSH user, type: str}
-ssh_identity_file: {description: the machine's own private key (made beside its Vagrantfile), type: str}
-seconds: {description: time spent in vagrant up/destroy, type: float}
-phases: {description: "after a boot: seconds of C(vagrant up) (to SSH with the box's key) and of the swap to the VM's own key", type: dict}
-log: {description: file holding Vagrant's output, type: str}
+status:
+  description:
+    - The machine's state after the run - V(running) with O(state=present), V(not_created)
+      with O(state=absent).
+    - In check mode, the state Vagrant reports for a machine that is not running (such as
+      V(not_created) or V(shutoff)).
+  returned: always
+  type: str
+  sample: running
+domain:
+  description: The libvirt domain name (O(domain)).
+  returned: always
+  type: str
+  sample: labkit-webclass-s01-vm
+log:
+  description: The file holding Vagrant's output, C(vagrant.log) in O(workdir).
+  returned: always
+  type: str
+  sample: /root/.local/share/labkit/labs/webclass/vagrant/s01/vagrant.log
+seconds:
+  description:
+    - Seconds spent from C(vagrant up) to SSH with the machine's own key (after a boot), or in
+      destroying the machine (O(state=absent)); V(0.0) when nothing was done.
+  returned: always
+  type: float
+  sample: 41.7
+ssh_host:
+  description: The machine's address (from its DHCP lease, else from Vagrant).
+  returned: when O(state=present), outside check mode
+  type: str
+  sample: 10.204.94.130
+ssh_port:
+  description: The machine's SSH port.
+  returned: when O(state=present), outside check mode
+  type: int
+  sample: 22
+ssh_user:
+  description: The SSH user.
+  returned: when O(state=present), outside check mode
+  type: str
+  sample: vagrant
+ssh_identity_file:
+  description: The machine's own private key, made beside its Vagrantfile.
+  returned: when O(state=present), outside check mode
+  type: str
+  sample: /root/.local/share/labkit/labs/webclass/vagrant/s01/id_ed25519
+phases:
+  description: Where the seconds of a boot went.
+  returned: when the machine was booted by this run
+  type: dict
+  sample: {vagrant_up: 38.2, own_key: 3.5}
+  contains:
+    vagrant_up:
+      description: Seconds of C(vagrant up), until the machine had its address.
+      returned: always
+      type: float
+      sample: 38.2
+    own_key:
+      description: Seconds from then until SSH answered and the machine took its own key.
+      returned: always
+      type: float
+      sample: 3.5
+fast_path:
+  description:
+    - V(true) when the machine ran and answered SSH with the settings of the last run, so
+      Vagrant was not started.
+  returned: when the machine was found running with working SSH settings
+  type: bool
+  sample: true
+moved_from:
+  description:
+    - The libvirt networks the machine was on before it was recreated on O(network).
+  returned: when the machine was found on another network than O(network)
+  type: list
+  elements: str
+  sample: [labkit]
+recreated:
+  description:
+    - V(true) when a running machine was half-made (no SSH, or still Vagrant's insecure key)
+      and was recreated.
+  returned: when a half-made machine was recreated
+  type: bool
+  sample: true
+vagrant_misread_state:
+  description:
+    - V(true) when C(vagrant up) failed reading the state of a domain that ran with its
+      address, and the module's own SSH wait decided instead.
+  returned: when Vagrant misread the machine's state
+  type: bool
+  sample: true
 """
 
 import os
