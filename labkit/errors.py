@@ -6,6 +6,13 @@ failed fact from a typo or a busy lab.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # labkit.ansible.runner raises these errors: its types only, no import at run time
+    from labkit.ansible.runner import Failure
+
 EXIT_CODES: dict[int, str] = {
     0: "success",
     1: "a check failed: a fact (`verify`, `report`) or a blocking `doctor` check",
@@ -88,7 +95,8 @@ class PlaybookFailed(LabkitError):
 
     exit_code = 5
 
-    def __init__(self, message: str, hint: str | None = None, *, failures=None, artifacts=None, host_facts=None):
+    def __init__(self, message: str, hint: str | None = None, *, failures: Iterable[Failure] | None = None,
+                 artifacts: Path | None = None, host_facts: Mapping[str, dict[str, Any]] | None = None) -> None:
         super().__init__(message, hint)
         self.failures = list(failures or [])
         self.artifacts = artifacts

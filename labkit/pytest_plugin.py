@@ -15,10 +15,27 @@ and takes it down at the end; ``lab.run("site.yml")`` runs a playbook on the liv
 """
 from __future__ import annotations
 
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from labkit import names
+
+if TYPE_CHECKING:
+    from testinfra.host import Host
+
+    from labkit.api import ConvergeResult
+    from labkit.lab.spec import Lab as LabSpec
+
+# Every pytest run of this Python loads this plugin (entry point pytest11), and it stays
+# inactive unless a lab is named: labkit's API (and with it Ansible's and the engines' modules)
+# is imported in the functions that need it, when a lab is named, not with the plugin.
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -36,10 +53,6 @@ def _active(config: pytest.Config) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     if not _active(config):
         return
-    import os
-    import shutil
-    import sys
-
     # testinfra's ansible backend runs ansible-inventory: labkit's own, also from an unactivated venv
     if shutil.which("ansible-inventory") is None:
         os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
@@ -48,7 +61,7 @@ def pytest_configure(config: pytest.Config) -> None:
 class Lab:
     """The live lab of the session: its spec, inventory, hosts and a way to run playbooks."""
 
-    def __init__(self, lab: Any, inventory: Path):
+    def __init__(self, lab: LabSpec, inventory: Path) -> None:
         self.spec = lab
         self.name = lab.name
         self.inventory = inventory
@@ -59,11 +72,9 @@ class Lab:
 
         return sorted(AnsibleRunner(str(self.inventory)).get_hosts(pattern))
 
-    def host(self, name: str, student: str | None = None):
+    def host(self, name: str, student: str | None = None) -> Host:
         """A testinfra host by full name or by the short name `labkit shell` takes."""
         import testinfra
-
-        from labkit import names
 
         full = name if name.startswith(names.lab_prefix(self.name)) else names.container(
             self.name, student or self.spec.students[0], name) if name != "vm" else names.vm(
@@ -72,23 +83,23 @@ class Lab:
             raise LookupError(f"no host {full} in lab {self.name}: {', '.join(self.hosts('lab'))}")
         return testinfra.get_host(f"ansible://{full}", ansible_inventory=str(self.inventory))
 
-    def run(self, *playbooks: str, **opts):
+    def run(self, *playbooks: str, **opts: Any) -> ConvergeResult:
         """Run playbooks on the live lab (``labkit run``); returns labkit's ConvergeResult."""
-        from labkit.api import verbs as api
+        from labkit import api
 
         return api.converge(self.spec, [str(Path(p).resolve()) for p in playbooks] or None, **opts)
 
 
-def _select(config: pytest.Config):
-    from labkit.api import verbs as api
+def _select(config: pytest.Config) -> LabSpec:
+    from labkit import api
 
     return api.select_lab(config.getoption("labkit_file"), config.getoption("labkit_lab"), default_ok=True).lab
 
 
 @pytest.fixture(scope="session")
-def lab(request: pytest.FixtureRequest):
+def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     """The session's lab (brought up with --labkit-up, and taken down after the session)."""
-    from labkit.api import verbs as api
+    from labkit import api
 
     if not _active(request.config):
         pytest.skip("no lab named: pass --labkit-file LAB.yml or --labkit-lab NAME")
@@ -104,7 +115,7 @@ def lab(request: pytest.FixtureRequest):
             api.down(spec)
 
 
-def planned_hosts(spec: Any, pattern: str, work: Path) -> list[str]:
+def planned_hosts(spec: LabSpec, pattern: str, work: Path) -> list[str]:
     """The lab's hosts matching ``pattern``, from the plan (known before the lab is up)."""
     from testinfra.utils.ansible_runner import AnsibleRunner
 
@@ -123,13 +134,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     spec = _select(metafunc.config)
     pattern = metafunc.config.getoption("labkit_hosts") or spec.provision.hosts
-    import tempfile
-
     hosts = planned_hosts(spec, pattern, Path(tempfile.mkdtemp(prefix="labkit-plan-")))
     metafunc.parametrize("lab_host", hosts, indirect=True, ids=hosts)
 
 
 @pytest.fixture
-def lab_host(request: pytest.FixtureRequest, lab: Lab):
+def lab_host(request: pytest.FixtureRequest, lab: Lab) -> Host:
     """A testinfra host of the lab, once per host matching --labkit-hosts."""
     return lab.host(request.param)

@@ -16,6 +16,8 @@ from typing import Any
 import yaml
 
 from labkit import names
+from labkit.engines import registry
+from labkit.engines.base import HostRow
 from labkit.lab import catalog
 from labkit.paths import lab_dir
 
@@ -39,23 +41,8 @@ def host_vars(row: Mapping[str, Any], ssh: Mapping[str, str] | None = None) -> d
             args += " -o ProxyCommand=" + json.dumps(ssh["ProxyCommand"])
         hv["ansible_ssh_common_args"] = args
         return hv
-    eng = row.get("engine", "docker")
-    if eng == "podman":
-        hv = {"ansible_connection": "containers.podman.podman", "ansible_host": row["name"]}
-        if row.get("podman_executable"):  # a remote lab server's: its Podman over SSH (labkit.engines.podman_ssh)
-            hv["ansible_podman_executable"] = row["podman_executable"]
-        elif row.get("user"):  # rootless: Podman as that user (role lab_podman's wrapper)
-            from labkit.engines.podman import WRAPPER_DIR
-
-            hv["ansible_podman_executable"] = f"{WRAPPER_DIR}/{row['user']}/podman"
-    elif eng == "lxc":  # labkit's own connection plugin (playbooks/connection_plugins/labkit_lxc.py)
-        hv = {"ansible_connection": "labkit_lxc", "ansible_host": row["name"]}
-        if row.get("lxc_attach"):  # a remote lab server's: lxc-attach there over SSH (labkit.engines.lxc_ssh)
-            hv["ansible_lxc_attach_executable"] = row["lxc_attach"]
-    else:
-        hv = {"ansible_connection": "community.docker.docker", "ansible_host": row["name"]}
-    if eng == "docker" and not row.get("local", True) and row.get("docker_host"):
-        hv["ansible_docker_extra_args"] = f"-H {row['docker_host']}"
+    r = row if isinstance(row, HostRow) else HostRow.of(row)
+    hv = registry.of(r).ansible_hostvars(r)
     if _python(row):
         hv["ansible_python_interpreter"] = "/usr/bin/python3"
     return hv

@@ -6,14 +6,18 @@ and keeping its artifacts. Successful runs' artifacts are rotated.
 """
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType, ModuleType
 from typing import Any
 
 from labkit.errors import InternalError, PlaybookFailed
@@ -123,8 +127,6 @@ def stop_process_tree(grace: float = 30.0) -> list[int]:
     reaches it, and a `vagrant up` would go on alone, racing the next run. SIGTERM first,
     SIGKILL what is left after ``grace`` seconds. Returns the pids that were signalled.
     """
-    import signal
-
     pids = _descendants(os.getpid())
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for p in pids:
@@ -179,7 +181,7 @@ def run_playbook(
     Returns a RunResult; raises PlaybookFailed when the run failed, timed out or was
     cancelled, naming the failed hosts and tasks.
     """
-    import ansible_runner
+    import ansible_runner  # heavy (all of ansible-runner): loaded when a playbook runs, not with labkit
 
     pb = Path(playbook) if Path(playbook).is_absolute() else playbooks_dir() / playbook
     if not pb.is_file():
@@ -248,12 +250,9 @@ def run_playbook(
     # while they are still ours to find, then tell ansible-runner to cancel.
     interrupted: list[int] = []
 
-    def on_signal(signum, _frame):
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
         interrupted.append(signum)
         stop_process_tree()
-
-    import signal
-    import threading
 
     main = threading.current_thread() is threading.main_thread()
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
@@ -277,7 +276,7 @@ def run_playbook(
     return res
 
 
-def script_facts(lines) -> dict[str, list[str]]:
+def script_facts(lines: object) -> dict[str, list[str]]:
     """The facts a shell task reports in its output, one ``labkit-fact: labkit_<name>=<words>``
     line each (role student_env's converge script, which sets no fact itself: a ``set_fact``
     is one more worker per host). Each value is its words, as a list."""
@@ -302,8 +301,6 @@ def _diff_text(res: dict) -> str:
         if d.get("prepared"):
             out.append(str(d["prepared"]))
             continue
-        import difflib
-
         before, after = str(d.get("before", "")), str(d.get("after", ""))
         if before != after:
             out += difflib.unified_diff(before.splitlines(), after.splitlines(),
@@ -312,8 +309,10 @@ def _diff_text(res: dict) -> str:
     return "\n".join(out)
 
 
-def _run(ansible_runner, private, pb, inventory, extravars, envvars, limit, forks, verbosity, show_output,
-         handler, timeout, cancel, more=None):
+def _run(ansible_runner: ModuleType, private: Path, pb: Path, inventory: str | dict | None,
+         extravars: dict | None, envvars: dict[str, str], limit: str | None, forks: int, verbosity: int,
+         show_output: bool, handler: Callable[[dict], bool], timeout: int | None, cancel: Callable[[], bool],
+         more: dict[str, str | None] | None = None) -> Any:  # ansible_runner.Runner (ansible-runner has no types)
     more = {k: v for k, v in (more or {}).items() if v}
     return ansible_runner.run(
         private_data_dir=str(private),
@@ -335,7 +334,7 @@ def _run(ansible_runner, private, pb, inventory, extravars, envvars, limit, fork
     )
 
 
-def _result(r, playbook: str, secs: float, failures: list[Failure], host_facts: dict) -> RunResult:
+def _result(r: Any, playbook: str, secs: float, failures: list[Failure], host_facts: dict) -> RunResult:
     artifacts = Path(r.config.artifact_dir)
     result = RunResult(playbook, r.status, r.rc if r.rc is not None else -1, r.stats or {}, artifacts, secs,
                        failures, host_facts)

@@ -9,6 +9,11 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any, Literal
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
 
 Write = Callable[[str], None]
 
@@ -16,10 +21,10 @@ Write = Callable[[str], None]
 class HostLines:
     """Plain, line-per-event progress (CI logs, pipes)."""
 
-    def __init__(self, write: Write = print):
+    def __init__(self, write: Write = print) -> None:
         self.write = write
         self.started: dict[tuple[str, str], float] = {}
-        self.counts: Counter = Counter()
+        self.counts: Counter[str] = Counter()
         self.t0 = time.monotonic()
 
     def _elapsed(self, data: dict) -> str:
@@ -65,32 +70,28 @@ class LiveHosts:
     """A live view for terminals (rich): one line per host with its current task, its
     ok/changed/failed counts and the time since it started."""
 
-    def __init__(self, console, title: str = "labkit"):
-        from rich.live import Live
-
+    def __init__(self, console: Console, title: str = "labkit") -> None:
         self.console = console
         self.title = title
         self.t0 = time.monotonic()
         self.play = ""
-        self.hosts: dict[str, dict] = {}
+        self.hosts: dict[str, dict[str, Any]] = {}
         self.live = Live(self._render(), console=console, refresh_per_second=4, transient=False)
 
-    def __enter__(self):
+    def __enter__(self) -> LiveHosts:
         self.live.start()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         self.live.update(self._render())
         self.live.stop()
         return False
 
-    def _host(self, name: str) -> dict:
+    def _host(self, name: str) -> dict[str, Any]:
         return self.hosts.setdefault(name, {"task": "", "ok": 0, "changed": 0, "failed": 0,
                                             "t0": time.monotonic(), "t1": None})
 
-    def _render(self):
-        from rich.table import Table
-
+    def _render(self) -> Table:
         t = Table(title=f"{self.title}: {self.play}  ({time.monotonic() - self.t0:.0f}s)", title_justify="left",
                   expand=False)
         for col in ("host", "current task", "ok", "changed", "failed", "time"):

@@ -1,0 +1,1 @@
+"""`labkit doctor`: is this machine ready for `labkit up`, and for this lab? ``machine`` checks the machine, ``lab`` what one lab needs of it, ``sizing`` the arithmetic, ``check`` the one type all of them state."""

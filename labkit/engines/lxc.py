@@ -23,11 +23,19 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, ClassVar
 
-from labkit.engines import lxc_server
-from labkit.errors import EngineError
+from labkit.engines import capabilities, lxc_server
+from labkit.engines.base import CheckRow, HostRow, Log
+from labkit.engines.capabilities import Capabilities
+from labkit.errors import EngineError, UsageError
+from labkit.paths import lab_dir
+from labkit.servers import base as servers
+from labkit.servers.base import Server
 
 LXC_PATH = Path("/var/lib/lxc")
 MARKER = "labkit.json"
@@ -83,22 +91,20 @@ def read(cli: str, args: list[str], timeout: int = 120):
                           REMOTE_HINT) from None
 
 
-def hosts(lab: str, students: list[str] | None, server, users: list[str], lxc_path: Path = LXC_PATH) -> list[dict]:
+def hosts(lab: str, students: Sequence[str] | None, server: Server, users: Sequence[str],
+          lxc_path: Path = LXC_PATH) -> list[HostRow]:
     remote: dict[str, str] = {}
     if server is not None and not getattr(server, "local", True):
-        from labkit.servers.base import lxc_wrappers
-
         w = lxc_wrappers(lab, server)
         remote = {"lxc_attach": w["attach"], "lxc_read": w["read"]}
         found = read(w["read"], ["scan", lab, *(students or [])])
     else:
-        found = lxc_server.scan(lab, students, str(lxc_path), state_of=state)
-    return [{
-        "name": f["name"], "role": f["marker"].get("role", "container"), "student": f["marker"].get("student", ""),
-        "distro": f["marker"].get("distro", ""), "state": f["state"], "image": f["marker"].get("image", ""),
-        "spec": f"lxc://{f['name']}", "server": server.name, "local": server.local, "engine": "lxc",
-        "user": "", "address": f["marker"].get("address", ""), **remote,
-    } for f in found]
+        found = lxc_server.scan(lab, list(students) if students else None, str(lxc_path), state_of=state)
+    return [HostRow(
+        name=f["name"], role=f["marker"].get("role", "container"), student=f["marker"].get("student", ""),
+        distro=f["marker"].get("distro", ""), state=f["state"], image=f["marker"].get("image", ""),
+        spec=f"lxc://{f['name']}", server=server.name, local=server.local, engine="lxc",
+        user="", address=f["marker"].get("address", ""), via=remote) for f in found]
 
 
 def remote_missing(server) -> list[str]:
@@ -122,7 +128,7 @@ def networks(lab: str, server, users: list[str]) -> list[str]:
     return []
 
 
-def _account(row: dict, user: str) -> tuple[int, int, str]:
+def _account(row: Mapping[str, Any], user: str) -> tuple[int, int, str]:
     """uid, gid and home of ``user`` in the container, from its own /etc/passwd (on its lab server)."""
     if row.get("lxc_read"):
         got = read(row["lxc_read"], ["account", row["name"], user])
@@ -130,12 +136,10 @@ def _account(row: dict, user: str) -> tuple[int, int, str]:
         got = lxc_server.account(row["name"], user, str(LXC_PATH))
     if got:
         return int(got[0]), int(got[1]), str(got[2])
-    from labkit.errors import UsageError
-
     raise UsageError(f"no user '{user}' in {row['name']}", "`labkit up` makes the student's account")
 
 
-def exec_argv(row: dict, argv: list[str], user: str | None = None, workdir: str | None = None,
+def exec_argv(row: Mapping[str, Any], argv: list[str], user: str | None = None, workdir: str | None = None,
               interactive: bool = False, elevated: bool = False) -> list[str]:
     """``lxc-attach`` with a clean environment, as ``user`` (root when None) in ``workdir``;
     ``elevated``: root keeps every capability of the container's user namespace (the facts'
@@ -159,12 +163,12 @@ def exec_argv(row: dict, argv: list[str], user: str | None = None, workdir: str 
     return [*cmd, *argv]
 
 
-def probe_argv(row: dict) -> list[str]:
+def probe_argv(row: Mapping[str, Any]) -> list[str]:
     """How the facts' probe runs in an LXC container: as root, elevated (see ``exec_argv``)."""
     return exec_argv(row, ["/bin/sh", "-c"], elevated=True)
 
 
-def measure(row: dict) -> dict | None:
+def measure(row: Mapping[str, Any]) -> dict | None:
     """Create-to-ready seconds (the marker's creation to init's start), memory (its cgroup)
     and the root file system's size, read on the container's lab server."""
     name = row["name"]
@@ -268,3 +272,109 @@ def _veth_works() -> bool:
     if made:
         subprocess.run(["ip", "link", "del", name], capture_output=True, cwd="/")
     return made
+
+
+LXC_WRAPPERS = "lxc-ssh"   # in the lab's folder: <server>/lxc-attach and <server>/lxc-read
+
+
+def lxc_wrappers(lab: str, server: Server) -> dict[str, str]:
+    """Two executables here for LXC on the remote lab ``server``, over its SSH
+    (``labkit.engines.lxc_ssh``): ``attach``, which runs ``lxc-attach`` there (the connection plugin
+    labkit_lxc's ``ansible_lxc_attach_executable``, and labkit's shell and probe), and
+    ``read``, which answers labkit's reads there (``labkit.engines.lxc_server``). Written on each call
+    (cheap), so a changed inventory takes effect."""
+    d = lab_dir(lab) / LXC_WRAPPERS / server.name
+    d.mkdir(parents=True, exist_ok=True)
+    ssh, mux = server.ssh_argv(), servers.mux(lab, server)
+    sudo = ["sudo", "-n"] if server.become() else []
+    python = server.python()
+    out = {}
+    for mode in ("attach", "read"):
+        text = (f"#!{sys.executable}\n# labkit: LXC ({mode}) on lab server {server.name}, over SSH "
+                "(labkit/engines/lxc_ssh.py)\nimport sys\nfrom labkit.engines.lxc_ssh import main\n"
+                f"sys.exit(main({mode!r}, {ssh!r}, {sudo!r}, sys.argv[1:], {mux!r}, {python!r}))\n")
+        out[mode] = str(servers.write_executable(d / f"lxc-{mode}", text))
+    return out
+
+
+# ------------------------------------------------------------------ the engine interface
+
+class LxcEngine:
+    """LXC's own tools here; on a remote lab server through ``lxc_wrappers`` (``lxc-attach``
+    and labkit's reads there, over its SSH)."""
+
+    name: ClassVar[str] = "lxc"
+    caps: ClassVar[Capabilities] = capabilities.ENGINES["lxc"]
+
+    def hosts(self, lab: str, students: Sequence[str] | None, server: Server,
+              users: Sequence[str]) -> list[HostRow]:
+        return hosts(lab, students, server, users)
+
+    def networks(self, lab: str, server: Server, users: Sequence[str]) -> list[dict[str, str]]:
+        return []  # none of its own: LXC containers are on the student's Docker network
+
+    def exec_argv(self, row: HostRow, argv: Sequence[str], *, user: str | None = None,
+                  workdir: str | None = None, interactive: bool = False,
+                  server: Server | None = None) -> list[str]:
+        return exec_argv(row, list(argv), user=user, workdir=workdir, interactive=interactive)
+
+    def probe_argv(self, row: HostRow) -> list[str]:
+        return probe_argv(row)
+
+    def measure(self, rows: Sequence[HostRow], previous: Mapping[str, dict[str, Any]],
+                log: Log) -> list[dict[str, Any]]:
+        out = []
+        for row in rows:
+            m = measure(row)
+            if m is None:
+                log(f"{row.name}: not measured (lxc)")
+            else:
+                out.append(m)
+        return out
+
+    def ansible_hostvars(self, row: HostRow) -> dict[str, Any]:
+        # labkit's own connection plugin (playbooks/connection_plugins/labkit_lxc.py)
+        hv: dict[str, Any] = {"ansible_connection": "labkit_lxc", "ansible_host": row.name}
+        if row.via.get("lxc_attach"):  # a remote lab server's: lxc-attach there over SSH (labkit.engines.lxc_ssh)
+            hv["ansible_lxc_attach_executable"] = row.via["lxc_attach"]
+        return hv
+
+    def checks(self, users: Sequence[str]) -> list[CheckRow]:
+        return checks()
+
+    def preflight(self, lab: str, containers: Sequence[Any], servers: Sequence[Server],
+                  installed: Any = None, remote_lacks: Any = None) -> None:
+        """LXC with its Python binding is here when some containers go on this machine
+        (lxc_container runs with labkit's Python), and each remote lab server that gets some has
+        what role lab_lxc needs there (``remote_missing``, read over its SSH); else an
+        EngineError (exit 3) naming what is missing where, and the fix."""
+        mine = [c for c in containers if c.engine == self.name]
+        if not mine:
+            return
+        local = {sv.name for sv in servers if sv.local}
+        here = [c for c in mine if c.server in local]
+        lacking = (installed or missing)() if here else []
+        if lacking:
+            raise EngineError(f"engine lxc: {', '.join(lacking)} missing on this machine ({len(here)} LXC "
+                              "container(s) planned)", START_HINT)
+        for sv in servers:
+            there = [c for c in mine if c.server == sv.name and not sv.local]
+            if not there:
+                continue
+            lacks = (remote_lacks or remote_missing)(sv)
+            if lacks:
+                raise EngineError(f"engine lxc: lab server {sv.name} lacks {', '.join(lacks)} ({len(there)} LXC "
+                                  f"container(s) planned there: {', '.join(c.name for c in there[:3])}"
+                                  f"{', ...' if len(there) > 3 else ''})", REMOTE_HINT)
+
+    def playbook_vars(self, lab: str, containers: Sequence[Any], servers: Sequence[Server]) -> dict[str, Any]:
+        """For each remote lab server with LXC containers: the wrapper here that runs
+        ``lxc-attach`` there over SSH, the ``ansible_lxc_attach_executable`` of labkit's
+        connection plugin ``labkit_lxc`` for those containers (up.yml)."""
+        by_name = {sv.name: sv for sv in servers}
+        out: dict[str, str] = {}
+        for c in containers:
+            sv = by_name.get(c.server)
+            if c.engine == self.name and sv is not None and not sv.local and sv.name not in out:
+                out[sv.name] = lxc_wrappers(lab, sv)["attach"]
+        return {"labkit_lxc_remote": out}

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 LXC_PATH = "/var/lib/lxc"
 MARKER = "labkit.json"
@@ -38,7 +39,8 @@ def state(name: str) -> str:
     return p.stdout.strip().lower() if p.returncode == 0 and p.stdout.strip() else "stopped"
 
 
-def scan(lab: str, students: list[str] | None = None, lxc_path: str | None = None, state_of=None) -> list[dict]:
+def scan(lab: str, students: list[str] | None = None, lxc_path: str | None = None,
+         state_of: Callable[[str], str] | None = None) -> list[dict]:
     """The lab's containers (``students``' only, when given) under ``lxc_path``, found by their
     marker files whatever their state: name, marker, state."""
     out: list[dict] = []
@@ -122,7 +124,7 @@ def needs() -> list[str]:
     BusyBox (the containers' init), the Docker CLI (their root file systems) and root's id map."""
     out = [t for t in ("lxc-start", "lxc-attach", "lxc-info", "newuidmap", "docker") if shutil.which(t) is None]
     try:
-        import lxc  # type: ignore[import-untyped]  # noqa: F401
+        import lxc  # type: ignore[import-not-found, unused-ignore]  # noqa: F401
     except ImportError:
         out.append(f"the lxc Python binding of {sys.executable} (python3-lxc)")
     if not os.path.exists(BUSYBOX):

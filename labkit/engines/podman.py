@@ -27,9 +27,19 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, ClassVar
 
+from labkit.engines import capabilities
+from labkit.engines.base import CheckRow, HostRow, Log
+from labkit.engines.capabilities import Capabilities
 from labkit.errors import EngineError
+from labkit.names import network as network_name
+from labkit.paths import lab_dir
+from labkit.servers import base as servers
+from labkit.servers.base import Server
 
 WRAPPER_DIR = "/usr/local/libexec/labkit/podman-as"   # role lab_podman: WRAPPER_DIR/<user>/podman
 START_HINT = "install Podman: `bash scripts/setup.sh` (apt: podman, uidmap, slirp4netns); `labkit doctor` checks"
@@ -86,12 +96,10 @@ REMOTE_HINT = "prepare the lab server with `labkit prepare -i INVENTORY --engine
 _ABSENT = (125, 127)
 
 
-def _stores(lab: str, server, users: list[str]) -> list[tuple[str, list[str] | None]]:
+def _stores(lab: str, server: Server | None, users: Sequence[str]) -> list[tuple[str, list[str] | None]]:
     """Each store of ``users`` that exists on ``server``, with the CLI that reaches it: this
     machine's (None) or, on a remote lab server, the wrapper that runs it there over SSH."""
     if server is not None and not getattr(server, "local", True):
-        from labkit.servers.base import podman_wrapper
-
         out: list[tuple[str, list[str] | None]] = []
         for user in users:
             cli = [podman_wrapper(lab, server, user)]
@@ -112,8 +120,8 @@ def _state(c: dict) -> str:
     return "running" if st == "running" else (st or "unknown")
 
 
-def hosts(lab: str, students: list[str] | None, server, users: list[str]) -> list[dict]:
-    out: list[dict] = []
+def hosts(lab: str, students: Sequence[str] | None, server: Server, users: Sequence[str]) -> list[HostRow]:
+    out: list[HostRow] = []
     for user, cli in _stores(lab, server, users):
         rows = json.loads(run(["ps", "-a", "--filter", f"label=labkit.lab={lab}", "--format", "json"], user, cli=cli)
                           or "[]")
@@ -122,14 +130,13 @@ def hosts(lab: str, students: list[str] | None, server, users: list[str]) -> lis
             if students and lb.get("labkit.student") not in students:
                 continue
             name = (c.get("Names") or [c.get("Id", "")[:12]])[0]
-            out.append({
-                "name": name, "role": lb.get("labkit.role", "container"), "student": lb.get("labkit.student", ""),
-                "distro": lb.get("labkit.distro", ""), "state": _state(c), "image": plain_image(c.get("Image", "")),
-                "spec": f"podman://{name}", "server": server.name, "local": server.local, "engine": "podman",
-                "user": user, "id": c.get("Id", ""),
+            out.append(HostRow(
+                name=name, role=lb.get("labkit.role", "container"), student=lb.get("labkit.student", ""),
+                distro=lb.get("labkit.distro", ""), state=_state(c), image=plain_image(c.get("Image", "")),
+                spec=f"podman://{name}", server=server.name, local=server.local, engine="podman",
+                user=user, id=c.get("Id", "") or "",
                 # a remote lab server's: the wrapper that runs its Podman over SSH (as docker_host for Docker)
-                **({"podman_executable": cli[0]} if cli else {}),
-            })
+                via={"podman_executable": cli[0]} if cli else {}))
     return out
 
 
@@ -147,7 +154,7 @@ def _user_exists(user: str) -> bool:
         return False
 
 
-def networks(lab: str, server, users: list[str]) -> list[str]:
+def networks(lab: str, server: Server, users: Sequence[str]) -> list[str]:
     out: list[str] = []
     for user, cli in _stores(lab, server, users):
         text = run(["network", "ls", "--filter", f"label=labkit.lab={lab}", "--format", "{{.Name}}"], user, cli=cli)
@@ -155,18 +162,18 @@ def networks(lab: str, server, users: list[str]) -> list[str]:
     return out
 
 
-def exec_argv(row: dict, argv: list[str], user: str | None = None, workdir: str | None = None,
+def exec_argv(row: Mapping[str, Any], argv: list[str], user: str | None = None, workdir: str | None = None,
               interactive: bool = False) -> list[str]:
     who = (["-u", user] if user else []) + (["-w", workdir] if workdir else [])
     return [*_cli(row), "exec", "-it" if interactive else "-i", *who, row["name"], *argv]
 
 
-def _cli(row: dict) -> list[str]:
+def _cli(row: Mapping[str, Any]) -> list[str]:
     """The Podman CLI of a row's store: on a remote lab server, the wrapper that reaches it."""
     return [row["podman_executable"]] if row.get("podman_executable") else podman(row.get("user", ""))
 
 
-def uid_map(row: dict) -> str:
+def uid_map(row: Mapping[str, Any]) -> str:
     """The container's user namespace as /proc/1/uid_map says it ('0 0 4294967295': none)."""
     try:
         out = subprocess.run(exec_argv(row, ["cat", "/proc/1/uid_map"]), capture_output=True, text=True,
@@ -176,7 +183,7 @@ def uid_map(row: dict) -> str:
     return "; ".join(" ".join(ln.split()) for ln in out.splitlines() if ln.strip())
 
 
-def measure(row: dict) -> dict | None:
+def measure(row: Mapping[str, Any]) -> dict | None:
     """Create-to-ready seconds (Podman's own timestamps), memory and image size, as
     ``labkit.observe.measure.container`` gives Docker's."""
     user = row.get("user", "")
@@ -377,3 +384,102 @@ def _rootless_checks(user: str, v2: bool) -> list[tuple[str, str, str, str]]:
         out.append((f"{name}: podman info", "fail", e.message[:300], "fix the lines above, then `podman info` as "
                     f"{user} (`runuser -u {user} -- podman info`)"))
     return out
+
+
+PODMAN_WRAPPERS = "podman-ssh"   # in the lab's folder: <server>/<store>/podman
+
+
+def podman_wrapper(lab: str, server: Server, user: str = "") -> str:
+    """An executable here that runs Podman of ``user``'s store ('' is root's) on the remote lab
+    ``server`` over SSH (``labkit.engines.podman_ssh``): the connection plugin's
+    ``ansible_podman_executable`` and labkit's own Podman CLI for that server. Written on
+    each call (cheap), so a changed inventory takes effect."""
+    d = lab_dir(lab) / PODMAN_WRAPPERS / server.name / (user or "_root")
+    d.mkdir(parents=True, exist_ok=True)
+    ssh = server.ssh_argv()
+    # within a labkit command (engines(): the marker exists) every call shares one connection
+    mux = servers.mux(lab, server)
+    prefix = (["sudo", "-n"] if server.become() else []) + ([f"{WRAPPER_DIR}/{user}/podman"] if user else ["podman"])
+    text = (f"#!{sys.executable}\n# labkit: Podman ({user or 'root'}) on lab server {server.name}, over SSH "
+            "(labkit/engines/podman_ssh.py)\nimport sys\nfrom labkit.engines.podman_ssh import main\n"
+            f"sys.exit(main({ssh!r}, {prefix!r}, sys.argv[1:], {mux!r}))\n")
+    return str(servers.write_executable(d / "podman", text))
+
+
+# ------------------------------------------------------------------ the engine interface
+
+class PodmanEngine:
+    """Podman's CLI, rootful or rootless (a user's own store); on a remote lab server through
+    ``podman_wrapper`` (that server's Podman over its SSH)."""
+
+    name: ClassVar[str] = "podman"
+    caps: ClassVar[Capabilities] = capabilities.ENGINES["podman"]
+
+    def hosts(self, lab: str, students: Sequence[str] | None, server: Server,
+              users: Sequence[str]) -> list[HostRow]:
+        return hosts(lab, students, server, users)
+
+    def networks(self, lab: str, server: Server, users: Sequence[str]) -> list[dict[str, str]]:
+        prefix = network_name(lab, "")
+        return [{"name": n, "student": n[len(prefix):] if n.startswith(prefix) else "", "server": server.name,
+                 "engine": self.name, "user": user}
+                for user in users for n in networks(lab, server, [user])]
+
+    def exec_argv(self, row: HostRow, argv: Sequence[str], *, user: str | None = None,
+                  workdir: str | None = None, interactive: bool = False,
+                  server: Server | None = None) -> list[str]:
+        return exec_argv(row, list(argv), user=user, workdir=workdir, interactive=interactive)
+
+    def probe_argv(self, row: HostRow) -> list[str]:
+        return exec_argv(row, ["/bin/sh", "-c"])
+
+    def measure(self, rows: Sequence[HostRow], previous: Mapping[str, dict[str, Any]],
+                log: Log) -> list[dict[str, Any]]:
+        out = []
+        for row in rows:
+            m = measure(row)
+            if m is None:
+                log(f"{row.name}: not measured (podman)")
+            else:
+                out.append(m)
+        return out
+
+    def ansible_hostvars(self, row: HostRow) -> dict[str, Any]:
+        hv: dict[str, Any] = {"ansible_connection": "containers.podman.podman", "ansible_host": row.name}
+        if row.via.get("podman_executable"):  # a remote lab server's: its Podman over SSH (labkit.engines.podman_ssh)
+            hv["ansible_podman_executable"] = row.via["podman_executable"]
+        elif row.user:  # rootless: Podman as that user (role lab_podman's wrapper)
+            hv["ansible_podman_executable"] = f"{WRAPPER_DIR}/{row.user}/podman"
+        return hv
+
+    def checks(self, users: Sequence[str]) -> list[CheckRow]:
+        return checks(list(users))
+
+    def preflight(self, lab: str, containers: Sequence[Any], servers: Sequence[Server]) -> None:
+        """Podman answers on each remote lab server that gets Podman containers."""
+        remote = self.playbook_vars(lab, containers, servers)["labkit_podman_remote"]
+        for sv in servers:
+            if sv.name not in remote:
+                continue
+            try:  # root's Podman there (a rootless user's wrapper is written there by `up` itself)
+                p: subprocess.CompletedProcess[str] | None = subprocess.run(
+                    [podman_wrapper(lab, sv, ""), "version", "--format", "{{.Client.Version}}"],
+                    capture_output=True, text=True, timeout=120)
+            except subprocess.TimeoutExpired:
+                p = None
+            if p is None or p.returncode != 0:
+                why = "no answer over SSH" if p is None else (p.stderr.strip().splitlines() or [f"rc {p.returncode}"])[-1]
+                raise EngineError(f"engine podman: Podman does not answer on lab server {sv.name} ({why})",
+                                  "install and set it up there: `labkit prepare -i INVENTORY --podman`")
+
+    def playbook_vars(self, lab: str, containers: Sequence[Any], servers: Sequence[Server]) -> dict[str, Any]:
+        """For each remote lab server with Podman containers: per store ('' root's, or a rootless
+        user's) the wrapper here that runs that Podman there over SSH, the connection plugin's
+        ``ansible_podman_executable`` for those containers (up.yml)."""
+        out: dict[str, dict[str, str]] = {}
+        by_name = {sv.name: sv for sv in servers}
+        for c in containers:
+            sv = by_name.get(c.server)
+            if c.engine == self.name and sv is not None and not sv.local:
+                out.setdefault(sv.name, {})[c.user or ""] = podman_wrapper(lab, sv, c.user or "")
+        return {"labkit_podman_remote": out}

@@ -32,12 +32,16 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from labkit.engines import docker as engine
 from labkit.errors import ImageError
 from labkit.lab import catalog
 from labkit.log import Log, quiet
 from labkit.paths import state_dir
+
+if TYPE_CHECKING:
+    from docker.models.images import Image
 
 RECIPE_VERSION = "1"
 MIRROR = "http://deb.debian.org/debian"
@@ -106,8 +110,8 @@ def recipe(d: catalog.Distro) -> str:
     return _busybox_recipe() if d.family == "busybox" else _debian_recipe(d)
 
 
-def _image(ref: str):
-    import docker
+def _image(ref: str) -> Image | None:
+    import docker  # the SDK loads when an engine is used (as labkit.engines.docker's client)
 
     try:
         return engine.client().images.get(ref)
@@ -359,7 +363,7 @@ def _bakeable(d: catalog.Distro, packages: Iterable[str]) -> bool:
     return bool(list(packages)) and d.pkg_mgr in _BAKE_INSTALL
 
 
-def baked_tag(d: catalog.Distro, packages: Iterable[str], base_id: str) -> str:
+def baked_tag(d: catalog.Distro, packages: Iterable[str], base_id: str | None) -> str:
     """The derived image of ``d`` with ``packages``: named by a hash of what makes it."""
     key = json.dumps([BAKE_VERSION, base_id, sorted(set(packages)), _BAKE_INSTALL[d.pkg_mgr], d.bootstrap or ""])
     prefix = os.environ.get("LABKIT_IMAGE_PREFIX", "labkit/")
@@ -398,7 +402,7 @@ def bake(refs: Iterable[str], packages: Iterable[str], registry: str | None = No
         return have
 
     def one(d: catalog.Distro) -> tuple[str, str | None]:
-        base = _image(d.image_ref(registry))
+        base = cast("Image", _image(d.image_ref(registry)))  # todo: distros whose base image is here
         tag = baked_tag(d, pkgs, base.id)
         # one bake of a tag at a time on this machine (two labs' `up` at once): the second
         # finds it made
@@ -410,7 +414,7 @@ def bake(refs: Iterable[str], packages: Iterable[str], registry: str | None = No
                 return d.ref, tag
             return _bake_one(d, base, tag)
 
-    def _bake_one(d: catalog.Distro, base, tag: str) -> tuple[str, str | None]:
+    def _bake_one(d: catalog.Distro, base: Image, tag: str) -> tuple[str, str | None]:
         import docker
 
         t0 = time.monotonic()

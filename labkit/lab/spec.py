@@ -6,6 +6,7 @@ silently into a default.
 """
 from __future__ import annotations
 
+import csv
 import difflib
 import re
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from labkit import names
 from labkit.errors import SpecError
 from labkit.lab import catalog
 
@@ -69,8 +71,6 @@ class Container(_Model):
     @property
     def short(self) -> str:
         """The host's short name (``labkit shell`` takes it): ``debian12``, ``debian12-podman``..."""
-        from labkit import names
-
         return names.host_slug(self.spec.slug, self.engine, self.user or "")
 
     @field_validator("distro")
@@ -249,7 +249,7 @@ def _line_map(text: str) -> dict[tuple, int]:
     except yaml.YAMLError:
         return lines
 
-    def walk(node, path):
+    def walk(node: yaml.Node | None, path: tuple[str | int, ...]) -> None:
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
                 p = path + (k.value,)
@@ -367,8 +367,6 @@ def load_roster(path: Path) -> list[str]:
                         "roster: is relative to the lab file's folder") from None
     ids: list[str] = []
     if path.suffix.lower() == ".csv":
-        import csv
-
         rows = list(csv.reader(text.splitlines()))
         if not rows:
             raise SpecError(f"{path}: the roster is empty")

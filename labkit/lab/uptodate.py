@@ -26,10 +26,18 @@ import json
 import shutil
 import subprocess
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from labkit import paths
+
+if TYPE_CHECKING:  # annotations only (the docker SDK is imported when a client is made)
+    from docker import DockerClient
+
+    from labkit.lab.spec import Lab
+    from labkit.plan.model import Plan
+    from labkit.servers.base import Server
 
 STAMP = "up-stamp.json"
 # iptables chains whose first rule must stay labkit's jump (role lab_firewall)
@@ -46,7 +54,7 @@ def drop(lab: str) -> None:
     _file(lab).unlink(missing_ok=True)
 
 
-def eligible(plan, servers, students, has_content: bool) -> str:
+def eligible(plan: Plan, servers: Iterable[Server], students: Sequence[str] | None, has_content: bool) -> str:
     """Why the fast path cannot be used for this run ("" when it can)."""
     if students:
         return "--student"
@@ -70,10 +78,10 @@ def _code_digest() -> str:
     return h.hexdigest()
 
 
-def asked(lab, extravars: dict, client) -> str:
+def asked(lab: Lab, extravars: dict[str, Any], client: DockerClient) -> str:
     """Digest of what this `up` asks for."""
     images = sorted({c["image"] for c in extravars.get("labkit_containers") or []})
-    ids = {}
+    ids: dict[str, str | None] = {}
     for ref in images:
         try:
             ids[ref] = client.api.inspect_image(ref)["Id"]
@@ -83,7 +91,7 @@ def asked(lab, extravars: dict, client) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _containers(lab: str, client) -> dict[str, Any]:
+def _containers(lab: str, client: DockerClient) -> dict[str, Any]:
     # the list call (one request), not an inspect per container
     rows = client.api.containers(all=True, filters={"label": f"labkit.lab={lab}"})
     out = {}
@@ -130,18 +138,18 @@ def _firewall(lab: str) -> list[str] | None:
     return out
 
 
-def found(lab: str, client, with_vms: bool) -> dict[str, Any]:
+def found(lab: str, client: DockerClient, with_vms: bool) -> dict[str, Any]:
     """What exists of the lab, as the stamp records it."""
     return {"containers": _containers(lab, client), "domains": _domains(lab) if with_vms else [],
             "firewall": _firewall(lab)}
 
 
-def save(lab: str, key: str, client, with_vms: bool) -> None:
+def save(lab: str, key: str, client: DockerClient, with_vms: bool) -> None:
     _file(lab).write_text(json.dumps({"key": key, "at": time.time(), "found": found(lab, client, with_vms)},
                                      sort_keys=True) + "\n")
 
 
-def unchanged(lab: str, key: str, client, with_vms: bool) -> float | None:
+def unchanged(lab: str, key: str, client: DockerClient, with_vms: bool) -> float | None:
     """When the stamp's run was (epoch seconds) if nothing it covers changed since, else None."""
     try:
         stamp = json.loads(_file(lab).read_text())

@@ -6,11 +6,18 @@ Python needed inside), ``ssh://`` with the lab's ssh config for the VM.
 """
 from __future__ import annotations
 
+import shlex
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+from labkit.engines import registry
+from labkit.engines.base import HostRow
+from labkit.engines.capabilities import DEFAULT
 from labkit.errors import NotUp
+from labkit.servers.base import Server, default_servers
 
 PROBE = r"""
 echo "kernel_release=$(uname -r)"
@@ -125,29 +132,14 @@ def server_label(name: str, local: bool) -> str:
     return "lab-server" if local else name
 
 
-def _probe_remote_container(name: str, docker_host: str) -> dict[str, str]:
-    """A container on another lab server, through that server's tunnelled engine socket."""
-    import shlex
+def _probe_container(row: HostRow) -> dict[str, str]:
+    """A container, through its engine's own exec (an engine may probe its own way: LXC's root
+    keeps its capabilities, to read the kernel's boot_id; a remote server's engine is reached
+    the way its rows say)."""
+    import testinfra  # testinfra (and pytest with it) is loaded only when facts are read
 
-    import testinfra
-
-    host = testinfra.get_host("local://")
-    return probe_host(_Wrapped(host, f"docker -H {shlex.quote(docker_host)} exec {shlex.quote(name)} /bin/sh -c"),
-                      name)
-
-
-def _probe_engine_container(row: dict) -> dict[str, str]:
-    """A container of another engine (Podman, LXC): through that engine's own exec."""
-    import shlex
-
-    import testinfra
-
-    from labkit.engines import docker as engine
-
-    be = engine.backend(row["engine"])
-    # an engine may probe its own way (LXC: root keeps its capabilities, to read the kernel's boot_id)
-    argv = be.probe_argv(row) if hasattr(be, "probe_argv") else be.exec_argv(row, ["/bin/sh", "-c"])
-    return probe_host(_Wrapped(testinfra.get_host("local://"), shlex.join(argv)), row["name"])
+    argv = registry.of(row).probe_argv(row)
+    return probe_host(_Wrapped(testinfra.get_host("local://"), shlex.join(argv)), row.name)
 
 
 class _Wrapped:
@@ -157,43 +149,35 @@ class _Wrapped:
         self.host, self.prefix = host, prefix
 
     def run(self, script: str):
-        import shlex
-
         return self.host.run(f"{self.prefix} {shlex.quote(script)}")
 
 
-def collect(hosts: list[dict], ssh_config: Path | None = None, jobs: int = 8, servers=None) -> list[HostFacts]:
-    """Facts of every lab server followed by ``hosts`` (dicts: name, role, student, distro, spec,
-    and for hosts of other servers: server, docker_host, local=False)."""
-    from labkit.servers.base import default_servers
-
+def collect(hosts: Sequence[Mapping[str, Any]], ssh_config: Path | None = None, jobs: int = 8,
+            servers: Sequence[Server] | None = None) -> list[HostFacts]:
+    """Facts of every lab server followed by ``hosts`` (``HostRow``s, or the mappings
+    ``status --json`` prints)."""
     servers = servers or default_servers()
-    todo = []
+    todo: list[tuple[HostFacts, tuple[str, Any, Any]]] = []
     for s in servers:
         spec, kw = s.testinfra_spec()
         todo.append((HostFacts(server_label(s.name, s.local), "server", server=s.name), ("server", spec, kw)))
-    for h in hosts:
-        hf = HostFacts(h["name"], h["role"], h.get("student", ""), h.get("distro", ""), server=h.get("server", "localhost"))
-        if h["role"] == "container":
-            hf.engine, hf.engine_user = h.get("engine", "docker"), h.get("user", "")
-        if h["role"] == "container" and h.get("engine", "docker") != "docker":
-            todo.append((hf, ("engine", h, None)))
-        elif h.get("local", True) or h["role"] != "container":
-            todo.append((hf, ("spec", h["spec"], None)))
+    for h in (r if isinstance(r, HostRow) else HostRow.of(r) for r in hosts):
+        hf = HostFacts(h.name, h.role, h.student, h.distro, server=h.server or "localhost")
+        if h.role == "container":
+            hf.engine, hf.engine_user = h.engine or DEFAULT, h.user
+            todo.append((hf, ("container", h, None)))
         else:
-            todo.append((hf, ("remote", h["name"], h["docker_host"])))
+            todo.append((hf, ("spec", h.spec, None)))
 
     def one(item):
         hf, (kind, a, b) = item
         try:
             if kind == "server":
-                import testinfra
+                import testinfra  # loaded only when facts are read
 
                 raw = probe_host(testinfra.get_host(a, **b), hf.host)
-            elif kind == "remote":
-                raw = _probe_remote_container(a, b)
-            elif kind == "engine":
-                raw = _probe_engine_container(a)
+            elif kind == "container":
+                raw = _probe_container(a)
             else:
                 raw = probe(a, ssh_config if a.startswith("ssh://") else None)
             _fill(hf, raw)

@@ -12,11 +12,18 @@ import json
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from labkit.engines import docker as engine
 from labkit.paths import lab_dir
+
+if TYPE_CHECKING:  # annotations only (the docker SDK is imported when a client is made)
+    from docker import DockerClient
+
+    from labkit.servers.base import Server
 
 
 def _ts(s: str) -> float:
@@ -68,7 +75,8 @@ def cgroup_memory(pid: int, owner: str, proc: str = "/proc", sysfs: str = "/sys/
     return None
 
 
-def container(name: str, client=None, previous: dict | None = None, _images: dict | None = None) -> dict:
+def container(name: str, client: DockerClient | None = None, previous: dict | None = None,
+              _images: dict[str, int] | None = None) -> dict:
     """Create-to-ready seconds, memory (cgroup usage) and disk (image size) of one container.
 
     ``previous``: this container's earlier row; when it measured the same container (id) started
@@ -86,11 +94,11 @@ def container(name: str, client=None, previous: dict | None = None, _images: dic
     # under 1 MiB: BusyBox's sleep, a few hundred KiB. A container of this machine's engine is
     # read from its cgroup directly: the engine's stats call waits for its next collection,
     # about 1 s, however idle the machine
-    local = cgroup_memory(int(st.get("Pid") or 0), c.id) if st.get("Running") else None
+    local = cgroup_memory(int(st.get("Pid") or 0), cast(str, c.id)) if st.get("Running") else None  # got: has an id
     if local is not None:
         mem, how = local
     else:
-        stats = c.stats(stream=False, one_shot=True) if st.get("Running") else {}
+        stats = cast(dict, c.stats(stream=False, one_shot=True)) if st.get("Running") else {}  # not streamed: one dict
         ms = stats.get("memory_stats") or {}
         inner = ms.get("stats") or {}
         cache = inner.get("total_inactive_file", inner.get("inactive_file", 0))
@@ -111,7 +119,7 @@ def container(name: str, client=None, previous: dict | None = None, _images: dic
             "container_id": c.id, "started_at": st.get("StartedAt")}
 
 
-def containers(targets: list[tuple[str, object]], previous: dict[str, dict] | None = None, workers: int = engine.POOL,
+def containers(targets: list[tuple[str, DockerClient]], previous: dict[str, dict] | None = None, workers: int = engine.POOL,
                log: Callable[[str], object] | None = None) -> list[dict]:
     """``container`` for many: ``targets`` is (name, engine client) pairs, measured ``workers`` at
     a time. A stats call waits for the engine's next collection (dockerd gathers every second
@@ -120,12 +128,10 @@ def containers(targets: list[tuple[str, object]], previous: dict[str, dict] | No
     time, 4.4 s with 64 (engine.POOL connections per client). ``previous`` (``load(lab)``) holds earlier rows, kept for
     containers that did not change. A container that cannot be measured is left out and said
     through ``log``: a measurement never fails the run."""
-    from concurrent.futures import ThreadPoolExecutor
-
     previous = previous or {}
     sizes: dict[str, int] = {}
 
-    def one(t):
+    def one(t: tuple[str, DockerClient]) -> dict | None:
         name, client = t
         try:
             return container(name, client, previous.get(name), sizes)
@@ -184,7 +190,7 @@ def vm(domain: str, boot_seconds: float | None, box_bytes: int, boot: dict | Non
     return row
 
 
-def _epoch(when) -> float:
+def _epoch(when: object) -> float:
     """An ansible-runner event time (ISO text, naive UTC or with offset) as epoch seconds; now if absent."""
     if not when:
         return time.time()
@@ -205,13 +211,13 @@ class VmBoots:
     ``on_event``."""
 
     def __init__(self, on_event: Callable[[dict], object] | None = None,
-                 guests: Callable[[], int] | None = local_guests):
+                 guests: Callable[[], int] | None = local_guests) -> None:
         self.on_event = on_event
         self.guests = guests
         self.intervals: dict[str, tuple[float, float]] = {}
         self.guests_at_end: dict[str, int] = {}
 
-    def __call__(self, event: dict):
+    def __call__(self, event: dict) -> object:
         if event.get("event") == "runner_on_ok":
             data = event.get("event_data") or {}
             res = data.get("res") or {}
@@ -244,7 +250,7 @@ def boots_at_once(intervals: dict[str, tuple[float, float]], host: str) -> int |
 _CORES: dict[str, int | None] = {}
 
 
-def server_cores(server) -> int | None:
+def server_cores(server: Server) -> int | None:
     """The lab server's CPU count (this machine: os.cpu_count(); a remote one: nproc over SSH)."""
     if server.name not in _CORES:
         if server.local:

@@ -16,10 +16,15 @@ import re
 import textwrap
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from labkit.observe.facts import HostFacts
+from labkit.observe.measure import BOOT_KEYS
+
+if TYPE_CHECKING:  # annotations only (labkit.observe.verify runs pytest)
+    from labkit.observe.verify import CheckResult
 
 VM_COLOR = "#d9822b"
 CONTAINER_COLOR = "#2a7ab8"
@@ -130,8 +135,6 @@ def _row(f: HostFacts, m: dict | None) -> dict:
         "disk": "n/a" if server else fmt_disk(disk),
     }
     if f.role == "vm":
-        from labkit.observe.measure import BOOT_KEYS
-
         row.update({k: m.get(k) for k in BOOT_KEYS})
         row["boot_note"] = boot_note(m)
     return row
@@ -142,7 +145,7 @@ def _order(facts: list[HostFacts]) -> list[HostFacts]:
     return sorted(facts, key=lambda f: (f.role != "server", f.student, f.role != "vm", f.host))
 
 
-def summarize(rows: list[dict], checks=None, expected: list[str] | None = None) -> dict:
+def summarize(rows: list[dict], checks: Sequence[CheckResult] | None = None, expected: list[str] | None = None) -> dict:
     """The verdict on top of the page: checks passed/failed/skipped (per fact and per check),
     hosts up of those the lab file plans, and how the VMs booted."""
     hosts = [r for r in rows if r["role"] != "server"]
@@ -216,7 +219,7 @@ def vm_boot_notes(rows: list[dict]) -> list[str]:
     return [f"{', '.join(who)}: {note}" for note, who in groups.items()]
 
 
-def build(lab: str, facts: list[HostFacts], measurements: dict[str, dict], checks=None,
+def build(lab: str, facts: list[HostFacts], measurements: dict[str, dict], checks: Sequence[CheckResult] | None = None,
           expected: list[str] | None = None) -> dict:
     """Everything the report shows, as data (also ``labkit report --json``)."""
     rows = [_row(f, measurements.get(f.host)) for f in _order(facts)]
@@ -231,7 +234,7 @@ def chart(data: dict, fmt: str = "png") -> bytes:
     """Horizontal bars per host (labelled with student and host): create-to-ready seconds,
     memory and disk, each on a log scale said on its axis; the VMs' boot notes under the title.
     ``fmt``: png, or svg with text kept as text (DejaVu Sans, as drawn)."""
-    import matplotlib
+    import matplotlib  # heavy, and an optional extra (test): loaded only to draw a chart
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -344,7 +347,7 @@ NOTES = [
 ]
 
 
-def _cell(v) -> str:
+def _cell(v: object) -> str:
     if v is None:
         return "-"
     if isinstance(v, bool):
@@ -399,7 +402,7 @@ def html_page(data: dict, svg: str) -> str:
     lab = html.escape(data["lab"])
     th = "".join(f"<th>{html.escape(t)}</th>" for _, t in COLUMNS)
 
-    def td(r, k):
+    def td(r: dict, k: str) -> str:
         cls = f" class='{_CLASSES[k]}'" if k in _CLASSES else ""
         title = f" title='{html.escape(SERVER_NA)}'" if r["role"] == "server" and r[k] == "n/a" else ""
         return f"<td{cls}{title}>{html.escape(_cell(r[k]))}</td>"
@@ -436,12 +439,12 @@ def html_page(data: dict, svg: str) -> str:
 
 # --------------------------------------------------------------------------- JUnit
 
-def junit_per_student(lab: str, checks, student_of: dict[str, str], directory: Path) -> list[Path]:
+def junit_per_student(lab: str, checks: Sequence[CheckResult], student_of: dict[str, str], directory: Path) -> list[Path]:
     """One JUnit file per student: a test case per fact and host of that student's hosts,
     plus the lab-wide facts (K10, K12). ``student_of`` maps host names to student ids."""
     directory.mkdir(parents=True, exist_ok=True)
     common = [c for c in checks if c.host not in student_of]
-    by_student: dict[str, list] = {}
+    by_student: dict[str, list[CheckResult]] = {}
     for c in checks:
         if c.host in student_of:
             by_student.setdefault(student_of[c.host], []).append(c)

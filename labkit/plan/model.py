@@ -1,6 +1,6 @@
 """Plan, then apply: what a lab is made of, as a frozen value computed with no I/O.
 
-``gather`` (in ``labkit.api.verbs``) reads what is read-only — the lab's servers, the saved
+``gather`` (in ``labkit.api``) reads what is read-only — the lab's servers, the saved
 assignment of students to servers, KVM or emulation, each remote server's VM settings —
 into a ``Context``; ``make_plan(lab, ctx)`` turns lab + context into a ``Plan`` (every
 container, network and VM with its name and server, and the extravars of
@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from labkit import names
+from labkit.engines.capabilities import DEFAULT, NAMES, caps, label
 from labkit.lab import catalog
 from labkit.lab.spec import Lab
 
@@ -45,7 +46,7 @@ class ContainerItem:
     bootstrap: str
     server: str
     role: Literal["container"] = "container"
-    engine: str = "docker"          # docker, podman, lxc (labkit.spec.ENGINES)
+    engine: str = DEFAULT          # docker, podman, lxc (labkit.engines.capabilities)
     user: str = ""                  # Podman only: the lab server's user it runs rootless as; "": root
 
 
@@ -115,7 +116,7 @@ class Plan:
     def engines(self) -> list[str]:
         """The engines the lab's containers use (docker first)."""
         used = {c.engine for c in self.containers}
-        return [e for e in ("docker", "podman", "lxc") if e in used]
+        return [e for e in NAMES if e in used]
 
     @property
     def hosts(self) -> tuple[ContainerItem | VmItem, ...]:
@@ -188,17 +189,17 @@ def make_plan(lab: Lab, ctx: Context, students: Iterable[str] | None = None) -> 
             d = c.spec
             user = c.user or ""
             image = d.image_ref(ctx.registry)
-            if c.engine == "docker" and server_of(s, ctx) in local:
+            if caps(c.engine).baked_images and server_of(s, ctx) in local:
                 image = ctx.baked.get(d.ref, image)
             containers.append(ContainerItem(
                 name=names.container(lab.name, s, d.slug, c.engine, user), network=names.network(lab.name, s),
                 hostname=names.hostname(s, d.slug, c.engine, user), image=image, student=s,
                 distro=d.ref, python=d.python, family=d.family, pkg_mgr=d.pkg_mgr, bootstrap=d.bootstrap or "",
                 server=server_of(s, ctx), engine=c.engine, user=user))
-    docker = any(c.engine == "docker" for c in lab.containers)
+    docker = any(c.engine == DEFAULT for c in lab.containers)  # the default engine's own networks
     networks = [NetworkItem(names.network(lab.name, s), s, server_of(s, ctx)) for s in who] if docker else []
     # one network per student on each other engine (and each rootless user's Podman)
-    where = dict.fromkeys((c.engine, c.user or "") for c in lab.containers if c.engine != "docker")
+    where = dict.fromkeys((c.engine, c.user or "") for c in lab.containers if c.engine != DEFAULT)
     engine_nets = [EngineNetworkItem(names.network(lab.name, s), s, server_of(s, ctx), e, u)
                    for s in who for (e, u) in where]
     vms = [VmItem(names.vm(lab.name, s), s, server_of(s, ctx)) for s in who] if lab.vm.enabled else []
@@ -229,10 +230,6 @@ class Change:
         return asdict(self)
 
 
-# engines whose containers join the student's Docker network (role lab_lxc plugs its veth into
-# that bridge): their network is Docker's, made by role lab_network
-SHARES_DOCKER_NETWORK = frozenset({"lxc"})
-
 
 def diff(plan: Plan, hosts: Iterable[Mapping[str, Any]], networks: Iterable[Mapping[str, Any]]) -> list[Change]:
     """What ``up`` would change to reach ``plan``, given the hosts and networks that exist
@@ -240,15 +237,17 @@ def diff(plan: Plan, hosts: Iterable[Mapping[str, Any]], networks: Iterable[Mapp
     have = {h["name"]: h for h in hosts}
     # a network is one engine's (and, for rootless Podman, one user's): the same name may exist
     # in Docker and in Podman's store
-    nets = {(n.get("engine") or "docker", n.get("user") or "", n["name"]) for n in networks}
+    nets = {(n.get("engine") or DEFAULT, n.get("user") or "", n["name"]) for n in networks}
     out: list[Change] = []
     for n in plan.networks:
-        if ("docker", "", n.name) not in nets:
+        if (DEFAULT, "", n.name) not in nets:
             out.append(Change("create", "network", n.name, n.student, n.server))
     docker_nets = {n.name for n in plan.networks}
     for en in plan.engine_networks:
-        if en.engine in SHARES_DOCKER_NETWORK:  # an LXC container joins the student's Docker network
-            if en.name not in docker_nets and ("docker", "", en.name) not in nets:
+        # an engine without networks of its own (LXC) joins the student's Docker network (role
+        # lab_lxc plugs its veth into that bridge): that network is Docker's, made by role lab_network
+        if not caps(en.engine).own_networks:
+            if en.name not in docker_nets and (DEFAULT, "", en.name) not in nets:
                 out.append(Change("create", "network", en.name, en.student, en.server, f"Docker's, for {en.engine}"))
         elif (en.engine, en.user, en.name) not in nets:
             out.append(Change("create", "network", en.name, en.student, en.server, _engine_label(en.engine, en.user)))
@@ -273,15 +272,13 @@ def teardown(hosts: Iterable[Mapping[str, Any]], networks: Iterable[Mapping[str,
     out = [Change("remove", h["role"], h["name"], h.get("student", ""), h.get("server", ""), h.get("state", ""))
            for h in hosts]
     out += [Change("remove", "network", n["name"], n.get("student", ""), n.get("server", ""),
-                   _engine_label(n.get("engine") or "docker", n.get("user") or "")) for n in networks]
+                   _engine_label(n.get("engine") or DEFAULT, n.get("user") or "")) for n in networks]
     return sorted(out, key=_order)
 
 
 def _engine_label(engine: str, user: str) -> str:
     """Which engine's network a change is about (blank for Docker's, as before engines)."""
-    if engine == "docker":
-        return ""
-    return f"{engine} (rootless, {user})" if user else engine
+    return "" if engine == DEFAULT else label(engine, user)
 
 
 def _order(c: Change) -> tuple:

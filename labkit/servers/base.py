@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from labkit.errors import EngineError, SpecError
 from labkit.paths import lab_dir
@@ -64,9 +65,13 @@ class Server:
         remote = (["sudo", "-n"] if self.become() else []) + cmd
         return argv[:-1] + (["-t"] if tty else []) + [argv[-1], shlex.join(remote)]
 
-    def run(self, cmd: list[str], timeout: float = 60, input: str | None = None) -> subprocess.CompletedProcess:
-        """Run ``cmd`` on this (remote) server over SSH (``remote_argv``)."""
-        return subprocess.run(self.remote_argv(cmd), capture_output=True, text=True, timeout=timeout, input=input)
+    def argv(self, cmd: list[str], tty: bool = False) -> list[str]:
+        """The command line that runs ``cmd`` on this server: as it is here, over SSH on a remote one."""
+        return list(cmd) if self.local else self.remote_argv(cmd, tty)
+
+    def run(self, cmd: list[str], timeout: float = 60, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``cmd`` on this server (here, or over SSH: ``argv``), its output captured as text."""
+        return subprocess.run(self.argv(cmd), capture_output=True, text=True, timeout=timeout, input=input)
 
     def proxy_command(self) -> str:
         """An OpenSSH ProxyCommand through this server: how labkit reaches the VMs it hosts."""
@@ -155,29 +160,7 @@ def assign(students: list[str], servers: list[Server], previous: dict[str, str] 
     return {st: out[st] for st in students}
 
 
-PODMAN_WRAPPERS = "podman-ssh"   # in the lab's folder: <server>/<store>/podman
-
-
-def podman_wrapper(lab: str, server: Server, user: str = "") -> str:
-    """An executable here that runs Podman of ``user``'s store ('' is root's) on the remote lab
-    ``server`` over SSH (``labkit.engines.podman_ssh``): the connection plugin's
-    ``ansible_podman_executable`` and labkit's own Podman CLI for that server. Written on
-    each call (cheap), so a changed inventory takes effect."""
-    from labkit.engines.podman import WRAPPER_DIR
-
-    d = lab_dir(lab) / PODMAN_WRAPPERS / server.name / (user or "_root")
-    d.mkdir(parents=True, exist_ok=True)
-    ssh = server.ssh_argv()
-    # within a labkit command (engines(): the marker exists) every call shares one connection
-    mux = _mux(lab, server)
-    prefix = (["sudo", "-n"] if server.become() else []) + ([f"{WRAPPER_DIR}/{user}/podman"] if user else ["podman"])
-    text = (f"#!{sys.executable}\n# labkit: Podman ({user or 'root'}) on lab server {server.name}, over SSH "
-            "(labkit/podman_ssh.py)\nimport sys\nfrom labkit.engines.podman_ssh import main\n"
-            f"sys.exit(main({ssh!r}, {prefix!r}, sys.argv[1:], {mux!r}))\n")
-    return str(_executable(d / "podman", text))
-
-
-def _mux(lab: str, server: Server) -> dict:
+def mux(lab: str, server: Server) -> dict[str, Any]:
     """The options with which a wrapper's calls share one SSH connection to ``server``, while
     the marker exists (``engines()`` makes it for the length of a labkit command)."""
     cp = server.control_path(lab)
@@ -185,7 +168,7 @@ def _mux(lab: str, server: Server) -> dict:
                                               "-o", "ControlPersist=60"]}
 
 
-def _executable(exe: Path, text: str) -> Path:
+def write_executable(exe: Path, text: str) -> Path:
     """Write ``text`` to the executable ``exe`` unless it says that already (atomically)."""
     if not exe.is_file() or exe.read_text() != text:
         tmp = exe.with_name(f".{exe.name}.tmp")
@@ -193,29 +176,6 @@ def _executable(exe: Path, text: str) -> Path:
         tmp.chmod(0o755)
         tmp.replace(exe)
     return exe
-
-
-LXC_WRAPPERS = "lxc-ssh"   # in the lab's folder: <server>/lxc-attach and <server>/lxc-read
-
-
-def lxc_wrappers(lab: str, server: Server) -> dict[str, str]:
-    """Two executables here for LXC on the remote lab ``server``, over its SSH
-    (``labkit.engines.lxc_ssh``): ``attach``, which runs ``lxc-attach`` there (the connection plugin
-    labkit_lxc's ``ansible_lxc_attach_executable``, and labkit's shell and probe), and
-    ``read``, which answers labkit's reads there (``labkit.engines.lxc_server``). Written on each call
-    (cheap), so a changed inventory takes effect."""
-    d = lab_dir(lab) / LXC_WRAPPERS / server.name
-    d.mkdir(parents=True, exist_ok=True)
-    ssh, mux = server.ssh_argv(), _mux(lab, server)
-    sudo = ["sudo", "-n"] if server.become() else []
-    python = server.python()
-    out = {}
-    for mode in ("attach", "read"):
-        text = (f"#!{sys.executable}\n# labkit: LXC ({mode}) on lab server {server.name}, over SSH "
-                "(labkit/lxc_ssh.py)\nimport sys\nfrom labkit.engines.lxc_ssh import main\n"
-                f"sys.exit(main({mode!r}, {ssh!r}, {sudo!r}, sys.argv[1:], {mux!r}, {python!r}))\n")
-        out[mode] = str(_executable(d / f"lxc-{mode}", text))
-    return out
 
 
 def close_podman_ssh(lab: str, server: Server) -> None:

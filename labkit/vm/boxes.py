@@ -1,6 +1,6 @@
 """Build labkit's Vagrant box (vagrant-libvirt, qcow2) offline, from Debian packages only.
 
-Recipe (files in ``labkit/box/``): ``mmdebstrap`` of bookworm with the packages of
+Recipe (files in ``labkit/vm/box/``): ``mmdebstrap`` of bookworm with the packages of
 ``packages.txt``, then ``customize.sh`` (vagrant user + insecure key, systemd-networkd DHCP,
 host keys made on first boot, slow units masked, extlinux config). The root directory becomes
 one ext4 partition with ``mkfs.ext4 -d`` (no 64bit feature, so extlinux can read it); the
@@ -23,8 +23,10 @@ import tarfile
 import tempfile
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from labkit import paths
 from labkit.errors import BoxError
@@ -99,7 +101,8 @@ def vagrant_env() -> dict[str, str]:
     return env
 
 
-def _run(cmd: list[str], what: str, *, env=None, timeout: float = 1800, cwd=None) -> str:
+def _run(cmd: list[str], what: str, *, env: Mapping[str, str] | None = None, timeout: float = 1800,
+         cwd: str | Path | None = None) -> str:
     try:
         p = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError as e:
@@ -218,7 +221,7 @@ def build_box(name: str = DEFAULT_BOX, force: bool = False, log: Log = quiet) ->
         return _build_locked(name, bdir, force, log, t0)
 
 
-def _try_lock(f) -> bool:
+def _try_lock(f: IO[str]) -> bool:
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True

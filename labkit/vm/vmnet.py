@@ -13,6 +13,8 @@ import os
 from functools import cache
 from types import ModuleType
 
+from labkit import names
+from labkit.doctor.check import Check
 from labkit.paths import roles_dir
 
 # 2048 networks of 32 addresses (a VM, its gateway, DHCP room for recreated VMs), next to
@@ -43,8 +45,6 @@ def netpool() -> ModuleType:
 
 def network_name(lab: str, student: str) -> str:
     """The libvirt network of a student's VM (labkit.names owns the name)."""
-    from labkit import names
-
     return names.vm_network(lab, student)
 
 
@@ -60,14 +60,13 @@ def free_networks(pool_cidr: str | None = None, prefix: int = PREFIX, uri: str =
     return np.free(cidr, prefix, np.taken(nets, daemon_json)), np.slots(cidr, prefix)
 
 
-def pool_holds(students: int, pool_cidr: str | None = None, prefix: int = PREFIX, **kw) -> bool:
+def pool_holds(students: int, pool_cidr: str | None = None, prefix: int = PREFIX, **kw: str) -> bool:
     """Does the VM address pool hold ``students`` more student networks on this machine?"""
     return free_networks(pool_cidr, prefix, **kw)[0] >= students
 
 
-def doctor_check(students: int, need_vm: bool):
+def doctor_check(students: int, need_vm: bool) -> Check:
     """`labkit doctor`'s "VM networks" check: does the pool hold one network per student?"""
-    from labkit.doctor.machine import Check
 
     if not need_vm:
         return Check("VM networks", "ok", "the lab has no VM: no VM network needed")

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
-from labkit import paths
+from labkit import names, paths
 from labkit.errors import EngineError
 
 LIBVIRT_URI = "qemu:///system"
@@ -22,8 +23,6 @@ MGMT_NETWORK = "labkit"
 
 def vm_name(lab: str, student: str) -> str:
     """The libvirt domain (and inventory host) name of a student's VM (labkit.names owns it)."""
-    from labkit import names
-
     return names.vm(lab, student)
 
 
@@ -111,8 +110,6 @@ def proxied_addresses(lab: str, student: str | None = None) -> list[str]:
 def stop_proxies(addresses: list[str]) -> list[int]:
     """Stop the ProxyCommand ssh processes (``-W host:port``) still open to VMs that are gone:
     a connection Ansible kept open to a VM destroyed under it never closes by itself."""
-    import signal
-
     stopped = []
     for p in Path("/proc").iterdir():
         if not p.name.isdigit():

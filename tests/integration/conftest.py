@@ -105,7 +105,7 @@ def default_lab():
 
 def vm_as_lab_server(name: str = "server-2") -> dict:
     """Inventory variables that make the default lab's VM a lab server (its ssh settings)."""
-    from labkit.api import verbs as api
+    from labkit import api
     from labkit.vm import vms
 
     cfg = vms.read_ssh_config(api.ssh_config("demo"))

@@ -24,8 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit import paths
-from labkit.api import verbs as api
+from labkit import api, paths
 from labkit.vm import vms
 from labkit.vm.vmnet import netpool
 from tests.conftest import labkit_cmd

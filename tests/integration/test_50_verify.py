@@ -46,7 +46,7 @@ def test_one_fact_as_json(default_lab):
 def test_the_vm_listed_among_the_containers_fails_k1_and_k2(default_lab):
     """Feed the checks an inventory that lists the VM as a container: K1 and K2 must fail,
     naming the VM and both kernels."""
-    from labkit.api import verbs as api
+    from labkit import api
     from labkit.lab import spec
 
     lab = spec.load_lab(None)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit.api import verbs as api
+from labkit import api
 
 from .conftest import recap, run, vm_as_lab_server, write_inventory
 

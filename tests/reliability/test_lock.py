@@ -10,7 +10,7 @@ import pytest
 LABKIT = str(Path(sys.executable).parent / "labkit")
 HOLD = """
 import sys, time
-from labkit.api import verbs as api
+from labkit import api
 with api.lab_lock("locktest", "up"):
     print("held", flush=True)
     time.sleep(60)
@@ -30,7 +30,7 @@ def test_second_run_is_refused_naming_the_holder_then_a_killed_holder_frees_it(t
     finally:
         holder.kill()   # a crash: no clean-up runs
         holder.wait()
-    from labkit.api import verbs as api
+    from labkit import api
 
     os.environ["LABKIT_HOME"] = env["LABKIT_HOME"]
     try:

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from labkit.doctor import machine as d
+from labkit.doctor import machine
+from labkit.doctor import sizing as d
 
 MiB, GiB = d.MiB, d.GiB
 
@@ -151,7 +152,7 @@ def test_registry_mirrors(tmp_path):
 
 
 def test_skipped_vm_checks_are_not_a_pass():
-    c = d.skipped_vm_checks()
+    c = machine.skipped_vm_checks()
     assert c.status == "skipped" and "no VM" in c.detail
 
 

@@ -103,7 +103,7 @@ def test_uid_maps_read_in_a_few_words():
 def test_podman_on_a_remote_lab_server_gets_a_wrapper_per_store(tmp_path, monkeypatch):
     from types import SimpleNamespace as NS
 
-    from labkit.api import verbs as api
+    from labkit.engines.podman import PodmanEngine
     from labkit.servers.base import Server
 
     monkeypatch.setenv("LABKIT_HOME", str(tmp_path))
@@ -114,7 +114,7 @@ def test_podman_on_a_remote_lab_server_gets_a_wrapper_per_store(tmp_path, monkey
              NS(name="labkit-p-b-debian12", engine="docker", server="server-2", user=""),
              NS(name="labkit-p-b-debian12-podman", engine="podman", server="server-2", user=""),
              NS(name="labkit-p-b-debian12-podman-alice", engine="podman", server="server-2", user="alice")]
-    remote = api.podman_remote("p", items, servers)
+    remote = PodmanEngine().playbook_vars("p", items, servers)["labkit_podman_remote"]
     assert list(remote) == ["server-2"] and sorted(remote["server-2"]) == ["", "alice"]
     root, alice = (Path(remote["server-2"][k]).read_text() for k in ("", "alice"))
     assert "'ops@10.0.0.2'], ['sudo', '-n', 'podman']" in root and "'-p', '2200'" in root
@@ -188,34 +188,44 @@ def test_a_rootful_podman_bridge_gets_the_rules_of_a_docker_bridge():
 
 
 def test_down_names_a_remote_servers_podman_networks(tmp_path, monkeypatch):
-    """`down`'s list of networks (api._networks: what it prints and counts) holds each server's
+    """`down`'s list of networks (api.network_names: what it prints and counts) holds each server's
     Docker networks and the other engines' in every store the lab used, on a remote lab server
-    too for the engines labkit drives there (REMOTE_ENGINES), as down.yml removes them."""
+    too for the engines labkit drives there (their ``read_remote`` capability), as down.yml
+    removes them."""
+    from dataclasses import replace
     from types import SimpleNamespace as NS
 
-    from labkit.api import verbs as api
+    from labkit import api
+    from labkit.api import discover
+    from labkit.engines import capabilities, registry
     from labkit.engines import docker as engine
     from labkit.servers.base import Server
 
     monkeypatch.setenv("LABKIT_HOME", str(tmp_path))
     here, far = Server("localhost", True), Server("server-2", False, {"ansible_host": "10.0.0.2"})
     far.docker_host = "unix:///tmp/tunnel-to-server-2.sock"
-    monkeypatch.setattr(api, "engine_scopes", lambda lab, spec=None: {"podman": ["", "alice"], "lxc": [""]})
+    monkeypatch.setattr(discover, "engine_scopes", lambda lab, spec=None: {"podman": ["", "alice"], "lxc": [""]})
     docker_nets = {here.docker_host: ["labkit-p-a"], far.docker_host: ["labkit-p-b"]}
     monkeypatch.setattr(engine, "client_for", lambda host: NS(networks=NS(
-        list=lambda filters: [NS(name=n) for n in docker_nets[host]])))
+        list=lambda filters: [NS(name=n, attrs={}) for n in docker_nets[host]])))
     asked = []
 
-    def backend(name):
-        def networks(lab, sv, users):
-            asked.append((name, sv.name, tuple(users)))
-            return [f"labkit-{lab}-{'a' if sv.local else 'b'}{'-' + u if u else ''}" for u in users] if name == "podman" else []
-        return NS(networks=networks)
+    class Fake:
+        def __init__(self, name):
+            self.name = name
 
-    monkeypatch.setattr(engine, "backend", backend)
-    monkeypatch.setattr(api, "REMOTE_ENGINES", frozenset({"podman"}))
-    got = api._networks("p", [here, far])
+        def networks(self, lab, sv, users):
+            asked.append((self.name, sv.name, tuple(users)))
+            if self.name != "podman":
+                return []
+            return [{"name": f"labkit-{lab}-{'a' if sv.local else 'b'}{'-' + u if u else ''}", "student": "",
+                     "server": sv.name, "engine": self.name, "user": u} for u in users]
+
+    for name in ("podman", "lxc"):
+        monkeypatch.setitem(registry.ENGINES, name, Fake(name))
+    monkeypatch.setitem(capabilities.ENGINES, "lxc", replace(capabilities.ENGINES["lxc"], read_remote=False))
+    got = api.network_names("p", [here, far])
     assert got == ["labkit-p-a", "labkit-p-a (podman)", "labkit-p-a-alice (podman)",
                    "labkit-p-b", "labkit-p-b (podman)", "labkit-p-b-alice (podman)"]
-    # LXC's (none of its own) read here only, as long as it is not a remote engine
+    # LXC's (none of its own) read here only, as long as it is not an engine labkit reads remotely
     assert ("lxc", "localhost", ("",)) in asked and ("lxc", "server-2", ("",)) not in asked

@@ -81,7 +81,7 @@ def test_engine_rows_and_shell_argv(tmp_path, monkeypatch):
     monkeypatch.setattr(engine_lxc, "LXC_PATH", tmp_path)
     monkeypatch.setattr(engine_lxc, "state", lambda name: "running")
     rows = engine_lxc.hosts("a", None, _Server(), [""], lxc_path=tmp_path)
-    assert rows == [{"name": "labkit-a-s1-debian12-lxc", "role": "container", "student": "s1", "distro": "debian:12",
+    assert [r.as_dict() for r in rows] == [{"name": "labkit-a-s1-debian12-lxc", "role": "container", "student": "s1", "distro": "debian:12",
                      "state": "running", "image": "labkit/debian:12", "spec": "lxc://labkit-a-s1-debian12-lxc",
                      "server": "localhost", "local": True, "engine": "lxc", "user": "", "address": "10.200.3.254"}]
     assert engine_lxc.hosts("a", ["s9"], _Server(), [""], lxc_path=tmp_path) == []
@@ -138,9 +138,10 @@ def test_k6_an_lxc_system_container_runs_an_init_but_boots_no_kernel():
 def test_lxc_is_checked_where_it_goes_before_anything_is_made():
     from types import SimpleNamespace as NS
 
-    from labkit.api import verbs as api
+    from labkit.engines.lxc import LxcEngine
     from labkit.errors import EngineError
 
+    check_lxc = LxcEngine().preflight
     servers = [NS(name="localhost", local=True), NS(name="server-2", local=False)]
     ok = [NS(name="labkit-l-a-debian12-lxc", engine="lxc", server="localhost"),
           NS(name="labkit-l-b-debian12", engine="docker", server="server-2")]
@@ -150,30 +151,30 @@ def test_lxc_is_checked_where_it_goes_before_anything_is_made():
         asked.append(sv.name)
         return []
 
-    api.check_lxc(ok, servers, installed=lambda: [], remote_missing=fine)
+    check_lxc("l", ok, servers, installed=lambda: [], remote_lacks=fine)
     assert asked == []  # no LXC container on server-2: not asked
     remote = ok + [NS(name="labkit-l-b-debian12-lxc", engine="lxc", server="server-2")]
-    api.check_lxc(remote, servers, installed=lambda: [], remote_missing=fine)
+    check_lxc("l", remote, servers, installed=lambda: [], remote_lacks=fine)
     assert asked == ["server-2"]
     with pytest.raises(EngineError, match="engine lxc: lxc-start, the lxc Python binding missing on this machine") as e:
-        api.check_lxc(ok, servers, installed=lambda: ["lxc-start", "the lxc Python binding"])
+        check_lxc("l", ok, servers, installed=lambda: ["lxc-start", "the lxc Python binding"])
     assert e.value.exit_code == 3 and "setup.sh" in e.value.hint
     # LXC only on the remote server: nothing of LXC needed here (labkit_lxc reaches it over SSH)
-    api.check_lxc(remote[1:], servers, installed=lambda: ["lxc-start"], remote_missing=fine)
+    check_lxc("l", remote[1:], servers, installed=lambda: ["lxc-start"], remote_lacks=fine)
     with pytest.raises(EngineError, match=r"engine lxc: lab server server-2 lacks lxc-attach, "
                                           r"root:1000000000:65536 in /etc/subuid \(1 LXC container\(s\) planned "
                                           r"there: labkit-l-b-debian12-lxc\)") as e:
-        api.check_lxc(remote, servers, installed=lambda: [],
-                      remote_missing=lambda sv: ["lxc-attach", "root:1000000000:65536 in /etc/subuid"])
+        check_lxc("l", remote, servers, installed=lambda: [],
+                      remote_lacks=lambda sv: ["lxc-attach", "root:1000000000:65536 in /etc/subuid"])
     assert e.value.exit_code == 3 and "labkit prepare -i INVENTORY --lxc" in e.value.hint
-    api.check_lxc([c for c in ok if c.engine != "lxc"], servers, installed=lambda: ["lxc-start"])  # no LXC: no need
+    check_lxc("l", [c for c in ok if c.engine != "lxc"], servers, installed=lambda: ["lxc-start"])  # no LXC: no need
 
 
 def test_a_remote_lab_server_gets_its_lxc_wrappers_and_rows(tmp_path, monkeypatch):
     from types import SimpleNamespace as NS
 
     from labkit.ansible import inventory
-    from labkit.api import verbs as api
+    from labkit.engines.lxc import LxcEngine
     from labkit.servers.base import Server
 
     monkeypatch.setenv("LABKIT_HOME", str(tmp_path))
@@ -182,7 +183,7 @@ def test_a_remote_lab_server_gets_its_lxc_wrappers_and_rows(tmp_path, monkeypatc
     items = [NS(name="labkit-l-a-debian12-lxc", engine="lxc", server="localhost"),
              NS(name="labkit-l-b-debian12-lxc", engine="lxc", server="server-2"),
              NS(name="labkit-l-c-debian12-lxc", engine="lxc", server="server-2")]
-    remote = api.lxc_remote("l", items, [Server("localhost", True), far])
+    remote = LxcEngine().playbook_vars("l", items, [Server("localhost", True), far])["labkit_lxc_remote"]
     assert list(remote) == ["server-2"] and remote["server-2"].endswith("/lxc-ssh/server-2/lxc-attach")
     text = Path(remote["server-2"]).read_text()
     assert "main('attach', [" in text and "'ops@10.0.0.2'], ['sudo', '-n']" in text and "'-p', '2200'" in text

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from labkit.api import verbs as api
+from labkit import api
 from labkit.errors import NotUp, UsageError
 from labkit.lab.spec import load_lab
 
@@ -81,5 +81,5 @@ def test_unknown_name_lists_only_labs_that_are_up(here, labkit_home):
 
 def test_a_full_down_forgets_the_lab(here, labkit_home):
     _bring_up(labkit_home, "net101")
-    api._forget_lab("net101")
+    api.forget_lab("net101")
     assert api.labs_up() == []

@@ -46,7 +46,7 @@ def test_vms_reach_a_remote_server_through_a_proxy_command_and_run_its_commands_
 
 
 def test_each_students_vm_goes_to_the_students_server():
-    from labkit.api import verbs as api
+    from labkit import api
     from labkit.lab.spec import parse_lab
 
     lab = parse_lab({"name": "c", "students": ["a", "b", "c"], "containers": ["busybox"], "vm": {"enabled": True}})

@@ -12,6 +12,7 @@ from typing import NoReturn
 
 from labkit.lab import catalog
 from labkit.observe.facts import HostFacts
+from labkit.observe.report import fmt_disk, fmt_memory
 
 FACTS: dict[str, str] = {
     "K1": "containers share the lab server's kernel (uname -r, uname -v)",
@@ -161,9 +162,5 @@ def k8(h: HostFacts, m: dict | None, vm_seconds: list[float]) -> str:
 def k9(h: HostFacts, m: dict | None) -> str:
     if not m or not m.get("memory_bytes") or not m.get("disk_bytes"):
         _fail("K9", f"{h.host}: memory/disk not recorded ({m})")
-    from labkit.observe.report import (  # BusyBox's few hundred KiB read in KiB, not "0 MiB"
-        fmt_disk,
-        fmt_memory,
-    )
-
+    # fmt_memory: BusyBox's few hundred KiB read in KiB, not "0 MiB"
     return f"memory {fmt_memory(m['memory_bytes'])} ({m['memory_how']}), disk {fmt_disk(m['disk_bytes'])} ({m['disk_how']})"

@@ -63,7 +63,7 @@ def k10() -> str:
     return ""
 
 
-def k11(vm: HostFacts, ssh_config: Path, image: str = "labkit/busybox:1.35") -> str:
+def k11(vm: HostFacts, ssh_config: Path | None, image: str = "labkit/busybox:1.35") -> str:
     """Start a container inside the VM (its own engine; the image carried in from the server)."""
     import testinfra
 

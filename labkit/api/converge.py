@@ -1,0 +1,145 @@
+"""The lab file's own Ansible (lesson content, the role under test) on the live lab's hosts:
+``labkit run``, ``test``'s converges, and the content step of ``up``. Never on a lab server:
+the inventory holds the lab's hosts only."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from labkit.ansible import inventory as inv_mod
+from labkit.ansible.runner import EventHandler as OnEvent
+from labkit.ansible.runner import RunResult, run_playbook
+from labkit.api.discover import engines, hosts, ssh_configs
+from labkit.api.select import check_students, lab_lock
+from labkit.errors import IdempotenceFailed, NotUp, SpecError, UsageError
+from labkit.lab.spec import Lab
+from labkit.paths import lab_dir, roles_dir
+from labkit.servers.base import Server
+
+
+@dataclass
+class ConvergeResult:
+    run: RunResult | None                  # the converge
+    prepare: RunResult | None = None       # provision.prepare, when run
+    idempotence: RunResult | None = None   # the second converge, when asked for
+
+
+def has_content(lab: Lab) -> bool:
+    p = lab.provision
+    return bool(p.playbooks or p.roles or p.prepare)
+
+
+def _site(lab: Lab, playbooks: list[str] | None, pattern: str) -> Path:
+    """One playbook that imports the user's playbooks and applies the lab's roles (one run,
+    one recap)."""
+    plays: list[dict[str, Any]] = [{"import_playbook": str(Path(pb).resolve())}
+                         for pb in (playbooks if playbooks is not None else lab.provision.playbooks)]
+    if playbooks is None:
+        for r in lab.provision.roles:
+            plays.append({"name": f"Apply role {r.role}", "hosts": r.hosts or pattern,
+                          "roles": [{"role": r.role, **({"vars": r.vars} if r.vars else {})}]})
+    d = lab_dir(lab.name) / "converge"
+    d.mkdir(exist_ok=True)
+    f = d / ("site.yml" if playbooks is None else "run.yml")
+    f.write_text("---\n# written by labkit for this run\n" + yaml.safe_dump(plays, sort_keys=False))
+    return f
+
+
+def _extra_vars(lab: Lab, more: dict[str, Any] | None) -> dict[str, Any]:
+    ev = lab.provision.extra_vars
+    if isinstance(ev, str):  # @FILE
+        p = Path(ev[1:])
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise SpecError(f"provision.extra_vars: {p}: cannot read it: {e}") from None
+        if not isinstance(data, dict):
+            raise SpecError(f"provision.extra_vars: {p}: expected a mapping of variables")
+        ev = data
+    return {**ev, **(more or {})}
+
+
+def converge(lab: Lab, playbooks: list[str] | None = None, **opts: Any) -> ConvergeResult:
+    """Run the user's playbooks (``playbooks``, else the lab file's playbooks and roles) on the
+    live lab's hosts — never on a lab server: the inventory holds the lab's hosts only.
+
+    Options (``_converge``): students, limit, extra_vars, tags, skip_tags, check, diff,
+    idempotence (converge a second time, skipping ``molecule-idempotence-notest``, and raise
+    IdempotenceFailed, exit 6, naming each host and task that changed), prepare,
+    on_event, verbosity, show_output.
+    """
+    check_students(lab, opts.get("students"))
+    for pb in playbooks or []:
+        if not Path(pb).is_file():
+            raise UsageError(f"{pb}: playbook not found", "give a path to a playbook file")
+    with lab_lock(lab.name, "run"), engines(lab.name) as svs:
+        return converge_on(lab, svs, playbooks, **opts)
+
+
+def converge_on(lab: Lab, svs: list[Server], playbooks: list[str] | None = None, *, students: list[str] | None = None,
+              limit: str | None = None, extra_vars: dict | None = None, tags: str | None = None,
+              skip_tags: str | None = None, check: bool = False, diff: bool = False, idempotence: bool = False,
+              prepare: bool = False, on_event: OnEvent | None = None, verbosity: int = 0, show_output: bool = False,
+              first: bool = True) -> ConvergeResult:
+    """converge() with the lab locked and its engines reachable (``labkit up`` calls it so).
+    ``first=False``: only the idempotence converge (the first one already ran)."""
+    pattern = lab.provision.hosts
+    if limit:
+        pattern = f"{pattern}:&{limit}"
+    if students:
+        pattern = f"{pattern}:&" + ",".join(f"student_{s.replace('-', '_')}" for s in students)
+    skips = [*lab.provision.skip_tags, *(skip_tags.split(",") if skip_tags else [])]
+    env = {"ANSIBLE_ROLES_PATH": os.pathsep.join([*lab.provision.roles_path, str(roles_dir())])}
+    if lab.provision.collections_path:
+        env["ANSIBLE_COLLECTIONS_PATH"] = os.pathsep.join(lab.provision.collections_path)
+    cmdline = " ".join(x for x in ("--check" if check else "", "--diff" if diff else "") if x) or None
+    res = ConvergeResult(None)
+    rows = [h for h in hosts(lab.name, servers=svs) if h.state == "running"]
+    if not rows:
+        raise NotUp(f"lab '{lab.name}' has no running hosts", "bring it up with `labkit up`")
+    inv = inv_mod.build(rows, ssh_configs(lab.name, rows), lab.provision.group_vars)
+    inv_path = lab_dir(lab.name) / "converge" / "hosts.yml"
+    inv_path.parent.mkdir(exist_ok=True)
+    inv_mod.write_to(inv_path, inv)
+    ev = _extra_vars(lab, extra_vars)
+
+    def go(pb: Path, skip: list[str]) -> RunResult:
+        return run_playbook(str(pb), lab=lab.name, inventory=inv_path, extravars=ev, limit=pattern,
+                            tags=tags, skip_tags=",".join(dict.fromkeys(skip)) or None, cmdline=cmdline,
+                            env=env, project_dir=pb.parent, on_event=on_event, verbosity=verbosity,
+                            show_output=show_output)
+
+    if prepare and lab.provision.prepare and playbooks is None:
+        res.prepare = go(_site_of(lab, lab.provision.prepare, "prepare.yml"), skips)
+    site = _site(lab, playbooks, lab.provision.hosts)
+    if first:
+        res.run = go(site, skips)
+    if idempotence or not first:
+        res.idempotence = go(site, [*skips, "molecule-idempotence-notest"])
+        changed = res.idempotence.changed_hosts()
+        if changed:
+            lines = [str(c) + (f"\n{c.diff}" if diff and c.diff else "") for c in res.idempotence.changes]
+            raise IdempotenceFailed(
+                f"not idempotent: the second converge changed {sum(changed.values())} task(s) on "
+                f"{', '.join(sorted(changed))}:\n  " + "\n  ".join(lines),
+                "make those tasks report ok when nothing is to do (or tag them molecule-idempotence-notest); "
+                f"`labkit run --idempotence{' --diff' if not diff else ''}` shows it again")
+    return res
+
+
+def idempotence(lab: Lab, **opts: Any) -> ConvergeResult:
+    """Only the second converge of the lab file's content: exit 6 naming what changed."""
+    with lab_lock(lab.name, "run"), engines(lab.name) as svs:
+        return converge_on(lab, svs, None, first=False, **opts)
+
+
+def _site_of(lab: Lab, playbooks: list[str], name: str) -> Path:
+    d = lab_dir(lab.name) / "converge"
+    d.mkdir(exist_ok=True)
+    f = d / name
+    f.write_text("---\n" + yaml.safe_dump([{"import_playbook": p} for p in playbooks]))
+    return f

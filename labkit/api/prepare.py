@@ -1,0 +1,36 @@
+"""``labkit prepare``: lab servers of an inventory made ready (role lab_server)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from labkit.ansible.runner import EventHandler as OnEvent
+from labkit.ansible.runner import RunResult, run_playbook
+from labkit.errors import SpecError
+from labkit.images.bundle import verify
+from labkit.log import Log, quiet
+from labkit.vm import boxes, virt
+
+
+def prepare(inventory: str | Path, bundle: str | Path | None = None, log: Log = quiet, on_event: OnEvent | None = None,
+            verbosity: int = 0, show_output: bool = False, podman: bool = False, lxc: bool = False) -> RunResult:
+    """Prepare every lab server of ``inventory`` (role lab_server), loading images from ``bundle``;
+    with ``podman``, Podman installed and set up there too (rootful and rootless); with ``lxc``,
+    LXC (tools, Python binding, BusyBox, root's id map)."""
+    extravars: dict[str, Any] = {"lab_server_podman": True} if podman else {}
+    if lxc:
+        extravars["lab_server_lxc"] = True
+    if bundle:
+        manifest = verify(bundle)  # a corrupt bundle is refused here, before any server is touched
+        extravars["lab_server_bundle"] = str(Path(bundle).resolve())
+        covers = [f"{e['release']}/{e['arch']}" for e in manifest.get("apt") or []]
+        log(f"missing Debian packages: from the bundle only (Debian {', '.join(covers)})" if covers else
+            "missing Debian packages: from each server's mirror (the bundle carries none)")
+        if manifest.get("box"):  # servers get the VM stack: emulation's QEMU wrapper, the box's volumes
+            extravars["lab_server_tcg_wrapper"] = virt.wrapper_text()
+            extravars["lab_server_box_volume_prefix"] = boxes.box_volume_prefix(manifest["box"]["name"])
+    inv = Path(inventory)
+    if not inv.exists():
+        raise SpecError(f"{inv}: inventory not found", "see inventories/classroom/ for an example")
+    return run_playbook("lab_server.yml", lab="_servers", inventory=inv.resolve(), extravars=extravars,
+                        on_event=on_event, verbosity=verbosity, show_output=show_output)

@@ -1,0 +1,193 @@
+"""What a live lab is, read: ``status``, ``facts``, ``verify``, ``shell``, ``report``, ``inventory``."""
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from labkit import names
+from labkit.ansible import inventory as inv_mod
+from labkit.api.discover import engines, hosts, network_names, running, ssh_config, ssh_configs
+from labkit.api.planning import container_plan, context, vm_plan
+from labkit.api.select import check_students
+from labkit.engines import registry
+from labkit.engines.base import HostRow
+from labkit.errors import NotUp, UsageError
+from labkit.lab.spec import Lab
+from labkit.observe import measure
+from labkit.observe import report as rep
+from labkit.observe.facts import HostFacts, collect
+from labkit.observe.verify import (
+    CheckResult,
+    build_view,
+    check_fact_ids,
+    engine_label,
+    merge_junit,
+    run_checks,
+    run_user_tests,
+)
+from labkit.paths import lab_dir, slug
+from labkit.plan.model import make_plan
+from labkit.servers.base import Server
+
+
+def status(lab: Lab) -> dict[str, Any]:
+    """Hosts and networks of the lab, with what the lab file expects but is missing."""
+    with engines(lab.name) as svs:
+        found = hosts(lab.name, servers=svs)
+        have = {h.name for h in found}
+        plan = make_plan(lab, context(lab, svs))  # the same plan `up` applies (and `up --plan` diffs)
+        absent = [{"name": h.name, "role": h.role, "student": h.student, "distro": h.distro, "server": h.server,
+                   **({"engine": h.engine, "user": h.user} if h.role == "container" else {})}
+                  for h in plan.hosts if h.name not in have]
+        return {
+            "lab": lab.name,
+            "servers": [sv.name for sv in svs],
+            "hosts": [h.as_dict() for h in found],
+            "missing": [p["name"] for p in absent],
+            "missing_hosts": absent,
+            "networks": network_names(lab.name, svs),
+        }
+
+
+def facts(lab: Lab) -> list[HostFacts]:
+    """Side-by-side facts of the lab server and every running host of the lab."""
+    with engines(lab.name) as svs:
+        up = running(lab, svs)
+        return collect(up, ssh_config(lab.name), servers=svs)
+
+
+def verify(lab: Lab, only: list[str] | None = None, junit: str | Path | None = None,
+           tests: list[str] | None = None) -> list[CheckResult]:
+    """Check the kernel-sharing facts K1..K12 on the live lab, and the user's own tests
+    (``tests``; default: the lab file's ``tests:`` unless ``only`` names facts); one result
+    per fact (or test) and host, and one JUnit file for both."""
+    check_fact_ids(only)  # a typo is said at once, before any host is read
+    user = tests if tests is not None else ([] if only else list(lab.tests))
+    with engines(lab.name) as svs:
+        up = running(lab, svs)
+        cfg = ssh_config(lab.name)
+        view = build_view(collect(up, cfg, servers=svs), lab.name, cfg)
+        work = lab_dir(lab.name) / "verify"
+        work.mkdir(exist_ok=True)
+        facts_junit = work / "facts.xml" if (junit and user) else junit
+        results = run_checks(view, only, facts_junit)
+        if user:
+            inv_path = inv_mod.write_to(work / "hosts.yml", inv_mod.build(
+                up, ssh_configs(lab.name, up), lab.provision.group_vars))
+            mine, user_junit = run_user_tests(user, inv_path, lab.provision.hosts, work)
+            for r in mine:  # the engine of each host, as for the facts' rows
+                h = view.hosts.get(r.host)
+                r.engine = engine_label(h) if h is not None else ""
+            results += mine
+            if junit and facts_junit:
+                merge_junit([Path(facts_junit), user_junit], Path(junit))
+        return results
+
+
+def shell_command(lab: Lab, host: str, student: str | None = None, root: bool = False,
+                  command: list[str] | None = None) -> list[str]:
+    """The command that opens a shell (or runs ``command``) on a lab host as the student.
+
+    ``host`` is a full host name (``labkit-demo-s01-debian12``) or its short form
+    (``debian12``, ``vm``) for ``student`` (default: the lab's first student).
+    """
+    check_students(lab, [student] if student else None)
+    with engines(lab.name) as svs:
+        found = {h.name: h for h in hosts(lab.name, servers=svs)}
+    server = {sv.name: sv for sv in svs}
+    if host in found:  # a full name says whose host it is: a different --student is a mistake
+        if student and found[host]["student"] != student:
+            raise UsageError(f"{host} is student {found[host]['student']}'s host, not {student}'s",
+                             f"drop --student, or name the host by its short form: `labkit shell --student "
+                             f"{student} {host.rsplit('-', 1)[-1]}`")
+        name = host
+    else:
+        student = student or lab.students[0]
+        name = names.lab_prefix(lab.name, student) + host  # a short name: debian12, debian12-podman
+        if name not in found:
+            name = f"labkit-{lab.name}-{student}-{slug(host)}"  # or a distro: debian:12
+    h = found.get(name)
+    if h is None:
+        prefix = f"labkit-{lab.name}-{student}-"
+        choices = sorted(n.removeprefix(prefix) for n in found if n.startswith(prefix))
+        raise UsageError(f"no host '{host}' in lab '{lab.name}' for student {student}",
+                         "hosts: " + (", ".join(choices) or "none running: `labkit up` first"))
+    if h["state"] != "running":
+        raise NotUp(f"{name} is {h['state']}", "bring it back with `labkit up`")
+    return _shell_argv(h, lab.provision.user, root, command, ssh_config(lab.name) if h.role == "vm" else None,
+                       server.get(h.server))
+
+
+# In a VM the command runs through sudo without -i: `sudo -i CMD` hands CMD to a login shell
+# with `$` left unescaped, so `$x` and `$0` were expanded once too often. Instead sh runs the
+# arguments as they are (`exec "$@"`) from the user's home, as `docker exec -u -w` does.
+_RUN_AS_TYPED = 'cd "$HOME" && exec "$@"'
+
+
+def _shell_argv(h: HostRow, user: str, root: bool, command: list[str] | None, ssh_cfg: Path | None,
+                server: Server | None) -> list[str]:
+    """The argv that runs ``command`` (or a login shell) on host ``h``: the same argv, same
+    quoting, same user and working folder on a container as in the VM."""
+    if h.role == "vm":
+        if command:
+            # ssh hands the VM's login shell one string: quote every word so it arrives as typed
+            sudo = ["sudo", "-H"] + ([] if root else ["-u", user])
+            remote = shlex.join([*sudo, "--", "sh", "-c", _RUN_AS_TYPED, "sh", *command])
+            return ["ssh", "-F", str(ssh_cfg), "-T", h["name"], remote]
+        return ["ssh", "-F", str(ssh_cfg), "-t", h["name"], shlex.join(["sudo", "-i"] + ([] if root else ["-u", user]))]
+    interactive = sys.stdin.isatty() and not command
+    return registry.of(h).exec_argv(h, command or ["/bin/sh", "-l"], user=None if root else user,
+                                    workdir="/root" if root else f"/home/{user}", interactive=interactive,
+                                    server=server)
+
+
+@dataclass
+class ReportResult:
+    files: list[Path]
+    data: dict[str, Any]
+
+
+def report(lab: Lab, out_dir: str | Path, with_checks: bool = True, junit_dir: str | Path | None = None) -> ReportResult:
+    """Write report.md, report.html (chart inlined as SVG: self-contained) and chart.png into
+    ``out_dir``; the data (hosts, summary, checks) is returned too."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with engines(lab.name) as svs:
+        up = running(lab, svs)
+        cfg = ssh_config(lab.name)
+        host_facts = collect(up, cfg, servers=svs)
+    meas = measure.load(lab.name)
+    checks = None
+    if with_checks:
+        checks = run_checks(build_view(host_facts, lab.name, cfg))
+    expected = [p["name"] for p in container_plan(lab) + vm_plan(lab)]
+    data = rep.build(lab.name, host_facts, meas, checks, expected)
+    files = [out / "chart.png", out / "report.md", out / "report.html"]
+    files[0].write_bytes(rep.chart_png(data))
+    files[1].write_text(rep.markdown(data))
+    files[2].write_text(rep.html_page(data, rep.chart_svg(data)))
+    if junit_dir and checks is not None:
+        files += rep.junit_per_student(lab.name, checks, {h.name: h.student for h in up}, Path(junit_dir))
+    return ReportResult(files, data)
+
+
+def _ssh_url(sv: Server) -> str:
+    hv = sv.hostvars
+    user = hv.get("ansible_user")
+    return f"ssh://{user + '@' if user else ''}{hv.get('ansible_host', sv.name)}:{hv.get('ansible_port', 22)}"
+
+
+def inventory(lab: Lab, fmt: str = "yaml", *, with_servers: bool = False) -> tuple[str, Path]:
+    """The lab's hosts as an inventory (YAML, INI or JSON) and the file labkit keeps current."""
+    with engines(lab.name) as svs:
+        rows = hosts(lab.name, servers=svs)
+    by_name = {sv.name: sv for sv in svs}
+    # for use outside labkit: a remote engine through ssh://, not labkit's short-lived tunnel
+    rows = [replace(r, via={**r.via, "docker_host": _ssh_url(by_name[r.server])})
+            if not r.local and r.role == "container" else r for r in rows]
+    inv = inv_mod.build(rows, ssh_configs(lab.name, rows), lab.provision.group_vars, svs if with_servers else ())
+    path = inv_mod.write(lab.name, inv_mod.build(rows, ssh_configs(lab.name, rows), lab.provision.group_vars))
+    return inv_mod.render(inv, fmt), path

@@ -1,0 +1,272 @@
+"""``labkit up``: images and box, the plan, then ``playbooks/up.yml`` through ansible-runner;
+measurements and the lab's own content after."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labkit.ansible.runner import EventHandler as OnEvent
+from labkit.ansible.runner import RunResult, run_playbook
+from labkit.api.converge import ConvergeResult, converge_on, has_content
+from labkit.api.discover import engine_scopes, engines, engines_on, inventory_file, lab_servers, record_scopes
+from labkit.api.planning import baked_distros, context
+from labkit.api.query import facts
+from labkit.api.select import check_students, lab_lock, save_lab
+from labkit.engines import docker, registry
+from labkit.engines.base import HostRow
+from labkit.errors import BoxError, LabkitError, PlaybookFailed
+from labkit.images import build as images
+from labkit.lab import catalog, uptodate
+from labkit.lab.spec import Lab
+from labkit.log import Log, quiet
+from labkit.observe import measure
+from labkit.observe.facts import HostFacts
+from labkit.paths import lab_dir, vagrant_home
+from labkit.plan.model import make_plan, split_extravars
+from labkit.servers.base import Server
+from labkit.vm import boxes, virt, vms
+
+
+@dataclass
+class UpResult:
+    lab: Lab
+    run: RunResult | None  # None: nothing changed since the last full run (up_to_date), no playbook
+    images: list
+    facts: list[HostFacts] = field(default_factory=list)
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    converge: ConvergeResult | None = None  # the lab file's own playbooks and roles, when it has some
+    up_to_date: float | None = None  # epoch seconds of the full run nothing changed since
+
+
+def package_warnings(host_facts: dict[str, dict]) -> list[str]:
+    """Per host, the lab's packages it could not get (a host without a package manager:
+    BusyBox), and those BusyBox has as its own applets."""
+    out = []
+    for host in sorted(host_facts):
+        f = host_facts[host]
+        missing, applets = f.get("labkit_packages_unavailable") or [], f.get("labkit_packages_applets") or []
+        if missing:
+            out.append(f"{host}: not installed: {', '.join(missing)} (no package manager on this host"
+                       + (f"; {', '.join(applets)}: BusyBox's own applet" if applets else "") + ")")
+    return out
+
+
+def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log: Log = quiet,
+       on_event: OnEvent | None = None, verbosity: int = 0, show_output: bool = False, with_facts: bool = True,
+       inventory: str | Path | None = None, full: bool = False) -> UpResult:
+    """Bring the lab up (idempotent): images, then ``playbooks/up.yml`` through ansible-runner.
+
+    With ``inventory``, the lab's students are spread over its ``lab_servers`` (each server
+    prepared with ``labkit prepare``); later commands on the lab remember the inventory.
+    When nothing changed since the last full run (``labkit.lab.uptodate``), the playbook is skipped
+    (``run`` is None, ``up_to_date`` the time of that run); ``full`` runs it anyway.
+    """
+    check_students(lab, students)
+    t0 = time.monotonic()
+    servers, inv_path = lab_servers(lab.name, inventory)
+    with lab_lock(lab.name, "up"), engines(lab.name, servers=servers) as svs:
+        if inv_path:
+            inventory_file(lab.name).write_text(inv_path)
+        imgs = []
+        if any(sv.local for sv in svs):
+            docker.client()
+            image_registry = lab.registry or catalog.default_registry()
+            imgs = images.ensure([c.distro for c in lab.containers], image_registry, build_missing=build, log=log)
+            # the lab's packages baked into an image per distro once, not installed in every container
+            images.bake(baked_distros(lab), lab.provision.packages, image_registry, log=log)
+        _check_remote_images(lab, svs)
+        # gather what is read-only, then plan (no I/O), then apply (the playbook)
+        draft = make_plan(lab, context(lab, svs, save=True), students)
+        local = {sv.name for sv in svs if sv.local}
+        vm_local = vm_settings_here(lab, log, build) if any(v.server in local for v in draft.vms) else None
+        vm_remote = vm_settings_remote(lab, svs, [{"server": v.server} for v in draft.vms], log)
+        plan = make_plan(lab, context(lab, svs, vm_local=vm_local, vm_remote=vm_remote), students)
+        for eng in registry.all_engines():  # what each engine's planned containers lack, before anything is made
+            eng.preflight(lab.name, plan.containers, svs)
+        save_lab(lab)
+        record_scopes(lab)  # before anything is made: `down` then finds it from any state
+        extravars = plan.extravars()
+        for eng in registry.all_engines():
+            extravars.update(eng.playbook_vars(lab.name, plan.containers, svs))
+        vms = [{"name": v.name, "server": v.server} for v in plan.vms]
+        vm_settings = dict(plan.vm)
+        stamped = not uptodate.eligible(plan, svs, students, has_content(lab))  # a full run writes a stamp
+        key = uptodate.asked(lab, extravars, docker.client()) if stamped else ""
+        if stamped and not full:
+            since = uptodate.unchanged(lab.name, key, docker.client(), bool(vms))
+            if since is not None:
+                res = UpResult(lab, None, imgs, seconds=time.monotonic() - t0, up_to_date=since)
+                if with_facts:
+                    res.facts = facts(lab)
+                return res
+        uptodate.drop(lab.name)  # only a run that ends well writes one
+        boots = measure.VmBoots(on_event)  # which VMs boot, and how many at once (K8's context)
+        where = _vm_where(vms, vm_settings, vm_remote, svs)
+        try:
+            # the plan's lists go to the first play only, through a file (plan.FIRST_PLAY_ONLY)
+            plan_file = lab_dir(lab.name) / "runner" / "plan.json"
+            cmdline_vars, first_play = split_extravars(extravars, str(plan_file))
+            plan_file.parent.mkdir(parents=True, exist_ok=True)
+            plan_file.write_text(json.dumps(first_play))
+            # no VM planned: the VM task is skipped by its tag, not by a `when` per container
+            run = run_playbook("up.yml", lab=lab.name, extravars=cmdline_vars, on_event=boots,
+                               verbosity=verbosity, show_output=show_output, inventory=inv_path,
+                               skip_tags=None if vms else "labkit_vm")
+        except PlaybookFailed as e:  # keep the boot times of the VMs that did boot (K8)
+            booted = [v["name"] for v in vms if "labkit_vm_boot_seconds" in e.host_facts.get(v["name"], {})]
+            measure.save(lab.name, [_measure_vm(lab, n, e.host_facts, boots, where) for n in booted])
+            _diagnose(e, svs, with_vms=bool(vms))
+            raise
+        rows = measure_containers(lab.name, [c.name for c in plan.containers], svs, log)
+        measure.save(lab.name, rows + [_measure_vm(lab, v["name"], run.host_facts, boots, where) for v in vms])
+        if stamped:
+            uptodate.save(lab.name, key, docker.client(), bool(vms))
+        # the lesson's own content / the user's roles, after labkit's own (never on a lab server)
+        conv = converge_on(lab, svs, students=students, prepare=True, on_event=on_event, verbosity=verbosity,
+                         show_output=show_output) if has_content(lab) else None
+    res = UpResult(lab, run, imgs, seconds=time.monotonic() - t0, warnings=package_warnings(run.host_facts),
+                   converge=conv)
+    if with_facts:
+        res.facts = facts(lab)
+    return res
+
+
+def vm_settings_remote(lab: Lab, servers: list, plan: list[dict], log: Log) -> dict:
+    """For each remote server that gets VMs: what `labkit prepare` recorded there (its
+    folders, KVM or emulation) and the ProxyCommand through it to its VMs."""
+    out = {}
+    for sv in servers:
+        if sv.local or not any(v["server"] == sv.name for v in plan):
+            continue
+        info = sv.vm_settings()
+        if info.get("box") != lab.vm.box:
+            raise BoxError(f"lab server {sv.name} has the box {info.get('box')}, lab '{lab.name}' boots {lab.vm.box}",
+                           "make a bundle with the lab's box (`labkit bundle create -f LAB DIR`) and run "
+                           "`labkit prepare -i INVENTORY --bundle DIR`")
+        if info.get("box_recipe") != boxes.recipe_hash():
+            log(f"VM on {sv.name}: its box was built from another recipe than this machine's; "
+                "`labkit prepare` with a fresh bundle brings it level")
+        accel = info.get("accel", "qemu") if lab.vm.accel in (None, "auto") else lab.vm.accel
+        log(f"VM on {sv.name}: {'KVM' if accel == 'kvm' else 'QEMU emulation (TCG)'}: "
+            f"{info.get('accel_reason', 'recorded by labkit prepare')}")
+        out[sv.name] = {
+            "accel": accel, "emulator_path": info.get("emulator_path", "") if accel == "qemu" else "",
+            "boot_timeout": 600 if accel == "qemu" else 300, "vagrant_home": info["vagrant_home"],
+            "workdir_base": f"{info['home']}/labs/{lab.name}", "proxy_command": sv.proxy_command(),
+        }
+    return out
+
+
+def vm_settings_here(lab: Lab, log: Log, build: bool) -> dict:
+    """Box present (or built), KVM or emulation decided and said: the lab_vm role's settings
+    for VMs on this machine."""
+    vms.check_libvirt()
+    if not boxes.box_present(lab.vm.box):
+        if lab.vm.box != boxes.DEFAULT_BOX:  # --build would make labkit's own box under a foreign name
+            raise BoxError(f"the Vagrant box {lab.vm.box} is not on this machine, and labkit builds only "
+                           f"{boxes.DEFAULT_BOX}",
+                           f"add it to labkit's Vagrant home (`VAGRANT_HOME={vagrant_home()} vagrant box add "
+                           f"--name {lab.vm.box} FILE.box`), or use vm.box: {boxes.DEFAULT_BOX}")
+        if not build:
+            raise BoxError(f"the Vagrant box {lab.vm.box} is not on this machine",
+                           "build it offline with `labkit box build` (about a minute), or run `labkit up --build`")
+        boxes.build_box(lab.vm.box, log=log)
+    accel = virt.detect_accel(lab.vm.accel)
+    log(f"VM: {'KVM' if accel.mode == 'kvm' else 'QEMU emulation (TCG)'}: {accel.reason}")
+    return {
+        "box": lab.vm.box, "memory": lab.vm.memory, "cpus": lab.vm.cpus, "accel": accel.mode,
+        "emulator_path": str(virt.tcg_emulator_wrapper()) if accel.emulated else "",
+        "boot_timeout": 600 if accel.emulated else 300,
+    }
+
+
+def measure_containers(lab: str, planned: list[str], servers: list[Server], log: Log) -> list[dict[str, Any]]:
+    """Create-to-ready, memory and disk of the planned containers, each engine measuring its own
+    (in parallel where it can; unchanged containers keep their earlier row). A container that
+    cannot be measured is said, never fatal."""
+    wanted = set(planned)
+    previous = measure.load(lab)
+    scopes = engine_scopes(lab)
+    out: list[dict[str, Any]] = []
+    for_engine: dict[str, list[HostRow]] = {}
+    for sv in servers:
+        for eng, users in engines_on(sv, scopes):
+            for_engine.setdefault(eng.name, []).extend(h for h in eng.hosts(lab, None, sv, users) if h.name in wanted)
+    for name, rows in for_engine.items():
+        out += registry.get(name).measure(rows, previous, log)
+    found = {r.name for rows in for_engine.values() for r in rows}
+    for name in planned:
+        if name not in found:
+            log(f"{name}: not measured (not found)")
+    return out
+
+
+def _diagnose(e: PlaybookFailed, servers: list, with_vms: bool) -> None:
+    """After a failed run: say which engine (or libvirtd) stopped answering, if one did, and
+    that the next `labkit up` resumes from where this one stopped."""
+    dead, hints = [], []
+    for sv in servers:
+        try:
+            docker.reconnect(sv.docker_host)
+        except LabkitError as x:
+            dead.append(x.message)
+            hints.append(x.hint or docker.START_HINT)
+    if with_vms and (why := vms.libvirt_answers()):
+        dead.append(f"libvirtd is not answering at {vms.LIBVIRT_URI} ({why})")
+        hints.append(vms.LIBVIRT_HINT)
+    if dead:
+        e.message = "; ".join(dead) + "\n" + e.message
+    hints.append("once the cause is fixed, `labkit up` again resumes where this run stopped")
+    e.hint = "; ".join(h for h in dict.fromkeys([*hints, e.hint]) if h)
+
+
+def _check_remote_images(lab: Lab, servers: list) -> None:
+    """A remote server must have the lab's images (from a bundle): say which are missing where."""
+    registry = lab.registry or catalog.default_registry()
+    for sv in servers:
+        if sv.local:
+            continue
+        c = docker.client_for(sv.docker_host)
+        missing = []
+        for ct in lab.containers:
+            ref = ct.spec.image_ref(registry)
+            try:
+                c.images.get(ref)
+            except Exception:  # noqa: BLE001 - docker.errors.ImageNotFound and friends
+                missing.append(ref)
+        if missing:
+            raise images.ImageError(f"lab server {sv.name} lacks image(s): {', '.join(missing)}",
+                                    "carry them over offline: `labkit bundle create DIR` then "
+                                    "`labkit prepare -i INVENTORY --bundle DIR`")
+
+
+def _vm_where(vms: list[dict], vm_settings: dict, vm_remote: dict, servers: list) -> dict[str, dict]:
+    """Per VM: the accelerator it boots with and its lab server (whose cores a boot time depends on)."""
+    by_name = {sv.name: sv for sv in servers}
+    local = next((sv for sv in servers if sv.local), None)
+    return {v["name"]: {"accel": (vm_remote.get(v["server"]) or vm_settings).get("accel"),
+                        "server": by_name.get(v["server"], local)} for v in vms}
+
+
+def _measure_vm(lab: Lab, domain: str, host_facts: dict, boots: measure.VmBoots | None = None,
+                where: dict[str, dict] | None = None) -> dict:
+    mine = host_facts.get(domain) or {}
+    secs = mine.get("labkit_vm_boot_seconds")
+    at = (where or {}).get(domain) or {}
+    if secs is None:  # not booted by this run: keep the time of the boot that made it, and how it booted
+        old = measure.load(lab.name).get(domain) or {}
+        secs = old.get("ready_seconds")
+        boot = {k: old.get(k) for k in measure.BOOT_KEYS}
+    else:
+        boot = {"accel": mine.get("labkit_accel") or at.get("accel"),
+                "boots_at_once": boots.at_once(domain) if boots else None,
+                "server_cores": measure.server_cores(at["server"]) if at.get("server") else None,
+                # guests counted on this machine: a remote server's VMs are not seen from here
+                "server_vms": boots.guests_at_end.get(domain) if boots and getattr(at.get("server"), "local", False)
+                else None,
+                "vm_cpus": lab.vm.cpus}
+    return measure.vm(domain, float(secs) if secs is not None else None, boxes.box_size(lab.vm.box), boot)

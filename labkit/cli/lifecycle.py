@@ -1,0 +1,212 @@
+"""The lab's life: ``up``, ``down``, ``run``, ``test``, ``inventory``."""
+from __future__ import annotations
+
+import json
+import time
+
+import click
+from rich.markup import escape
+
+from labkit import api
+from labkit.api.planning import PlanReport
+from labkit.cli.common import handle_errors, lab_options, parse_extra, progress, select
+from labkit.cli.render import err, facts_table, out, plan_table, plural, recap, say
+from labkit.cli.render import quiet as silent
+from labkit.errors import CheckFailed, LabkitError, NotUp, UsageError
+
+
+def show_plan(rep: PlanReport, as_json: bool) -> None:
+    """`up --plan` / `down --plan`: one row per change, grouped by server and student."""
+    if as_json:
+        click.echo(json.dumps(rep.as_dict(), indent=2))
+        return
+    if not rep.changes:
+        say(f"labkit {rep.verb} --plan: lab '{rep.lab}': nothing to do"
+            + (" (every planned host is there and running)" if rep.verb == "up" else " (nothing of the lab exists)"))
+        return
+    out.print(plan_table(rep))
+    counts: dict[str, int] = {}
+    for c in rep.changes:
+        counts[c.action] = counts.get(c.action, 0) + 1
+    say("plan: " + ", ".join(f"{n} to {a}" for a, n in counts.items()) + "; nothing was changed")
+
+
+@click.command()
+@lab_options
+@click.option("--student", "students", multiple=True, help="Act on this student only (repeatable).")
+@click.option("--build/--no-build", default=False, help="Build missing local images and the box (default: error saying how).")
+@click.option("--facts/--no-facts", "with_facts", default=True, help="Show the facts table at the end.")
+@click.option("-v", "--verbose", count=True, help="Show Ansible's own output (-vv... for more).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress, only the result.")
+@click.option("-i", "--inventory", type=click.Path(exists=True),
+              help="Spread the students over this inventory's lab_servers (remembered for later commands).")
+@click.option("--plan", "plan_only", is_flag=True, help="Only show what would be created, started or recreated.")
+@click.option("--json", "as_json", is_flag=True, help="With --plan: print the plan as JSON.")
+@click.option("--full", is_flag=True,
+              help="Run the playbook even when nothing changed since the last full run (repairs changes "
+                   "made inside a host by hand).")
+@handle_errors
+def up(lab_file, lab_name, students, build, with_facts, verbose, quiet, inventory, plan_only, as_json, full):
+    """Create and provision the lab's hosts (idempotent), then show the facts."""
+    lab = select(lab_file, lab_name, default_ok=True, quiet=quiet)
+    if plan_only or as_json:
+        show_plan(api.plan(lab, "up", students=list(students) or None, inventory=inventory), as_json)
+        return
+    log = silent if quiet else say
+    log(f"labkit up: lab '{lab.name}', {len(lab.students)} student(s), "
+        f"{len(lab.containers)} container(s)" + (" and a VM" if lab.vm.enabled else "") + " each")
+    with progress(verbose, quiet, f"labkit up {lab.name}") as on_event:
+        res = api.up(lab, students=list(students) or None, build=build, log=log, on_event=on_event,
+                     verbosity=max(0, verbose - 1), show_output=bool(verbose), with_facts=with_facts,
+                     inventory=inventory, full=full)
+    if res.run is None:
+        say(f"recap: up to date: nothing changed since the full run of "
+             f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(res.up_to_date or 0))}, playbook skipped "
+             f"({res.seconds:.1f}s; `labkit up --full` runs it anyway)")
+    else:
+        say(recap(res.run))
+    if res.converge:
+        if res.converge.prepare:
+            say("prepare " + recap(res.converge.prepare))
+        say("your content " + recap(res.converge.run))
+    for w in res.warnings:
+        err.print(f"[yellow]warning:[/] {escape(w)}", markup=True)
+    if with_facts and res.facts:
+        out.print(facts_table(res.facts, lab.name))
+
+
+@click.command()
+@lab_options
+@click.option("--student", "students", multiple=True, help="Remove this student's hosts only (repeatable).")
+@click.option("-v", "--verbose", count=True, help="Show Ansible's own output.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress, only the result.")
+@click.option("-i", "--inventory", type=click.Path(exists=True), help="The lab servers (default: those of `labkit up`).")
+@click.option("--plan", "plan_only", is_flag=True, help="Only show what would be removed.")
+@click.option("--json", "as_json", is_flag=True, help="With --plan: print the plan as JSON.")
+@handle_errors
+def down(lab_file, lab_name, students, verbose, quiet, inventory, plan_only, as_json):
+    """Remove everything that carries the lab's labels, from any state (idempotent)."""
+    try:
+        lab = select(lab_file, lab_name, quiet=quiet)
+    except NotUp as e:  # idempotent: nothing up is nothing to remove
+        if as_json:
+            click.echo(json.dumps({"lab": None, "verb": "down", "servers": [], "changes": []}))
+        else:
+            say(f"labkit down: {e.message}: nothing to take down")
+        return
+    if plan_only or as_json:
+        show_plan(api.plan(lab, "down", students=list(students) or None, inventory=inventory), as_json)
+        return
+    with progress(verbose, quiet, f"labkit down {lab.name}") as on_event:
+        res = api.down(lab, students=list(students) or None, log=silent if quiet else say, on_event=on_event,
+                       show_output=bool(verbose), inventory=inventory)
+    vms = sum(1 for r in res.removed_vms if r.startswith("domain "))
+    say(f"labkit down: lab '{res.lab}': removed {plural(res.removed_containers, 'container')}, "
+         f"{plural(res.removed_networks, 'network')}, {plural(vms, 'VM')}")
+
+
+@click.command("run")
+@lab_options
+@click.argument("playbooks", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--student", "students", multiple=True, help="Only this student's hosts (repeatable).")
+@click.option("-l", "--limit", help="Further limit the hosts (an Ansible pattern: debian12, vms, student_s01, ...).")
+@click.option("-e", "--extra-vars", "extra", multiple=True, help="KEY=VALUE or YAML/JSON (repeatable).")
+@click.option("-t", "--tags", help="Only tasks with these tags (comma-separated).")
+@click.option("--skip-tags", help="Skip tasks with these tags (added to provision.skip_tags).")
+@click.option("-C", "--check", is_flag=True, help="Check mode: change nothing, say what would change.")
+@click.option("-D", "--diff", is_flag=True, help="Show what files and templates change.")
+@click.option("--idempotence", is_flag=True, help="Converge a second time: exit 6 naming what changed again.")
+@click.option("-v", "--verbose", count=True, help="Show Ansible's own output.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress, only the result.")
+@handle_errors
+def run_(lab_file, lab_name, playbooks, students, limit, extra, tags, skip_tags, check, diff, idempotence,
+         verbose, quiet):
+    """Run playbooks (default: the lab file's playbooks and roles) on the live lab's hosts."""
+    lab = select(lab_file, lab_name, quiet=quiet)
+    if not playbooks and not (lab.provision.playbooks or lab.provision.roles):
+        raise UsageError(f"lab '{lab.name}' has no provision.playbooks or provision.roles",
+                         "name a playbook: `labkit run site.yml`, or add them to the lab file")
+    with progress(verbose, quiet, f"labkit run {lab.name}") as on_event:
+        res = api.converge(lab, list(playbooks) or None, students=list(students) or None, limit=limit,
+                           extra_vars=parse_extra(extra), tags=tags, skip_tags=skip_tags, check=check, diff=diff,
+                           idempotence=idempotence, on_event=on_event, verbosity=max(0, verbose - 1),
+                           show_output=bool(verbose))
+    say(recap(res.run))
+    if diff and res.run:
+        for c in res.run.changes:
+            if c.diff:
+                say(f"--- {c}\n{c.diff}")
+    if res.idempotence:
+        say("idempotence: " + recap(res.idempotence).removeprefix("recap: ") + ": nothing changed the second time")
+
+
+_NEXT = {"up": "up", "idempotence": "run --idempotence", "verify": "verify"}
+
+
+@click.command("test")
+@lab_options
+@click.option("--student", "students", multiple=True, help="Only this student's hosts (repeatable).")
+@click.option("--build/--no-build", default=False, help="Build missing local images and the box.")
+@click.option("--keep", is_flag=True, help="Leave the lab up afterwards (default: `labkit down`).")
+@click.option("--junit", type=click.Path(dir_okay=False), help="Write one JUnit file: the facts and your tests.")
+@click.option("-i", "--inventory", type=click.Path(exists=True), help="Spread the students over these lab_servers.")
+@click.option("-v", "--verbose", count=True, help="Show Ansible's own output.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress, only the result.")
+@handle_errors
+def test_(lab_file, lab_name, students, build, keep, junit, inventory, verbose, quiet):
+    """Like `molecule test`: up, prepare, converge, idempotence, verify (facts and your tests), down."""
+    lab = select(lab_file, lab_name, default_ok=True, quiet=quiet)
+    log = silent if quiet else say
+    step = "up"
+    try:
+        with progress(verbose, quiet, f"labkit test {lab.name}") as on_event:
+            log(f"labkit test: lab '{lab.name}': step 1/4 up (create, provision, prepare, converge)")
+            res = api.up(lab, students=list(students) or None, build=build, log=log, on_event=on_event,
+                         verbosity=max(0, verbose - 1), show_output=bool(verbose), with_facts=False,
+                         inventory=inventory, full=True)
+            say(recap(res.run) + (f"; your content: {recap(res.converge.run).removeprefix('recap: ')}"
+                                    if res.converge and res.converge.run else ""))
+            if api.has_content(lab):
+                step = "idempotence"
+                log("labkit test: step 2/4 idempotence (a second converge must change nothing)")
+                idem = api.idempotence(lab, students=list(students) or None, on_event=on_event,
+                                       verbosity=max(0, verbose - 1), show_output=bool(verbose))
+                say("idempotence " + recap(idem.idempotence))
+        step = "verify"
+        log("labkit test: step 3/4 verify (K1..K12" + (" and your tests)" if lab.tests else ")"))
+        results = api.verify(lab, None, junit)
+        failed = [r for r in results if r.outcome == "failed"]
+        for r in failed:
+            err.print(f"[bold red]FAIL[/] {r.fact} {escape(r.host)}: {escape(r.detail)}", markup=True)
+        say(f"verify: {len(results) - len(failed)} passed, {len(failed)} failed")
+        if failed:
+            raise CheckFailed(f"{len(failed)} check(s) failed")
+    except LabkitError as e:
+        e.message = f"labkit test: step {step} failed: {e.message}"
+        nxt = (f"the lab is kept: look with `labkit shell`, rerun the step with `labkit {_NEXT[step]}`, "
+               "`labkit down` when done" if keep else "rerun with --keep to look at the hosts")
+        e.hint = f"{e.hint}; {nxt}" if e.hint else nxt
+        raise
+    finally:
+        if not keep:
+            log("labkit test: step 4/4 down")
+            try:
+                api.down(lab, students=list(students) or None, log=log)
+            except LabkitError as e:  # the step's own error says more; say this one too
+                err.print(f"[yellow]warning:[/] down after the test: {escape(e.message)}", markup=True)
+    say("labkit test: passed")
+
+
+@click.command("inventory")
+@lab_options
+@click.option("--format", "fmt", type=click.Choice(["yaml", "ini", "json"]), default="yaml", show_default=True)
+@click.option("--path", "path_only", is_flag=True, help="Print the path of the inventory file labkit keeps current.")
+@click.option("--servers", is_flag=True, help="Include the lab servers (group lab_servers).")
+@handle_errors
+def inventory_(lab_file, lab_name, fmt, path_only, servers):
+    """The lab's hosts as an Ansible inventory (for ansible, ansible-playbook, testinfra, Molecule)."""
+    lab = select(lab_file, lab_name)
+    text, path = api.inventory(lab, fmt, with_servers=servers)
+    click.echo(str(path) if path_only else text.rstrip("\n"))
+
+

@@ -1,0 +1,167 @@
+"""Everything the CLI shows, in one place: the consoles, the tables and the one-line summaries.
+
+Tables never cut what identifies a row (the host, the check, the fact): those columns keep
+their full width and never wrap; the other columns give way on a narrow terminal."""
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from labkit import names
+from labkit.ansible.runner import RunResult
+from labkit.api.planning import PlanReport
+from labkit.doctor.check import Check
+from labkit.observe.checks import FACTS
+from labkit.observe.facts import HostFacts
+from labkit.observe.verify import CheckResult, engine_label
+
+# CI logs and pipes are not terminals: give tables room instead of rich's 80 columns
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def say(msg: str) -> None:
+    out.print(msg, markup=False)
+
+
+def quiet(_msg: str) -> None:
+    pass
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def yesno(v: bool | None) -> str:
+    return "-" if v is None else ("yes" if v else "NO")
+
+
+def table(title: str, columns: Sequence[str], keys: Iterable[str] = (), widths: dict[str, int] | None = None) -> Table:
+    """A table whose ``keys`` columns (what identifies a row) are never cut or wrapped: they keep
+    ``widths`` (their longest value); every other column folds when the terminal is narrow."""
+    t = Table(title=title, title_justify="left")
+    keep = set(keys)
+    for col in columns:
+        if col in keep:
+            t.add_column(col, no_wrap=True, min_width=max(len(col), (widths or {}).get(col, 0)))
+        else:
+            t.add_column(col, overflow="fold")
+    return t
+
+
+def host_label(host: str, student: str, lab: str | None) -> str:
+    """A host as ``labkit shell`` names it: ``debian12``, ``vm``, ``busybox`` (the lab's prefix
+    and the student dropped); a lab server, or a host of another lab, by its full name."""
+    if lab and student:
+        prefix = names.lab_prefix(lab, student)
+        if host.startswith(prefix):
+            return host[len(prefix):]
+    return host
+
+
+def facts_table(rows: Sequence[HostFacts], lab: str | None = None) -> Table:
+    """The kernel-sharing facts side by side: the lab server(s), then each host."""
+    several_servers = len([r for r in rows if r.role == "server"]) > 1
+    several_students = len({r.student for r in rows if r.student}) > 1
+    labels = [host_label(r.host, r.student, lab) for r in rows]
+    cols = (["host"] + (["student"] if several_students else [])
+            + ["role", "engine", "os-release", "kernel release", "same kernel", "same boot_id", "PID 1",
+               "pkg manager", "virt", "uid map"] + (["lab server"] if several_servers else []))
+    t = table("kernel-sharing facts: lab server vs lab hosts", cols, keys=["host", "student"],
+              widths={"host": max(map(len, labels), default=4), "student": max((len(r.student) for r in rows), default=7)})
+    for r, label in zip(rows, labels, strict=True):
+        head = [label] + ([r.student] if several_students else [])
+        extra = [r.server] if several_servers else []
+        if r.error:
+            t.add_row(*head, r.role, engine_label(r), "[red]unreadable[/]", escape(r.error), "", "", "", "", "", "",
+                      *extra)
+            continue
+        distro = f"{r.os_id} {r.os_version}".strip() or f"none ({r.distro})"
+        t.add_row(*head, r.role, engine_label(r), distro, r.kernel_release, yesno(r.same_kernel),
+                  yesno(r.same_boot), r.pid1, r.pkg_mgr, r.virt, uid_map_words(r.uid_map), *extra)
+    return t
+
+
+def uid_map_words(uid_map: str) -> str:
+    """/proc/1/uid_map in a few words: ``none`` for the identity map (no user namespace of its
+    own), else ``0->1001, 1->100000 (65536)``: uid 0 inside is uid 1001 outside, and so on."""
+    parts = [p.split() for p in uid_map.split(";") if len(p.split()) == 3]
+    if not parts:
+        return "-"
+    if parts == [["0", "0", "4294967295"]]:
+        return "none (host ids)"
+    return ", ".join(f"{a}->{b}" + (f" ({n})" if n != "1" else "") for a, b, n in parts)
+
+
+def _engine_of(h: dict[str, Any]) -> str:
+    if h["role"] == "vm":
+        return "libvirt"
+    return engine_label(HostFacts(h["name"], "container", engine=h.get("engine", ""), engine_user=h.get("user", "")))
+
+
+def status_table(lab: str, st: dict[str, Any]) -> Table:
+    rows = [(h["name"], h["role"], _engine_of(h), h["student"], h["distro"], h["state"], h.get("server", "localhost"))
+            for h in st["hosts"]]
+    rows += [(m["name"], m["role"], _engine_of(m), m["student"], m["distro"], "[yellow]missing[/]", "")
+             for m in st["missing_hosts"]]
+    t = table(f"lab '{lab}' on {', '.join(st['servers'])}",
+              ("host", "role", "engine", "student", "distro", "state", "lab server"), keys=["host"],
+              widths={"host": max((len(r[0]) for r in rows), default=4)})
+    for r in rows:
+        t.add_row(*r)
+    return t
+
+
+def verify_table(lab: str, results: Sequence[CheckResult]) -> Table:
+    t = table(f"lab '{lab}': kernel-sharing facts", ("fact", "host", "engine", "result", "detail"),
+              keys=["host"], widths={"host": max((len(r.host) for r in results), default=4)})
+    style = {"passed": "[green]pass[/]", "failed": "[bold red]FAIL[/]", "skipped": "[yellow]n/a[/]"}
+    last = None
+    for r in results:
+        fact = f"{r.fact} {FACTS.get(r.fact, 'your own tests')}" if r.fact != last else ""
+        last = r.fact
+        t.add_row(fact, r.host, getattr(r, "engine", "") or "-", style.get(r.outcome, r.outcome), escape(r.detail))
+    return t
+
+
+def doctor_table(lab: str, checks: Sequence[Check]) -> Table:
+    marks = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]FAIL[/]", "skipped": "[dim]skipped[/]"}
+    t = table(f"labkit doctor (lab '{lab}')", ("check", "", "detail", "fix"), keys=["check"],
+              widths={"check": min(40, max((len(c.name) for c in checks), default=5))})
+    for c in checks:
+        t.add_row(c.name, marks[c.status], escape(c.detail), escape(c.fix))
+    return t
+
+
+def images_table(rows: Sequence[dict[str, Any]]) -> Table:
+    t = table("distro catalogue", ("distro", "image", "source", "status", "size"), keys=["distro"])
+    for r in rows:
+        t.add_row(r["distro"], r["image"], r["source"], r["status"], f"{r['size'] / 1e6:.0f} MB" if r["size"] else "")
+    return t
+
+
+def boxes_table(rows: Sequence[dict[str, Any]]) -> Table:
+    t = table("Vagrant boxes (labkit)", ("name", "provider", "version", "size"), keys=["name"])
+    for r in rows:
+        t.add_row(r["name"], r.get("provider", ""), r.get("version", ""), f"{r['size'] / 2**20:.0f} MiB")
+    return t
+
+
+def plan_table(rep: PlanReport) -> Table:
+    t = table(f"labkit {rep.verb} --plan: lab '{rep.lab}'", ("server", "student", "action", "kind", "name", "why"),
+              keys=["name"], widths={"name": max((len(c.name) for c in rep.changes), default=4)})
+    for c in rep.changes:
+        t.add_row(c.server, c.student, c.action, c.kind, c.name, escape(c.why))
+    return t
+
+
+def recap(run: RunResult | None) -> str:
+    if run is None:
+        return "recap: nothing run"
+    keys = ("ok", "changed", "failures", "dark", "skipped")
+    return "recap: " + " ".join(f"{k}={run.total(k)}" for k in keys) + f"  ({run.seconds:.1f}s)"

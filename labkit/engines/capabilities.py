@@ -1,0 +1,44 @@
+"""What each container engine can do, as data: the lab model, the plan and the rest of labkit
+ask these questions instead of comparing an engine's name. A leaf (imports nothing of labkit),
+so the lab model and the plan, which sit below the engines, can read it too.
+
+Adding an engine: a module in ``labkit/engines/`` with a class that satisfies
+``labkit.engines.base.Engine``, its row here, and one line in ``labkit.engines.registry``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    name: str
+    own_networks: bool      # makes its own per-student networks (LXC joins the student's Docker network)
+    rootless_users: bool    # a container may live in a user's own store (the lab file's `user:`)
+    baked_images: bool      # the lab's packages are baked into an image per distro once
+    fast_path: bool         # a second `up` with nothing to change skips the playbook (labkit.lab.uptodate)
+    read_remote: bool       # labkit reads it on a remote lab server over SSH (Docker: through a tunnel)
+    system_container: bool  # boots an init of its own (PID 1 is not the lab's `sleep`)
+    labelled: bool          # its networks carry labkit's labels (and are counted as its own)
+
+
+ENGINES: dict[str, Capabilities] = {
+    "docker": Capabilities("docker", own_networks=True, rootless_users=False, baked_images=True, fast_path=True,
+                           read_remote=False, system_container=False, labelled=True),
+    "podman": Capabilities("podman", own_networks=True, rootless_users=True, baked_images=False, fast_path=False,
+                           read_remote=True, system_container=False, labelled=True),
+    "lxc": Capabilities("lxc", own_networks=False, rootless_users=False, baked_images=False, fast_path=False,
+                        read_remote=True, system_container=True, labelled=False),
+}
+DEFAULT = "docker"
+NAMES = tuple(ENGINES)
+
+
+def caps(name: str | None) -> Capabilities:
+    """The capabilities of engine ``name`` (None or '': the default engine, Docker)."""
+    return ENGINES[name or DEFAULT]
+
+
+def label(engine: str | None, user: str = "") -> str:
+    """How a host's engine is shown: ``docker``, ``podman``, ``podman (rootless, alice)``, ``lxc``."""
+    return (engine or DEFAULT) + (f" (rootless, {user})" if user else "")
