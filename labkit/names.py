@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from labkit.engines.capabilities import DEFAULT, caps
+
 PREFIX = "labkit"
 _SLUG = re.compile(r"[^a-z0-9]+")
 
@@ -22,13 +24,13 @@ def lab_prefix(lab: str, student: str | None = None) -> str:
     return f"{PREFIX}-{lab}-{student}-" if student else f"{PREFIX}-{lab}-"
 
 
-def host_slug(distro: str, engine: str = "docker", user: str = "") -> str:
+def host_slug(distro: str, engine: str = DEFAULT, user: str = "") -> str:
     """A container's short name (what ``labkit shell`` takes, the last part of its names):
     ``debian12`` on Docker exactly as before other engines existed; ``debian12-podman``,
     ``debian12-podman-alice`` (rootless, as user alice), ``debian12-lxc`` on the others, so
     that no two engines' containers of one distro share a name."""
     base = slug(distro)
-    if engine in ("", "docker"):
+    if caps(engine).primary:
         return base
     return f"{base}-{engine}" + (f"-{_SLUG.sub('-', user.lower()).strip('-')}" if user else "")
 

@@ -22,6 +22,14 @@ def role_module(role: str, name: str):
 
     from labkit import paths
 
+    # the role's module_utils, importable as Ansible makes them (ansible.module_utils.NAME)
+    for util in sorted((paths.roles_dir() / role / "module_utils").glob("*.py")):
+        key = f"ansible.module_utils.{util.stem}"
+        if key not in sys.modules:
+            uspec = importlib.util.spec_from_file_location(key, util)
+            umod = importlib.util.module_from_spec(uspec)
+            uspec.loader.exec_module(umod)
+            sys.modules[key] = umod
     spec = importlib.util.spec_from_file_location(name, paths.roles_dir() / role / "library" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

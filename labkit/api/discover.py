@@ -13,7 +13,7 @@ from typing import Any
 from labkit import names
 from labkit.engines import registry
 from labkit.engines.base import Engine, HostRow
-from labkit.engines.capabilities import DEFAULT, caps
+from labkit.engines.capabilities import caps
 from labkit.errors import NotUp
 from labkit.lab.spec import Lab
 from labkit.paths import lab_dir
@@ -60,7 +60,7 @@ def engine_scopes(lab: str, spec: Lab | None = None) -> dict[str, list[str]]:
     f = _scopes_file(lab)
     out: dict[str, list[str]] = json.loads(f.read_text()) if f.is_file() else {}
     for c in spec.containers if spec is not None else ():
-        if (c.engine or DEFAULT) != DEFAULT:
+        if not caps(c.engine).primary:
             users = out.setdefault(c.engine, [])
             if (c.user or "") not in users:
                 users.append(c.user or "")
@@ -76,9 +76,9 @@ def record_scopes(lab: Lab) -> None:
 def engines_on(sv: Server, scopes: dict[str, list[str]]) -> list[tuple[Engine, list[str]]]:
     """The engines (and their stores) labkit reads on ``sv``: the default engine's, and those of
     ``engine_scopes`` that labkit drives there (each engine's ``read_remote``)."""
-    out: list[tuple[Engine, list[str]]] = [(registry.get(DEFAULT), [""])]
+    out: list[tuple[Engine, list[str]]] = [(e, [""]) for e in registry.all_engines() if caps(e.name).primary]
     return out + [(registry.get(name), users) for name, users in scopes.items()
-                  if name != DEFAULT and (sv.local or caps(name).read_remote)]
+                  if not caps(name).primary and (sv.local or caps(name).read_remote)]
 
 
 def hosts(lab: str, students: Sequence[str] | None = None, servers: list[Server] | None = None) -> list[HostRow]:

@@ -46,7 +46,7 @@ def show_plan(rep: PlanReport, as_json: bool) -> None:
               help="Run the playbook even when nothing changed since the last full run (repairs changes "
                    "made inside a host by hand).")
 @handle_errors
-def up(lab_file, lab_name, students, build, with_facts, verbose, quiet, inventory, plan_only, as_json, full):
+def up(lab_file: str | None, lab_name: str | None, students: tuple[str, ...], build: bool, with_facts: bool, verbose: int, quiet: bool, inventory: str | None, plan_only: bool, as_json: bool, full: bool) -> None:
     """Create and provision the lab's hosts (idempotent), then show the facts."""
     lab = select(lab_file, lab_name, default_ok=True, quiet=quiet)
     if plan_only or as_json:
@@ -84,7 +84,7 @@ def up(lab_file, lab_name, students, build, with_facts, verbose, quiet, inventor
 @click.option("--plan", "plan_only", is_flag=True, help="Only show what would be removed.")
 @click.option("--json", "as_json", is_flag=True, help="With --plan: print the plan as JSON.")
 @handle_errors
-def down(lab_file, lab_name, students, verbose, quiet, inventory, plan_only, as_json):
+def down(lab_file: str | None, lab_name: str | None, students: tuple[str, ...], verbose: int, quiet: bool, inventory: str | None, plan_only: bool, as_json: bool) -> None:
     """Remove everything that carries the lab's labels, from any state (idempotent)."""
     try:
         lab = select(lab_file, lab_name, quiet=quiet)
@@ -119,8 +119,7 @@ def down(lab_file, lab_name, students, verbose, quiet, inventory, plan_only, as_
 @click.option("-v", "--verbose", count=True, help="Show Ansible's own output.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, only the result.")
 @handle_errors
-def run_(lab_file, lab_name, playbooks, students, limit, extra, tags, skip_tags, check, diff, idempotence,
-         verbose, quiet):
+def run_(lab_file: str | None, lab_name: str | None, playbooks: tuple[str, ...], students: tuple[str, ...], limit: str | None, extra: tuple[str, ...], tags: str | None, skip_tags: str | None, check: bool, diff: bool, idempotence: bool, verbose: int, quiet: bool) -> None:
     """Run playbooks (default: the lab file's playbooks and roles) on the live lab's hosts."""
     lab = select(lab_file, lab_name, quiet=quiet)
     if not playbooks and not (lab.provision.playbooks or lab.provision.roles):
@@ -153,7 +152,7 @@ _NEXT = {"up": "up", "idempotence": "run --idempotence", "verify": "verify"}
 @click.option("-v", "--verbose", count=True, help="Show Ansible's own output.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, only the result.")
 @handle_errors
-def test_(lab_file, lab_name, students, build, keep, junit, inventory, verbose, quiet):
+def test_(lab_file: str | None, lab_name: str | None, students: tuple[str, ...], build: bool, keep: bool, junit: str | None, inventory: str | None, verbose: int, quiet: bool) -> None:
     """Like `molecule test`: up, prepare, converge, idempotence, verify (facts and your tests), down."""
     lab = select(lab_file, lab_name, default_ok=True, quiet=quiet)
     log = silent if quiet else say
@@ -203,7 +202,7 @@ def test_(lab_file, lab_name, students, build, keep, junit, inventory, verbose, 
 @click.option("--path", "path_only", is_flag=True, help="Print the path of the inventory file labkit keeps current.")
 @click.option("--servers", is_flag=True, help="Include the lab servers (group lab_servers).")
 @handle_errors
-def inventory_(lab_file, lab_name, fmt, path_only, servers):
+def inventory_(lab_file: str | None, lab_name: str | None, fmt: str, path_only: bool, servers: bool) -> None:
     """The lab's hosts as an Ansible inventory (for ansible, ansible-playbook, testinfra, Molecule)."""
     lab = select(lab_file, lab_name)
     text, path = api.inventory(lab, fmt, with_servers=servers)

@@ -28,7 +28,7 @@ from labkit.vm import boxes
               "count as buildable (warn), not as failures.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
-def doctor(lab_file, lab_name, build, as_json):
+def doctor(lab_file: str | None, lab_name: str | None, build: bool, as_json: bool) -> None:
     """Check this machine for everything `labkit up` needs for this lab (images, box, memory,
     CPU, disk); print the fix for each problem; exit 1 when `up` would fail."""
     lab = select(lab_file, lab_name, default_ok=True)
@@ -53,7 +53,7 @@ def doctor(lab_file, lab_name, build, as_json):
 @click.argument("path", default="lab.yml", type=click.Path(dir_okay=False))
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 @handle_errors
-def init(path, force):
+def init(path: str, force: bool) -> None:
     """Write a commented lab file to start from (default: ./lab.yml)."""
     p = Path(path)
     if p.exists() and not force:
@@ -66,7 +66,7 @@ def init(path, force):
 
 @click.command()
 @handle_errors
-def schema():
+def schema() -> None:
     """Print the lab file's JSON schema (for editor completion)."""
     click.echo(json.dumps(lab_schema(), indent=2))
 
@@ -74,7 +74,7 @@ def schema():
 # --------------------------------------------------------------------------- images
 
 @click.group("images")
-def images_group():
+def images_group() -> None:
     """Base images: build offline (Debian, BusyBox), pull (registry distros), list, remove."""
 
 
@@ -82,7 +82,7 @@ def images_group():
 @click.argument("distros", nargs=-1)
 @click.option("--force", is_flag=True, help="Rebuild even when the image is up to date.")
 @handle_errors
-def images_build(distros, force):
+def images_build(distros: tuple[str, ...], force: bool) -> None:
     """Build local images (default: every offline distro of the catalogue)."""
     refs = list(distros) or catalog.names("local")
     images.build(refs, force=force, log=say)
@@ -92,7 +92,7 @@ def images_build(distros, force):
 @click.argument("distros", nargs=-1, required=True)
 @click.option("--registry", help="Pull through this registry (mirror), e.g. localhost:5000.")
 @handle_errors
-def images_pull(distros, registry):
+def images_pull(distros: tuple[str, ...], registry: str | None) -> None:
     """Pull registry-backed distros (ubuntu, fedora, alpine, rockylinux, amazonlinux, ...)."""
     images.pull(distros, registry or catalog.default_registry(), log=say)
 
@@ -100,7 +100,7 @@ def images_pull(distros, registry):
 @images_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
-def images_list(as_json):
+def images_list(as_json: bool) -> None:
     """The catalogue with each image's state on this machine."""
     rows = images.list_images()
     if as_json:
@@ -113,7 +113,7 @@ def images_list(as_json):
 @click.argument("distros", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Remove every local (offline-built) image.")
 @handle_errors
-def images_rm(distros, all_):
+def images_rm(distros: tuple[str, ...], all_: bool) -> None:
     """Remove images by distro reference."""
     refs = list(distros) or (catalog.names("local") if all_ else [])
     if not refs:
@@ -134,7 +134,7 @@ def images_rm(distros, all_):
 @click.option("-v", "--verbose", count=True, help="Show Ansible's own output.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, only the result.")
 @handle_errors
-def prepare(inventory, bundle_dir, podman, lxc, verbose, quiet):
+def prepare(inventory: str, bundle_dir: str | None, podman: bool, lxc: bool, verbose: int, quiet: bool) -> None:
     """Prepare lab servers: engine running, Python for Ansible's docker modules, images (and the
     servers' missing Debian packages) from a bundle; with --podman, Podman too; with --lxc, LXC."""
     with progress(verbose, quiet, "labkit prepare") as on_event:
@@ -146,7 +146,7 @@ def prepare(inventory, bundle_dir, podman, lxc, verbose, quiet):
 # --------------------------------------------------------------------------- bundle
 
 @click.group("bundle")
-def bundle_group():
+def bundle_group() -> None:
     """Offline bundles: images and box as files with checksums, for other lab servers."""
 
 
@@ -169,8 +169,7 @@ def bundle_group():
               help="CPython version of the wheels (default: the first release's, bookworm: 3.11).")
 @click.option("--mirror", metavar="URL", help="Debian mirror for the packages (default: this machine's).")
 @handle_errors
-def bundle_create(lab_file, lab_name, directory, with_box, inventory, releases, arches, with_debs, with_wheels,
-                  python, mirror):
+def bundle_create(lab_file: str | None, lab_name: str | None, directory: str, with_box: bool, inventory: str | None, releases: tuple[str, ...], arches: tuple[str, ...], with_debs: bool, with_wheels: bool, python: str | None, mirror: str | None) -> None:
     """Save the lab's local images (and box), the lab servers' Debian packages and labkit's
     wheelhouse into DIRECTORY with a manifest and SHA256SUMS: all an offline classroom needs."""
     lab = select(lab_file, lab_name, default_ok=True)
@@ -192,7 +191,7 @@ def bundle_create(lab_file, lab_name, directory, with_box, inventory, releases, 
 @bundle_group.command("load")
 @click.argument("directory", type=click.Path(file_okay=False, exists=True))
 @handle_errors
-def bundle_load(directory):
+def bundle_load(directory: str) -> None:
     """Verify a bundle's checksums and load its images and box on this server."""
     bundle_mod.load(directory, log=say)
 
@@ -200,7 +199,7 @@ def bundle_load(directory):
 # --------------------------------------------------------------------------- box
 
 @click.group("box")
-def box_group():
+def box_group() -> None:
     """The Vagrant box of the lab VM, built offline from Debian packages."""
 
 
@@ -208,7 +207,7 @@ def box_group():
 @click.argument("name", default="labkit/debian12")
 @click.option("--force", is_flag=True, help="Rebuild even when the box is up to date.")
 @handle_errors
-def box_build(name, force):
+def box_build(name: str, force: bool) -> None:
     """Build the box (Debian bookworm, cloud kernel, systemd, sshd, python3) and add it to Vagrant."""
     info = boxes.build_box(name, force=force, log=say)
     state = "up to date, skipped" if info.cached else f"built in {info.seconds:.0f}s"
@@ -218,7 +217,7 @@ def box_build(name, force):
 @box_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
-def box_list(as_json):
+def box_list(as_json: bool) -> None:
     """Boxes in labkit's private VAGRANT_HOME."""
     rows = boxes.list_boxes()
     for r in rows:
@@ -232,7 +231,7 @@ def box_list(as_json):
 @box_group.command("rm")
 @click.argument("name", default="labkit/debian12")
 @handle_errors
-def box_rm(name):
+def box_rm(name: str) -> None:
     """Remove the box from Vagrant and its volume from libvirt's pool."""
     boxes.remove_box(name, log=say)
 

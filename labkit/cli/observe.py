@@ -17,7 +17,7 @@ from labkit.cli.render import err, facts_table, out, say, status_table, verify_t
 @lab_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
-def status(lab_file, lab_name, as_json):
+def status(lab_file: str | None, lab_name: str | None, as_json: bool) -> None:
     """List the lab's hosts and their states."""
     lab = select(lab_file, lab_name)
     st = api.status(lab)
@@ -32,7 +32,7 @@ def status(lab_file, lab_name, as_json):
 @lab_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
-def facts(lab_file, lab_name, as_json):
+def facts(lab_file: str | None, lab_name: str | None, as_json: bool) -> None:
     """Side-by-side table: lab server vs each host (distro, kernel, boot_id, PID 1, package manager)."""
     lab = select(lab_file, lab_name)
     rows = api.facts(lab)
@@ -50,7 +50,7 @@ def facts(lab_file, lab_name, as_json):
               help="Also run these pytest/testinfra tests on the lab's hosts (default: the lab file's tests:).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
-def verify(lab_file, lab_name, only, junit, tests, as_json):
+def verify(lab_file: str | None, lab_name: str | None, only: tuple[str, ...], junit: str | None, tests: tuple[str, ...], as_json: bool) -> None:
     """Check the kernel-sharing facts K1..K12 (and your own tests) on the live lab (exit 1 when any fails)."""
     lab = select(lab_file, lab_name)
     results = api.verify(lab, list(only) or None, junit, list(tests) or None)
@@ -72,7 +72,7 @@ def verify(lab_file, lab_name, only, junit, tests, as_json):
 @click.option("--junit-dir", type=click.Path(file_okay=False), help="Also write one JUnit file per student here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report's data as JSON.")
 @handle_errors
-def report(lab_file, lab_name, out_dir, checks, junit_dir, as_json):
+def report(lab_file: str | None, lab_name: str | None, out_dir: str, checks: bool, junit_dir: str | None, as_json: bool) -> None:
     """Facts and measurements as Markdown and a self-contained HTML page with a chart (K8, K9)."""
     lab = select(lab_file, lab_name)
     res = api.report(lab, out_dir, with_checks=checks, junit_dir=junit_dir)
@@ -95,7 +95,7 @@ def report(lab_file, lab_name, out_dir, checks, junit_dir, as_json):
 @click.option("--student", help="Whose host (default: the lab's first student).")
 @click.option("--root", is_flag=True, help="As root instead of the student account.")
 @handle_errors
-def shell(lab_file, lab_name, host, command, student, root):
+def shell(lab_file: str | None, lab_name: str | None, host: str, command: tuple[str, ...], student: str | None, root: bool) -> None:
     """Open a shell on a lab host as the student (HOST: debian12, busybox, vm, or a full name)."""
     lab = select(lab_file, lab_name)
     argv = api.shell_command(lab, host, student, root, list(command) or None)

@@ -36,6 +36,8 @@ from labkit.engines import docker
 from labkit.errors import LabkitError
 from labkit.images import build as images
 from labkit.lab import catalog
+from labkit.lab.catalog import Distro
+from labkit.lab.spec import Lab
 from labkit.paths import state_dir
 from labkit.plan.model import Context, ServerRef, make_plan
 from labkit.vm import boxes
@@ -65,7 +67,7 @@ def _fs(path: Path) -> tuple[int, Path]:
     return p.stat().st_dev, p
 
 
-def check_image(d, registry: str | None, build: bool, mirrors: list[str]) -> tuple[Check, int]:
+def check_image(d: Distro, registry: str | None, build: bool, mirrors: list[str]) -> tuple[Check, int]:
     """One distro's image: present, buildable here or pullable. Returns the check and the
     bytes its image will take on the engine's disk (0 when present)."""
     name = f"image {d.ref}"
@@ -126,7 +128,7 @@ def check_box(box: str, build: bool) -> tuple[Check, bool]:
                  fix), False
 
 
-def check_lab(lab, build: bool = False, engine_ok: bool = True) -> list[Check]:
+def check_lab(lab: Lab, build: bool = False, engine_ok: bool = True) -> list[Check]:
     """What this lab needs of this machine: its images, its box, memory and CPU for its hosts
     (from measured sizes), disk. Hosts of the lab that already run need nothing more."""
     out: list[Check] = []
@@ -147,10 +149,10 @@ def check_lab(lab, build: bool = False, engine_ok: bool = True) -> list[Check]:
     else:
         c = docker.client(timeout=10)
         docker_root = Path(c.info().get("DockerRootDir") or docker_root)
-        for ct in c.containers.list(all=True, filters={"label": f"labkit.lab={lab.name}"}):
-            existing_ct.add(ct.name)
-            if ct.status == "running":
-                running_ct.add(ct.name)
+        for found in c.containers.list(all=True, filters={"label": f"labkit.lab={lab.name}"}):
+            existing_ct.add(found.name or "")
+            if found.status == "running":
+                running_ct.add(found.name or "")
         mirrors = registry_mirrors()
         for ct in lab.containers:
             try:

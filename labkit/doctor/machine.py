@@ -145,7 +145,7 @@ def check_arch() -> Check:
                  "" if ok else "labkit's images and box are built for amd64 (x86_64)")
 
 
-def run(students: int = 1, need_vm: bool = True, lab=None, build: bool = False) -> list[Check]:
+def run(students: int = 1, need_vm: bool = True, lab: Lab | None = None, build: bool = False) -> list[Check]:
     """Every check, in the order a user would fix them. With ``lab`` (see run_for_lab), what
     that lab needs too; VM checks are skipped (one "skipped" line) for a lab without VMs."""
     out = [check_arch(), *check_tools(required=lab is None), *check_engine(), check_pools(students)]
@@ -165,7 +165,7 @@ def skipped_vm_checks() -> Check:
                  "times are not checked")
 
 
-def run_for_lab(lab, build: bool = False) -> list[Check]:
+def run_for_lab(lab: Lab, build: bool = False) -> list[Check]:
     """Every check `labkit up -f lab.yml` (with ``build``: `labkit up --build`) depends on,
     for this lab: a check fails exactly when `up` would."""
     return run(students=len(lab.students) if lab.containers else 0, need_vm=lab.vm.enabled, lab=lab, build=build)

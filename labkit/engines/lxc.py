@@ -10,7 +10,7 @@ module finds a lab's containers by those markers, whatever state a run left them
 The containers have no networks of their own: each is a veth on the bridge of the student's
 Docker network (role ``lab_network``), so isolation and NAT are the Docker network's.
 
-On a remote lab server every read goes over that server's SSH (``labkit.servers.base.lxc_wrappers``):
+On a remote lab server every read goes over that server's SSH (``lxc_wrappers`` below):
 ``labkit.engines.lxc_server`` answers there what this module reads here (it is also what reads here),
 and ``lxc-attach`` runs there; its rows carry the two wrappers as ``lxc_attach`` and
 ``lxc_read``, as Podman's carry ``podman_executable`` and Docker's ``docker_host``.
@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from labkit.engines import capabilities, lxc_server
+from labkit.engines import capabilities, lxc_layout, lxc_server
 from labkit.engines.base import CheckRow, HostRow, Log
 from labkit.engines.capabilities import Capabilities
 from labkit.errors import EngineError, UsageError
@@ -37,10 +37,10 @@ from labkit.paths import lab_dir
 from labkit.servers import base as servers
 from labkit.servers.base import Server
 
-LXC_PATH = Path("/var/lib/lxc")
-MARKER = "labkit.json"
-IDMAP_BASE = 1000000000          # role lab_lxc's lab_lxc_idmap_base: the containers' root on the server
-IDMAP_RANGE = 65536
+LXC_PATH = Path(lxc_layout.LXC_PATH)
+MARKER = lxc_layout.MARKER
+IDMAP_BASE = lxc_layout.IDMAP_BASE          # role lab_lxc's lab_lxc_idmap_base: the containers' root on the server
+IDMAP_RANGE = lxc_layout.IDMAP_RANGE
 START_HINT = "install LXC: `bash scripts/setup.sh` (apt: lxc, python3-lxc, uidmap); `labkit doctor` checks"
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -73,7 +73,7 @@ def state(name: str) -> str:
     return lxc_server.state(name)
 
 
-def read(cli: str, args: list[str], timeout: int = 120):
+def read(cli: str, args: list[str], timeout: int = 120) -> Any:
     """Ask ``labkit.engines.lxc_server`` on a remote lab server (``cli``: the server's ``lxc-read``
     wrapper) and return its JSON answer; EngineError naming the request otherwise."""
     try:
@@ -107,10 +107,10 @@ def hosts(lab: str, students: Sequence[str] | None, server: Server, users: Seque
         user="", address=f["marker"].get("address", ""), via=remote) for f in found]
 
 
-def remote_missing(server) -> list[str]:
+def remote_missing(server: Server) -> list[str]:
     """What the remote lab ``server`` lacks to host LXC containers (``lxc_server.needs`` run
     there by its Python, over its SSH); a list naming the one problem when it cannot be asked."""
-    src = (Path(__file__).parent / "lxc_server.py").read_text()
+    src = lxc_layout.server_source().decode()
     try:
         p = server.run([server.python(), "-", "needs"], timeout=120, input=src)
     except subprocess.TimeoutExpired:
@@ -123,7 +123,7 @@ def remote_missing(server) -> list[str]:
         return [f"an answer over SSH (not JSON: {p.stdout[:200]!r})"]
 
 
-def networks(lab: str, server, users: list[str]) -> list[str]:
+def networks(lab: str, server: Server, users: list[str]) -> list[str]:
     """None of its own: LXC containers are on the student's Docker network (counted as Docker's)."""
     return []
 

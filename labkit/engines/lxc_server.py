@@ -1,10 +1,10 @@
 """What labkit reads of LXC on a lab server: the lab's containers by their marker files, a
 container's measurements, a user's account in it, and what the server lacks for LXC.
 
-Standard library only, and no import of labkit: ``labkit.engines.lxc`` calls these functions
+Standard library only, and no import of labkit but its LXC layout (see below): ``labkit.engines.lxc`` calls these functions
 on this machine, and on a remote lab server this very file is run by the server's own
 ``python3`` (``python3 - COMMAND ARGS...`` with the file on stdin, through the wrapper
-``labkit.servers.base.lxc_wrappers`` writes), which prints the answer as JSON.
+``labkit.engines.lxc.lxc_wrappers`` writes), which prints the answer as JSON.
 """
 from __future__ import annotations
 
@@ -16,10 +16,12 @@ import sys
 import time
 from collections.abc import Callable
 
-LXC_PATH = "/var/lib/lxc"
-MARKER = "labkit.json"
-IDMAP = "root:1000000000:65536"  # role lab_lxc's lab_lxc_idmap_base, IDMAP_RANGE
-BUSYBOX = "/bin/busybox"          # role lab_lxc's module: the containers' init (busybox-static)
+# The layout (folder, marker, root's id map, init) is written once, in role lab_lxc's
+# module_utils/labkit_lxc_layout.py. Here it is imported; on a lab server, where this file
+# runs from stdin without labkit, that file's source comes first on stdin
+# (labkit.engines.lxc_layout.server_source) and its names are already defined.
+if "MARKER" not in globals():
+    from labkit.engines.lxc_layout import BUSYBOX, IDMAP, LXC_PATH, MARKER
 
 
 def marker(name: str, lxc_path: str | None = None) -> dict | None:
@@ -124,7 +126,7 @@ def needs() -> list[str]:
     BusyBox (the containers' init), the Docker CLI (their root file systems) and root's id map."""
     out = [t for t in ("lxc-start", "lxc-attach", "lxc-info", "newuidmap", "docker") if shutil.which(t) is None]
     try:
-        import lxc  # type: ignore[import-not-found, unused-ignore]  # noqa: F401
+        import lxc  # noqa: F401
     except ImportError:
         out.append(f"the lxc Python binding of {sys.executable} (python3-lxc)")
     if not os.path.exists(BUSYBOX):

@@ -1,12 +1,12 @@
 """LXC on a remote lab server, over that server's SSH: what the wrappers
-``labkit.servers.base.lxc_wrappers`` writes (per server, in the lab's folder) run.
+``labkit.engines.lxc.lxc_wrappers`` writes (per server, in the lab's folder) run.
 
 - ``attach``: ``lxc-attach ARGS`` on the server, every argument quoted for the remote shell,
   stdin, stdout and stderr passed through (a terminal on the server too when this side has
   one, as lxc-attach itself gives one here). It is the ``lxc_attach`` of labkit's connection
   plugin ``labkit_lxc`` (playbooks/connection_plugins) and the command labkit's ``shell``
   and facts' probe run for an LXC container of a remote server.
-- ``read``: ``labkit/lxc_server.py`` run by the server's Python (the file on stdin), which
+- ``read``: ``labkit/engines/lxc_server.py`` run by the server's Python (the file on stdin, after the LXC layout), which
   answers labkit's reads there (the lab's containers by marker, measurements, accounts,
   what the server lacks) as JSON.
 
@@ -19,7 +19,8 @@ import os
 import shlex
 import subprocess
 import sys
-from pathlib import Path
+
+from labkit.engines.lxc_layout import server_source
 
 
 def remote(sudo: list[str], program: list[str], args: list[str]) -> str:
@@ -42,7 +43,7 @@ def main(mode: str, ssh: list[str], sudo: list[str], args: list[str], mux: dict 
     if mux and os.path.exists(mux["marker"]):
         opts = opts + list(mux["options"])
     if mode == "read":
-        src = (Path(__file__).parent / "lxc_server.py").read_bytes()
+        src = server_source()
         p = subprocess.run([*opts, "-T", dest, remote(sudo, [python, "-"], args)], input=src)
         return p.returncode
     if mode != "attach":

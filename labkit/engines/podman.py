@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 from labkit.engines import capabilities
 from labkit.engines.base import CheckRow, HostRow, Log
 from labkit.engines.capabilities import Capabilities
+from labkit.engines.cgroup import cgroup_memory
 from labkit.errors import EngineError
 from labkit.names import network as network_name
 from labkit.paths import lab_dir
@@ -250,8 +251,6 @@ def _ts(s: str) -> float:
 def memory(pid: int) -> tuple[int | None, str]:
     """The container's memory: its cgroup's usage less inactive cache (as Docker's), or, where it
     has no memory cgroup of its own (rootless on cgroup v1), its processes' resident memory."""
-    from labkit.observe.measure import cgroup_memory
-
     if pid <= 0:
         return None, "not measured: no process"
     if not Path(f"/proc/{pid}").is_dir():

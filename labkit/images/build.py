@@ -422,7 +422,7 @@ def bake(refs: Iterable[str], packages: Iterable[str], registry: str | None = No
         script = _BAKE_INSTALL[d.pkg_mgr].replace("$PKGS", " ".join(pkgs))
         if d.bootstrap:
             script = f"{{ command -v python3 >/dev/null 2>&1 || {{ {d.bootstrap}; }}; }} && {script}"
-        c = engine.client().containers.create(base.id, ["sh", "-c", script], labels={"labkit.bake": tag},
+        c = engine.client().containers.create(base.id or base, ["sh", "-c", script], labels={"labkit.bake": tag},
                                               network_mode="bridge")
         try:
             c.start()

@@ -10,12 +10,13 @@ import csv
 import difflib
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from labkit import names
+from labkit.engines.capabilities import DEFAULT, NAMES, caps
 from labkit.errors import SpecError
 from labkit.lab import catalog
 
@@ -32,8 +33,9 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-ENGINES = ("docker", "podman", "lxc")
-Engine = Literal["docker", "podman", "lxc"]
+ENGINES = NAMES  # labkit.engines.capabilities: the engines labkit drives
+Engine = Literal["docker", "podman", "lxc"]  # the same, spelled out for the schema
+assert set(get_args(Engine)) == set(NAMES), "spec.Engine names the engines of labkit.engines.capabilities"
 
 
 def _engine_ok(v: Any) -> Any:
@@ -61,7 +63,7 @@ class Container(_Model):
 
     @model_validator(mode="after")
     def _user_only_for_podman(self) -> Container:
-        if self.user is not None and self.engine != "podman":
+        if self.user is not None and not caps(self.engine).rootless_users:
             raise ValueError(f"user: rootless containers are Podman's (engine: podman); engine {self.engine} "
                              "runs its containers as root: drop user:")
         if self.user == "root":
@@ -193,11 +195,11 @@ class Lab(_Model):
             width = max(2, len(str(n)))
             data["students"] = [f"s{i:0{width}d}" for i in range(1, n + 1)]
         cs = data.get("containers")
-        eng = data.get("engine", "docker")
+        eng = data.get("engine", DEFAULT)
         _engine_ok(eng)
         if isinstance(cs, list):
             cs = [{"distro": c} if isinstance(c, str) else c for c in cs]
-            if isinstance(eng, str) and eng != "docker":  # the lab-wide default engine
+            if isinstance(eng, str) and eng != DEFAULT:  # the lab-wide default engine
                 cs = [{**c, "engine": c.get("engine", eng)} if isinstance(c, dict) else c for c in cs]
             data["containers"] = cs
         return data
@@ -218,7 +220,7 @@ class Lab(_Model):
         seen: dict[str, int] = {}
         for i, c in enumerate(v):
             if c.short in seen:
-                what = f"distro '{c.distro}'" + ("" if c.engine == "docker" else f" on engine {c.engine}") + (
+                what = f"distro '{c.distro}'" + ("" if caps(c.engine).primary else f" on engine {c.engine}") + (
                     f" for user {c.user}" if c.user else "")
                 raise ValueError(f"{what} is listed twice (containers[{seen[c.short]}] and containers[{i}])")
             seen[c.short] = i

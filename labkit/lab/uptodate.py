@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labkit import paths
+from labkit.engines.capabilities import caps
 
 if TYPE_CHECKING:  # annotations only (the docker SDK is imported when a client is made)
     from docker import DockerClient
@@ -62,7 +63,7 @@ def eligible(plan: Plan, servers: Iterable[Server], students: Sequence[str] | No
         return "the lab's own playbooks and roles run at every up"
     if not all(sv.local for sv in servers):
         return "remote lab servers"
-    if any(c.engine != "docker" for c in plan.containers):
+    if not all(caps(c.engine).fast_path for c in plan.containers):
         return "engines other than Docker"
     return ""
 

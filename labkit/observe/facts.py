@@ -99,7 +99,7 @@ def _parse(text: str) -> dict[str, str]:
     return out
 
 
-def probe_host(host, name: str = "") -> dict[str, str]:
+def probe_host(host: Any, name: str = "") -> dict[str, str]:
     """Run the probe on a testinfra Host (any backend: local, docker, ssh, ansible)."""
     out = host.run(PROBE)
     if out.rc != 0 or "boot_id=" not in out.stdout:
@@ -115,7 +115,7 @@ def probe(spec: str, ssh_config: Path | None = None) -> dict[str, str]:
     return probe_host(testinfra.get_host(spec, **kwargs), spec)
 
 
-def host_facts(host, name: str, role: str, student: str = "", distro: str = "") -> HostFacts:
+def host_facts(host: Any, name: str, role: str, student: str = "", distro: str = "") -> HostFacts:
     """HostFacts of a testinfra Host, e.g. a Molecule instance seen by the testinfra verifier."""
     return _fill(HostFacts(name, role, student, distro), probe_host(host, name))
 
@@ -145,10 +145,10 @@ def _probe_container(row: HostRow) -> dict[str, str]:
 class _Wrapped:
     """A testinfra host whose commands run through a prefix (``docker -H ... exec NAME sh -c``)."""
 
-    def __init__(self, host, prefix: str):
+    def __init__(self, host: Any, prefix: str) -> None:
         self.host, self.prefix = host, prefix
 
-    def run(self, script: str):
+    def run(self, script: str) -> Any:
         return self.host.run(f"{self.prefix} {shlex.quote(script)}")
 
 
@@ -169,7 +169,7 @@ def collect(hosts: Sequence[Mapping[str, Any]], ssh_config: Path | None = None, 
         else:
             todo.append((hf, ("spec", h.spec, None)))
 
-    def one(item):
+    def one(item: tuple[HostFacts, tuple[str, Any, Any]]) -> HostFacts:
         hf, (kind, a, b) = item
         try:
             if kind == "server":
@@ -199,7 +199,7 @@ def collect(hosts: Sequence[Mapping[str, Any]], ssh_config: Path | None = None, 
 _BY_INVENTORY: dict[str, HostFacts] = {}
 
 
-def inventory_host_facts(host) -> HostFacts:
+def inventory_host_facts(host: Any) -> HostFacts:
     """HostFacts of a testinfra host of the ansible backend (a Molecule instance), probed once
     per process; its role, student and distro come from its inventory variables."""
     v = host.ansible.get_variables()

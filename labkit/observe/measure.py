@@ -12,138 +12,19 @@ import json
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
-from labkit.engines import docker as engine
+from labkit.engines.cgroup import ALL_CACHE, USAGE_LESS_CACHE, cgroup_memory
+from labkit.engines.docker import container, containers
 from labkit.paths import lab_dir
 
+__all__ = ["ALL_CACHE", "USAGE_LESS_CACHE", "cgroup_memory", "container", "containers"]  # measured by the engines
+
 if TYPE_CHECKING:  # annotations only (the docker SDK is imported when a client is made)
-    from docker import DockerClient
 
     from labkit.servers.base import Server
-
-
-def _ts(s: str) -> float:
-    # docker gives nanoseconds: 2026-11-28T07:52:38.123456789Z
-    s = s.rstrip("Z")
-    if "." in s:
-        head, frac = s.split(".", 1)
-        s = f"{head}.{frac[:6]}"
-    return datetime.fromisoformat(s).timestamp()
-
-
-USAGE_LESS_CACHE = "cgroup usage less inactive cache, as docker stats"
-ALL_CACHE = "cgroup usage (all of it inactive cache)"
-
-
-def _less_cache(usage: int, cache: int) -> tuple[int, str]:
-    """A cgroup's memory as ``docker stats`` counts it (usage less the inactive file cache), with how."""
-    return (usage - cache, USAGE_LESS_CACHE) if usage > cache else (usage, ALL_CACHE)
-
-
-def cgroup_memory(pid: int, owner: str, proc: str = "/proc", sysfs: str = "/sys/fs/cgroup") -> tuple[int, str] | None:
-    """The memory of the container whose first process is ``pid`` on this machine, read from its
-    memory cgroup as ``docker stats`` and ``podman stats`` count it: usage less the inactive file
-    cache (cgroup v1: memory.usage_in_bytes - total_inactive_file; v2: memory.current -
-    inactive_file), with how it was counted. None when ``pid`` is not a process here whose
-    cgroup path names ``owner`` (a container's id, or ``libpod``): a remote server's container,
-    a gone one, or one without a memory cgroup of its own."""
-    if pid <= 0:
-        return None
-    try:
-        lines = Path(f"{proc}/{pid}/cgroup").read_text().splitlines()
-    except OSError:
-        return None
-    v1 = next((ln.split(":", 2)[2] for ln in lines if ln.count(":") >= 2 and "memory" in ln.split(":")[1].split(",")),
-              None)
-    v2 = next((ln.split(":", 2)[2] for ln in lines if ln.startswith("0::")), None)
-    for base, path, use, inactive in ((f"{sysfs}/memory", v1, "memory.usage_in_bytes", "total_inactive_file"),
-                                      (sysfs, v2, "memory.current", "inactive_file")):
-        if not path or owner not in path:
-            continue
-        d = Path(base + path)
-        try:
-            usage = int((d / use).read_text())
-            stat = dict(ln.split()[:2] for ln in (d / "memory.stat").read_text().splitlines() if len(ln.split()) >= 2)
-            cache = int(stat.get(inactive, 0))
-        except (OSError, ValueError):
-            continue
-        return _less_cache(usage, cache)
-    return None
-
-
-def container(name: str, client: DockerClient | None = None, previous: dict | None = None,
-              _images: dict[str, int] | None = None) -> dict:
-    """Create-to-ready seconds, memory (cgroup usage) and disk (image size) of one container.
-
-    ``previous``: this container's earlier row; when it measured the same container (id) started
-    at the same time, that row is returned as it is, without the stats call (1-2 s each on a
-    busy engine): a re-run of ``labkit up`` that changed nothing re-measures nothing."""
-    client = client or engine.client()
-    c = client.containers.get(name)
-    st = c.attrs["State"]
-    if (previous and previous.get("container_id") == c.id and previous.get("started_at") == st.get("StartedAt")
-            and st.get("Running") and previous.get("memory_bytes") is not None):
-        return previous
-    ready = max(0.0, _ts(st["StartedAt"]) - _ts(c.attrs["Created"]))
-    # like `docker stats`: usage minus the reclaimable page cache. A container whose image pages
-    # were first read by another (the page cache is charged to the first reader) can take well
-    # under 1 MiB: BusyBox's sleep, a few hundred KiB. A container of this machine's engine is
-    # read from its cgroup directly: the engine's stats call waits for its next collection,
-    # about 1 s, however idle the machine
-    local = cgroup_memory(int(st.get("Pid") or 0), cast(str, c.id)) if st.get("Running") else None  # got: has an id
-    if local is not None:
-        mem, how = local
-    else:
-        stats = cast(dict, c.stats(stream=False, one_shot=True)) if st.get("Running") else {}  # not streamed: one dict
-        ms = stats.get("memory_stats") or {}
-        inner = ms.get("stats") or {}
-        cache = inner.get("total_inactive_file", inner.get("inactive_file", 0))
-        usage = ms.get("usage")
-        if usage is None:  # stopped, or an engine that gave no figure: not measured, never a made-up 0
-            mem, how = None, "not measured: the engine gave no memory usage"
-        else:
-            mem, how = _less_cache(usage, cache)
-    if _images is not None and c.attrs["Image"] in _images:
-        size = _images[c.attrs["Image"]]
-    else:
-        size = int(client.images.get(c.attrs["Image"]).attrs.get("Size", 0))
-        if _images is not None:
-            _images[c.attrs["Image"]] = size
-    return {"host": name, "role": "container", "ready_seconds": round(ready, 3),
-            "ready_how": "engine: created -> started", "memory_bytes": int(mem) if mem is not None else None,
-            "memory_how": how, "disk_bytes": size, "disk_how": "image size",
-            "container_id": c.id, "started_at": st.get("StartedAt")}
-
-
-def containers(targets: list[tuple[str, DockerClient]], previous: dict[str, dict] | None = None, workers: int = engine.POOL,
-               log: Callable[[str], object] | None = None) -> list[dict]:
-    """``container`` for many: ``targets`` is (name, engine client) pairs, measured ``workers`` at
-    a time. A stats call waits for the engine's next collection (dockerd gathers every second
-    and answers every waiting call at once): about 1 s each, however idle the machine, so the
-    wait is what to spread, not CPU. At 40 students (160 containers) that is 24 s with 8 at a
-    time, 4.4 s with 64 (engine.POOL connections per client). ``previous`` (``load(lab)``) holds earlier rows, kept for
-    containers that did not change. A container that cannot be measured is left out and said
-    through ``log``: a measurement never fails the run."""
-    previous = previous or {}
-    sizes: dict[str, int] = {}
-
-    def one(t: tuple[str, DockerClient]) -> dict | None:
-        name, client = t
-        try:
-            return container(name, client, previous.get(name), sizes)
-        except Exception as e:  # noqa: BLE001 - a measurement never fails the run; K8/K9 say what is missing
-            if log:
-                log(f"{name}: not measured ({type(e).__name__})")
-            return None
-
-    if not targets:
-        return []
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(targets)))) as pool:
-        return [r for r in pool.map(one, targets) if r is not None]
 
 
 def qemu_rss(domain: str) -> int:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from labkit.ansible.runner import connection_plugins
 from labkit.errors import InternalError, NotUp, UsageError
 from labkit.observe import measure
 from labkit.observe.checks import FACTS
@@ -53,16 +54,16 @@ class _Plugin:
         self.results: list[CheckResult] = []
 
     @pytest.fixture(scope="session")
-    def view(self):
+    def view(self) -> View:
         return self._view
 
-    def pytest_generate_tests(self, metafunc):
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         v = self._view
         for name, values in (("container", v.containers), ("vm", v.vms), ("lab_host", v.containers + v.vms)):
             if name in metafunc.fixturenames:
                 metafunc.parametrize(name, values, ids=values)
 
-    def pytest_runtest_logreport(self, report):
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when != "call" and not (report.when == "setup" and report.outcome != "passed"):
             return
         m = re.search(r"test_(K\d+)(?:\[(.*)\])?", report.nodeid)
@@ -72,7 +73,7 @@ class _Plugin:
         if "NOTSET" in host:
             host = "-"
         if report.passed:
-            detail = dict(report.user_properties).get("detail", "")
+            detail = str(dict(report.user_properties).get("detail", ""))
         elif report.skipped:
             detail = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else "skipped"
             if "empty parameter set" in detail:
@@ -81,7 +82,7 @@ class _Plugin:
             exc = getattr(report.longrepr, "reprcrash", None)
             detail = exc.message if exc else str(report.longrepr).splitlines()[-1]
             detail = re.sub(r"^[\w.]*FactFailed: ", "", detail).split("\nassert")[0]
-        self.results.append(CheckResult(fact, host, report.outcome, detail))
+        self.results.append(CheckResult(fact, host, str(report.outcome), detail))
 
 
 def build_view(facts: list[HostFacts], lab: str, ssh_config: Path | None = None) -> View:
@@ -161,7 +162,6 @@ def run_user_tests(paths: list[str], inventory: Path, pattern: str, work: Path) 
     work.mkdir(parents=True, exist_ok=True)
     junit = work / "user-tests.xml"
     junit.unlink(missing_ok=True)
-    from labkit.ansible.runner import connection_plugins
 
     # testinfra reaches an LXC host through Ansible itself (no backend of its own for labkit_lxc)
     env = dict(os.environ, MOLECULE_INVENTORY_FILE=str(inventory), ANSIBLE_INVENTORY=str(inventory),

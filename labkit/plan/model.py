@@ -196,10 +196,10 @@ def make_plan(lab: Lab, ctx: Context, students: Iterable[str] | None = None) -> 
                 hostname=names.hostname(s, d.slug, c.engine, user), image=image, student=s,
                 distro=d.ref, python=d.python, family=d.family, pkg_mgr=d.pkg_mgr, bootstrap=d.bootstrap or "",
                 server=server_of(s, ctx), engine=c.engine, user=user))
-    docker = any(c.engine == DEFAULT for c in lab.containers)  # the default engine's own networks
+    docker = any(caps(c.engine).primary for c in lab.containers)  # the primary engine's own networks
     networks = [NetworkItem(names.network(lab.name, s), s, server_of(s, ctx)) for s in who] if docker else []
     # one network per student on each other engine (and each rootless user's Podman)
-    where = dict.fromkeys((c.engine, c.user or "") for c in lab.containers if c.engine != DEFAULT)
+    where = dict.fromkeys((c.engine, c.user or "") for c in lab.containers if not caps(c.engine).primary)
     engine_nets = [EngineNetworkItem(names.network(lab.name, s), s, server_of(s, ctx), e, u)
                    for s in who for (e, u) in where]
     vms = [VmItem(names.vm(lab.name, s), s, server_of(s, ctx)) for s in who] if lab.vm.enabled else []
@@ -278,7 +278,7 @@ def teardown(hosts: Iterable[Mapping[str, Any]], networks: Iterable[Mapping[str,
 
 def _engine_label(engine: str, user: str) -> str:
     """Which engine's network a change is about (blank for Docker's, as before engines)."""
-    return "" if engine == DEFAULT else label(engine, user)
+    return "" if caps(engine).primary else label(engine, user)
 
 
 def _order(c: Change) -> tuple:

@@ -275,3 +275,42 @@ def test_the_connection_plugin_runs_commands_and_moves_files_through_lxc_attach(
     assert all(ln.startswith("-n c1 --clear-env -v PATH=") and " -v HOME=/root " in ln for ln in log), log
     with pytest.raises(Exception, match="failed to fetch .*/missing"):
         conn.fetch_file(str(tmp_path / "missing"), str(tmp_path / "x"))
+
+
+def test_the_lxc_layout_is_written_once_and_the_rest_agrees():
+    """Role lab_lxc's module_utils/labkit_lxc_layout.py is the one place of LXC's folder, marker
+    and id map: the module, labkit's engine and its server-side reads take it from there, and
+    what cannot import Python (the role's default, the set-up script) says the same."""
+    import yaml
+
+    from labkit import paths
+    from labkit.engines import lxc, lxc_layout, lxc_server
+
+    mod = module()
+    assert (mod.MARKER, mod.IDMAP_RANGE) == (lxc_layout.MARKER, lxc_layout.IDMAP_RANGE)
+    assert (str(lxc.LXC_PATH), lxc.MARKER, lxc.IDMAP_BASE) == (lxc_layout.LXC_PATH, "labkit.json", 1000000000)
+    assert (lxc_server.LXC_PATH, lxc_server.IDMAP, lxc_server.BUSYBOX) == (
+        lxc_layout.LXC_PATH, "root:1000000000:65536", lxc_layout.BUSYBOX)
+    defaults = yaml.safe_load((paths.roles_dir() / "lab_lxc" / "defaults" / "main.yml").read_text())
+    assert defaults["lab_lxc_idmap_base"] == lxc_layout.IDMAP_BASE
+    setup = (paths.ansible_root() / "scripts" / "setup-lxc.sh").read_text()
+    assert lxc_layout.IDMAP in setup
+
+
+def test_the_server_side_reads_run_from_stdin_with_the_layout_first(tmp_path):
+    """On a remote lab server labkit's reads are the layout's source, then lxc_server.py, run by
+    a bare Python that has no labkit: the names are defined and a scan answers."""
+    import subprocess
+    import sys
+
+    from labkit.engines import lxc_layout
+
+    src = lxc_layout.server_source()
+    p = subprocess.run([sys.executable, "-I", "-", "needs"], input=src, capture_output=True, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert isinstance(json.loads(p.stdout), list)  # what the server lacks, read with the layout's names
+    # the names as the server's Python sees them, before lxc_server's main runs
+    head = src[:src.index(b"if __name__")] + b"print(MARKER, IDMAP, BUSYBOX, LXC_PATH)\n"
+    p = subprocess.run([sys.executable, "-I", "-"], input=head, capture_output=True, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.decode().split() == ["labkit.json", "root:1000000000:65536", "/bin/busybox", "/var/lib/lxc"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import NoReturn
 
+from labkit.engines.capabilities import DEFAULT, caps
 from labkit.lab import catalog
 from labkit.observe.facts import HostFacts
 from labkit.observe.report import fmt_disk, fmt_memory
@@ -30,7 +31,6 @@ FACTS: dict[str, str] = {
     "K12": "chroot: a distro's files on the server's kernel, no new namespaces",
 }
 # engines whose containers are system containers: PID 1 is an init, on the server's kernel
-SYSTEM_CONTAINER_ENGINES = {"lxc"}
 INIT_SYSTEMS = {"systemd", "init", "runit", "openrc-init", "s6-svscan", "tini", "docker-init", "dumb-init"}
 PKG_BINARIES = {"apt": "apt-get", "dnf": "dnf", "yum": "yum", "microdnf": "microdnf", "apk": "apk",
                 "zypper": "zypper", "pacman": "pacman", "none": "none"}
@@ -109,8 +109,8 @@ def k6(h: HostFacts, server: HostFacts) -> str:
     want = PKG_BINARIES.get(d.pkg_mgr, d.pkg_mgr)
     if h.pkg_mgr != want:
         _fail("K6", f"{_label(h)}: package manager '{h.pkg_mgr}', expected {d.ref}'s '{want}'")
-    engine = getattr(h, "engine", "") or "docker"
-    if engine in SYSTEM_CONTAINER_ENGINES:
+    engine = getattr(h, "engine", "") or DEFAULT
+    if caps(engine).system_container:
         # a system container: an init as PID 1 is what it is for, but no kernel of its own boots
         if h.pid1 not in INIT_SYSTEMS:
             _fail("K6", f"{_label(h)}: {engine} system container's PID 1 is '{h.pid1}', expected an init")

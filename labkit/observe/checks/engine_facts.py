@@ -8,7 +8,9 @@ import os
 import shlex
 import subprocess
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 from labkit.engines import docker as engine
 from labkit.observe.checks import _fail
@@ -92,13 +94,13 @@ def chroot_dir(image: str = "labkit/debian:11") -> Path:
     import docker
 
     img = engine.client().images.get(image)
-    root = state_dir() / "chroots" / img.id.split(":")[-1][:16]
+    root = state_dir() / "chroots" / (img.id or image).split(":")[-1][:16]
     if (root / "etc" / "os-release").exists():
         return root
     root.mkdir(parents=True, exist_ok=True)
     c = engine.client().containers.create(image, command=["true"], labels={"labkit.role": "k12-export"})
     try:
-        stream = b"".join(c.export())
+        stream = b"".join(cast(Iterator[bytes], c.export()))  # the SDK's stubs say str: it streams bytes
     finally:
         try:
             c.remove(force=True)

@@ -264,10 +264,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.labkit_lxc_layout import IDMAP_RANGE, MARKER
 
-MARKER = "labkit.json"
 RECIPE = "2"  # bump when the root file system's preparation changes: caches are made again
-IDMAP_RANGE = 65536
 INITTAB = "::sysinit:/bin/true\n::shutdown:/bin/true\n"
 # the image is the server's own (labkit built it): its owners, devices and links are kept as
 # they are (Python 3.12+ would filter them otherwise)
