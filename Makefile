@@ -6,7 +6,7 @@ PYTEST = $(VENV)/bin/pytest
 # extra pytest arguments: make unit ARGS='-k spec -x'
 ARGS ?=
 
-.PHONY: help check lint unit integration test format
+.PHONY: help check lint unit integration test format docs
 
 help:
 	@echo "make check        fast tier: lint + unit tests (no engine, no root; CONTRIBUTING.md has its time)"
@@ -15,6 +15,7 @@ help:
 	@echo "make integration  tests/reliability + tests/integration (root; dockerd, libvirtd, Vagrant)"
 	@echo "make test         what CI runs: bash scripts/test.sh (set-up, lint, every test)"
 	@echo "make format FILES='a.py b.py'   ruff format for the files named (CONTRIBUTING.md)"
+	@echo "make docs         the documentation site, offline, into build/site (mkdocs build --strict)"
 
 # both tiers run even when lint fails; the target fails if either did
 check:
@@ -35,3 +36,7 @@ test:
 format:
 	@test -n "$(FILES)" || { echo "make format FILES='...': name the files (ruff format is not adopted repo-wide yet)"; exit 2; }
 	$(VENV)/bin/ruff format $(FILES)
+
+# the documentation site (docs/, mkdocs.yml), built offline: open build/site/index.html
+docs:
+	$(VENV)/bin/mkdocs build --strict -d build/site

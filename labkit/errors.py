@@ -1,7 +1,7 @@
 """One error root for labkit: library code raises, only the CLI prints and exits.
 
-The exit codes are one table (``EXIT_CODES``), printed in the README and by
-``labkit --help``; every code is tested through the real CLI, so a pipeline can tell a
+The exit codes are one table (``EXIT_CODES``), printed in the documentation's
+reference (docs/reference/commands.md) and by ``labkit --help``; every code is tested through the real CLI, so a pipeline can tell a
 failed fact from a typo or a busy lab.
 """
 from __future__ import annotations

@@ -8,7 +8,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${LABKIT_VENV:-$ROOT/.venv}
-# role lab_lxc's lab_lxc_idmap_base (labkit.engine_lxc.IDMAP_BASE): root's containers map here
+# role lab_lxc's lab_lxc_idmap_base (labkit.engines.lxc.IDMAP_BASE): root's containers map here
 IDMAP="root:1000000000:65536"
 
 say() { printf 'setup-lxc: %s\n' "$*"; }

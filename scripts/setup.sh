@@ -42,7 +42,7 @@ if [ ! -x "$VENV/bin/labkit" ] || [ "$stamp_want" != "$stamp_have" ]; then
     rm -rf "$VENV"  # made with another Python
   fi
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check -e "${ROOT}[test,lint]" 2>&1 | grep -v '^WARNING: Location' || true
+  "$VENV/bin/pip" install -q --disable-pip-version-check -e "${ROOT}[test,lint,docs]" 2>&1 | grep -v '^WARNING: Location' || true
   "$VENV/bin/labkit" --version >/dev/null
   echo "$stamp_want" > "$VENV/.labkit-stamp"
 else

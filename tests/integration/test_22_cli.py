@@ -1,6 +1,7 @@
 """What a new instructor meets on the command line, through the real CLI on the real
 engines: the same one-liner gives the same output on a container and in the VM, commands
-act on the lab the user means (and say which), and every exit code of the README's table."""
+act on the lab the user means (and say which), and every exit code of the docs' table
+(docs/reference/commands.md)."""
 import json
 import os
 import subprocess
