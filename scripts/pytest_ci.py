@@ -1,24 +1,33 @@
 #!/usr/bin/env python3
-"""The whole test suite as CI runs it (`scripts/test.sh` with no arguments), in two phases, so
-that it fits CI's time on 2 cores.
+"""The whole test suite as CI runs it (`scripts/test.sh` with no arguments), in three stages,
+the last two as two pytest processes at once, so that it fits CI's time on 2 cores.
 
-1. In one pytest: the unit and reliability tests (the latter restart dockerd and libvirtd) and
-   the integration modules that disturb what every lab shares on purpose (test_47 reorders the
-   firewall's chains and deletes labkit's jumps), and any module not placed below.
-2. Two pytest processes at once, each with its own labs (lab names are per module): stream A
-   holds everything on the session's default lab (its VM is a lab server in test_55/56) and
-   test_30, which stops libvirtd (libvirt puts its jumps back on top of FORWARD when it
-   starts); stream B the other modules, those whose second `up` must report changed=0 on this
-   machine's firewall last, long after test_30. What one stream does to the other: Docker
-   networks made (Docker's jump on top of FORWARD: left as it is by role lab_firewall, so no
-   change is seen), libvirt networks made (libvirt leaves FORWARD's order alone then), daemons
-   of test_58's lab server (in a container: tests/daemons.py stops only this machine's).
+What decides the placing (docs/tests.md, "How CI runs the suite"):
 
-Each stream's output is printed as it comes, its lines prefixed [A] or [B]; one JUnit file
-merges the three (test-artifacts/junit.xml). The exit code is the worst of the three.
+- **Stage 1, alone**: the unit tests and tests/reliability, which restart dockerd and libvirtd.
+- **Stage 2**, two streams:
+  - S1: test_10 and test_15 (nothing made), test_47 (reorders the firewall's chains and
+    deletes labkit's jumps on purpose), then the session's default lab with test_20 and
+    test_30 (which stops libvirtd mid-run: libvirt then puts its jumps back on top of FORWARD).
+    The default lab stays up for stage 3 (LABKIT_TEST_DEFAULT_LAB=keep).
+  - S2: test_58 (its lab server is a container with its own engines, libvirtd and firewall,
+    so neither test_47 nor test_30 reaches it) and test_45 (containers only; it runs after
+    test_47 is done).
+- **Stage 3**, two streams, with nothing left that stops libvirtd or reorders the firewall:
+  every module whose second `up` must report changed=0, or that checks isolation, runs here.
+  - A: the modules on the default lab, reused as stage 2 left it (LABKIT_TEST_DEFAULT_LAB=
+    reuse), test_70 last (it takes that lab down), with test_57 and test_72 to balance.
+  - B: the other modules.
+
+Each stream's output is printed as it comes, its lines prefixed with its name; one JUnit file
+merges them all (test-artifacts/junit.xml), and test-artifacts/ci-times.json keeps each
+module's seconds and each stage's (docs/tests.md publishes them). The exit code is the worst.
+A module in tests/integration that is placed nowhere fails the run (place it deliberately).
 """
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import threading
@@ -29,37 +38,56 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 ART = ROOT / "test-artifacts"
 INTEGRATION = ROOT / "tests" / "integration"
-SERIAL = ["test_10_bad_input", "test_15_doctor", "test_47_isolation"]
-# stream A: the session's default lab lives in this one process (tests that use the fixture
-# default_lab or default_facts, test_70 last: it takes that lab down)
-STREAM_A = ["test_20_containers", "test_22_cli", "test_30_vm", "test_40_registry", "test_50_verify",
-            "test_55_servers", "test_56_classroom_servers", "test_57_remote_vm", "test_60_report",
-            "test_72_down_vms", "test_80_molecule", "test_70_down"]
 IMAGES = ["debian:11", "debian:12", "debian:13", "busybox"]
-# stream B: its modules whose second `up` must report changed=0 on this machine's firewall
-# last (from test_66 on), long after stream A's test_30 restarted libvirtd
-STREAM_B = ["test_58_offline_bundle", "test_65_webclass", "test_45_classroom", "test_76_lxc",
-            "test_66_public_roles", "test_75_engines", "test_77_remote_podman", "test_78_remote_lxc"]
+# (stage name, {stream name: [pytest targets]}, extra environment); modules by stem
+STAGES: list[tuple[str, dict[str, list[str]], dict[str, str]]] = [
+    ("1", {"alone": ["tests/unit", "tests/reliability"]}, {}),
+    ("2", {"S1": ["test_10_bad_input", "test_15_doctor", "test_47_isolation", "test_20_containers", "test_30_vm"],
+           "S2": ["test_58_offline_bundle", "test_45_classroom"]},
+     {"LABKIT_TEST_DEFAULT_LAB": "keep"}),
+    ("3", {"A": ["test_22_cli", "test_40_registry", "test_50_verify", "test_55_servers", "test_56_classroom_servers",
+                 "test_60_report", "test_57_remote_vm", "test_72_down_vms", "test_70_down"],
+           "B": ["test_76_lxc", "test_65_webclass", "test_66_public_roles", "test_75_engines", "test_77_remote_podman",
+                 "test_78_remote_lxc", "test_80_molecule"]},
+     {"LABKIT_TEST_DEFAULT_LAB": "reuse"}),
+]
+DEFAULT_LAB_USERS = ("default_lab", "default_facts")
 
 
-def modules() -> tuple[list[str], list[str], list[str]]:
+def placed() -> list[str]:
+    return [t for _, streams, _ in STAGES for targets in streams.values() for t in targets
+            if not t.startswith("tests/")]
+
+
+def check_placing() -> None:
     found = sorted(p.stem for p in INTEGRATION.glob("test_*.py"))
-    for name in STREAM_A + STREAM_B + SERIAL:
+    names = placed()
+    for name in names:
         if name not in found:
             raise SystemExit(f"scripts/pytest_ci.py names {name}, which tests/integration does not have")
-    for name in STREAM_B:  # a second default lab in stream B would fight A's over the same lab
-        text = (INTEGRATION / f"{name}.py").read_text()
-        if "default_lab" in text or "default_facts" in text:
-            raise SystemExit(f"scripts/pytest_ci.py: {name} uses the session's default lab: put it in STREAM_A")
-    placed = set(STREAM_A + STREAM_B)
-    serial = [m for m in found if m not in placed]  # a new module runs alone until placed
-    path = lambda ms: [str(INTEGRATION / f"{m}.py") for m in ms]  # noqa: E731
-    return (["tests/unit", "tests/reliability", *path(serial)], path(STREAM_A), path(STREAM_B))
+    if len(set(names)) != len(names):
+        raise SystemExit("scripts/pytest_ci.py places a module twice")
+    missing = [m for m in found if m not in names]
+    if missing:
+        raise SystemExit(f"scripts/pytest_ci.py: place {', '.join(missing)} in a stage (see its docstring)")
+    # the default lab lives in one stream per stage: two would fight over the same lab
+    for stage, streams, _ in STAGES:
+        users = [s for s, targets in streams.items()
+                 if any(not t.startswith("tests/") and any(u in (INTEGRATION / f"{t}.py").read_text()
+                                                          for u in DEFAULT_LAB_USERS) for t in targets)]
+        if len(users) > 1:
+            raise SystemExit(f"scripts/pytest_ci.py: stage {stage}: streams {users} all use the default lab")
 
 
-def pytest(args: list[str], junit: Path, prefix: str = "") -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "pytest", f"--junitxml={junit}", *args]
-    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+def target(t: str) -> str:
+    return t if t.startswith("tests/") else str(INTEGRATION / f"{t}.py")
+
+
+def pytest(name: str, targets: list[str], junit: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "pytest", f"--junitxml={junit}", *map(target, targets)]
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                         env={**os.environ, **env})
+    prefix = f"[{name}] "
 
     def pump() -> None:
         assert p.stdout is not None
@@ -73,10 +101,23 @@ def pytest(args: list[str], junit: Path, prefix: str = "") -> subprocess.Popen:
     return p
 
 
-def finish(p: subprocess.Popen) -> int:
+def finish(p: subprocess.Popen[str]) -> int:
     rc = p.wait()
     p.pump.join()  # type: ignore[attr-defined]
     return rc
+
+
+def module_seconds(parts: list[Path]) -> dict[str, float]:
+    """Seconds per test module (its tests' setup, call and teardown) from the JUnit files."""
+    out: dict[str, float] = {}
+    for part in parts:
+        if not part.is_file():
+            continue
+        for tc in ET.parse(part).getroot().iter("testcase"):
+            cls = tc.get("classname", "")
+            mod = ".".join(cls.split(".")[:3]) if cls.startswith("tests.") else cls
+            out[mod] = round(out.get(mod, 0.0) + float(tc.get("time") or 0), 1)
+    return out
 
 
 def merge(parts: list[Path], out: Path) -> None:
@@ -88,18 +129,9 @@ def merge(parts: list[Path], out: Path) -> None:
     ET.ElementTree(root).write(out, encoding="utf-8", xml_declaration=True)
 
 
-def main() -> int:
-    ART.mkdir(exist_ok=True)
-    serial, a, b = modules()
-    parts = [ART / "junit-serial.xml", ART / "junit-a.xml", ART / "junit-b.xml"]
-    t0 = time.monotonic()
-    print(f"pytest_ci: phase 1, alone: {' '.join(Path(x).name for x in serial)}", flush=True)
-    rc1 = finish(pytest(serial, parts[0]))
-    t1 = time.monotonic()
-    print(f"pytest_ci: phase 1 took {t1 - t0:.0f}s (exit {rc1}); phase 2, two streams at once:\n"
-          f"  [A] {' '.join(Path(x).stem for x in a)}\n  [B] {' '.join(Path(x).stem for x in b)}", flush=True)
-    # the images and the box both streams use, made once here (skipped when up to date): two
-    # streams building the same image at once would each tag their own
+def prebuild() -> int:
+    """The images and the box the streams share, made once before they start (skipped when up
+    to date): two streams building the same image at once would each tag their own."""
     labkit = str(Path(sys.executable).parent / "labkit")
     for cmd in ([labkit, "images", "build", *IMAGES], [labkit, "box", "build"]):
         r = subprocess.run(cmd, cwd=ROOT)
@@ -107,12 +139,45 @@ def main() -> int:
             print(f"pytest_ci: {' '.join(cmd[1:])} failed (exit {r.returncode}): the streams would fail on it",
                   flush=True)
             return r.returncode
-    pa, pb = pytest(a, parts[1], "[A] "), pytest(b, parts[2], "[B] ")
-    rca, rcb = finish(pa), finish(pb)
+    return 0
+
+
+def main() -> int:
+    check_placing()
+    ART.mkdir(exist_ok=True)
+    t0 = time.monotonic()
+    parts: list[Path] = []
+    worst = 0
+    times: dict[str, object] = {"stages": {}, "streams": {}}
+    for stage, streams, env in STAGES:
+        ts = time.monotonic()
+        print(f"pytest_ci: stage {stage}: " + "; ".join(f"[{n}] {' '.join(Path(t).stem for t in ts_)}"
+                                                     for n, ts_ in streams.items()), flush=True)
+        if stage == "2":
+            rc = prebuild()
+            if rc:
+                return rc
+        procs = {}
+        starts = {}
+        for name, targets in streams.items():
+            junit = ART / f"junit-{stage}-{name}.xml"
+            parts.append(junit)
+            starts[name] = time.monotonic()
+            procs[name] = pytest(name, targets, junit, env)
+        for name, p in procs.items():
+            rc = finish(p)
+            worst = max(worst, rc)
+            times["streams"][f"{stage}/{name}"] = round(time.monotonic() - starts[name])  # type: ignore[index]
+            print(f"pytest_ci: stage {stage} [{name}] exit {rc} after {time.monotonic() - starts[name]:.0f}s",
+                  flush=True)
+        times["stages"][stage] = round(time.monotonic() - ts)  # type: ignore[index]
     merge(parts, ART / "junit.xml")
-    print(f"pytest_ci: phase 2 took {time.monotonic() - t1:.0f}s; exits: phase 1 {rc1}, A {rca}, B {rcb}; "
-          f"total {time.monotonic() - t0:.0f}s; JUnit: {ART / 'junit.xml'}", flush=True)
-    return max(rc1, rca, rcb)
+    times["total"] = round(time.monotonic() - t0)
+    times["modules"] = module_seconds(parts)
+    (ART / "ci-times.json").write_text(json.dumps(times, indent=2))
+    print(f"pytest_ci: stages {times['stages']}; total {times['total']}s; exit {worst}; "
+          f"JUnit: {ART / 'junit.xml'}; times: {ART / 'ci-times.json'}", flush=True)
+    return worst
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ bash "$ROOT/scripts/lint.sh" || lint_rc=$?
 mkdir -p test-artifacts
 test_rc=0
 if [ $# -eq 0 ]; then
-  # the whole suite: in two phases, the second as two streams at once (scripts/pytest_ci.py)
+  # the whole suite: in three stages, the last two as two streams at once (scripts/pytest_ci.py)
   python3 scripts/pytest_ci.py || test_rc=$?
 else
   pytest --junitxml=test-artifacts/junit.xml "$@" || test_rc=$?

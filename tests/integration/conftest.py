@@ -92,6 +92,14 @@ def default_lab():
     The first `labkit up` is interrupted with Ctrl-C while the VM is being created; the
     second must converge from there. (One VM boot and a half for the whole run.)
     """
+    # LABKIT_TEST_DEFAULT_LAB (scripts/pytest_ci.py shares the lab between two pytest runs):
+    # "keep" leaves it up at the end; "reuse" takes it as it is when it is up, every host
+    # running, as a previous run left it (else it is made here as usual), and takes it down at the end
+    mode = os.environ.get("LABKIT_TEST_DEFAULT_LAB", "")
+    if mode == "reuse" and _default_lab_running():
+        yield {"reused": True}
+        run("down", check=False)
+        return
     run("images", "build", "debian:11", "debian:12", "debian:13", "busybox")
     run("box", "build")
     run("down", check=False)
@@ -100,7 +108,17 @@ def default_lab():
     first = run("up")
     info = {"first": first, "first_seconds": time.monotonic() - t0, "interrupted": interrupted}
     yield info
-    run("down", check=False)
+    if mode != "keep":
+        run("down", check=False)
+
+
+def _default_lab_running() -> bool:
+    """The default lab is up: every planned host there and running (`labkit status`)."""
+    p = run("status", "--json", check=False)
+    if p.returncode != 0:
+        return False
+    st = json.loads(p.stdout)
+    return bool(st["hosts"]) and not st["missing"] and all(h["state"] == "running" for h in st["hosts"])
 
 
 def vm_as_lab_server(name: str = "server-2") -> dict:
