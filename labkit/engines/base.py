@@ -90,6 +90,20 @@ class HostRow(Mapping[str, Any]):
         return self.role == "vm"
 
 
+def each_measured(engine: str, rows: Sequence[HostRow], measure_row: Callable[[HostRow], dict[str, Any] | None],
+                  log: Log) -> list[dict[str, Any]]:
+    """``measure_row`` for each row in turn, for an engine that measures one container at a
+    time; a container it cannot measure is said through ``log``, never fatal."""
+    out = []
+    for row in rows:
+        m = measure_row(row)
+        if m is None:
+            log(f"{row.name}: not measured ({engine})")
+        else:
+            out.append(m)
+    return out
+
+
 class Engine(Protocol):
     """A container engine labkit drives. Implementations: ``DockerEngine``, ``PodmanEngine``,
     ``LxcEngine``; one instance each in ``labkit.engines.registry``.

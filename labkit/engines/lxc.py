@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from labkit.engines import capabilities, lxc_layout, lxc_server
-from labkit.engines.base import CheckRow, HostRow, Log
+from labkit.engines.base import CheckRow, HostRow, Log, each_measured
 from labkit.engines.capabilities import Capabilities
 from labkit.errors import EngineError, UsageError
 from labkit.paths import lab_dir
@@ -323,14 +323,7 @@ class LxcEngine:
 
     def measure(self, rows: Sequence[HostRow], previous: Mapping[str, dict[str, Any]],
                 log: Log) -> list[dict[str, Any]]:
-        out = []
-        for row in rows:
-            m = measure(row)
-            if m is None:
-                log(f"{row.name}: not measured (lxc)")
-            else:
-                out.append(m)
-        return out
+        return each_measured(self.name, rows, measure, log)
 
     def ansible_hostvars(self, row: HostRow) -> dict[str, Any]:
         # labkit's own connection plugin (playbooks/connection_plugins/labkit_lxc.py)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from labkit.engines import capabilities
-from labkit.engines.base import CheckRow, HostRow, Log
+from labkit.engines.base import CheckRow, HostRow, Log, each_measured
 from labkit.engines.capabilities import Capabilities
 from labkit.engines.cgroup import cgroup_memory
 from labkit.errors import EngineError
@@ -434,14 +434,7 @@ class PodmanEngine:
 
     def measure(self, rows: Sequence[HostRow], previous: Mapping[str, dict[str, Any]],
                 log: Log) -> list[dict[str, Any]]:
-        out = []
-        for row in rows:
-            m = measure(row)
-            if m is None:
-                log(f"{row.name}: not measured (podman)")
-            else:
-                out.append(m)
-        return out
+        return each_measured(self.name, rows, measure, log)
 
     def ansible_hostvars(self, row: HostRow) -> dict[str, Any]:
         hv: dict[str, Any] = {"ansible_connection": "containers.podman.podman", "ansible_host": row.name}
