@@ -9,7 +9,6 @@ and the lab server's cores. Recorded by `labkit up` into the lab folder and show
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -132,16 +131,13 @@ _CORES: dict[str, int | None] = {}
 
 
 def server_cores(server: Server) -> int | None:
-    """The lab server's CPU count (this machine: os.cpu_count(); a remote one: nproc over SSH)."""
+    """The lab server's CPU count (``nproc --all`` there)."""
     if server.name not in _CORES:
-        if server.local:
-            _CORES[server.name] = os.cpu_count()
-        else:
-            try:
-                p = server.run(["nproc", "--all"], timeout=30)
-                _CORES[server.name] = int(p.stdout.strip()) if p.returncode == 0 else None
-            except Exception:  # noqa: BLE001 - a measurement never fails the run
-                _CORES[server.name] = None
+        try:  # here or over SSH alike (Server.run)
+            p = server.run(["nproc", "--all"], timeout=30)
+            _CORES[server.name] = int(p.stdout.strip()) if p.returncode == 0 else None
+        except Exception:  # noqa: BLE001 - a measurement never fails the run
+            _CORES[server.name] = None
     return _CORES[server.name]
 
 
