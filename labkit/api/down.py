@@ -53,15 +53,15 @@ def down(lab: Lab, *, students: list[str] | None = None, log: Log = quiet, on_ev
         vms.stop_proxies(proxied)
         after = hosts(lab.name, servers=svs)
         nets_after = network_names(lab.name, svs)
-        still = {a["name"] for a in after}
-        gone = [h["name"] for h in before if h["name"] not in still]
-        removed_vms = [f"domain {h['name']}" + ("" if h.get("local", True) else f" (on {h['server']})")
-                       for h in before if h["role"] == "vm" and h["name"] not in still]
+        still = {a.name for a in after}
+        gone = [h.name for h in before if h.name not in still]
+        removed_vms = [f"domain {h.name}" + ("" if h.local else f" (on {h.server})")
+                       for h in before if h.role == "vm" and h.name not in still]
         measure.forget(lab.name, gone if students else None)
     if not students and not after:
         forget_lab(lab.name)
-    containers_removed = len([h for h in before if h["role"] == "container"]) - len(
-        [h for h in after if h["role"] == "container"])
+    containers_removed = len([h for h in before if h.role == "container"]) - len(
+        [h for h in after if h.role == "container"])
     return DownResult(lab.name, containers_removed, len(nets_before) - len(nets_after), run, removed_vms)
 
 

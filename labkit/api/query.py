@@ -99,8 +99,8 @@ def shell_command(lab: Lab, host: str, student: str | None = None, root: bool = 
         found = {h.name: h for h in hosts(lab.name, servers=svs)}
     server = {sv.name: sv for sv in svs}
     if host in found:  # a full name says whose host it is: a different --student is a mistake
-        if student and found[host]["student"] != student:
-            raise UsageError(f"{host} is student {found[host]['student']}'s host, not {student}'s",
+        if student and found[host].student != student:
+            raise UsageError(f"{host} is student {found[host].student}'s host, not {student}'s",
                              f"drop --student, or name the host by its short form: `labkit shell --student "
                              f"{student} {host.rsplit('-', 1)[-1]}`")
         name = host
@@ -115,8 +115,8 @@ def shell_command(lab: Lab, host: str, student: str | None = None, root: bool = 
         choices = sorted(n.removeprefix(prefix) for n in found if n.startswith(prefix))
         raise UsageError(f"no host '{host}' in lab '{lab.name}' for student {student}",
                          "hosts: " + (", ".join(choices) or "none running: `labkit up` first"))
-    if h["state"] != "running":
-        raise NotUp(f"{name} is {h['state']}", "bring it back with `labkit up`")
+    if h.state != "running":
+        raise NotUp(f"{name} is {h.state}", "bring it back with `labkit up`")
     return _shell_argv(h, lab.provision.user, root, command, ssh_config(lab.name) if h.role == "vm" else None,
                        server.get(h.server))
 
@@ -136,8 +136,8 @@ def _shell_argv(h: HostRow, user: str, root: bool, command: list[str] | None, ss
             # ssh hands the VM's login shell one string: quote every word so it arrives as typed
             sudo = ["sudo", "-H"] + ([] if root else ["-u", user])
             remote = shlex.join([*sudo, "--", "sh", "-c", _RUN_AS_TYPED, "sh", *command])
-            return ["ssh", "-F", str(ssh_cfg), "-T", h["name"], remote]
-        return ["ssh", "-F", str(ssh_cfg), "-t", h["name"], shlex.join(["sudo", "-i"] + ([] if root else ["-u", user]))]
+            return ["ssh", "-F", str(ssh_cfg), "-T", h.name, remote]
+        return ["ssh", "-F", str(ssh_cfg), "-t", h.name, shlex.join(["sudo", "-i"] + ([] if root else ["-u", user]))]
     interactive = sys.stdin.isatty() and not command
     return registry.of(h).exec_argv(h, command or ["/bin/sh", "-l"], user=None if root else user,
                                     workdir="/root" if root else f"/home/{user}", interactive=interactive,
