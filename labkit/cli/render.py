@@ -64,26 +64,57 @@ def host_label(host: str, student: str, lab: str | None) -> str:
     return host
 
 
-def facts_table(rows: Sequence[HostFacts], lab: str | None = None) -> Table:
-    """The kernel-sharing facts side by side: the lab server(s), then each host."""
+def fitted(columns: Sequence[str], rows: Sequence[Sequence[str]], width: int,
+           drop_first: Sequence[str]) -> list[int]:
+    """The indexes of the columns to show on a terminal ``width`` wide: all when they fit (each
+    column its widest cell, and the borders), else leave out ``drop_first`` in that order until
+    they do. Identifying columns are never in ``drop_first``."""
+    def need(cols: list[int]) -> int:
+        return 1 + sum(3 + max([len(columns[i])] + [len(r[i]) for r in rows]) for i in cols)
+
+    show = list(range(len(columns)))
+    for name in drop_first:
+        if need(show) <= width:
+            break
+        if name in columns:
+            show.remove(columns.index(name))
+    return show
+
+
+# on a narrow terminal the facts table leaves these out first, in this order (`--json` has all)
+FACTS_DROP = ("uid map", "virt", "pkg manager", "os-release", "engine", "kernel release", "PID 1", "role")
+
+
+def facts_table(rows: Sequence[HostFacts], lab: str | None = None, width: int | None = None) -> Table:
+    """The kernel-sharing facts side by side: the lab server(s), then each host. The host is
+    named as `labkit shell` takes it and never cut; on a narrow terminal the least telling
+    columns are left out (the title says which)."""
     several_servers = len([r for r in rows if r.role == "server"]) > 1
     several_students = len({r.student for r in rows if r.student}) > 1
-    labels = [host_label(r.host, r.student, lab) for r in rows]
     cols = (["host"] + (["student"] if several_students else [])
             + ["role", "engine", "os-release", "kernel release", "same kernel", "same boot_id", "PID 1",
                "pkg manager", "virt", "uid map"] + (["lab server"] if several_servers else []))
-    t = table("kernel-sharing facts: lab server vs lab hosts", cols, keys=["host", "student"],
-              widths={"host": max(map(len, labels), default=4), "student": max((len(r.student) for r in rows), default=7)})
-    for r, label in zip(rows, labels, strict=True):
-        head = [label] + ([r.student] if several_students else [])
+    cells = []
+    for r in rows:
+        head = [host_label(r.host, r.student, lab)] + ([r.student] if several_students else [])
         extra = [r.server] if several_servers else []
         if r.error:
-            t.add_row(*head, r.role, engine_label(r), "[red]unreadable[/]", escape(r.error), "", "", "", "", "", "",
-                      *extra)
+            cells.append([*head, r.role, engine_label(r), "unreadable", r.error, "", "", "", "", "", "", *extra])
             continue
         distro = f"{r.os_id} {r.os_version}".strip() or f"none ({r.distro})"
-        t.add_row(*head, r.role, engine_label(r), distro, r.kernel_release, yesno(r.same_kernel),
-                  yesno(r.same_boot), r.pid1, r.pkg_mgr, r.virt, uid_map_words(r.uid_map), *extra)
+        cells.append([*head, r.role, engine_label(r), distro, r.kernel_release, yesno(r.same_kernel),
+                      yesno(r.same_boot), r.pid1, r.pkg_mgr, r.virt, uid_map_words(r.uid_map), *extra])
+    show = fitted(cols, cells, width if width is not None else out.width, FACTS_DROP)
+    left_out = [c for i, c in enumerate(cols) if i not in show]
+    title = "kernel-sharing facts: lab server vs lab hosts" + (
+        f" (left out for width: {', '.join(left_out)}; `labkit facts --json` has them)" if left_out else "")
+    t = table(title, [cols[i] for i in show], keys=["host", "student"],
+              widths={c: max(len(r[cols.index(c)]) for r in cells) for c in ("host", "student") if c in cols})
+    for r, row in zip(rows, cells, strict=True):
+        shown = [escape(row[i]) for i in show]
+        if r.error and cols.index("os-release") in show:
+            shown[show.index(cols.index("os-release"))] = "[red]unreadable[/]"
+        t.add_row(*shown)
     return t
 
 
