@@ -165,8 +165,9 @@ def collect(hosts: Sequence[Mapping[str, Any]], ssh_config: Path | None = None, 
         hf = HostFacts(h.name, h.role, h.student, h.distro, server=h.server or "localhost")
         if h.role == "container":
             hf.engine, hf.engine_user = h.engine or DEFAULT, h.user
+        if h.engine:  # a container: through its engine's exec
             todo.append((hf, ("container", h, None)))
-        else:
+        else:  # a VM: over SSH, by its spec
             todo.append((hf, ("spec", h.spec, None)))
 
     def one(item: tuple[HostFacts, tuple[str, Any, Any]]) -> HostFacts:

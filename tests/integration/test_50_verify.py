@@ -46,14 +46,15 @@ def test_one_fact_as_json(default_lab):
 def test_the_vm_listed_among_the_containers_fails_k1_and_k2(default_lab):
     """Feed the checks an inventory that lists the VM as a container: K1 and K2 must fail,
     naming the VM and both kernels."""
+    from dataclasses import replace
+
     from labkit import api
     from labkit.lab import spec
 
     lab = spec.load_lab(None)
-    hosts = [h for h in api.hosts("demo") if h["state"] == "running"]
-    for h in hosts:
-        if h["role"] == "vm":
-            h["role"] = "container"
+    # host rows are frozen: a copy of the VM's that says container (reached as before, over SSH)
+    hosts = [replace(h, role="container") if h.role == "vm" else h
+             for h in api.hosts("demo") if h.state == "running"]
     view = build_view(collect(hosts, api.ssh_config("demo")), "demo", api.ssh_config("demo"))
     results = run_checks(view, only=["K1", "K2"])
     bad = {(r.fact, r.host): r.detail for r in results if r.outcome == "failed"}
