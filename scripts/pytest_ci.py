@@ -16,7 +16,8 @@ What decides the placing (docs/tests.md, "How CI runs the suite"):
 - **Stage 3**, two streams, with nothing left that stops libvirtd or reorders the firewall:
   every module whose second `up` must report changed=0, or that checks isolation, runs here.
   - A: the modules on the default lab, reused as stage 2 left it (LABKIT_TEST_DEFAULT_LAB=
-    reuse), test_70 last (it takes that lab down), with test_57 and test_72 to balance.
+    reuse), test_70 last (it takes that lab down), with test_57, test_72 and test_80 to
+    balance the two streams (by the seconds of the last run, test-artifacts/ci-times.json).
   - B: the other modules.
 
 Each stream's output is printed as it comes, its lines prefixed with its name; one JUnit file
@@ -46,9 +47,9 @@ STAGES: list[tuple[str, dict[str, list[str]], dict[str, str]]] = [
            "S2": ["test_58_offline_bundle", "test_45_classroom"]},
      {"LABKIT_TEST_DEFAULT_LAB": "keep"}),
     ("3", {"A": ["test_22_cli", "test_40_registry", "test_50_verify", "test_55_servers", "test_56_classroom_servers",
-                 "test_60_report", "test_57_remote_vm", "test_72_down_vms", "test_70_down"],
+                 "test_60_report", "test_57_remote_vm", "test_72_down_vms", "test_80_molecule", "test_70_down"],
            "B": ["test_76_lxc", "test_65_webclass", "test_66_public_roles", "test_75_engines", "test_77_remote_podman",
-                 "test_78_remote_lxc", "test_80_molecule"]},
+                 "test_78_remote_lxc"]},
      {"LABKIT_TEST_DEFAULT_LAB": "reuse"}),
 ]
 DEFAULT_LAB_USERS = ("default_lab", "default_facts")

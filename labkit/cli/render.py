@@ -4,6 +4,7 @@ Tables never cut what identifies a row (the host, the check, the fact): those co
 their full width and never wrap; the other columns give way on a narrow terminal."""
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -20,8 +21,10 @@ from labkit.observe.checks import FACTS
 from labkit.observe.facts import HostFacts
 from labkit.observe.verify import CheckResult, engine_label
 
-# CI logs and pipes are not terminals: give tables room instead of rich's 80 columns
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+# CI logs and pipes are not terminals: give tables room instead of rich's 80 columns, unless
+# $COLUMNS says how wide (rich reads it when no width is given)
+out = Console(highlight=False, soft_wrap=True,
+              width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 

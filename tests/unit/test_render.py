@@ -48,3 +48,19 @@ def test_a_narrow_terminal_keeps_the_host_whole_and_says_what_it_left_out():
     assert "same kernel" in text and "same boot_id" in text  # the facts themselves stay
     assert "left out for width: " in text and "uid map" in text.split("left out for width:")[1]
     assert "--json" in text
+
+
+def test_columns_from_the_environment_decide_the_width_of_a_pipe(monkeypatch):
+    """Not a terminal: 200 columns, or $COLUMNS (a CI log may ask for more)."""
+    import importlib
+    import sys
+
+    from labkit.cli import render
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False, raising=False)
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert importlib.reload(render).out.width == 200
+    monkeypatch.setenv("COLUMNS", "400")
+    assert importlib.reload(render).out.width == 400
+    monkeypatch.delenv("COLUMNS")
+    importlib.reload(render)
