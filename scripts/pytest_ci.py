@@ -143,7 +143,27 @@ def prebuild() -> int:
     return 0
 
 
+def table(times_file: Path) -> str:
+    """ci-times.json as the Markdown table docs/tests.md publishes (`pytest_ci.py --table`)."""
+    t = json.loads(times_file.read_text())
+    where = {m: f"{stage} / {name}" for stage, streams, _ in STAGES for name, ms in streams.items() for m in ms}
+    lines = ["| module | stage / stream | seconds |", "|---|---|---|"]
+    for mod, secs in sorted(t["modules"].items(), key=lambda kv: -kv[1]):
+        if secs < 1:
+            continue
+        parts = mod.split(".")
+        key = parts[-1] if parts[1] == "integration" else f"tests/{parts[1]}"
+        lines.append(f"| `{'/'.join(parts)}.py` | {where.get(key, '1 / alone')} | {secs:.0f} |")
+    streams = ", ".join(f"{k} {v} s" for k, v in t["streams"].items())
+    lines += ["", f"Stages: {', '.join(f'{k}: {v} s' for k, v in t['stages'].items())}; streams: {streams}; "
+                  f"pytest in all: {t['total']} s. Modules under a second are left out."]
+    return "\n".join(lines)
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["--table"]:
+        print(table(Path(sys.argv[2]) if len(sys.argv) > 2 else ART / "ci-times.json"))
+        return 0
     check_placing()
     ART.mkdir(exist_ok=True)
     t0 = time.monotonic()

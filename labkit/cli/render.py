@@ -21,10 +21,18 @@ from labkit.observe.checks import FACTS
 from labkit.observe.facts import HostFacts
 from labkit.observe.verify import CheckResult, engine_label
 
-# CI logs and pipes are not terminals: give tables room instead of rich's 80 columns, unless
-# $COLUMNS says how wide (rich reads it when no width is given)
-out = Console(highlight=False, soft_wrap=True,
-              width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
+
+def _pipe_width() -> int:
+    """CI logs and pipes are not terminals: tables get 200 columns instead of rich's 80, or more
+    when $COLUMNS asks (never fewer: a library may set COLUMNS=80 in the environment a child
+    inherits, as curses does for Ansible's display)."""
+    try:
+        return max(200, int(os.environ.get("COLUMNS", "0")))
+    except ValueError:
+        return 200
+
+
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else _pipe_width())
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 

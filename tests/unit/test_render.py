@@ -51,7 +51,7 @@ def test_a_narrow_terminal_keeps_the_host_whole_and_says_what_it_left_out():
 
 
 def test_columns_from_the_environment_decide_the_width_of_a_pipe(monkeypatch):
-    """Not a terminal: 200 columns, or $COLUMNS (a CI log may ask for more)."""
+    """Not a terminal: 200 columns, or more when $COLUMNS asks (never fewer)."""
     import importlib
     import sys
 
@@ -62,5 +62,7 @@ def test_columns_from_the_environment_decide_the_width_of_a_pipe(monkeypatch):
     assert importlib.reload(render).out.width == 200
     monkeypatch.setenv("COLUMNS", "400")
     assert importlib.reload(render).out.width == 400
+    monkeypatch.setenv("COLUMNS", "80")  # what a child of a process that loaded curses inherits
+    assert importlib.reload(render).out.width == 200
     monkeypatch.delenv("COLUMNS")
     importlib.reload(render)
