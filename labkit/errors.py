@@ -7,11 +7,24 @@ failed fact from a typo or a busy lab.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # labkit.ansible.runner raises these errors: its types only, no import at run time
-    from labkit.ansible.runner import Failure
+
+# A task that failed on a host, as PlaybookFailed names it (labkit.ansible.runner reads them from
+# the run's events).
+@dataclass
+class Failure:
+    host: str
+    task: str
+    msg: str
+    unreachable: bool = False
+
+    def __str__(self) -> str:
+        kind = "unreachable" if self.unreachable else "failed"
+        return f"[{self.host}] {self.task}: {kind}: {self.msg}"
+
 
 EXIT_CODES: dict[int, str] = {
     0: "success",

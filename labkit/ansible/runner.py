@@ -20,23 +20,11 @@ from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
 
-from labkit.errors import InternalError, PlaybookFailed
+from labkit.errors import Failure, InternalError, PlaybookFailed
 from labkit.paths import ansible_root, lab_dir, playbooks_dir, roles_dir, vagrant_home
 
 EventHandler = Callable[[dict], Any]
 KEEP_ARTIFACTS = 10
-
-
-@dataclass
-class Failure:
-    host: str
-    task: str
-    msg: str
-    unreachable: bool = False
-
-    def __str__(self) -> str:
-        kind = "unreachable" if self.unreachable else "failed"
-        return f"[{self.host}] {self.task}: {kind}: {self.msg}"
 
 
 @dataclass

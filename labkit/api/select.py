@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labkit.errors import LabBusy, NotUp, SpecError, UsageError
-from labkit.lab import uptodate
 from labkit.lab.spec import DEFAULT_LAB, Lab, load_lab, parse_lab
 from labkit.paths import lab_dir, state_dir
+from labkit.plan import uptodate
 
 LAB_FILES = ("lab.yml", "labkit.yml")  # looked for in the current folder, like compose.yaml or a Vagrantfile
 

@@ -19,12 +19,13 @@ from labkit.engines import docker, registry
 from labkit.engines.base import HostRow
 from labkit.errors import BoxError, LabkitError, PlaybookFailed
 from labkit.images import build as images
-from labkit.lab import catalog, uptodate
+from labkit.lab import catalog
 from labkit.lab.spec import Lab
 from labkit.log import Log, quiet
 from labkit.observe import measure
 from labkit.observe.facts import HostFacts
 from labkit.paths import lab_dir, vagrant_home
+from labkit.plan import uptodate
 from labkit.plan.model import make_plan, split_extravars
 from labkit.servers.base import Server
 from labkit.vm import boxes, virt, vms
@@ -62,7 +63,7 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
 
     With ``inventory``, the lab's students are spread over its ``lab_servers`` (each server
     prepared with ``labkit prepare``); later commands on the lab remember the inventory.
-    When nothing changed since the last full run (``labkit.lab.uptodate``), the playbook is skipped
+    When nothing changed since the last full run (``labkit.plan.uptodate``), the playbook is skipped
     (``run`` is None, ``up_to_date`` the time of that run); ``full`` runs it anyway.
     """
     check_students(lab, students)

@@ -1,4 +1,2 @@
-"""The command line: ``labkit`` (click groups by command family)."""
-from labkit.cli.main import main
-
-__all__ = ["main"]
+"""The command line, ``labkit``: the group in ``main``, the commands by family (``lifecycle``,
+``observe``, ``machine``), what they share in ``common`` and every table in ``render``."""

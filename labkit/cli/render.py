@@ -19,7 +19,8 @@ from labkit.api.planning import PlanReport
 from labkit.doctor.check import Check
 from labkit.observe.checks import FACTS
 from labkit.observe.facts import HostFacts
-from labkit.observe.verify import CheckResult, engine_label
+from labkit.observe.results import CheckResult
+from labkit.observe.verify import engine_label
 
 
 def _pipe_width() -> int:

@@ -16,7 +16,7 @@ class Capabilities:
     own_networks: bool      # makes its own per-student networks (LXC joins the student's Docker network)
     rootless_users: bool    # a container may live in a user's own store (the lab file's `user:`)
     baked_images: bool      # the lab's packages are baked into an image per distro once
-    fast_path: bool         # a second `up` with nothing to change skips the playbook (labkit.lab.uptodate)
+    fast_path: bool         # a second `up` with nothing to change skips the playbook (labkit.plan.uptodate)
     read_remote: bool       # labkit reads it on a remote lab server over SSH (Docker: through a tunnel)
     system_container: bool  # boots an init of its own (PID 1 is not the lab's `sleep`)
     labelled: bool          # its networks carry labkit's labels (and are counted as its own)

@@ -18,13 +18,11 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 from labkit.observe.facts import HostFacts
 from labkit.observe.measure import BOOT_KEYS
-
-if TYPE_CHECKING:  # annotations only (labkit.observe.verify runs pytest)
-    from labkit.observe.verify import CheckResult
+from labkit.observe.results import CheckResult
 
 VM_COLOR = "#d9822b"
 CONTAINER_COLOR = "#2a7ab8"

@@ -12,6 +12,7 @@ from labkit.errors import InternalError, NotUp, UsageError
 from labkit.observe import measure
 from labkit.observe.checks import FACTS
 from labkit.observe.facts import HostFacts
+from labkit.observe.results import CheckResult
 
 CHECKS_DIR = Path(__file__).resolve().parent / "checks"
 
@@ -35,15 +36,6 @@ class View:
     def neighbours(self, h: HostFacts) -> list[HostFacts]:
         """Containers on the same lab server (namespace ids are only comparable there)."""
         return [self.hosts[c] for c in self.containers if self.hosts[c].server == h.server]
-
-
-@dataclass
-class CheckResult:
-    fact: str
-    host: str
-    outcome: str        # passed, failed, skipped
-    detail: str
-    engine: str = ""    # the host's engine: docker, podman (rootless: "podman (rootless, alice)"), lxc; vm: libvirt
 
 
 class _Plugin:

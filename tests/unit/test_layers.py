@@ -1,19 +1,23 @@
 """The package's architecture, checked from its imports (read with ast, nothing imported):
 each layer imports only the layers below it, there is no import cycle, and no import of
-labkit's own modules hides inside a function (the way cycles used to be dodged).
+labkit's own modules hides inside a function (the way cycles used to be dodged). Imports for
+annotations only (under ``if TYPE_CHECKING:``) count too: they are dependencies all the same,
+and ``from labkit.cli import main`` depends on the package ``labkit.cli`` (its __init__ runs)
+as well as on the module ``main``.
 
 The layers, bottom to top (docs/design.md, "Architecture"):
 
     0  leaves: errors, paths, names, log, engines.capabilities, doctor.check
-    1  lab        the lab file's model: spec, catalog, uptodate
-    2  plan       pure planning          servers   this machine or a lab server over SSH
-    3  engines    Docker, Podman, LXC behind one interface
-    4  vm         boxes, virt, vms, vmnet        ansible   runner, inventory
-    5  images     build, bundle (its box from vm)
-    6  observe    facts, checks, verify, measure, report
-    7  doctor     machine, lab, sizing
-    8  api        one module per verb
-    9  cli, pytest_plugin
+    1  lab        the lab file's model: spec, catalog
+    2  servers    this machine or a lab server over SSH
+    3  plan       pure planning, and the no-op stamp (uptodate)
+    4  engines    Docker, Podman, LXC behind one interface
+    5  vm         boxes, virt, vms, vmnet        ansible   runner, inventory
+    6  images     build, bundle (its box from vm)
+    7  observe    facts, checks, verify, measure, report
+    8  doctor     machine, lab, sizing
+    9  api        one module per verb
+   10  cli, pytest_plugin
 """
 from __future__ import annotations
 
@@ -25,8 +29,8 @@ import pytest
 PKG = Path(__file__).resolve().parents[2] / "labkit"
 LEAVES = {"labkit", "labkit.errors", "labkit.paths", "labkit.names", "labkit.log",
           "labkit.engines.capabilities", "labkit.doctor.check"}
-RANK = {"lab": 1, "plan": 2, "servers": 2, "engines": 3, "vm": 4, "ansible": 4, "images": 5, "observe": 6,
-        "doctor": 7, "api": 8, "cli": 9, "pytest_plugin": 9}
+RANK = {"lab": 1, "servers": 2, "plan": 3, "engines": 4, "vm": 5, "ansible": 5, "images": 6, "observe": 7,
+        "doctor": 8, "api": 9, "cli": 10, "pytest_plugin": 10}
 # imports of labkit inside a function, allowed with the reason: the pytest plugin is loaded by
 # every pytest run in labkit's environment (entry point pytest11) and acts only when a lab is
 # named, so it does not load labkit's API up front
@@ -57,12 +61,11 @@ def _imports(mod: str, source: str | None = None) -> tuple[set[str], list[tuple[
         if node.level:
             parts = package.split(".")
             base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
-        return [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
+        # `from PKG import NAME`: PKG itself (its __init__ runs), and NAME when it is a module
+        return [base] + [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in MODULES]
 
     def walk(node: ast.AST, in_function: bool) -> None:
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
-                continue  # annotations only: never imported at run time
             if isinstance(child, ast.Import | ast.ImportFrom):
                 for t in targets(child):
                     if t == "labkit" or t.startswith("labkit."):
@@ -130,8 +133,10 @@ def test_the_checker_sees_what_it_checks():
            "if TYPE_CHECKING:\n    from labkit.cli import main\n"
            "def f():\n    from labkit.observe import facts\n")
     top, inner = _imports("labkit.engines.made_up", src)
-    assert top == {"labkit.api.up", "labkit.engines.docker"}  # the cli import is for annotations only
-    assert inner == [("labkit.observe.facts", 7)]
+    # packages imported from count (their __init__ runs), and so do annotations-only imports
+    assert top == {"labkit.api", "labkit.api.up", "labkit.engines", "labkit.engines.docker", "labkit.cli",
+                   "labkit.cli.main"}
+    assert ("labkit.observe.facts", 7) in inner
     assert rank("labkit.api.up") > rank("labkit.engines.docker")  # so the first import above breaks the rule
     assert any(t == "labkit.api" for t, _ in _imports("labkit.pytest_plugin")[1])  # the one allowed
 

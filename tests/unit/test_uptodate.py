@@ -1,9 +1,9 @@
-"""The no-op fast path's rules (labkit.lab.uptodate): when it may be used, and what breaks a stamp."""
+"""The no-op fast path's rules (labkit.plan.uptodate): when it may be used, and what breaks a stamp."""
 from types import SimpleNamespace as NS
 
 import pytest
 
-from labkit.lab import uptodate
+from labkit.plan import uptodate
 
 
 def plan(*engines):
