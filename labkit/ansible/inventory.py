@@ -41,7 +41,7 @@ def host_vars(row: Mapping[str, Any], ssh: Mapping[str, str] | None = None) -> d
             args += " -o ProxyCommand=" + json.dumps(ssh["ProxyCommand"])
         hv["ansible_ssh_common_args"] = args
         return hv
-    r = row if isinstance(row, HostRow) else HostRow.of(row)
+    r = HostRow.of(row)
     hv = registry.of(r).ansible_hostvars(r)
     if _python(row):
         hv["ansible_python_interpreter"] = "/usr/bin/python3"

@@ -8,7 +8,6 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from labkit import names
 from labkit.engines import registry
@@ -200,7 +199,3 @@ def vm_resources(lab: str, servers: list[Server], students: Sequence[str] | None
         out[sv.name] = mine
     return out
 
-
-def as_rows(rows: Sequence[Any]) -> list[HostRow]:
-    """Rows as ``HostRow`` (Python callers may pass the mappings ``status --json`` prints)."""
-    return [r if isinstance(r, HostRow) else HostRow.of(r) for r in rows]

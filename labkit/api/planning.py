@@ -15,7 +15,7 @@ from labkit.images import build as images
 from labkit.lab import catalog
 from labkit.lab.spec import Lab
 from labkit.paths import lab_dir
-from labkit.plan.model import Change, Context, ServerRef, diff, make_plan, teardown
+from labkit.plan.model import Change, Context, ServerRef, diff, make_plan, simple_context, teardown
 from labkit.servers import base as srv
 from labkit.servers.base import Server
 from labkit.vm import vmnet
@@ -27,10 +27,7 @@ def baked_distros(lab: Lab) -> list[str]:
 
 
 def _one_server_ctx(lab: Lab, assignment: dict[str, str] | None) -> Context:
-    """A context without I/O for callers that only need names and servers (doctor, report,
-    status): the assignment given, else this machine as the only server."""
-    servers = tuple(ServerRef(s) for s in dict.fromkeys((assignment or {}).values())) or (ServerRef("localhost"),)
-    return Context(servers, str(lab_dir(lab.name)), assignment, lab.registry or catalog.default_registry())
+    return simple_context(lab, str(lab_dir(lab.name)), assignment)
 
 
 def container_plan(lab: Lab, students: list[str] | None = None,

@@ -17,6 +17,7 @@ from labkit import names
 from labkit.ansible.runner import RunResult
 from labkit.api.planning import PlanReport
 from labkit.doctor.check import Check
+from labkit.engines.capabilities import label
 from labkit.observe.checks import FACTS
 from labkit.observe.facts import HostFacts
 from labkit.observe.results import CheckResult
@@ -142,9 +143,7 @@ def uid_map_words(uid_map: str) -> str:
 
 
 def _engine_of(h: dict[str, Any]) -> str:
-    if h["role"] == "vm":
-        return "libvirt"
-    return engine_label(HostFacts(h["name"], "container", engine=h.get("engine", ""), engine_user=h.get("user", "")))
+    return "libvirt" if h["role"] == "vm" else label(h.get("engine"), h.get("user", ""))
 
 
 def status_table(lab: str, st: dict[str, Any]) -> Table:

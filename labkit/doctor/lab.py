@@ -39,7 +39,7 @@ from labkit.lab import catalog
 from labkit.lab.catalog import Distro
 from labkit.lab.spec import Lab
 from labkit.paths import state_dir
-from labkit.plan.model import Context, ServerRef, make_plan
+from labkit.plan.model import make_plan, simple_context
 from labkit.vm import boxes
 from labkit.vm.virt import detect_accel
 from labkit.vm.vms import vm_name
@@ -135,7 +135,7 @@ def check_lab(lab: Lab, build: bool = False, engine_ok: bool = True) -> list[Che
     registry = lab.registry or catalog.default_registry()
     m = measured()
     # the plan's containers, as `labkit up` would make them on this machine
-    hosts = make_plan(lab, Context((ServerRef("localhost"),), str(paths.lab_dir(lab.name)), None, registry)).containers
+    hosts = make_plan(lab, simple_context(lab, str(paths.lab_dir(lab.name)))).containers
     running_ct: set[str] = set()
     existing_ct: set[str] = set()
     docker_root = Path("/var/lib/docker")

@@ -71,7 +71,9 @@ class HostRow(Mapping[str, Any]):
 
     @classmethod
     def of(cls, m: Mapping[str, Any]) -> HostRow:
-        """A row from the mapping ``as_dict`` gives (``status --json``'s hosts)."""
+        """A row from the mapping ``as_dict`` gives (``status --json``'s hosts); a row as it is."""
+        if isinstance(m, HostRow):
+            return m
         known = {f.name for f in fields(cls)} - {"via"}
         kw = {k: v for k, v in m.items() if k in known}
         kw.setdefault("engine", "" if m.get("role") == "vm" else "docker")
@@ -84,10 +86,6 @@ class HostRow(Mapping[str, Any]):
     def as_dict(self) -> dict[str, Any]:
         """The row as JSON output shows it."""
         return self._view()
-
-    @property
-    def is_vm(self) -> bool:
-        return self.role == "vm"
 
 
 def each_measured(engine: str, rows: Sequence[HostRow], measure_row: Callable[[HostRow], dict[str, Any] | None],
@@ -135,7 +133,7 @@ class Engine(Protocol):
 
     def measure(self, rows: Sequence[HostRow], previous: Mapping[str, dict[str, Any]],
                 log: Log) -> list[dict[str, Any]]:
-        """Create-to-ready seconds, memory and disk of each container (measure.container rows)."""
+        """Create-to-ready seconds, memory and disk of each container (rows as labkit.engines.docker.container gives)."""
         ...
 
     def ansible_hostvars(self, row: HostRow) -> dict[str, Any]:

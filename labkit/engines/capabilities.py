@@ -19,18 +19,17 @@ class Capabilities:
     fast_path: bool         # a second `up` with nothing to change skips the playbook (labkit.plan.uptodate)
     read_remote: bool       # labkit reads it on a remote lab server over SSH (Docker: through a tunnel)
     system_container: bool  # boots an init of its own (PID 1 is not the lab's `sleep`)
-    labelled: bool          # its networks carry labkit's labels (and are counted as its own)
     primary: bool = False   # on every lab server: read everywhere, its networks the ones others may join,
                             # its containers' names plain (debian12); the others' carry the engine
 
 
 ENGINES: dict[str, Capabilities] = {
     "docker": Capabilities("docker", own_networks=True, rootless_users=False, baked_images=True, fast_path=True,
-                           read_remote=True, system_container=False, labelled=True, primary=True),
+                           read_remote=True, system_container=False, primary=True),
     "podman": Capabilities("podman", own_networks=True, rootless_users=True, baked_images=False, fast_path=False,
-                           read_remote=True, system_container=False, labelled=True),
+                           read_remote=True, system_container=False),
     "lxc": Capabilities("lxc", own_networks=False, rootless_users=False, baked_images=False, fast_path=False,
-                        read_remote=True, system_container=True, labelled=False),
+                        read_remote=True, system_container=True),
 }
 DEFAULT = "docker"  # the engine of a container the lab file gives none (the primary one)
 NAMES = tuple(ENGINES)

@@ -45,7 +45,7 @@ def reset() -> None:
 
 
 _REMOTE: dict[str, DockerClient] = {}
-# connections each client keeps: labkit's threads share one client (measure.containers asks for
+# connections each client keeps: labkit's threads share one client (containers() asks for
 # 160 containers' stats at once); docker-py's default of 10 opens and drops the rest each time
 POOL = 64
 
@@ -159,7 +159,7 @@ def containers(targets: list[tuple[str, DockerClient]], previous: dict[str, dict
 
 class DockerEngine:
     """Docker through its SDK: this machine's dockerd, or a lab server's through the SSH tunnel
-    ``labkit.servers.tunnel.engines`` opens (the server's ``docker_host``)."""
+    ``labkit.servers.base.engines`` opens (the server's ``docker_host``)."""
 
     name: ClassVar[str] = "docker"
     caps: ClassVar[Capabilities] = capabilities.ENGINES["docker"]

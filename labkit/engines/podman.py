@@ -186,7 +186,7 @@ def uid_map(row: Mapping[str, Any]) -> str:
 
 def measure(row: Mapping[str, Any]) -> dict | None:
     """Create-to-ready seconds (Podman's own timestamps), memory and image size, as
-    ``labkit.observe.measure.container`` gives Docker's."""
+    ``labkit.engines.docker.container`` gives Docker's."""
     user = row.get("user", "")
     cli = [row["podman_executable"]] if row.get("podman_executable") else None
     try:

@@ -18,7 +18,7 @@ def get(name: str | None) -> Engine:
 
 
 def of(row: HostRow) -> Engine:
-    """The engine of a container's row."""
+    """The engine of a host's row (a VM's, engine '': the default's)."""
     return get(row.engine)
 
 

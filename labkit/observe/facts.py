@@ -161,7 +161,7 @@ def collect(hosts: Sequence[Mapping[str, Any]], ssh_config: Path | None = None, 
     for s in servers:
         spec, kw = s.testinfra_spec()
         todo.append((HostFacts(server_label(s.name, s.local), "server", server=s.name), ("server", spec, kw)))
-    for h in (r if isinstance(r, HostRow) else HostRow.of(r) for r in hosts):
+    for h in map(HostRow.of, hosts):
         hf = HostFacts(h.name, h.role, h.student, h.distro, server=h.server or "localhost")
         if h.role == "container":
             hf.engine, hf.engine_user = h.engine or DEFAULT, h.user

@@ -15,11 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from labkit.engines.cgroup import ALL_CACHE, USAGE_LESS_CACHE, cgroup_memory
-from labkit.engines.docker import container, containers
 from labkit.paths import lab_dir
-
-__all__ = ["ALL_CACHE", "USAGE_LESS_CACHE", "cgroup_memory", "container", "containers"]  # measured by the engines
 
 if TYPE_CHECKING:  # annotations only (the docker SDK is imported when a client is made)
 

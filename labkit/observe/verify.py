@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from labkit.ansible.runner import connection_plugins
+from labkit.engines.capabilities import label
 from labkit.errors import InternalError, NotUp, UsageError
 from labkit.observe import measure
 from labkit.observe.checks import FACTS
@@ -123,7 +124,7 @@ def engine_label(h: HostFacts) -> str:
         return "libvirt"
     if h.role != "container":
         return "-"
-    return (h.engine or "docker") + (f" (rootless, {h.engine_user})" if h.engine_user else "")
+    return label(h.engine, h.engine_user)
 
 
 def as_dicts(results: list[CheckResult]) -> list[dict]:

@@ -178,6 +178,13 @@ def server_of(student: str, ctx: Context) -> str:
     return ctx.servers[0].name
 
 
+def simple_context(lab: Lab, lab_dir: str, assignment: dict[str, str] | None = None) -> Context:
+    """A context without reading anything, for callers that need names and servers only
+    (doctor, report, status): the ``assignment`` given, else this machine as the only server."""
+    servers = tuple(ServerRef(s) for s in dict.fromkeys((assignment or {}).values())) or (ServerRef("localhost"),)
+    return Context(servers, lab_dir, assignment, lab.registry or catalog.default_registry())
+
+
 def make_plan(lab: Lab, ctx: Context, students: Iterable[str] | None = None) -> Plan:
     """Every container, network and VM of ``lab`` (of ``students`` only, when given): pure."""
     only = set(students or [])

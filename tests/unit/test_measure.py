@@ -1,10 +1,11 @@
-"""measure.containers: every planned container measured (in parallel), unchanged ones not
+"""labkit.engines.docker.containers (what `labkit up` measures Docker's containers with): every planned container measured (in parallel), unchanged ones not
 measured again, a failure left out and said, never raised. A fake engine client: no engine."""
 from __future__ import annotations
 
 import threading
 
-from labkit.observe import measure
+from labkit.engines import cgroup
+from labkit.engines import docker as measure
 
 
 class _Img:
@@ -89,10 +90,10 @@ def test_cgroup_memory_v1_and_v2_as_docker_stats_counts_it(tmp_path):
     cid = "ab" * 32
     proc, sysfs = _cgroup_tree(tmp_path / "v1", f"4:memory:/docker/{cid}", f"memory/docker/{cid}",
                                {"memory.usage_in_bytes": "5242880", "memory.stat": "cache 9\ntotal_inactive_file 1048576\n"})
-    assert measure.cgroup_memory(42, cid, proc, sysfs) == (4 * 2**20, measure.USAGE_LESS_CACHE)
+    assert cgroup.cgroup_memory(42, cid, proc, sysfs) == (4 * 2**20, cgroup.USAGE_LESS_CACHE)
     proc, sysfs = _cgroup_tree(tmp_path / "v2", f"0::/system.slice/docker-{cid}.scope", f"system.slice/docker-{cid}.scope",
                                {"memory.current": "1000", "memory.stat": "anon 10\ninactive_file 4000\n"})
-    assert measure.cgroup_memory(42, cid, proc, sysfs) == (1000, measure.ALL_CACHE)
+    assert cgroup.cgroup_memory(42, cid, proc, sysfs) == (1000, cgroup.ALL_CACHE)
 
 
 def test_cgroup_memory_only_for_the_container_it_names(tmp_path):
@@ -100,6 +101,6 @@ def test_cgroup_memory_only_for_the_container_it_names(tmp_path):
     cgroup must name the container's id, else the engine is asked."""
     proc, sysfs = _cgroup_tree(tmp_path, "4:memory:/user.slice", "memory/user.slice",
                                {"memory.usage_in_bytes": "5", "memory.stat": "total_inactive_file 1\n"})
-    assert measure.cgroup_memory(42, "cd" * 32, proc, sysfs) is None
-    assert measure.cgroup_memory(43, "cd" * 32, proc, sysfs) is None  # no such process
-    assert measure.cgroup_memory(0, "cd" * 32, proc, sysfs) is None
+    assert cgroup.cgroup_memory(42, "cd" * 32, proc, sysfs) is None
+    assert cgroup.cgroup_memory(43, "cd" * 32, proc, sysfs) is None  # no such process
+    assert cgroup.cgroup_memory(0, "cd" * 32, proc, sysfs) is None
