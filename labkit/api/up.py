@@ -16,7 +16,7 @@ from labkit.api.planning import baked_distros, context
 from labkit.api.query import facts
 from labkit.api.select import check_students, lab_lock, save_lab
 from labkit.engines import docker, registry
-from labkit.engines.base import HostRow
+from labkit.engines.base import Engine, HostRow
 from labkit.errors import BoxError, LabkitError, PlaybookFailed
 from labkit.images import build as images
 from labkit.lab import catalog
@@ -193,13 +193,13 @@ def measure_containers(lab: str, planned: list[str], servers: list[Server], log:
     previous = measure.load(lab)
     scopes = engine_scopes(lab)
     out: list[dict[str, Any]] = []
-    for_engine: dict[str, list[HostRow]] = {}
+    rows_of: dict[Engine, list[HostRow]] = {}  # each engine's planned containers, on every server
     for sv in servers:
         for eng, users in engines_on(sv, scopes):
-            for_engine.setdefault(eng.name, []).extend(h for h in eng.hosts(lab, None, sv, users) if h.name in wanted)
-    for name, rows in for_engine.items():
-        out += registry.get(name).measure(rows, previous, log)
-    found = {r.name for rows in for_engine.values() for r in rows}
+            rows_of.setdefault(eng, []).extend(h for h in eng.hosts(lab, None, sv, users) if h.name in wanted)
+    for eng, rows in rows_of.items():
+        out += eng.measure(rows, previous, log)
+    found = {r.name for rows in rows_of.values() for r in rows}
     for name in planned:
         if name not in found:
             log(f"{name}: not measured (not found)")
