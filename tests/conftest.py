@@ -4,6 +4,9 @@ from pathlib import Path
 
 import pytest
 
+# the shared labs and their fixtures (default_lab): one plugin for tests/integration and tests/security
+pytest_plugins = ["tests.labs"]
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -13,9 +13,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from labkit import names
+from labkit.ansible import labvars
 from labkit.engines import registry
 from labkit.engines.base import HostRow
 from labkit.lab import catalog
@@ -33,10 +32,12 @@ def host_vars(row: Mapping[str, Any], ssh: Mapping[str, str] | None = None) -> d
         ssh = ssh or {}
         hv: dict[str, Any] = {"ansible_connection": "ssh", "ansible_host": ssh.get("HostName", row["name"]),
                               "ansible_port": int(ssh.get("Port", 22)), "ansible_user": ssh.get("User", "vagrant"),
-                              "ansible_become": True, "ansible_python_interpreter": "/usr/bin/python3"}
+                              "ansible_become": True, "ansible_python_interpreter": "/usr/bin/python3",
+                              # an emulated VM on a busy lab server can take more than SSH's 10 s to answer
+                              "ansible_timeout": 60}
         if ssh.get("IdentityFile"):
             hv["ansible_ssh_private_key_file"] = ssh["IdentityFile"].strip('"')
-        args = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes"
+        args = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes -o ConnectTimeout=60"
         if ssh.get("ProxyCommand"):
             args += " -o ProxyCommand=" + json.dumps(ssh["ProxyCommand"])
         hv["ansible_ssh_common_args"] = args
@@ -115,7 +116,7 @@ def write_to(p: Path, inv: dict) -> Path:
     fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write("# labkit: the lab's hosts (lab servers left out); rewritten by labkit up/run/inventory\n")
-        yaml.safe_dump(inv, f, sort_keys=False, default_flow_style=False)
+        f.write(labvars.dump(inv))
     os.chmod(p, 0o600)
     return p
 
@@ -123,8 +124,8 @@ def write_to(p: Path, inv: dict) -> Path:
 def render(inv: dict, fmt: str = "yaml") -> str:
     """The inventory as YAML, JSON (``ansible-inventory --list`` shape) or INI."""
     children = inv["all"]["children"]
-    if fmt == "yaml":
-        return yaml.safe_dump(inv, sort_keys=False, default_flow_style=False)
+    if fmt == "yaml":  # a lab file's values as !unsafe: Ansible never templates them
+        return labvars.dump(inv)
     hostvars = {h: v for g in children.values() for h, v in (g.get("hosts") or {}).items() if v}
     if fmt == "json":
         out: dict[str, Any] = {"_meta": {"hostvars": hostvars}, "all": {"children": sorted(children)}}

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
 
+from labkit.ansible import labvars
 from labkit.errors import Failure, InternalError, PlaybookFailed
 from labkit.paths import ansible_root, lab_dir, playbooks_dir, roles_dir, vagrant_home
 
@@ -182,6 +183,15 @@ def run_playbook(
     tmp = private / "tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(mode=0o700)
+    # the extra variables as a YAML file of the run (-e @FILE), not ansible-runner's JSON on the
+    # command line: YAML keeps a lab file's values tagged !unsafe (labkit.ansible.labvars)
+    ev_file: str | None = None
+    if extravars:
+        evp = private / "extravars.yml"
+        fd = os.open(evp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(labvars.dump(extravars))
+        ev_file = str(evp)
     if inventory is None:
         inventory = str(ansible_root() / "inventories" / "local")
     elif isinstance(inventory, Path):
@@ -246,7 +256,7 @@ def run_playbook(
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
     t0 = time.monotonic()
     try:
-        r = _run(ansible_runner, private, pb, inventory, extravars, envvars, limit, forks, verbosity,
+        r = _run(ansible_runner, private, pb, inventory, ev_file, envvars, limit, forks, verbosity,
                  show_output, handler, timeout, lambda: bool(interrupted),
                  {"tags": tags, "skip_tags": skip_tags, "cmdline": cmdline,
                   "project_dir": str(project_dir) if project_dir else None})
@@ -298,7 +308,7 @@ def _diff_text(res: dict) -> str:
 
 
 def _run(ansible_runner: ModuleType, private: Path, pb: Path, inventory: str | dict | None,
-         extravars: dict | None, envvars: dict[str, str], limit: str | None, forks: int, verbosity: int,
+         extravars: str | None, envvars: dict[str, str], limit: str | None, forks: int, verbosity: int,
          show_output: bool, handler: Callable[[dict], bool], timeout: int | None, cancel: Callable[[], bool],
          more: dict[str, str | None] | None = None) -> Any:  # ansible_runner.Runner (ansible-runner has no types)
     more = {k: v for k, v in (more or {}).items() if v}
@@ -307,7 +317,7 @@ def _run(ansible_runner: ModuleType, private: Path, pb: Path, inventory: str | d
         project_dir=more.pop("project_dir", None) or str(playbooks_dir()),
         playbook=str(pb),
         inventory=inventory,
-        extravars=extravars or {},
+        extravars=extravars or {},  # the path of a YAML file, or nothing
         envvars=envvars,
         limit=limit,
         forks=forks,

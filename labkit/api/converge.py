@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from labkit.ansible import inventory as inv_mod
+from labkit.ansible import labvars
 from labkit.ansible.runner import EventHandler as OnEvent
 from labkit.ansible.runner import RunResult, run_playbook
 from labkit.api.discover import engines, hosts, ssh_configs
@@ -39,13 +40,14 @@ def _site(lab: Lab, playbooks: list[str] | None, pattern: str) -> Path:
     plays: list[dict[str, Any]] = [{"import_playbook": str(Path(pb).resolve())}
                          for pb in (playbooks if playbooks is not None else lab.provision.playbooks)]
     if playbooks is None:
-        for r in lab.provision.roles:
+        for i, r in enumerate(lab.provision.roles):
+            rvars = labvars.data(f"provision.roles[{i}].vars", r.vars, lab.trusted)
             plays.append({"name": f"Apply role {r.role}", "hosts": r.hosts or pattern,
-                          "roles": [{"role": r.role, **({"vars": r.vars} if r.vars else {})}]})
+                          "roles": [{"role": r.role, **({"vars": rvars} if rvars else {})}]})
     d = lab_dir(lab.name) / "converge"
     d.mkdir(exist_ok=True)
     f = d / ("site.yml" if playbooks is None else "run.yml")
-    f.write_text("---\n# written by labkit for this run\n" + yaml.safe_dump(plays, sort_keys=False))
+    f.write_text("---\n# written by labkit for this run\n" + labvars.dump(plays))
     return f
 
 
@@ -60,7 +62,8 @@ def _extra_vars(lab: Lab, more: dict[str, Any] | None) -> dict[str, Any]:
         if not isinstance(data, dict):
             raise SpecError(f"provision.extra_vars: {p}: expected a mapping of variables")
         ev = data
-    return {**ev, **(more or {})}
+    # the command line's -e is the user's own: as ansible-playbook takes it
+    return {**labvars.data("provision.extra_vars", ev, lab.trusted), **(more or {})}
 
 
 def converge(lab: Lab, playbooks: list[str] | None = None, **opts: Any) -> ConvergeResult:
@@ -101,7 +104,7 @@ def converge_on(lab: Lab, svs: list[Server], playbooks: list[str] | None = None,
     rows = [h for h in hosts(lab.name, servers=svs) if h.state == "running"]
     if not rows:
         raise NotUp(f"lab '{lab.name}' has no running hosts", "bring it up with `labkit up`")
-    inv = inv_mod.build(rows, ssh_configs(lab.name, rows), lab.provision.group_vars)
+    inv = inv_mod.build(rows, ssh_configs(lab.name, rows), labvars.group_vars(lab.provision.group_vars, lab.trusted))
     inv_path = lab_dir(lab.name) / "converge" / "hosts.yml"
     inv_path.parent.mkdir(exist_ok=True)
     inv_mod.write_to(inv_path, inv)

@@ -9,6 +9,7 @@ from typing import Any
 
 from labkit import names
 from labkit.ansible import inventory as inv_mod
+from labkit.ansible import labvars
 from labkit.api.discover import engines, hosts, network_names, running, ssh_config, ssh_configs
 from labkit.api.planning import container_plan, context, vm_plan
 from labkit.api.select import check_students
@@ -76,8 +77,8 @@ def verify(lab: Lab, only: list[str] | None = None, junit: str | Path | None = N
         results = run_checks(view, only, facts_junit)
         if user:
             inv_path = inv_mod.write_to(work / "hosts.yml", inv_mod.build(
-                up, ssh_configs(lab.name, up), lab.provision.group_vars))
-            mine, user_junit = run_user_tests(user, inv_path, lab.provision.hosts, work)
+                up, ssh_configs(lab.name, up), labvars.group_vars(lab.provision.group_vars, lab.trusted)))
+            mine, user_junit = run_user_tests(user, inv_path, lab.provision.hosts, work, trust=lab.trusted)
             for r in mine:  # the engine of each host, as for the facts' rows
                 h = view.hosts.get(r.host)
                 r.engine = engine_label(h) if h is not None else ""
@@ -188,6 +189,7 @@ def inventory(lab: Lab, fmt: str = "yaml", *, with_servers: bool = False) -> tup
     # for use outside labkit: a remote engine through ssh://, not labkit's short-lived tunnel
     rows = [replace(r, via={**r.via, "docker_host": _ssh_url(by_name[r.server])})
             if not r.local and r.role == "container" else r for r in rows]
-    inv = inv_mod.build(rows, ssh_configs(lab.name, rows), lab.provision.group_vars, svs if with_servers else ())
-    path = inv_mod.write(lab.name, inv_mod.build(rows, ssh_configs(lab.name, rows), lab.provision.group_vars))
+    gv = labvars.group_vars(lab.provision.group_vars, lab.trusted)
+    inv = inv_mod.build(rows, ssh_configs(lab.name, rows), gv, svs if with_servers else ())
+    path = inv_mod.write(lab.name, inv_mod.build(rows, ssh_configs(lab.name, rows), gv))
     return inv_mod.render(inv, fmt), path

@@ -14,6 +14,7 @@ import yaml
 from rich.markup import escape
 
 from labkit import api
+from labkit.ansible import labvars
 from labkit.ansible.runner import EventHandler
 from labkit.cli.progress import HostLines, LiveHosts
 from labkit.cli.render import err, out, say
@@ -64,13 +65,23 @@ def lab_options(fn: F) -> F:
     return fn
 
 
-def select(lab_file: str | None, lab_name: str | None, *, default_ok: bool = False, quiet: bool = False) -> Lab:
+def trust_option(fn: F) -> F:
+    return click.option(
+        "--trust", is_flag=True,
+        help="Trust the lab file as code: its variables may steer Ansible (ansible_* connection "
+             "variables, Jinja in values) and its tests' folder may hold conftest.py and pytest "
+             "settings (also LABKIT_TRUST=1). See the docs' Security page.")(fn)
+
+
+def select(lab_file: str | None, lab_name: str | None, *, default_ok: bool = False, quiet: bool = False,
+           trust: bool = False) -> Lab:
     """The lab a command acts on; always says which one and why (on stderr, so --json
-    output stays clean)."""
+    output stays clean). ``trust``: ``--trust`` (or ``LABKIT_TRUST=1``) for this command."""
     sel = api.select_lab(lab_file, lab_name, default_ok=default_ok)
+    lab = sel.lab.with_trust(labvars.trusted(trust))
     if not quiet:
-        err.print(f"lab '{sel.lab.name}' ({sel.why})", markup=False)
-    return sel.lab
+        err.print(f"lab '{lab.name}' ({sel.why}" + (", trusted as code" if lab.trusted else "") + ")", markup=False)
+    return lab
 
 
 @contextlib.contextmanager

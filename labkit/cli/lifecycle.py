@@ -9,7 +9,7 @@ from rich.markup import escape
 
 from labkit import api
 from labkit.api.planning import PlanReport
-from labkit.cli.common import handle_errors, lab_options, parse_extra, progress, select
+from labkit.cli.common import handle_errors, lab_options, parse_extra, progress, select, trust_option
 from labkit.cli.render import err, facts_table, out, plan_table, plural, recap, say
 from labkit.cli.render import quiet as silent
 from labkit.errors import CheckFailed, LabkitError, NotUp, UsageError
@@ -45,10 +45,11 @@ def show_plan(rep: PlanReport, as_json: bool) -> None:
 @click.option("--full", is_flag=True,
               help="Run the playbook even when nothing changed since the last full run (repairs changes "
                    "made inside a host by hand).")
+@trust_option
 @handle_errors
-def up(lab_file: str | None, lab_name: str | None, students: tuple[str, ...], build: bool, with_facts: bool, verbose: int, quiet: bool, inventory: str | None, plan_only: bool, as_json: bool, full: bool) -> None:
+def up(lab_file: str | None, lab_name: str | None, students: tuple[str, ...], build: bool, with_facts: bool, verbose: int, quiet: bool, inventory: str | None, plan_only: bool, as_json: bool, full: bool, trust: bool) -> None:
     """Create and provision the lab's hosts (idempotent), then show the facts."""
-    lab = select(lab_file, lab_name, default_ok=True, quiet=quiet)
+    lab = select(lab_file, lab_name, default_ok=True, quiet=quiet, trust=trust)
     if plan_only or as_json:
         show_plan(api.plan(lab, "up", students=list(students) or None, inventory=inventory), as_json)
         return
@@ -118,10 +119,11 @@ def down(lab_file: str | None, lab_name: str | None, students: tuple[str, ...], 
 @click.option("--idempotence", is_flag=True, help="Converge a second time: exit 6 naming what changed again.")
 @click.option("-v", "--verbose", count=True, help="Show Ansible's own output.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, only the result.")
+@trust_option
 @handle_errors
-def run_(lab_file: str | None, lab_name: str | None, playbooks: tuple[str, ...], students: tuple[str, ...], limit: str | None, extra: tuple[str, ...], tags: str | None, skip_tags: str | None, check: bool, diff: bool, idempotence: bool, verbose: int, quiet: bool) -> None:
+def run_(lab_file: str | None, lab_name: str | None, playbooks: tuple[str, ...], students: tuple[str, ...], limit: str | None, extra: tuple[str, ...], tags: str | None, skip_tags: str | None, check: bool, diff: bool, idempotence: bool, verbose: int, quiet: bool, trust: bool) -> None:
     """Run playbooks (default: the lab file's playbooks and roles) on the live lab's hosts."""
-    lab = select(lab_file, lab_name, quiet=quiet)
+    lab = select(lab_file, lab_name, quiet=quiet, trust=trust)
     if not playbooks and not (lab.provision.playbooks or lab.provision.roles):
         raise UsageError(f"lab '{lab.name}' has no provision.playbooks or provision.roles",
                          "name a playbook: `labkit run site.yml`, or add them to the lab file")
@@ -151,10 +153,11 @@ _NEXT = {"up": "up", "idempotence": "run --idempotence", "verify": "verify"}
 @click.option("-i", "--inventory", type=click.Path(exists=True), help="Spread the students over these lab_servers.")
 @click.option("-v", "--verbose", count=True, help="Show Ansible's own output.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, only the result.")
+@trust_option
 @handle_errors
-def test_(lab_file: str | None, lab_name: str | None, students: tuple[str, ...], build: bool, keep: bool, junit: str | None, inventory: str | None, verbose: int, quiet: bool) -> None:
+def test_(lab_file: str | None, lab_name: str | None, students: tuple[str, ...], build: bool, keep: bool, junit: str | None, inventory: str | None, verbose: int, quiet: bool, trust: bool) -> None:
     """Like `molecule test`: up, prepare, converge, idempotence, verify (facts and your tests), down."""
-    lab = select(lab_file, lab_name, default_ok=True, quiet=quiet)
+    lab = select(lab_file, lab_name, default_ok=True, quiet=quiet, trust=trust)
     log = silent if quiet else say
     step = "up"
     try:
@@ -201,10 +204,11 @@ def test_(lab_file: str | None, lab_name: str | None, students: tuple[str, ...],
 @click.option("--format", "fmt", type=click.Choice(["yaml", "ini", "json"]), default="yaml", show_default=True)
 @click.option("--path", "path_only", is_flag=True, help="Print the path of the inventory file labkit keeps current.")
 @click.option("--servers", is_flag=True, help="Include the lab servers (group lab_servers).")
+@trust_option
 @handle_errors
-def inventory_(lab_file: str | None, lab_name: str | None, fmt: str, path_only: bool, servers: bool) -> None:
+def inventory_(lab_file: str | None, lab_name: str | None, fmt: str, path_only: bool, servers: bool, trust: bool) -> None:
     """The lab's hosts as an Ansible inventory (for ansible, ansible-playbook, testinfra, Molecule)."""
-    lab = select(lab_file, lab_name)
+    lab = select(lab_file, lab_name, trust=trust)
     text, path = api.inventory(lab, fmt, with_servers=servers)
     click.echo(str(path) if path_only else text.rstrip("\n"))
 

@@ -9,7 +9,7 @@ import click
 from rich.markup import escape
 
 from labkit import api
-from labkit.cli.common import handle_errors, lab_options, select
+from labkit.cli.common import handle_errors, lab_options, select, trust_option
 from labkit.cli.render import err, facts_table, out, say, status_table, verify_table
 
 
@@ -49,10 +49,11 @@ def facts(lab_file: str | None, lab_name: str | None, as_json: bool) -> None:
 @click.option("--tests", "tests", multiple=True, type=click.Path(exists=True),
               help="Also run these pytest/testinfra tests on the lab's hosts (default: the lab file's tests:).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@trust_option
 @handle_errors
-def verify(lab_file: str | None, lab_name: str | None, only: tuple[str, ...], junit: str | None, tests: tuple[str, ...], as_json: bool) -> None:
+def verify(lab_file: str | None, lab_name: str | None, only: tuple[str, ...], junit: str | None, tests: tuple[str, ...], as_json: bool, trust: bool) -> None:
     """Check the kernel-sharing facts K1..K12 (and your own tests) on the live lab (exit 1 when any fails)."""
-    lab = select(lab_file, lab_name)
+    lab = select(lab_file, lab_name, trust=trust)
     results = api.verify(lab, list(only) or None, junit, list(tests) or None)
     failed = [r for r in results if r.outcome == "failed"]
     if as_json:
@@ -71,10 +72,11 @@ def verify(lab_file: str | None, lab_name: str | None, only: tuple[str, ...], ju
 @click.option("--checks/--no-checks", default=True, help="Include the K1..K12 checks (labkit verify).")
 @click.option("--junit-dir", type=click.Path(file_okay=False), help="Also write one JUnit file per student here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report's data as JSON.")
+@trust_option
 @handle_errors
-def report(lab_file: str | None, lab_name: str | None, out_dir: str, checks: bool, junit_dir: str | None, as_json: bool) -> None:
+def report(lab_file: str | None, lab_name: str | None, out_dir: str, checks: bool, junit_dir: str | None, as_json: bool, trust: bool) -> None:
     """Facts and measurements as Markdown and a self-contained HTML page with a chart (K8, K9)."""
-    lab = select(lab_file, lab_name)
+    lab = select(lab_file, lab_name, trust=trust)
     res = api.report(lab, out_dir, with_checks=checks, junit_dir=junit_dir)
     if as_json:
         click.echo(json.dumps(res.data, indent=2))

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from labkit import names
 from labkit.engines.capabilities import DEFAULT, NAMES, caps
@@ -27,6 +35,7 @@ USER_RE = r"^[a-z_][a-z0-9_-]{0,30}$"
 PACKAGE_RE = r"^[a-zA-Z0-9][a-zA-Z0-9.+_-]*$"
 REGISTRY_RE = r"^[a-zA-Z0-9.-]+(:[0-9]+)?(/[a-z0-9._/-]+)?$"
 ROLE_RE = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+BOX_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(/[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$"  # Vagrant's NAME or ORG/NAME
 
 
 class _Model(BaseModel):
@@ -92,7 +101,8 @@ class VM(_Model):
     """The student's Vagrant VM (libvirt)."""
 
     enabled: bool = Field(True, description="Create one VM per student")
-    box: str = Field("labkit/debian12", description="Vagrant box name (labkit builds labkit/debian12 offline)")
+    box: Annotated[str, Field(pattern=BOX_RE)] = Field(
+        "labkit/debian12", description="Vagrant box name (labkit builds labkit/debian12 offline)")
     memory: int = Field(512, ge=256, le=65536, description="Memory in MiB: 768, or with a unit: 768m, 1g")
     cpus: int = Field(1, ge=1, le=16, description="Virtual CPUs")
     accel: Literal["auto", "kvm", "qemu"] = Field(
@@ -181,6 +191,19 @@ class Lab(_Model):
     tests: list[str] = Field(default_factory=list, description=(
         "Your pytest/testinfra test files or folders, run by `labkit verify` and `labkit test` "
         "beside K1..K12 (paths relative to the lab file)"))
+    # --trust for this command: never from the lab file (a file cannot vouch for itself)
+    _trusted: bool = PrivateAttr(False)
+
+    @property
+    def trusted(self) -> bool:
+        """The lab file's variables and tests' folder are trusted as code (``--trust``)."""
+        return self._trusted
+
+    def with_trust(self, trust: bool) -> Lab:
+        """This lab, trusted (``--trust``) or not, for one command."""
+        lab = self.model_copy()
+        lab._trusted = trust
+        return lab
 
     @model_validator(mode="before")
     @classmethod

@@ -136,13 +136,16 @@ def as_dicts(results: list[CheckResult]) -> list[dict]:
 USER_FACT = "tests"  # the "fact" column of the user's own tests in verify's table
 
 
-def run_user_tests(paths: list[str], inventory: Path, pattern: str, work: Path) -> tuple[list[CheckResult], Path]:
+def run_user_tests(paths: list[str], inventory: Path, pattern: str, work: Path,
+                   trust: bool = False) -> tuple[list[CheckResult], Path]:
     """Run the user's pytest/testinfra tests against the live hosts of ``inventory``.
 
     testinfra's ``--hosts=ansible://PATTERN --ansible-inventory`` parametrises tests that take
     ``host``; Molecule-style tests that read ``MOLECULE_INVENTORY_FILE`` find the same file.
-    Runs in its own pytest process (the user's conftest and plugins stay theirs); returns one
-    result per test case and the JUnit file it wrote.
+    Runs in its own pytest process; returns one result per test case and the JUnit file it
+    wrote. Only the test files run: without ``trust`` (``--trust``) no ``conftest.py`` and no
+    pytest settings of their folder (a lab file naming vetted tests cannot bring code beside
+    them that runs first, as root); with it, pytest finds both as it would on its own.
     """
     import os
     import subprocess
@@ -163,6 +166,8 @@ def run_user_tests(paths: list[str], inventory: Path, pattern: str, work: Path) 
     cmd = [sys.executable, "-m", "pytest", *paths, f"--hosts=ansible://{pattern}", f"--ansible-inventory={inventory}",
            f"--junitxml={junit}", "-o", "junit_suite_name=labkit-user-tests", "-p", "no:cacheprovider", "-q",
            "--rootdir", str(Path(paths[0]).resolve().parent if Path(paths[0]).is_file() else Path(paths[0]).resolve())]
+    if not trust:
+        cmd += ["--noconftest", "-c", str(CHECKS_DIR / "user-tests.ini")]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
     if not junit.is_file() or proc.returncode not in (0, 1):
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])

@@ -1,0 +1,224 @@
+"""Shared, session-scoped labs on the real engines and the helpers of the tests that use
+them (tests/integration, tests/security): the default lab (containers + VM) is brought up once
+per run. A pytest plugin (tests/conftest.py names it), so that both folders share one
+``default_lab``, not one each."""
+import contextlib
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import labkit_cmd
+
+
+def run(*args, check=True, timeout=1800, env=None):
+    """Run the real `labkit` console script; return the CompletedProcess."""
+    p = subprocess.run(labkit_cmd() + list(args), capture_output=True, text=True, timeout=timeout, env=env)
+    if check and p.returncode != 0:
+        raise AssertionError(f"labkit {' '.join(args)} exited {p.returncode}\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def docker(*args) -> str:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout
+
+
+def virsh(*args) -> list[str]:
+    out = subprocess.run(["virsh", "-q", "-c", "qemu:///system", *args], capture_output=True, text=True,
+                         check=True).stdout
+    return [ln.split()[0] for ln in out.splitlines() if ln.strip()]
+
+
+def ssh_masters(port: int) -> list[str]:
+    """Processes of a lab's shared SSH connection (labkit.servers.base.control_path) to the
+    loopback server on ``port``: none may outlive the labkit command that opened it."""
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "ssh" in cmd and "/tmp/labkit-ssh-" in cmd and f"-p {port}" in cmd:
+                out.append(cmd)
+    return out
+
+
+def recap(stdout: str) -> dict:
+    """The counters of `labkit up`'s recap line; ``{"up_to_date": 1}`` alone when the playbook
+    was skipped (nothing changed since the last full run): no counter to assert on then."""
+    if re.search(r"^recap: up to date: ", stdout, re.M):
+        return {"up_to_date": 1}
+    m = re.search(r"^recap: (.*?)\s+\(", stdout, re.M)
+    assert m, stdout
+    return {k: int(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+
+
+def interrupt_up_during_vm_creation(deadline: float = 300) -> dict:
+    """Start `labkit up`, press Ctrl-C (SIGINT to its process group) once the VM's domain
+    exists, and return what the interrupted run printed and how it exited."""
+    p = subprocess.Popen(labkit_cmd() + ["up"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         start_new_session=True)
+    t0 = time.monotonic()
+    seen = False
+    while time.monotonic() - t0 < deadline and p.poll() is None:
+        if "labkit-demo-s01-vm" in virsh("list", "--all", "--name"):
+            seen = True
+            time.sleep(3)  # mid-boot
+            break
+        time.sleep(0.5)
+    os.killpg(p.pid, signal.SIGINT)
+    try:
+        out, _ = p.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, _ = p.communicate()
+    return {"domain_seen": seen, "rc": p.returncode, "output": out}
+
+
+@pytest.fixture(scope="session")
+def default_lab():
+    """The README's main job on the built-in default lab, brought up once for the whole run.
+
+    The first `labkit up` is interrupted with Ctrl-C while the VM is being created; the
+    second must converge from there. (One VM boot and a half for the whole run.)
+    """
+    # LABKIT_TEST_DEFAULT_LAB (scripts/pytest_ci.py shares the lab between two pytest runs):
+    # "keep" leaves it up at the end; "reuse" takes it as it is when it is up, every host
+    # running, as a previous run left it (else it is made here as usual), and takes it down at the end
+    mode = os.environ.get("LABKIT_TEST_DEFAULT_LAB", "")
+    if mode == "reuse" and _default_lab_running():
+        yield {"reused": True}
+        run("down", check=False)
+        return
+    run("images", "build", "debian:11", "debian:12", "debian:13", "busybox")
+    run("box", "build")
+    run("down", check=False)
+    interrupted = interrupt_up_during_vm_creation()
+    t0 = time.monotonic()
+    first = run("up")
+    info = {"first": first, "first_seconds": time.monotonic() - t0, "interrupted": interrupted}
+    yield info
+    if mode != "keep":
+        run("down", check=False)
+
+
+def _default_lab_running() -> bool:
+    """The default lab is up: every planned host there and running (`labkit status`)."""
+    p = run("status", "--json", check=False)
+    if p.returncode != 0:
+        return False
+    st = json.loads(p.stdout)
+    return bool(st["hosts"]) and not st["missing"] and all(h["state"] == "running" for h in st["hosts"])
+
+
+def vm_as_lab_server(name: str = "server-2") -> dict:
+    """Inventory variables that make the default lab's VM a lab server (its ssh settings)."""
+    from labkit import api
+    from labkit.vm import vms
+
+    cfg = vms.read_ssh_config(api.ssh_config("demo"))
+    return {name: {"ansible_host": cfg["HostName"], "ansible_port": int(cfg.get("Port", 22)),
+                   "ansible_user": cfg["User"], "ansible_ssh_private_key_file": cfg["IdentityFile"],
+                   "ansible_python_interpreter": "/usr/bin/python3", "ansible_become": True,
+                   "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"}}
+
+
+def write_inventory(path, servers: dict) -> None:
+    path.write_text(json.dumps({"all": {"children": {"lab_servers": {"hosts": servers}}}}))
+
+
+@contextlib.contextmanager
+def loopback_server(d: Path, port: int, name: str):
+    """This machine as a remote lab server ``name``: its own sshd on 127.0.0.1:``port`` with a
+    host key and root's key made for the test only (in ``d``), until the block ends. Yields the
+    inventory path (``d/hosts.yml``) and the ssh command line that reaches it. Needs root and
+    openssh-server (scripts/test.sh installs it)."""
+    if os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists():
+        pytest.skip("needs root and openssh-server (scripts/test.sh installs it)")
+    for key in ("hostkey", "id"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)], check=True)
+    (d / "authorized_keys").write_text((d / "id.pub").read_text())
+    (d / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/hostkey\nAuthorizedKeysFile {d}/authorized_keys\n"
+        "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        "StrictModes no\nUsePAM no\nPidFile none\nSubsystem sftp internal-sftp\n")
+    Path("/run/sshd").mkdir(exist_ok=True)
+    sshd = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")],
+                            stdout=subprocess.DEVNULL, stderr=open(d / "sshd.log", "w"))
+    try:
+        ssh = ["ssh", "-p", str(port), "-i", str(d / "id"), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+               "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "root@127.0.0.1"]
+        deadline = time.monotonic() + 30
+        while subprocess.run(ssh + ["true"], capture_output=True).returncode != 0:
+            assert time.monotonic() < deadline, (d / "sshd.log").read_text()
+            time.sleep(0.3)
+        inv = d / "hosts.yml"
+        write_inventory(inv, {name: {"ansible_host": "127.0.0.1", "ansible_port": port, "ansible_user": "root",
+                                     "ansible_ssh_private_key_file": str(d / "id"),
+                                     "ansible_python_interpreter": "/usr/bin/python3",
+                                     "ansible_ssh_common_args": "-o StrictHostKeyChecking=no "
+                                                                "-o UserKnownHostsFile=/dev/null"}})
+        yield {"inv": inv, "ssh": ssh}
+    finally:
+        sshd.terminate()
+        sshd.wait(10)
+
+
+def podman(*args: str, user: str = "") -> subprocess.CompletedProcess:
+    """Podman's CLI on this machine as root, or as a rootless user (with the HOME and XDG_RUNTIME_DIR of a
+    login session, as labkit's wrapper gives it)."""
+    pre = ["podman"]
+    if user:
+        pw = pwd.getpwnam(user)
+        pre = ["runuser", "-u", user, "--", "env", f"HOME={pw.pw_dir}", f"XDG_RUNTIME_DIR=/run/user/{pw.pw_uid}",
+               "TMPDIR=/var/tmp", "podman"]
+    return subprocess.run([*pre, *args], capture_output=True, text=True, timeout=120, cwd="/")
+
+
+@contextlib.contextmanager
+def podman_user(name: str, first_subid: int):
+    """A non-root user for rootless Podman on this machine (a lab server's, local or reached over
+    SSH), made for the block when missing (Debian's useradd gives it subuid/subgid ranges; else
+    65536 ids from ``first_subid``) and then removed with its home, store, runtime folder and
+    role lab_podman's wrapper. Yields the name."""
+    assert shutil.which("podman"), "Podman is not installed: bash scripts/setup.sh"
+    made = False
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], check=True)
+        made = True
+    for f in ("/etc/subuid", "/etc/subgid"):
+        if not any(ln.split(":")[0] == name for ln in Path(f).read_text().splitlines()):
+            ids = f"{first_subid}-{first_subid + 65535}"
+            subprocess.run(["usermod", "--add-subuids" if f.endswith("uid") else "--add-subgids", ids, name],
+                           check=True)
+    try:
+        yield name
+    finally:
+        if made:
+            uid = pwd.getpwnam(name).pw_uid
+            # rootless Podman's pause process (it keeps the user namespace): ended by its own pid file
+            pid_file = Path(f"/run/user/{uid}/libpod/tmp/pause.pid")
+            if pid_file.is_file():
+                try:
+                    os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
+                except (ValueError, ProcessLookupError):
+                    pass
+                time.sleep(0.5)
+            subprocess.run(["userdel", "-r", name], capture_output=True)
+            shutil.rmtree(f"/run/user/{uid}", ignore_errors=True)
+            shutil.rmtree(f"/usr/local/libexec/labkit/podman-as/{name}", ignore_errors=True)  # role lab_podman's
+
+
+@pytest.fixture(scope="session")
+def default_facts(default_lab):
+    return json.loads(run("facts", "--json").stdout)
