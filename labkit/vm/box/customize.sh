@@ -6,9 +6,14 @@ set -eu
 R="$1"
 in_root() { chroot "$R" "$@"; }
 
-# vagrant user: passwordless sudo, Vagrant's insecure key (swapped by Vagrant on first boot)
+# vagrant user: passwordless sudo, Vagrant's insecure key (swapped by Vagrant on first boot).
+# No password at all: the account's password is locked ('!'), and sshd takes keys only, so
+# whoever reaches a VM's port 22 (a student on the lab server's network) cannot log in as
+# vagrant/vagrant and sudo to root. Vagrant itself never needs a password: it logs in with
+# its insecure key once and puts the VM's own key in its place.
 in_root useradd -m -s /bin/bash -G sudo vagrant
-echo 'vagrant:vagrant' | in_root chpasswd
+in_root passwd -q -l vagrant
+in_root passwd -q -l root
 printf 'vagrant ALL=(ALL) NOPASSWD:ALL\nDefaults:vagrant !requiretty\n' > "$R/etc/sudoers.d/vagrant"
 chmod 0440 "$R/etc/sudoers.d/vagrant"
 install -d -m 0700 "$R/home/vagrant/.ssh"
@@ -20,6 +25,11 @@ in_root chown -R vagrant:vagrant /home/vagrant/.ssh
 cat > "$R/etc/ssh/sshd_config.d/labkit.conf" <<'SSHD'
 UseDNS no
 HostKey /etc/ssh/ssh_host_ed25519_key
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin no
+PermitEmptyPasswords no
+AuthenticationMethods publickey
 SSHD
 
 # network: DHCP on the virtio NIC with systemd-networkd; client id from the MAC, so two VMs
