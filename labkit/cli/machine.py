@@ -126,7 +126,14 @@ def images_rm(distros: tuple[str, ...], all_: bool) -> None:
               help="Inventory whose group lab_servers lists the servers (see inventories/classroom/).")
 @click.option("--bundle", "bundle_dir", type=click.Path(file_okay=False, exists=True),
               help="Offline bundle (labkit bundle create) whose images every server gets; its Debian "
-                   "packages, when it has them, are installed from it alone (never a mirror).")
+                   "packages, when it has them, are installed from it alone (never a mirror). Needs "
+                   "--bundle-digest.")
+@click.option("--bundle-digest", "digest", metavar="sha256:HEX",
+              help="The digest `labkit bundle create` printed: the bundle is refused, before anything of it is "
+                   "used, unless its SHA256SUMS has this digest.")
+@click.option("--insecure-skip-digest", "insecure", is_flag=True,
+              help="Use the bundle without its digest: it is checked to be whole, not to be the one that was "
+                   "made (anyone who could write to it could have made it).")
 @click.option("--podman", is_flag=True,
               help="Also install and set up Podman on every server (labs with `engine: podman` containers there).")
 @click.option("--lxc", is_flag=True,
@@ -134,12 +141,14 @@ def images_rm(distros: tuple[str, ...], all_: bool) -> None:
 @click.option("-v", "--verbose", count=True, help="Show Ansible's own output.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, only the result.")
 @handle_errors
-def prepare(inventory: str, bundle_dir: str | None, podman: bool, lxc: bool, verbose: int, quiet: bool) -> None:
+def prepare(inventory: str, bundle_dir: str | None, digest: str | None, insecure: bool, podman: bool, lxc: bool,
+            verbose: int, quiet: bool) -> None:
     """Prepare lab servers: engine running, Python for Ansible's docker modules, images (and the
-    servers' missing Debian packages) from a bundle; with --podman, Podman too; with --lxc, LXC."""
+    servers' missing Debian packages) from a bundle whose digest matches; with --podman, Podman
+    too; with --lxc, LXC."""
     with progress(verbose, quiet, "labkit prepare") as on_event:
         res = api.prepare(inventory, bundle_dir, log=say, on_event=on_event, show_output=bool(verbose),
-                          podman=podman, lxc=lxc)
+                          podman=podman, lxc=lxc, digest=digest, insecure=insecure)
     say(recap(res))
 
 
@@ -147,7 +156,7 @@ def prepare(inventory: str, bundle_dir: str | None, podman: bool, lxc: bool, ver
 
 @click.group("bundle")
 def bundle_group() -> None:
-    """Offline bundles: images and box as files with checksums, for other lab servers."""
+    """Offline bundles: images and box as files with checksums and a digest, for other lab servers."""
 
 
 @bundle_group.command("create")
@@ -171,7 +180,8 @@ def bundle_group() -> None:
 @handle_errors
 def bundle_create(lab_file: str | None, lab_name: str | None, directory: str, with_box: bool, inventory: str | None, releases: tuple[str, ...], arches: tuple[str, ...], with_debs: bool, with_wheels: bool, python: str | None, mirror: str | None) -> None:
     """Save the lab's local images (and box), the lab servers' Debian packages and labkit's
-    wheelhouse into DIRECTORY with a manifest and SHA256SUMS: all an offline classroom needs."""
+    wheelhouse into DIRECTORY with a manifest and SHA256SUMS: all an offline classroom needs.
+    Prints the bundle's digest, which `prepare` and `bundle load` require."""
     lab = select(lab_file, lab_name, default_ok=True)
     refs = [c.distro for c in lab.containers if c.spec.source == "local"]
     targets: list = []
@@ -190,10 +200,17 @@ def bundle_create(lab_file: str | None, lab_name: str | None, directory: str, wi
 
 @bundle_group.command("load")
 @click.argument("directory", type=click.Path(file_okay=False, exists=True))
+@click.option("--digest", metavar="sha256:HEX",
+              help="The digest `labkit bundle create` printed: the bundle is refused, before anything of it is "
+                   "used, unless its SHA256SUMS has this digest.")
+@click.option("--insecure-skip-digest", "insecure", is_flag=True,
+              help="Load the bundle without its digest: it is checked to be whole, not to be the one that was "
+                   "made (anyone who could write to it could have made it).")
 @handle_errors
-def bundle_load(directory: str) -> None:
-    """Verify a bundle's checksums and load its images and box on this server."""
-    bundle_mod.load(directory, log=say)
+def bundle_load(directory: str, digest: str | None, insecure: bool) -> None:
+    """Check a bundle against its digest, then its checksums, and load its images and box on
+    this server."""
+    bundle_mod.load(directory, log=say, digest=digest, insecure=insecure)
 
 
 # --------------------------------------------------------------------------- box

@@ -16,24 +16,40 @@ A bundle is a folder:
   versions it runs with here (``wheels/requirements.txt`` pins them), for one CPython
   version and architecture, so that ``pip install --no-index --find-links DIR/wheels labkit``
   installs it on a machine without PyPI;
-- ``manifest.json`` (what each file is) and ``SHA256SUMS`` (every file).
+- ``manifest.json`` (what each file is) and ``SHA256SUMS`` (every file, the manifest too).
 
-Trust: the apt repository is unsigned and used with ``[trusted=yes]``. Its trust anchor is
-the bundle's ``SHA256SUMS``, which labkit checks on the instructor machine before it touches a
-server, and against which every copy is checked on the server after the transfer; the
-repository's ``Packages`` index then pins every ``.deb`` by SHA-256, which apt checks. A key
-carried inside the same bundle would add nothing: whoever can change the bundle can change
-the key. The packages themselves come from the Debian mirror, whose signatures apt checks
-when ``bundle create`` downloads them (``debian-archive-keyring``).
+Trust: a bundle is as trustworthy as the way its digest reached you. ``create`` ends by printing
+the bundle's digest, the SHA-256 of its ``SHA256SUMS`` (``sha256sum DIR/SHA256SUMS`` prints it
+again on the machine that made it); ``SHA256SUMS`` lists every file of the bundle, the manifest
+included. ``labkit prepare --bundle DIR`` and ``labkit bundle load DIR`` require that digest
+(``--insecure-skip-digest`` is the explicit, logged way not to) and check it before anything
+of the bundle is read, let alone copied, loaded, installed or run; then every file against the
+verified ``SHA256SUMS``, refusing a file it does not list (and any link or special file); then
+every name the manifest carries (distros, images, the box, files, releases, packages, wheels)
+against a strict pattern, before any reaches a command, a template or a path. What is used
+afterwards is checked again as it is used: an image is loaded from the open file that was hashed,
+the box added from a copy made as it was hashed, and on a server every copy is checked against
+the verified sums (passed to the role, never read again from the bundle) before it is used.
 
-``load`` refuses a bundle whose checksums do not match, naming the file, and skips what is
-already present with the same recipe. The ``lab_server`` role does the same on remote servers.
+The apt repository is unsigned and used with ``[trusted=yes]``, which is sound here: its tar is
+pinned by the verified ``SHA256SUMS``, the part a server gets is cut from a private copy checked
+against that sum (``roles/lab_server/files/apt_subset.py``) and checked again on the server, and
+its ``Packages`` index pins every ``.deb`` by SHA-256, which apt checks (``[trusted=yes]`` only
+skips the signature of ``Release``, whose hashes of the index apt still checks). A signing key
+carried inside the bundle would add nothing the digest does not: whoever can change the bundle
+can change the key. The packages themselves come from the Debian mirror, whose signatures apt
+checks when ``bundle create`` downloads them (``debian-archive-keyring``).
+
+``load`` skips what is already present with the same recipe. The ``lab_server`` role does the
+same on remote servers.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +70,23 @@ from labkit.images.apt import (
     targets_from_options,
     this_target,
 )
-from labkit.images.files import mib, sha256, size
+from labkit.images.files import copy_hashed, mib, sha256, size
+from labkit.images.trust import (
+    _FILES,
+    DIGEST_RE,
+    FORMAT,
+    MANIFEST,
+    SUMS,
+    Verified,
+    authenticate,
+    bundle_files,
+    check,
+    check_manifest,
+    check_name,
+    digest_of,
+    opened,
+    verify,
+)
 from labkit.images.wheels import (
     DEBIAN_GLIBC,
     DEBIAN_PYTHON,
@@ -65,20 +97,18 @@ from labkit.images.wheels import (
 )
 from labkit.lab import catalog
 from labkit.log import Log, quiet
-from labkit.paths import roles_dir
+from labkit.paths import roles_dir, state_dir
 from labkit.vm import boxes
 
-# the parts, in their own modules (apt, wheels), are this module's API too: `bundle.Target`...
+# the parts, in their own modules (apt, wheels, trust), are this module's API too: `bundle.Target`...
 __all__ = [
-    "DEBIAN_GLIBC", "DEBIAN_PYTHON", "FORMAT", "INSTRUCTOR_PACKAGES", "KEYRING", "MANIFEST", "SUMS", "WHEEL_ARCH",
-    "AptRoot", "Target", "build_apt_repo", "build_wheelhouse", "bundle_files", "create", "load", "packages_index",
+    "DEBIAN_GLIBC", "DEBIAN_PYTHON", "DIGEST_RE", "FORMAT", "INSTRUCTOR_PACKAGES", "KEYRING", "MANIFEST", "SUMS",
+    "WHEEL_ARCH", "AptRoot", "Target", "Verified", "authenticate", "build_apt_repo", "build_wheelhouse",
+    "bundle_files", "check", "check_manifest", "check_name", "create", "digest_of", "load", "packages_index",
     "parse_simulation", "pinned_requirements", "release_file", "role_packages", "server_packages",
     "targets_from_inventory", "targets_from_options", "this_target", "verify", "wheel_target",
 ]
 
-MANIFEST = "manifest.json"
-SUMS = "SHA256SUMS"
-FORMAT = 2
 # Besides the servers' packages: what a Debian machine needs to install labkit from the
 # wheelhouse (`python3 -m venv`), for an instructor machine with no mirror.
 INSTRUCTOR_PACKAGES = ["python3-venv"]
@@ -124,15 +154,19 @@ def server_packages(lists: dict[str, list[str]], box: bool) -> list[str]:
     return list(dict.fromkeys(want))
 
 
-# --------------------------------------------------------------------------- create / verify / load
+# --------------------------------------------------------------------------- create
 
 def create(out: str | Path, distros: list[str], box: str | None = None, log: Log = quiet, *,
            apt_targets: list[Target] | None = None, wheels: bool = False, python: str | None = None,
            mirror: str | None = None) -> dict[str, Any]:
     """Write a bundle into ``out``: the local images of ``distros`` (and ``box``), the lab
     servers' Debian packages for each of ``apt_targets`` and, with ``wheels``, labkit's
-    wheelhouse. Returns the manifest, with the size of each part."""
+    wheelhouse. Returns the manifest, with the size of each part and the bundle's ``digest``
+    (``sha256:...``), which ``prepare`` and ``load`` require."""
     out = Path(out)
+    if box is not None:
+        check_name("box name", box, "the lab's vm.box")
+    _check_destination(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     for name in (SUMS, MANIFEST):  # written last: until then DIR is no bundle (a failed create leaves none)
         (out / name).unlink(missing_ok=True)
@@ -140,6 +174,7 @@ def create(out: str | Path, distros: list[str], box: str | None = None, log: Log
     sizes: dict[str, int] = {}
     for ref in dict.fromkeys(distros):  # each once: one image serves each engine's containers of a distro
         d = catalog.get(ref)
+        check_name("image name", d.image, f"the image of {d.ref}")
         img = images._image(d.image)
         if img is None:
             raise ImageError(f"{d.image} ({d.ref}) is not on this machine", f"build it: `labkit images build {d.ref}`")
@@ -178,82 +213,85 @@ def create(out: str | Path, distros: list[str], box: str | None = None, log: Log
         manifest["wheels"] = w
         sizes["wheels"] = size(out / "wheels" / f for f in w["files"])
         log(f"wheels: {len(w['files'])} for CPython {py} {machine} ({mib(sizes['wheels'])}) in wheels/")
+    manifest = check_manifest(manifest, "the new manifest")  # never write what `verify` would refuse
+    files = bundle_files(manifest)
+    for part in ("images", "box"):  # files of an earlier bundle in DIR (other distros, another box)
+        for old in sorted((out / part).glob("*")) if (out / part).is_dir() else []:
+            if f"{part}/{old.name}" not in files:
+                log(f"{part}/{old.name}: not part of this bundle, removed")
+                old.unlink()
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    files = bundle_files(manifest) + [MANIFEST]
-    (out / SUMS).write_text("".join(f"{sha256(out / f)}  {f}\n" for f in files))
+    sums = "".join(f"{sha256(out / f)}  {f}\n" for f in files + [MANIFEST]).encode()
+    (out / SUMS).write_bytes(sums)
     total = sum(sizes.values())
     parts = [f"{len(manifest['images'])} image(s)"] + (["1 box"] if box else []) + \
         [f"Debian packages for {e['release']}/{e['arch']} ({e['debs']})" for e in manifest["apt"]] + \
         ([f"{len(manifest['wheels']['files'])} wheels"] if manifest["wheels"] else [])
     log(f"bundle written: {out} ({', '.join(parts)}; {mib(total)}: "
         + ", ".join(f"{k} {mib(v)}" for k, v in sizes.items()) + ")")
+    digest = "sha256:" + hashlib.sha256(sums).hexdigest()
+    log(f"bundle digest: {digest}")
+    log("  `labkit prepare --bundle-digest` and `labkit bundle load --digest` require it: keep it apart from "
+        "the bundle (a note, a message), it is what proves the bundle is this one")
     manifest["sizes"] = sizes
+    manifest["digest"] = digest
     return manifest
 
 
-def bundle_files(manifest: dict[str, Any]) -> list[str]:
-    """Every file the manifest names (what SHA256SUMS must list), relative to the bundle."""
-    files = [e["file"] for e in manifest.get("images") or []]
-    if manifest.get("box"):
-        files.append(manifest["box"]["file"])
-    files += [e["file"] for e in manifest.get("apt") or []]
-    w = manifest.get("wheels")
-    if w:
-        files += [f"{w['dir']}/{f}" for f in w["files"]] + [w["requirements"]]
-    return files
+def _check_destination(out: Path) -> None:
+    """DIR holds nothing but an earlier bundle's parts: what `verify` refuses (a file SHA256SUMS
+    does not list) is refused here, before anything is written."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise BundleError(f"{out}: not a folder", "give the path of a new or empty folder")
+    if not out.exists():
+        return
+    stray = [p.name for p in out.iterdir() if p.name not in (SUMS, MANIFEST, *_FILES) or p.is_symlink()
+             or (p.name in _FILES and not p.is_dir()) or (p.name in (SUMS, MANIFEST) and not p.is_file())]
+    for part in ("images", "box"):
+        d = out / part
+        if d.is_dir() and not d.is_symlink():
+            stray += [f"{part}/{p.name}" for p in d.iterdir()
+                      if p.is_symlink() or not p.is_file() or not _FILES[part].fullmatch(f"{part}/{p.name}")]
+    if stray:
+        raise BundleError(f"{out} holds {', '.join(sorted(stray)[:3])}, which is no part of a bundle (a bundle "
+                          "holds only the files its SHA256SUMS lists)", "give a new or empty folder, or remove them")
 
 
-def verify(bundle: str | Path) -> dict[str, Any]:
-    """Check every file against SHA256SUMS; return the manifest. LabkitError names a bad file."""
-    b = Path(bundle)
-    sums = b / SUMS
-    if not sums.is_file():
-        raise BundleError(f"{b}: not a labkit bundle (no {SUMS})", "make one with `labkit bundle create DIR`")
-    listed: set[str] = set()
-    for n, line in enumerate(sums.read_text().splitlines(), 1):
-        parts = line.split(None, 1)
-        if len(parts) != 2 or not re.fullmatch(r"[0-9a-f]{64}", parts[0]):
-            raise BundleError(f"{sums}:{n}: not a checksum line ({line[:80]!r})", "copy the whole bundle folder again")
-        want, name = parts[0], parts[1].strip()
-        f = b / name
-        if not f.is_file():
-            raise BundleError(f"{b}: {name} is listed in {SUMS} but missing", "copy the whole bundle folder again")
-        if sha256(f) != want:
-            raise BundleError(f"{b}: {name} does not match its checksum (corrupt or changed copy)",
-                              "copy the bundle again from the machine that made it")
-        listed.add(name)
-    if MANIFEST not in listed:
-        raise BundleError(f"{b}: {MANIFEST} is not listed in {SUMS}", "copy the whole bundle folder again")
-    try:
-        manifest = json.loads((b / MANIFEST).read_text())
-    except ValueError as e:
-        raise BundleError(f"{b}: {MANIFEST} is not JSON ({e})", "copy the whole bundle folder again") from None
-    unlisted = [f for f in bundle_files(manifest) if f not in listed]
-    if unlisted:
-        raise BundleError(f"{b}: {', '.join(unlisted[:3])} named in {MANIFEST} but not in {SUMS}",
-                          "copy the whole bundle folder again, or make it again with `labkit bundle create`")
-    return manifest
+# --------------------------------------------------------------------------- load
 
-
-def load(bundle: str | Path, log: Log = quiet) -> list[str]:
-    """Load a verified bundle on this server: images (unless present with the same recipe) and the box."""
-    b = Path(bundle)
-    manifest = verify(b)
+def load(bundle: str | Path, log: Log = quiet, *, digest: str | None = None, insecure: bool = False) -> list[str]:
+    """Load a bundle on this machine, its digest checked first (``authenticate``): images (unless
+    present with the same recipe) and the box. Each is used from what was hashed as it is used."""
+    v = authenticate(bundle, digest, insecure=insecure, flag="--digest", log=log)
+    b, manifest = v.path, v.manifest
     done: list[str] = []
     for e in manifest["images"]:
         img = images._image(e["image"])
         if img is not None and (img.labels or {}).get("labkit.recipe") == e["recipe"]:
             log(f"{e['image']}: present with the same recipe, skipped")
             continue
-        with (b / e["file"]).open("rb") as f:
-            engine.client().images.load(f)  # streamed, not read into memory
+        with opened(b, e["file"], v.sums) as f:
+            engine.client().images.load(f)  # streamed from the file that was hashed, not read into memory
         log(f"{e['image']}: loaded")
         done.append(e["image"])
     if manifest.get("box"):
-        if boxes.box_present(manifest["box"]["name"]):
-            log(f"{manifest['box']['name']}: present, skipped")
+        name = manifest["box"]["name"]
+        if boxes.box_present(name):
+            log(f"{name}: present, skipped")
         else:
-            boxes._vagrant_add(manifest["box"]["name"], b / manifest["box"]["file"])
-            log(f"{manifest['box']['name']}: added")
-            done.append(manifest["box"]["name"])
+            cache = state_dir() / "cache"
+            cache.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix="labkit-box-", dir=cache) as tmp:  # 0700
+                copy = Path(tmp) / "box.box"
+                with opened(b, manifest["box"]["file"], v.sums, hash_it=False) as f:
+                    got = copy_hashed(f, copy)
+                if got != v.sums[manifest["box"]["file"]]:
+                    raise BundleError(f"{b}: {manifest['box']['file']} changed after it was checked",
+                                      "nothing of it was used; make sure nobody else writes to the bundle, and "
+                                      "copy it again")
+                boxes._vagrant_add(name, copy)
+            log(f"{name}: added")
+            done.append(name)
     return done
+
+

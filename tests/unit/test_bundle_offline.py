@@ -1,18 +1,23 @@
 """The offline parts of a bundle without a mirror or a server: the package lists' one source,
 apt's simulation read, the flat repository's index, the wheelhouse's pins and target,
-release/arch options, and verify naming a bad or missing file (issue 18)."""
+release/arch options, and verify naming a bad or missing file (issue 18); the bundle's digest,
+checked before anything else, files SHA256SUMS does not list, and the names a manifest may
+carry (issue 26, item 7; tests/security/test_bundle_trust.py attacks it through the CLI)."""
 import gzip
 import hashlib
 import importlib.metadata as md
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from labkit.errors import LabkitError
-from labkit.images import bundle
+from labkit.images import bundle, trust
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLE = ROOT / "roles" / "lab_server"
@@ -167,8 +172,9 @@ def _bundle(tmp_path: Path, manifest: dict, files: dict[str, bytes]) -> Path:
 
 
 MANIFEST = {"format": 2, "images": [], "box": None,
-            "apt": [{"release": "bookworm", "arch": "amd64", "file": "apt/bookworm-amd64.tar"}],
-            "wheels": {"dir": "wheels", "files": ["labkit-0.1.0-py3-none-any.whl"],
+            "apt": [{"release": "bookworm", "arch": "amd64", "file": "apt/bookworm-amd64.tar",
+                     "packages": ["docker.io"], "closure": ["docker.io", "libc6"], "debs": 2, "debs_bytes": 7}],
+            "wheels": {"dir": "wheels", "python": "3.11", "machine": "x86_64", "files": ["labkit-0.1.0-py3-none-any.whl"],
                        "requirements": "wheels/requirements.txt", "labkit": "labkit-0.1.0-py3-none-any.whl"}}
 FILES = {"apt/bookworm-amd64.tar": b"repo", "wheels/labkit-0.1.0-py3-none-any.whl": b"whl",
          "wheels/requirements.txt": b"labkit==0.1.0\n"}
@@ -199,3 +205,191 @@ def test_verify_names_a_malformed_sums_line(tmp_path):
     (b / "SHA256SUMS").write_text((b / "SHA256SUMS").read_text() + "garbage\n")
     with pytest.raises(LabkitError, match=r"SHA256SUMS:5: not a checksum line"):
         bundle.verify(b)
+
+
+def _digest(b: Path) -> str:
+    return "sha256:" + hashlib.sha256((b / "SHA256SUMS").read_bytes()).hexdigest()
+
+
+def test_the_digest_is_that_of_sha256sums_and_is_checked_before_anything_else(tmp_path):
+    b = _bundle(tmp_path, MANIFEST, FILES)
+    digest = _digest(b)
+    assert bundle.digest_of(b) == digest
+    v = bundle.check(b, digest)
+    assert v.digest == digest and v.sums["apt/bookworm-amd64.tar"] == hashlib.sha256(b"repo").hexdigest()
+    assert set(v.sums) == {*FILES, "manifest.json"}
+    # a self-consistent change (a file and SHA256SUMS rewritten to match) is another digest
+    (b / "apt" / "bookworm-amd64.tar").write_bytes(b"evil repo")
+    _bundle(tmp_path, MANIFEST, {**FILES, "apt/bookworm-amd64.tar": b"evil repo"})
+    assert bundle.verify(b)["format"] == 2  # whole, as far as its own SHA256SUMS says
+    with pytest.raises(LabkitError, match=r"SHA256SUMS does not match the bundle digest given \(sha256:") as e:
+        bundle.check(b, digest)
+    assert e.value.exit_code == 4
+    # the digest comes first: a bundle whose files are gone is refused for its digest, not its files
+    (b / "wheels" / "labkit-0.1.0-py3-none-any.whl").unlink()
+    (b / "manifest.json").write_text("not json")
+    with pytest.raises(LabkitError, match="does not match the bundle digest given"):
+        bundle.check(b, digest)
+
+
+@pytest.mark.parametrize("digest", ["3f" * 32, "sha256:" + "3F" * 32, "sha256:" + "3f" * 31, "sha1:" + "3f" * 20,
+                                    "sha256:" + "3f" * 32 + "\n"])
+def test_a_malformed_digest_is_bad_input(tmp_path, digest):
+    b = _bundle(tmp_path, MANIFEST, FILES)
+    with pytest.raises(LabkitError, match="not sha256: and 64 hexadecimal digits") as e:
+        bundle.check(b, digest)
+    assert e.value.exit_code == 2
+
+
+def test_the_digest_is_required_unless_explicitly_skipped(tmp_path):
+    b = _bundle(tmp_path, MANIFEST, FILES)
+    with pytest.raises(LabkitError, match=r"needs its digest \(--bundle-digest sha256:\.\.\.\)") as e:
+        bundle.authenticate(b, None)
+    assert e.value.exit_code == 2 and "--insecure-skip-digest" in str(e.value)
+    with pytest.raises(LabkitError, match=r"needs its digest \(--digest"):
+        bundle.authenticate(b, None, flag="--digest")
+    said: list[str] = []
+    assert bundle.authenticate(b, None, insecure=True, log=said.append).digest is None
+    assert len(said) == 1 and said[0].startswith("WARNING") and "--insecure-skip-digest" in said[0]
+    with pytest.raises(LabkitError, match="both given"):
+        bundle.authenticate(b, _digest(b), insecure=True)
+    assert bundle.authenticate(b, _digest(b)).manifest["apt"][0]["closure"] == ["docker.io", "libc6"]
+
+
+def test_a_file_sha256sums_does_not_list_is_refused(tmp_path):
+    b = _bundle(tmp_path, MANIFEST, FILES)
+    digest = _digest(b)
+    (b / "wheels" / "evil-1.0-py3-none-any.whl").write_bytes(b"x")
+    with pytest.raises(LabkitError, match=r"holds wheels/evil-1.0-py3-none-any.whl: not a file SHA256SUMS lists"):
+        bundle.check(b, digest)
+    (b / "wheels" / "evil-1.0-py3-none-any.whl").unlink()
+    (b / "hooks").mkdir()
+    with pytest.raises(LabkitError, match=r"holds hooks/ \(a folder\): not a file SHA256SUMS lists"):
+        bundle.check(b, digest)
+    (b / "hooks").rmdir()
+    (b / "box").mkdir()  # a part's folder, empty (a bundle without a box): allowed
+    assert bundle.check(b, digest).manifest["box"] is None
+
+
+def test_links_and_special_files_are_refused(tmp_path):
+    b = _bundle(tmp_path / "b", MANIFEST, FILES)
+    digest = _digest(b)
+    whl = b / "wheels" / "labkit-0.1.0-py3-none-any.whl"
+    outside = tmp_path / "outside.whl"
+    outside.write_bytes(b"whl")  # the same bytes: only the link is wrong
+    whl.unlink()
+    whl.symlink_to(outside)
+    with pytest.raises(LabkitError, match=r"holds wheels/labkit-0.1.0-py3-none-any.whl \(a symbolic link\)"):
+        bundle.check(b, digest)
+    whl.unlink()
+    os.mkfifo(whl)  # would block a reader that does not check
+    with pytest.raises(LabkitError, match="labkit-0.1.0-py3-none-any.whl cannot be read as a file"):
+        bundle.check(b, digest)
+    whl.unlink()
+    whl.write_bytes(b"whl")
+    (tmp_path / "elsewhere").mkdir()
+    (b / "images").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(LabkitError, match=r"holds images \(a symbolic link\)"):
+        bundle.check(b, digest)
+
+
+@pytest.mark.parametrize("line", ["../../etc/passwd", "/etc/passwd", "images/../../x.tar", "images/a b.tar",
+                                  "images/x.tar\r", "notes.txt", "images/sub/x.tar"])
+def test_a_sums_line_naming_a_path_outside_the_parts_is_refused(tmp_path, line):
+    b = _bundle(tmp_path, MANIFEST, FILES)
+    with (b / "SHA256SUMS").open("a") as f:
+        f.write(f"{'0' * 64}  {line}\n")
+    with pytest.raises(LabkitError, match=r"SHA256SUMS:5: (.* is no file a bundle holds|not a checksum line)"):
+        bundle.check(b, _digest(b))
+
+
+BOX = {"name": "labkit/debian12", "file": "box/labkitdebian12.box", "recipe": "ab" * 32}
+IMAGE = {"distro": "debian:12", "image": "labkit/debian:12", "file": "images/debian12.tar", "recipe": "eee6d4bc"}
+BAD = ["x; touch /tmp/pwned", "{{ lookup('pipe', 'id') }}", "x$(id)", "x`id`", "a\nb", "-rf", "../x", "a/b/c",
+       "x'y", 'x"y', "x y", "%{x}", ""]
+
+
+def _manifest(**kw):
+    return {**MANIFEST, "images": [dict(IMAGE)], "box": dict(BOX), **kw}
+
+
+def test_a_manifest_with_valid_names_is_taken_and_rebuilt_from_them():
+    m = _manifest()
+    m["box"]["name"] = "bento/ubuntu-22.04"
+    m["images"][0]["image"] = "localhost:5000/labkit/busybox:1.35"
+    out = bundle.check_manifest(m)
+    assert out["box"] == m["box"] and out["images"] == m["images"] and out["wheels"]["python"] == "3.11"
+    assert bundle.check_manifest({"format": 1, "images": [], "box": None}) == {
+        "format": 1, "images": [], "box": None, "apt": [], "wheels": None}
+
+
+@pytest.mark.parametrize("bad", BAD)
+@pytest.mark.parametrize("field", ["box.name", "images.image", "images.distro", "box.file", "images.file",
+                                   "apt.release", "apt.closure", "wheels.files"])
+def test_every_name_of_the_manifest_is_checked(field, bad):
+    m = _manifest()
+    part, key = field.split(".")
+    if part == "box":
+        m["box"][key] = bad
+    elif part == "images":
+        m["images"][0][key] = bad
+    elif key == "closure":
+        m["apt"] = [{**MANIFEST["apt"][0], "closure": ["libc6", bad]}]
+    elif key == "release":
+        m["apt"] = [{**MANIFEST["apt"][0], "release": bad}]
+    else:
+        m["wheels"] = {**MANIFEST["wheels"], "files": [MANIFEST["wheels"]["labkit"], bad]}
+    with pytest.raises(LabkitError) as e:
+        bundle.check_manifest(m, "m.json")
+    assert e.value.exit_code == 4 and str(e.value).startswith(f"m.json: {part}"), str(e.value)
+    assert repr(bad)[:40] in str(e.value) or "not a" in str(e.value)
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"format": 3}, "this labkit reads formats 1 to 2"), ({"format": True}, "format True"),
+    ({"extra": 1}, "unknown key"), ({"images": {}}, "images is {}, not a list"),
+    ({"box": {"name": "x", "file": "box/x.box"}}, "box has no recipe"),
+    ({"apt": [{**MANIFEST["apt"][0], "file": "apt/trixie-amd64.tar"}]}, "not apt/bookworm-amd64.tar"),
+    ({"apt": [{**MANIFEST["apt"][0], "debs": -1}]}, "not a count"),
+    ({"wheels": {**MANIFEST["wheels"], "requirements": "../r.txt"}}, "not wheels and wheels/requirements.txt"),
+    ({"wheels": {**MANIFEST["wheels"], "labkit": "other-1-py3-none-any.whl"}}, "is not one of its files"),
+])
+def test_the_manifests_shape_is_checked(change, match):
+    with pytest.raises(LabkitError, match=re.escape(match)):
+        bundle.check_manifest({**_manifest(), **change})
+
+
+def test_a_file_changed_after_the_check_is_refused_when_used(tmp_path):
+    b = _bundle(tmp_path, MANIFEST, FILES)
+    v = bundle.check(b, _digest(b))
+    with trust.opened(b, "apt/bookworm-amd64.tar", v.sums) as f:
+        assert f.read() == b"repo"  # what was hashed is what is read
+    (b / "apt" / "bookworm-amd64.tar").write_bytes(b"swapped")
+    with pytest.raises(LabkitError, match="apt/bookworm-amd64.tar changed after it was checked"):
+        with trust.opened(b, "apt/bookworm-amd64.tar", v.sums):
+            pass
+
+
+def test_the_servers_apt_part_is_cut_from_a_checked_copy_only(tmp_path):
+    """apt_subset.py (run on the controller by the role) refuses a repository whose bytes are
+    not those of the checked sum it is given; it no longer reads the bundle's SHA256SUMS."""
+    b = _bundle(tmp_path / "b", MANIFEST, FILES)
+    (b / "SHA256SUMS").write_text("".join(f"{hashlib.sha256(b'repo').hexdigest()}  {n}\n" for n in FILES))
+    status = tmp_path / "status"
+    status.write_text("")
+    p = subprocess.run([sys.executable, str(ROLE / "files" / "apt_subset.py"), "--bundle", str(b), "--file",
+                        "apt/bookworm-amd64.tar", "--sha256", hashlib.sha256(b"other").hexdigest(), "--status",
+                        str(status), "--arch", "amd64", "--out", str(tmp_path / "out.tar"), "docker.io"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "does not match the bundle's checked SHA256SUMS" in p.stderr, p.stderr
+    assert not (tmp_path / "out.tar").exists()
+
+
+def test_the_role_takes_the_checked_manifest_and_sums_and_never_reads_them_from_the_bundle():
+    tasks = "\n".join(f.read_text() for f in (ROLE / "tasks").glob("*.yml"))
+    assert "manifest.json" not in tasks and "SHA256SUMS'" not in tasks and "/SHA256SUMS" not in tasks
+    assert "lab_server_bundle_sums[lab_server_image.file]" in tasks
+    assert "lab_server_bundle_sums[lab_server_box.file]" in tasks
+    assert "'--sha256', lab_server_bundle_sums[lab_server_repo.file]" in tasks
+    # the one shell line a bundle's name reaches is quoted (the name is checked before, too)
+    assert "{{ lab_server_box_volume_prefix | quote }}*)" in (ROLE / "tasks" / "vm.yml").read_text()
