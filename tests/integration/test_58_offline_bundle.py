@@ -17,7 +17,8 @@ slirp4netns; LXC with python3-lxc and busybox-static) from the bundle's apt repo
 alone, start dockerd, virtlogd and libvirtd without systemd and add the box; then a
 classroom with containers (on the server's Docker, its Podman and its LXC) and a VM (QEMU on
 the server) comes up there, the facts and K1..K12 hold, and none of its hosts reaches the
-internet either. A bundle that does not cover the server's release is refused there, naming the
+internet either. `prepare` gets the digest `bundle create` printed (issue 26: it refuses a bundle
+without it). A bundle that does not cover the server's release is refused there, naming the
 server and the fix. labkit installs from the bundle's wheelhouse into a new virtual
 environment with `pip --no-index` in a network namespace with no network at all, and its
 `labkit --help` and `labkit doctor` run.
@@ -34,6 +35,7 @@ test_57 boots a VM on a remote server reached over SSH (this machine)."""
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -228,6 +230,7 @@ def offline(tmp_path_factory, server):
     bundle = d / "bundle"
     times: dict[str, float] = {}
     created = _timed("bundle create", times, "bundle", "create", "-f", str(lab), "-i", str(inv), str(bundle))
+    digest = re.search(r"^bundle digest: (sha256:[0-9a-f]{64})$", created.stdout, re.M)[1]  # prepare requires it
 
     # the fresh server lacks all of it; then every way out but to this machine is closed
     lists = bundle_mod.role_packages()
@@ -252,12 +255,16 @@ def offline(tmp_path_factory, server):
         e["release"] = "trixie"
     (other / "manifest.json").unlink()
     (other / "manifest.json").write_text(json.dumps(manifest))
-    _recompute_sums(other)
-    uncovered = run("prepare", "-i", str(inv), "--bundle", str(other), "--podman", "--lxc", check=False)
+    _recompute_sums(other)  # a whole bundle for trixie, with its own digest (as if made for trixie)
+    other_digest = "sha256:" + hashlib.sha256((other / "SHA256SUMS").read_bytes()).hexdigest()
+    uncovered = run("prepare", "-i", str(inv), "--bundle", str(other), "--bundle-digest", other_digest,
+                    "--podman", "--lxc", check=False)
     after_uncovered = [p for p in packages if _installed(ssh, p)]
 
-    first = _timed("prepare", times, "prepare", "-i", str(inv), "--bundle", str(bundle), "--podman", "--lxc")
-    second = _timed("prepare again", times, "prepare", "-i", str(inv), "--bundle", str(bundle), "--podman", "--lxc")
+    first = _timed("prepare", times, "prepare", "-i", str(inv), "--bundle", str(bundle), "--bundle-digest", digest,
+                   "--podman", "--lxc")
+    second = _timed("prepare again", times, "prepare", "-i", str(inv), "--bundle", str(bundle), "--bundle-digest",
+                    digest, "--podman", "--lxc")
     run("down", "-f", str(lab), "-i", str(inv), check=False)
     up = _timed("up", times, "up", "-f", str(lab), "-i", str(inv))
     facts = json.loads(run("facts", "-f", str(lab), "--json").stdout)
@@ -265,7 +272,7 @@ def offline(tmp_path_factory, server):
     still_blocked = {"server": ssh(f"python3 -c {shlex.quote(PROBE)}", check=False)}
     for host in ("debian12", PODMAN, LXC, "vm"):
         still_blocked[host] = run("shell", "-f", str(lab), host, "python3", "-c", PROBE, check=False)
-    yield {"dir": d, "bundle": bundle, "lab": lab, "inv": inv, "created": created, "times": times,
+    yield {"dir": d, "bundle": bundle, "digest": digest, "lab": lab, "inv": inv, "created": created, "times": times,
            "packages": packages, "lists": lists, "missing_before": missing_before,
            "probe": probe, "apt_update": apt_update, "uncovered": uncovered, "after_uncovered": after_uncovered,
            "first": first, "second": second, "up": up, "facts": facts, "verify": verify,
@@ -279,7 +286,9 @@ def test_bundle_carries_debs_and_wheels_checksummed_and_says_its_size(offline):
     b = offline["bundle"]
     out = offline["created"].stdout
     assert "lab server server-2: Debian bookworm/amd64" in out
-    assert "bundle written:" in out and "MiB" in out.splitlines()[-1], out
+    assert "bundle written:" in out and "MiB" in next(ln for ln in out.splitlines() if "bundle written:" in ln), out
+    # the digest printed is that of SHA256SUMS, which lists every file (the manifest too)
+    assert offline["digest"] == "sha256:" + hashlib.sha256((b / "SHA256SUMS").read_bytes()).hexdigest()
     manifest = json.loads((b / "manifest.json").read_text())
     [apt] = manifest["apt"]
     assert (apt["release"], apt["arch"], apt["file"]) == ("bookworm", "amd64", "apt/bookworm-amd64.tar")
@@ -294,7 +303,8 @@ def test_bundle_carries_debs_and_wheels_checksummed_and_says_its_size(offline):
     assert {"apt/bookworm-amd64.tar", "wheels/requirements.txt", f"wheels/{w['labkit']}"} <= sums
     assert all(f"wheels/{f}" in sums for f in w["files"])
     assert w["python"] == "3.11" and w["machine"] == "x86_64"
-    print(f"\nbundle create: {offline['times']['bundle create']:.0f} s; {out.splitlines()[-1]}")
+    print(f"\nbundle create: {offline['times']['bundle create']:.0f} s; "
+          f"{next(ln for ln in out.splitlines() if 'bundle written:' in ln)}")
 
 
 def test_the_server_reaches_no_mirror(offline):
@@ -378,14 +388,17 @@ def test_a_corrupt_or_missing_bundle_file_is_named_before_any_server_is_touched(
     data[1000] ^= 0xFF
     tar.unlink()
     tar.write_bytes(bytes(data))
-    p = run("prepare", "-i", str(offline["inv"]), "--bundle", str(bad), check=False)
+    # SHA256SUMS is the one that was made (the digest matches): the damaged file is named
+    p = run("prepare", "-i", str(offline["inv"]), "--bundle", str(bad), "--bundle-digest", offline["digest"],
+            check=False)
     assert p.returncode == 4 and "apt/bookworm-amd64.tar does not match its checksum" in p.stderr, p.stderr
     assert "play:" not in p.stdout
     tar.unlink()
     os.link(offline["bundle"] / "apt" / "bookworm-amd64.tar", tar)  # whole again; now a file goes missing
     whl = json.loads((bad / "manifest.json").read_text())["wheels"]["labkit"]
     (bad / "wheels" / whl).unlink()
-    p = run("prepare", "-i", str(offline["inv"]), "--bundle", str(bad), check=False)
+    p = run("prepare", "-i", str(offline["inv"]), "--bundle", str(bad), "--bundle-digest", offline["digest"],
+            check=False)
     assert p.returncode == 4 and f"wheels/{whl} is listed in SHA256SUMS but missing" in p.stderr, p.stderr
 
 
