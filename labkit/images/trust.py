@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 from labkit.errors import BundleError, SpecError, UsageError
 from labkit.images.apt import Target
 from labkit.images.files import hash_open, mib, open_regular
+from labkit.lab.spec import BOX_RE
 from labkit.log import Log, quiet
 
 MANIFEST = "manifest.json"
@@ -29,7 +30,7 @@ FORMAT = 2
 # none admits a space, a quote, `;`, `$`, a backquote, `{`, `%`, a newline or a leading `-`,
 # and a file name is one component under its part's folder (no `..`, no absolute path).
 _NAMES: dict[str, re.Pattern[str]] = {
-    "box name": re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,63})?"),
+    "box name": re.compile(BOX_RE),  # the lab file's vm.box pattern: one definition of a box name
     "image name": re.compile(r"(?:[a-z0-9][a-z0-9.-]{0,63}(?::[0-9]{1,5})?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*"
                              r"(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"),
     "distro": re.compile(r"[a-z0-9][a-z0-9._-]{0,63}(?::[A-Za-z0-9][A-Za-z0-9._-]{0,63})?"),
