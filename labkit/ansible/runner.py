@@ -205,7 +205,9 @@ def run_playbook(
         # labkit's own connection plugin (labkit_lxc: LXC containers) for every playbook labkit
         # runs, the lab's own too
         "ANSIBLE_CONNECTION_PLUGINS": connection_plugins(),
-        "ANSIBLE_HOST_KEY_CHECKING": "False",
+        # lab servers' host keys are checked (~/.ssh/known_hosts, pinned by `labkit prepare`); a
+        # VM's own connection settings say otherwise for the VM (its key is new at every boot)
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
         "ANSIBLE_PIPELINING": "True",
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_DEPRECATION_WARNINGS": "False",

@@ -10,6 +10,7 @@ from labkit.ansible.runner import RunResult, run_playbook
 from labkit.errors import SpecError
 from labkit.images.bundle import authenticate
 from labkit.log import Log, quiet
+from labkit.servers.base import from_inventory, pin_host_keys
 from labkit.vm import boxes, virt
 
 
@@ -46,5 +47,7 @@ def prepare(inventory: str | Path, bundle: str | Path | None = None, log: Log = 
     inv = Path(inventory)
     if not inv.exists():
         raise SpecError(f"{inv}: inventory not found", "see inventories/classroom/ for an example")
+    # each server's host key pinned at first contact (printed), checked by every later command
+    pin_host_keys(from_inventory(inv), log)
     return run_playbook("lab_server.yml", lab="_servers", inventory=inv.resolve(), extravars=extravars,
                         on_event=on_event, verbosity=verbosity, show_output=show_output)

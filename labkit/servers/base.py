@@ -14,14 +14,14 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from labkit.errors import EngineError, SpecError
-from labkit.paths import lab_dir
+from labkit.paths import lab_dir, run_dir
 
 LOCAL_SOCKET = "unix:///var/run/docker.sock"
 # On a remote lab server: labkit's folder (bundle copies, the Vagrant home, the VMs' Vagrant
@@ -37,14 +37,20 @@ class Server:
     hostvars: dict = field(default_factory=dict)
     docker_host: str = LOCAL_SOCKET
 
-    def ssh_argv(self) -> list[str]:
-        """``ssh`` with this server's inventory settings (user, port, key, common args)."""
+    def ssh_argv(self, pin: bool = False) -> list[str]:
+        """``ssh`` with this server's inventory settings (user, port, key, common args).
+
+        The server's host key must be known (``~/.ssh/known_hosts``, as for OpenSSH and
+        Ansible): ``labkit prepare`` pins it at first contact (``pin``: accept-new), every other
+        command refuses a server whose key is unknown or changed. The inventory's own
+        ``ansible_ssh_common_args`` come first, so what the instructor set there wins (OpenSSH
+        takes an option's first value)."""
         hv = self.hostvars
-        argv = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+        argv = ["ssh", *shlex.split(str(hv.get("ansible_ssh_common_args", ""))),
+                "-o", "BatchMode=yes", "-o", f"StrictHostKeyChecking={'accept-new' if pin else 'yes'}",
                 "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=20", "-p", str(hv.get("ansible_port", 22))]
         if hv.get("ansible_ssh_private_key_file"):
             argv += ["-i", str(hv["ansible_ssh_private_key_file"]), "-o", "IdentitiesOnly=yes"]
-        argv += shlex.split(str(hv.get("ansible_ssh_common_args", "")))
         user = hv.get("ansible_user")
         host = hv.get("ansible_host", self.name)
         return argv + [f"{user}@{host}" if user else str(host)]
@@ -103,7 +109,7 @@ class Server:
         import hashlib
 
         tag = hashlib.sha1(f"{lab_dir(lab)}\0{self.name}".encode()).hexdigest()[:16]
-        return f"/tmp/labkit-ssh-{tag}"
+        return str(run_dir() / f"ssh-{tag}")  # private (0700): never a guessable /tmp path
 
     def testinfra_spec(self) -> tuple[str, dict]:
         """testinfra host spec and kwargs for the server itself."""
@@ -112,10 +118,59 @@ class Server:
         hv = self.hostvars
         user = f"{hv['ansible_user']}@" if hv.get("ansible_user") else ""
         spec = f"ssh://{user}{hv.get('ansible_host', self.name)}:{hv.get('ansible_port', 22)}"
-        kw = {"ssh_extra_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"}
+        kw = {"ssh_extra_args": f"{hv.get('ansible_ssh_common_args', '')} -o StrictHostKeyChecking=yes -o LogLevel=ERROR"}
         if hv.get("ansible_ssh_private_key_file"):
             kw["ssh_identity_file"] = str(hv["ansible_ssh_private_key_file"])
         return spec, kw
+
+
+def host_key_error(server: Server, stderr: str) -> EngineError | None:
+    """The error to raise when ssh refused ``server`` for its host key (unknown or changed)."""
+    if "Host key verification failed" not in stderr and "REMOTE HOST IDENTIFICATION HAS CHANGED" not in stderr:
+        return None
+    entry = _entry(server)
+    if "CHANGED" in stderr:
+        return EngineError(
+            f"lab server {server.name} ({entry}) answered with another host key than the one pinned in "
+            "~/.ssh/known_hosts: a reinstalled server, or someone in between (labkit did nothing there)",
+            f"check the server's key on its console (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`); if it is "
+            f"the new one, `ssh-keygen -R '{entry}'`, then `labkit prepare -i INVENTORY` pins it again")
+    return EngineError(f"lab server {server.name} ({entry}): its host key is not known here (not in ~/.ssh/known_hosts)",
+                       "`labkit prepare -i INVENTORY` pins each server's key at first contact (it prints the "
+                       "fingerprints: compare them with the servers' own), or add it to ~/.ssh/known_hosts yourself")
+
+
+def pin_host_keys(servers: list[Server], log: Callable[[str], None]) -> None:
+    """Pin each remote server's host key at first contact (``labkit prepare``): an unknown key is
+    added to ~/.ssh/known_hosts and its fingerprint printed; a changed one is refused."""
+    for s in servers:
+        if s.local:
+            continue
+        known = _known(s)
+        argv = s.ssh_argv(pin=True)
+        p = subprocess.run(argv + ["true"], capture_output=True, text=True, timeout=60)
+        err = host_key_error(s, p.stderr)
+        if err:
+            raise err
+        if p.returncode != 0:
+            raise EngineError(f"lab server {s.name}: cannot log in over SSH: "
+                              f"{(p.stderr.strip().splitlines() or [f'exit {p.returncode}'])[-1]}",
+                              f"check `{shlex.join(argv)} true`")
+        if not known and _known(s):
+            log(f"lab server {s.name}: host key pinned at first contact (~/.ssh/known_hosts): {_known(s)}; "
+                "compare it with the server's own (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` there)")
+
+
+def _known(server: Server) -> str:
+    """The fingerprints ~/.ssh/known_hosts holds for ``server`` ('' when none)."""
+    p = subprocess.run(["ssh-keygen", "-l", "-F", _entry(server)], capture_output=True, text=True)
+    return "; ".join(ln.split(" ", 2)[-1] for ln in p.stdout.splitlines() if ln and not ln.startswith("#"))
+
+
+def _entry(server: Server) -> str:
+    hv = server.hostvars
+    host, port = hv.get("ansible_host", server.name), int(hv.get("ansible_port", 22))
+    return str(host) if port == 22 else f"[{host}]:{port}"
 
 
 def default_servers() -> list[Server]:
@@ -212,8 +267,9 @@ def engines(lab: str, servers: list[Server], timeout: float = 30) -> Iterator[li
             while not sock.exists():
                 if p.poll() is not None or time.monotonic() > deadline:
                     err = (p.stderr.read() if p.stderr and p.poll() is not None else "timed out").strip()
-                    raise EngineError(f"cannot reach the engine of lab server {s.name} over SSH: {err}",
-                                      f"check `{' '.join(argv)} docker version`; prepare it with `labkit prepare -i ...`")
+                    raise host_key_error(s, err) or EngineError(
+                        f"cannot reach the engine of lab server {s.name} over SSH: {err}",
+                        f"check `{' '.join(argv)} docker version`; prepare it with `labkit prepare -i ...`")
                 time.sleep(0.1)
             s.docker_host = f"unix://{sock}"
         yield servers
