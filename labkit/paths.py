@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
+
+from labkit.errors import LabkitError
 
 PKG_DIR = Path(__file__).resolve().parent  # the labkit package itself
 _PKG = PKG_DIR
@@ -57,3 +60,29 @@ _SLUG = re.compile(r"[^a-z0-9]+")
 def slug(text: str) -> str:
     """``debian:12`` -> ``debian12``: a name part legal for Docker and libvirt."""
     return _SLUG.sub("", text.lower())
+
+
+def run_dir() -> Path:
+    """labkit's private folder for sockets and locks of this user: ``/run/labkit`` for root,
+    ``$XDG_RUNTIME_DIR/labkit`` (else ``~/.cache/labkit/run``) for others; made 0700.
+
+    Never a fixed, shared path such as ``/tmp/labkit-...``: another local user could make it
+    first (a symlink, a held lock). An existing folder is used only if it is a real folder,
+    owned by this user and open to nobody else; otherwise a clear error."""
+    uid = os.geteuid()
+    if uid == 0:
+        d = Path("/run/labkit")
+    elif os.environ.get("XDG_RUNTIME_DIR"):
+        d = Path(os.environ["XDG_RUNTIME_DIR"]) / "labkit"
+    else:
+        d = Path.home() / ".cache" / "labkit" / "run"
+    d.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        d.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(d)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o077:
+        raise LabkitError(f"{d}: not a private folder of this user (a symlink, another owner, or open to others)",
+                          f"remove it (`rm -rf {d}`) and run the command again; labkit makes it 0700")
+    return d

@@ -46,7 +46,7 @@ def ssh_masters(port: int) -> list[str]:
                 cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if "ssh" in cmd and "/tmp/labkit-ssh-" in cmd and f"-p {port}" in cmd:
+            if "ssh" in cmd and "/run/labkit/ssh-" in cmd and f"-p {port}" in cmd:
                 out.append(cmd)
     return out
 

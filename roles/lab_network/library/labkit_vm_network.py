@@ -86,8 +86,11 @@ options:
   lock_file:
     description:
       - Lock file (C(flock)) serialising allocations on the server. Not taken in check mode.
+      - Empty, C(vm-networks.lock) in labkit's private folder (C(/run/labkit) for root, else
+        C($XDG_RUNTIME_DIR/labkit)): never a shared, guessable path such as C(/run/lock) where
+        another local user could hold the lock first or plant a symlink.
     type: path
-    default: /run/lock/labkit-vm-networks.lock
+    default: ""
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -192,6 +195,7 @@ actions:
 
 import fcntl
 import os
+import stat
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.labkit_netpool import (
@@ -213,9 +217,28 @@ def _fail_virsh(module, what, p, **kw):
     module.fail_json(msg=f"{what}: {(p.stderr or p.stdout).strip()}", **kw)
 
 
-def _lock(path):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+def _lock(module, path):
+    """The lock, held: its folder private to this user (0700, owned, not a symlink), the file
+    opened without following a symlink."""
+    if not path:
+        base = "/run/labkit" if os.geteuid() == 0 else os.path.join(
+            os.environ.get("XDG_RUNTIME_DIR") or os.path.expanduser("~/.cache/labkit"), "labkit")
+        path = os.path.join(base, "vm-networks.lock")
+    folder = os.path.dirname(path)
+    os.makedirs(os.path.dirname(folder), exist_ok=True)
+    try:
+        os.mkdir(folder, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(folder)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        module.fail_json(msg=f"labkit_vm_network: the lock's folder {folder} is not private (a symlink, another "
+                             "owner, or writable by others)",
+                         hint=f"another user may have made it to hold labkit's lock: check and remove {folder}")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        module.fail_json(msg=f"labkit_vm_network: cannot open the lock {path}: {e}")
     fcntl.flock(fd, fcntl.LOCK_EX)
     return fd
 
@@ -342,7 +365,7 @@ def main():
             libvirt_uri=dict(type="str", default="qemu:///system"),
             required=dict(type="bool", default=True),
             daemon_json=dict(type="path", default="/etc/docker/daemon.json"),
-            lock_file=dict(type="path", default="/run/lock/labkit-vm-networks.lock"),
+            lock_file=dict(type="path", default=""),
         ),
         supports_check_mode=True,
     )
@@ -350,7 +373,7 @@ def main():
     result = dict(changed=False, networks={}, removed=[], actions=[])
     if p["state"] == "present" and not p["networks"]:
         module.exit_json(**result)
-    fd = None if module.check_mode else _lock(p["lock_file"])
+    fd = None if module.check_mode else _lock(module, p["lock_file"])
     try:
         if p["state"] == "present":
             present(module, p, result)
