@@ -11,13 +11,12 @@ from typing import Any, TypeVar
 
 import click
 import yaml
-from rich.markup import escape
 
 from labkit import api
 from labkit.ansible import labvars
 from labkit.ansible.runner import EventHandler
 from labkit.cli.progress import HostLines, LiveHosts
-from labkit.cli.render import err, out, say
+from labkit.cli.render import cell, err, out, say
 from labkit.errors import LabkitError, UsageError
 from labkit.lab.spec import Lab
 from labkit.paths import state_dir
@@ -39,9 +38,9 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*a, **kw)
         except LabkitError as e:
-            err.print(f"[bold red]error:[/] {escape(e.message)}", markup=True)
+            err.print(f"[bold red]error:[/] {cell(e.message)}", markup=True)
             if e.hint:
-                err.print(f"[yellow]hint:[/] {escape(e.hint)}", markup=True)
+                err.print(f"[yellow]hint:[/] {cell(e.hint)}", markup=True)
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
             err.print("interrupted: run the same command again to converge, or `labkit down` to clean up")
@@ -50,7 +49,7 @@ def handle_errors(fn: F) -> F:
             raise
         except Exception as e:  # a bug: keep the traceback out of the student's way
             path = _debug_log(e)
-            err.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(str(e))}", markup=True)
+            err.print(f"[bold red]internal error:[/] {type(e).__name__}: {cell(str(e))}", markup=True)
             err.print(f"[yellow]hint:[/] the traceback is in {path}; please report it", markup=True)
             sys.exit(70)
     return wrapper  # type: ignore[return-value]

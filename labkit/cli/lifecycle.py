@@ -5,12 +5,11 @@ import json
 import time
 
 import click
-from rich.markup import escape
 
 from labkit import api
 from labkit.api.planning import PlanReport
 from labkit.cli.common import handle_errors, lab_options, parse_extra, progress, select, trust_option
-from labkit.cli.render import err, facts_table, out, plan_table, plural, recap, say
+from labkit.cli.render import cell, err, facts_table, out, plan_table, plural, recap, say
 from labkit.cli.render import quiet as silent
 from labkit.errors import CheckFailed, LabkitError, NotUp, UsageError
 
@@ -71,7 +70,7 @@ def up(lab_file: str | None, lab_name: str | None, students: tuple[str, ...], bu
             say("prepare " + recap(res.converge.prepare))
         say("your content " + recap(res.converge.run))
     for w in res.warnings:
-        err.print(f"[yellow]warning:[/] {escape(w)}", markup=True)
+        err.print(f"[yellow]warning:[/] {cell(w)}", markup=True)
     if with_facts and res.facts:
         out.print(facts_table(res.facts, lab.name))
 
@@ -179,7 +178,7 @@ def test_(lab_file: str | None, lab_name: str | None, students: tuple[str, ...],
         results = api.verify(lab, None, junit)
         failed = [r for r in results if r.outcome == "failed"]
         for r in failed:
-            err.print(f"[bold red]FAIL[/] {r.fact} {escape(r.host)}: {escape(r.detail)}", markup=True)
+            err.print(f"[bold red]FAIL[/] {r.fact} {cell(r.host)}: {cell(r.detail)}", markup=True)
         say(f"verify: {len(results) - len(failed)} passed, {len(failed)} failed")
         if failed:
             raise CheckFailed(f"{len(failed)} check(s) failed")
@@ -195,7 +194,7 @@ def test_(lab_file: str | None, lab_name: str | None, students: tuple[str, ...],
             try:
                 api.down(lab, students=list(students) or None, log=log)
             except LabkitError as e:  # the step's own error says more; say this one too
-                err.print(f"[yellow]warning:[/] down after the test: {escape(e.message)}", markup=True)
+                err.print(f"[yellow]warning:[/] down after the test: {cell(e.message)}", markup=True)
     say("labkit test: passed")
 
 

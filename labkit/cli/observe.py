@@ -6,11 +6,10 @@ import subprocess
 import sys
 
 import click
-from rich.markup import escape
 
 from labkit import api
 from labkit.cli.common import handle_errors, lab_options, select, trust_option
-from labkit.cli.render import err, facts_table, out, say, status_table, verify_table
+from labkit.cli.render import cell, err, facts_table, out, say, status_table, verify_table
 
 
 @click.command()
@@ -108,7 +107,7 @@ def shell(lab_file: str | None, lab_name: str | None, host: str, command: tuple[
     if command and rc in (126, 127):  # the host has no such command (or cannot run it)
         tip = ("BusyBox has sh and its applets, no bash: `labkit shell busybox sh -c '...'`"
                if "busybox" in host else f"`labkit shell {host}` opens a shell there to look around")
-        err.print(f"[yellow]hint:[/] {escape(command[0])!s} could not be run on the host (exit {rc}); {escape(tip)}",
+        err.print(f"[yellow]hint:[/] {cell(command[0])!s} could not be run on the host (exit {rc}); {cell(tip)}",
                   markup=True)
     sys.exit(rc)
 

@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from labkit.cli.render import cell
+
 Write = Callable[[str], None]
 
 
@@ -92,14 +94,14 @@ class LiveHosts:
                                             "t0": time.monotonic(), "t1": None})
 
     def _render(self) -> Table:
-        t = Table(title=f"{self.title}: {self.play}  ({time.monotonic() - self.t0:.0f}s)", title_justify="left",
+        t = Table(title=f"{cell(self.title)}: {cell(self.play)}  ({time.monotonic() - self.t0:.0f}s)", title_justify="left",
                   expand=False)
         for col in ("host", "current task", "ok", "changed", "failed", "time"):
             t.add_column(col)
         for name, h in self.hosts.items():
             end = h["t1"] or time.monotonic()
             failed = f"[bold red]{h['failed']}[/]" if h["failed"] else "0"
-            t.add_row(name, h["task"][:60], str(h["ok"]), str(h["changed"]), failed, f"{end - h['t0']:.0f}s")
+            t.add_row(cell(name), cell(h["task"][:60]), str(h["ok"]), str(h["changed"]), failed, f"{end - h['t0']:.0f}s")
         return t
 
     def __call__(self, event: dict) -> None:

@@ -38,8 +38,25 @@ out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty()
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+# What hosts say is the students' (root in their containers and VMs: os-release, errors, test
+# output): shown as text, never as terminal control. C0 and C1 controls but tab and newline, and
+# the bidirectional overrides that reorder what a line seems to say, become visible escapes.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x09), *range(0x0b, 0x20), 0x7f, *range(0x80, 0xa0))}
+_CONTROLS.update({c: f"\\u{c:04x}" for c in (*range(0x202a, 0x202f), *range(0x2066, 0x206a))})
+
+
+def plain(text: object) -> str:
+    """``text`` with terminal controls shown as escapes (``\\x1b``), tabs and newlines kept."""
+    return str(text).translate(_CONTROLS)
+
+
+def cell(text: object) -> str:
+    """``text`` for rich markup: controls shown as escapes, markup brackets escaped."""
+    return escape(plain(text))
+
+
 def say(msg: str) -> None:
-    out.print(msg, markup=False)
+    out.print(plain(msg), markup=False)
 
 
 def quiet(_msg: str) -> None:
@@ -124,7 +141,7 @@ def facts_table(rows: Sequence[HostFacts], lab: str | None = None, width: int | 
     t = table(title, [cols[i] for i in show], keys=["host", "student"],
               widths={c: max(len(r[cols.index(c)]) for r in cells) for c in ("host", "student") if c in cols})
     for r, row in zip(rows, cells, strict=True):
-        shown = [escape(row[i]) for i in show]
+        shown = [cell(row[i]) for i in show]
         if r.error and cols.index("os-release") in show:
             shown[show.index(cols.index("os-release"))] = "[red]unreadable[/]"
         t.add_row(*shown)
@@ -155,7 +172,7 @@ def status_table(lab: str, st: dict[str, Any]) -> Table:
               ("host", "role", "engine", "student", "distro", "state", "lab server"), keys=["host"],
               widths={"host": max((len(r[0]) for r in rows), default=4)})
     for r in rows:
-        t.add_row(*r)
+        t.add_row(*(cell(x) for x in r))
     return t
 
 
@@ -167,7 +184,7 @@ def verify_table(lab: str, results: Sequence[CheckResult]) -> Table:
     for r in results:
         fact = f"{r.fact} {FACTS.get(r.fact, 'your own tests')}" if r.fact != last else ""
         last = r.fact
-        t.add_row(fact, r.host, getattr(r, "engine", "") or "-", style.get(r.outcome, r.outcome), escape(r.detail))
+        t.add_row(cell(fact), cell(r.host), getattr(r, "engine", "") or "-", style.get(r.outcome, r.outcome), cell(r.detail))
     return t
 
 
@@ -176,7 +193,7 @@ def doctor_table(lab: str, checks: Sequence[Check]) -> Table:
     t = table(f"labkit doctor (lab '{lab}')", ("check", "", "detail", "fix"), keys=["check"],
               widths={"check": min(40, max((len(c.name) for c in checks), default=5))})
     for c in checks:
-        t.add_row(c.name, marks[c.status], escape(c.detail), escape(c.fix))
+        t.add_row(cell(c.name), marks[c.status], cell(c.detail), cell(c.fix))
     return t
 
 
@@ -198,7 +215,7 @@ def plan_table(rep: PlanReport) -> Table:
     t = table(f"labkit {rep.verb} --plan: lab '{rep.lab}'", ("server", "student", "action", "kind", "name", "why"),
               keys=["name"], widths={"name": max((len(c.name) for c in rep.changes), default=4)})
     for c in rep.changes:
-        t.add_row(c.server, c.student, c.action, c.kind, c.name, escape(c.why))
+        t.add_row(*(cell(x) for x in (c.server, c.student, c.action, c.kind, c.name, c.why)))
     return t
 
 
