@@ -7,6 +7,7 @@ from typing import Any
 from labkit.ansible.labvars import unsafe
 from labkit.ansible.runner import EventHandler as OnEvent
 from labkit.ansible.runner import RunResult, run_playbook
+from labkit.engines.lxc_layout import IDMAP
 from labkit.errors import SpecError
 from labkit.images.bundle import authenticate
 from labkit.log import Log, quiet
@@ -28,8 +29,8 @@ def prepare(inventory: str | Path, bundle: str | Path | None = None, log: Log = 
     if digest is not None and not bundle:
         raise SpecError("--bundle-digest without --bundle", "pass the bundle too: --bundle DIR --bundle-digest ...")
     extravars: dict[str, Any] = {"lab_server_podman": True} if podman else {}
-    if lxc:
-        extravars["lab_server_lxc"] = True
+    if lxc:  # root's id map as labkit's LXC engine checks it (its one definition: the LXC layout)
+        extravars.update(lab_server_lxc=True, lab_server_lxc_idmap=IDMAP)
     if bundle:
         # a changed, corrupt or strange bundle is refused here, before anything of it is used
         v = authenticate(bundle, digest, insecure=insecure, flag="--bundle-digest", log=log)
