@@ -8,8 +8,10 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${LABKIT_VENV:-$ROOT/.venv}
-# role lab_lxc's lab_lxc_idmap_base (labkit.engines.lxc.IDMAP_BASE): root's containers map here
-IDMAP="root:1000000000:65536"
+# role lab_lxc's lab_lxc_idmap_base (labkit.engines.lxc.IDMAP_BASE): root's containers map here,
+# each to its own 65536 ids, 4096 containers (labkit_lxc_layout.IDMAP; an earlier labkit's
+# line root:1000000000:65536 is a part of it and may stay)
+IDMAP="root:1000000000:268435456"
 
 say() { printf 'setup-lxc: %s\n' "$*"; }
 
@@ -18,8 +20,8 @@ say() { printf 'setup-lxc: %s\n' "$*"; }
 PKGS=(lxc uidmap python3-lxc)
 ensure_debs setup-lxc "Debian packages present (lxc $(lxc-start --version 2>/dev/null))" "${PKGS[@]}"
 
-# root's containers are unprivileged: their uids 0-65535 are IDMAP's on this machine, which
-# newuidmap allows only when /etc/subuid and /etc/subgid say so
+# root's containers are unprivileged: the uids 0-65535 of each are its own range of IDMAP's on
+# this machine, which newuidmap allows only when /etc/subuid and /etc/subgid say so
 if [ "$(id -u)" = 0 ]; then
   for f in /etc/subuid /etc/subgid; do
     grep -qx "$IDMAP" "$f" 2>/dev/null || { echo "$IDMAP" >> "$f"; say "added $IDMAP to $f"; }

@@ -216,18 +216,15 @@ def _binding() -> tuple[str, str, str, str]:
             "bash scripts/setup.sh (apt-get install python3-lxc; a .pth in the venv points at it)")
 
 
-def _subids() -> tuple[str, str, str, str]:
-    want = f"root:{IDMAP_BASE}:{IDMAP_RANGE}"
-    bad = []
-    for f in ("/etc/subuid", "/etc/subgid"):
-        try:
-            lines = Path(f).read_text().split()
-        except OSError:
-            lines = []
-        if want not in lines:
-            bad.append(f)
+def _subids(files: Sequence[str] = ("/etc/subuid", "/etc/subgid")) -> tuple[str, str, str, str]:
+    """root's subordinate ids give every container its own range (lxc_layout.IDMAP: IDMAP_SLOTS
+    ranges of IDMAP_RANGE ids from IDMAP_BASE), in one line or several."""
+    want = lxc_layout.IDMAP
+    bad = [f for f in files if not lxc_server.subids_cover(f, want)]
+    last = IDMAP_BASE + IDMAP_RANGE * lxc_layout.IDMAP_SLOTS - 1
     return ("LXC id map", "fail" if bad else "ok",
-            f"no line {want} in {', '.join(bad)}" if bad else f"root's containers map to {IDMAP_BASE}+",
+            f"root is not given all of {IDMAP_BASE}-{last} in {', '.join(bad)}" if bad else
+            f"each container its own {IDMAP_RANGE} ids, from {IDMAP_BASE} ({lxc_layout.IDMAP_SLOTS} containers)",
             f"bash scripts/setup.sh (echo {want} >> {' and '.join(bad) or '/etc/subuid'})")
 
 

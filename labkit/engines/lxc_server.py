@@ -132,14 +132,26 @@ def needs() -> list[str]:
     if not os.path.exists(BUSYBOX):
         out.append(f"{BUSYBOX} (busybox-static)")
     for f in ("/etc/subuid", "/etc/subgid"):
-        try:
-            with open(f) as fh:
-                ok = IDMAP in fh.read().split()
-        except OSError:
-            ok = False
-        if not ok:
+        if not subids_cover(f, IDMAP):
             out.append(f"{IDMAP} in {f}")
     return out
+
+
+def subids_cover(path: str, line: str) -> bool:
+    """Whether the entries of ``path`` (/etc/subuid or /etc/subgid) give the user of ``line``
+    (``user:first:count``) all of its ids, in one entry or several."""
+    user, first, count = line.split(":")
+    lo, hi = int(first), int(first) + int(count)
+    try:
+        with open(path) as fh:
+            have = sorted((int(w[1]), int(w[1]) + int(w[2])) for w in (ln.strip().split(":") for ln in fh)
+                          if len(w) == 3 and w[0] == user and w[1].isdigit() and w[2].isdigit())
+    except OSError:
+        return False
+    for a, b in have:
+        if a <= lo < b:
+            lo = b
+    return lo >= hi
 
 
 def main(argv: list[str]) -> int:

@@ -65,19 +65,26 @@ def lxc_ls() -> list[str]:
 
 def test_up_makes_unprivileged_lxc_containers_from_the_docker_image(up):
     assert sorted(lxc_ls()) == [lxc_name(s) for s in STUDENTS]
+    firsts = set()
     for s in STUDENTS:
         name = lxc_name(s)
         state = subprocess.run(["lxc-info", "-n", name, "-sH"], capture_output=True, text=True).stdout.strip()
         assert state == "RUNNING", name
         marker = json.loads((LXC_PATH / name / "labkit.json").read_text())
         assert marker["lab"] == LAB and marker["student"] == s and marker["image"] == "labkit/debian:12"
+        # its own 65536 server ids, one of the 4096 ranges from 1000000000 (root's /etc/subuid)
+        first = marker["idmap"]
+        assert (first - 1000000000) % 65536 == 0 and 1000000000 <= first < 1000000000 + 4096 * 65536, first
+        firsts.add(first)
         config = (LXC_PATH / name / "config").read_text()
-        assert "lxc.idmap = u 0 1000000000 65536" in config and "lxc.no_new_privs = 1" in config
+        assert f"lxc.idmap = u 0 {first} 65536" in config and "lxc.no_new_privs = 1" in config
         assert "lxc.net.0.link = br-" in config  # the student's Docker network's bridge
         pid = subprocess.run(["lxc-info", "-n", name, "-pH"], capture_output=True, text=True).stdout.strip()
         uid_map = Path(f"/proc/{pid}/uid_map").read_text().split()
-        assert uid_map == ["0", "1000000000", "65536"], uid_map
+        assert uid_map == ["0", str(first), "65536"], uid_map
         assert Path(f"/proc/{pid}/comm").read_text().strip() == "init"
+        assert (LXC_PATH / name / "rootfs" / "etc" / "hostname").stat().st_uid == first
+    assert len(firsts) == len(STUDENTS)  # the students' containers share no id
 
 
 def test_status_and_inventory_name_the_engine(up, lab_file):

@@ -28,9 +28,9 @@ ITEM = {"name": "labkit-net101-alice-debian12-lxc", "hostname": "alice-debian12-
 def test_config_is_unprivileged_hardened_and_limited(monkeypatch, v2):
     m = module()
     monkeypatch.setattr(m.os.path, "exists", lambda p: v2 if p == "/sys/fs/cgroup/cgroup.controllers" else False)
-    text = m.config(PARAMS, ITEM, "/var/lib/lxc/x", "br-0123456789ab", "10.200.3.254", 24, "10.200.3.1")
+    text = m.config(PARAMS, ITEM, "/var/lib/lxc/x", "br-0123456789ab", "10.200.3.254", 24, "10.200.3.1", 1000131072)
     lines = text.splitlines()
-    assert "lxc.idmap = u 0 1000000000 65536" in lines and "lxc.idmap = g 0 1000000000 65536" in lines
+    assert "lxc.idmap = u 0 1000131072 65536" in lines and "lxc.idmap = g 0 1000131072 65536" in lines
     assert "lxc.cap.keep = chown kill setuid" in lines
     assert "lxc.no_new_privs = 1" in lines
     assert "lxc.net.0.link = br-0123456789ab" in lines
@@ -96,18 +96,20 @@ def test_engine_rows_and_shell_argv(tmp_path, monkeypatch):
         engine_lxc.exec_argv(rows[0], ["id"], user="bob")
 
 
-def test_doctor_names_the_missing_id_map(tmp_path, monkeypatch):
-    real = engine_lxc.Path
-
-    def fake(p):
-        return tmp_path / real(p).name if str(p) in ("/etc/subuid", "/etc/subgid") else real(p)
-
+def test_doctor_names_the_missing_id_map(tmp_path):
+    """root's subordinate ids must give every container its own range: 4096 ranges of 65536
+    ids from 1000000000, in one line or several; one container's range (an earlier labkit's
+    line) is not enough."""
+    files = [str(tmp_path / "subuid"), str(tmp_path / "subgid")]
     (tmp_path / "subuid").write_text("root:1000000000:65536\n")
-    monkeypatch.setattr(engine_lxc, "Path", fake)
-    name, status, detail, fix = engine_lxc._subids()
-    assert status == "fail" and "/etc/subgid" in detail and "root:1000000000:65536" in fix
-    (tmp_path / "subgid").write_text("lkalice:100000:65536\nroot:1000000000:65536\n")
-    assert engine_lxc._subids()[1] == "ok"
+    name, status, detail, fix = engine_lxc._subids(files)
+    assert status == "fail" and files[0] in detail and files[1] in detail and "1000000000-1268435455" in detail
+    assert "root:1000000000:268435456" in fix
+    (tmp_path / "subuid").write_text("root:1000000000:65536\nroot:1000065536:268369920\n")  # two lines, together
+    (tmp_path / "subgid").write_text("lkalice:100000:65536\nroot:1000000000:268435456\n")
+    assert engine_lxc._subids(files)[1] == "ok"
+    (tmp_path / "subgid").write_text("root:1000000000:65536\nroot:1000131072:268304384\n")  # a gap of 65536
+    assert engine_lxc._subids(files)[1:3] == ("fail", f"root is not given all of 1000000000-1268435455 in {files[1]}")
 
 
 SERVER = HostFacts("lab-server", "server", kernel_release="6.18.44", kernel_version="#1 SMP", boot_id="aaaa",
@@ -287,10 +289,10 @@ def test_the_lxc_layout_is_written_once_and_the_rest_agrees():
     from labkit.engines import lxc, lxc_layout, lxc_server
 
     mod = module()
-    assert (mod.MARKER, mod.IDMAP_RANGE) == (lxc_layout.MARKER, lxc_layout.IDMAP_RANGE)
+    assert (mod.MARKER, mod.IDMAP_RANGE, mod.IDMAP_SLOTS) == (lxc_layout.MARKER, lxc_layout.IDMAP_RANGE, 4096)
     assert (str(lxc.LXC_PATH), lxc.MARKER, lxc.IDMAP_BASE) == (lxc_layout.LXC_PATH, "labkit.json", 1000000000)
     assert (lxc_server.LXC_PATH, lxc_server.IDMAP, lxc_server.BUSYBOX) == (
-        lxc_layout.LXC_PATH, "root:1000000000:65536", lxc_layout.BUSYBOX)
+        lxc_layout.LXC_PATH, "root:1000000000:268435456", lxc_layout.BUSYBOX)
     defaults = yaml.safe_load((paths.roles_dir() / "lab_lxc" / "defaults" / "main.yml").read_text())
     assert defaults["lab_lxc_idmap_base"] == lxc_layout.IDMAP_BASE
     setup = (paths.ansible_root() / "scripts" / "setup-lxc.sh").read_text()
@@ -310,7 +312,8 @@ def test_the_server_side_reads_run_from_stdin_with_the_layout_first(tmp_path):
     assert p.returncode == 0, p.stderr
     assert isinstance(json.loads(p.stdout), list)  # what the server lacks, read with the layout's names
     # the names as the server's Python sees them, before lxc_server's main runs
-    head = src[:src.index(b"if __name__")] + b"print(MARKER, IDMAP, BUSYBOX, LXC_PATH)\n"
+    head = src[:src.index(b"if __name__")] + b"print(MARKER, IDMAP, BUSYBOX, LXC_PATH, rootfs_read.__name__)\n"
     p = subprocess.run([sys.executable, "-I", "-"], input=head, capture_output=True, cwd=tmp_path)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.decode().split() == ["labkit.json", "root:1000000000:65536", "/bin/busybox", "/var/lib/lxc"]
+    assert p.stdout.decode().split() == ["labkit.json", "root:1000000000:268435456", "/bin/busybox", "/var/lib/lxc",
+                                         "rootfs_read"]

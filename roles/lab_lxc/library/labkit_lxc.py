@@ -16,15 +16,22 @@ description:
   - The root file system is the lab server's own Docker image of the distro (C(docker export)
     of a container created from it, never started), its owners shifted by O(idmap_base) for an
     unprivileged container, with BusyBox's C(init) (from O(busybox)) as C(/usr/sbin/init) and
-    an C(/etc/inittab) that starts nothing. It is cached per image id under O(cache_dir) and
-    copied for each container. Nothing is downloaded.
-  - Each container is unprivileged (its root is uid O(idmap_base) on the server, 65536 ids
-    mapped), keeps only the capabilities O(cap_keep), runs with C(no_new_privs) and memory, CPU
-    and PID limits (cgroup v1 or v2 keys, whichever the server has). Its one interface is a
-    veth on the bridge of the student's Docker network (role C(lab_network)), with a fixed
-    address from the top of that network's subnet (Docker allocates from the bottom), so the
-    student's isolation and NAT are those of the Docker network (role C(lab_firewall)). Its
-    C(/etc/resolv.conf) names the server's nameservers.
+    an C(/etc/inittab) that starts nothing. It is cached per image id under O(cache_dir) (a
+    folder of root's only) and copied for each container, its owners moved to the container's
+    own ids. Nothing is downloaded.
+  - The image is data, never trusted with the server's paths - every member is made, and every
+    later file written, inside the root file system, whatever symlinks it holds (a symlinked
+    C(etc) or C(usr/sbin) is followed as the container would follow it, inside its root, never
+    the server's); a member named outside it (absolute, C(..)) refuses the image; device nodes
+    are left out (LXC gives each container its own C(/dev)).
+  - Each container is unprivileged, with its own 65536 server ids - the first free range from
+    O(idmap_base) (4096 of them), written in its marker file under a lock - so root in one
+    container is no user at all in another; it keeps only the capabilities O(cap_keep), runs
+    with C(no_new_privs) and memory, CPU and PID limits (cgroup v1 or v2 keys, whichever the
+    server has). Its one interface is a veth on the bridge of the student's Docker network
+    (role C(lab_network)), with a fixed address from the top of that network's subnet (Docker
+    allocates from the bottom), so the student's isolation and NAT are those of the Docker
+    network (role C(lab_firewall)). Its C(/etc/resolv.conf) names the server's nameservers.
   - O(state=list) returns the lab's containers (one student's with O(student)) found by their
     marker files; O(state=absent) stops them (SIGKILL) and removes their folders, whatever
     state an earlier run left them in.
@@ -87,8 +94,10 @@ options:
     default: []
   idmap_base:
     description:
-      - The server uid and gid that is root in the containers; 65536 ids from it are mapped.
-        The cached root file systems are shifted by it.
+      - The first server uid and gid of the containers' ids - each container takes its own
+        65536 from here (4096 containers, root's C(/etc/subuid) and C(/etc/subgid) line
+        C(root:1000000000:268435456) for the default). The cached root file systems are shifted
+        by it.
     type: int
     default: 1000000000
   lxc_path:
@@ -126,6 +135,8 @@ notes:
   - A container that is made again loses whatever was written in it.
   - A failure to start names the error lines of the container's C(lxc.log); C(labkit doctor)
     checks LXC (id map, cgroups, networking).
+  - A container made by an earlier labkit (one id map for every container, no C(idmap) in its
+    marker) is made again.
 requirements:
   - LXC (lxc-start, lxc-info, lxc-stop) on the lab server
   - Docker CLI and Engine on the lab server (O(state=present))
@@ -259,18 +270,15 @@ import os
 import shutil
 import subprocess
 import tarfile
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.labkit_lxc_layout import IDMAP_RANGE, MARKER
+from ansible.module_utils.labkit_lxc_idmap import IdmapError, allocate, idmap_lock, idmaps_in_use
+from ansible.module_utils.labkit_lxc_layout import IDMAP_RANGE, IDMAP_SLOTS, MARKER
+from ansible.module_utils.labkit_lxc_rootfs import RootfsError, rootfs_open, rootfs_write
+from ansible.module_utils.labkit_lxc_rootfs_image import ImageError, rootfs, rootfs_shift
 
-RECIPE = "2"  # bump when the root file system's preparation changes: caches are made again
-INITTAB = "::sysinit:/bin/true\n::shutdown:/bin/true\n"
-# the image is the server's own (labkit built it): its owners, devices and links are kept as
-# they are (Python 3.12+ would filter them otherwise)
-TRUSTED = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
 UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
@@ -331,60 +339,6 @@ def image_id(image):
     return run(["docker", "image", "inspect", "--format", "{{.Id}}", image]).strip()
 
 
-def rootfs(p, image, iid):
-    """The cached, shifted root file system of ``image`` (made once per image id and recipe)."""
-    base = p["idmap_base"]
-    key = hashlib.sha256(f"{RECIPE} {iid} {base}".encode()).hexdigest()[:16]
-    dest = os.path.join(p["cache_dir"], "rootfs", key)
-    if os.path.isdir(dest):
-        return dest
-    if not os.path.exists(p["busybox"]):
-        raise Fail(f"{p['busybox']} not found (the LXC containers' init): apt-get install busybox-static")
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    for left in os.listdir(os.path.dirname(dest)):  # a killed run's half-made copy, an hour old
-        old = os.path.join(os.path.dirname(dest), left)
-        if left.startswith(".") and time.time() - os.stat(old).st_mtime > 3600:
-            shutil.rmtree(old, ignore_errors=True)
-    work = tempfile.mkdtemp(prefix=f".{key}-", dir=os.path.dirname(dest))
-    try:
-        cid = run(["docker", "create", image, "true"]).strip()
-        try:
-            exp = subprocess.Popen(["docker", "export", cid], stdout=subprocess.PIPE)
-            with tarfile.open(fileobj=exp.stdout, mode="r|") as t:
-                for m in t:
-                    if m.name in (".dockerenv", "./.dockerenv"):  # Docker's marker: this is not Docker
-                        continue
-                    m.uid, m.gid = m.uid + base, m.gid + base
-                    t.extract(m, work, numeric_owner=True, **TRUSTED)
-            if exp.wait() != 0:
-                raise Fail(f"docker export of {image} failed (exit {exp.returncode})")
-        finally:
-            subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
-        lib = os.path.join(work, "usr/lib/labkit")
-        os.makedirs(lib, exist_ok=True)
-        shutil.copy2(p["busybox"], os.path.join(lib, "busybox"))
-        init = os.path.join(work, "usr/sbin/init")
-        if os.path.lexists(init):
-            os.remove(init)
-        os.symlink("/usr/lib/labkit/busybox", init)
-        with open(os.path.join(work, "etc/inittab"), "w") as f:
-            f.write(INITTAB)
-        for x in (lib, os.path.join(lib, "busybox"), init, os.path.join(work, "etc/inittab")):
-            os.lchown(x, base, base)
-        os.chmod(work, 0o755)
-        os.lchown(work, base, base)
-        try:
-            os.rename(work, dest)
-        except OSError:
-            if not os.path.isdir(dest):
-                raise
-            shutil.rmtree(work, ignore_errors=True)  # another lab's run made it meanwhile
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    return dest
-
-
 def network(net):
     """(bridge, subnet, gateway, addresses in use) of a Docker bridge network."""
     info = json.loads(run(["docker", "network", "inspect", net]))[0]
@@ -405,8 +359,8 @@ def cgroup_keys(p):
             ("lxc.cgroup.cpu.cfs_period_us", 100000), ("lxc.cgroup.cpu.cfs_quota_us", quota)]
 
 
-def config(p, c, path, bridge, addr, prefix, gw):
-    base = p["idmap_base"]
+def config(p, c, path, bridge, addr, prefix, gw, base):
+    """The LXC configuration; ``base``: the container's own first server id (its root)."""
     lines = [
         "# labkit: made by role lab_lxc; found by labkit.json beside it",
         f"# labkit.lab = {p['lab']}",
@@ -450,14 +404,14 @@ def nameservers():
     return []
 
 
-def write_in(root, rel, text, base):
-    path = os.path.join(root, rel)
-    if os.path.islink(path):
-        os.remove(path)
-    with open(path, "w") as f:
-        f.write(text)
-    os.lchown(path, base, base)
-    os.chmod(path, 0o644)
+def planned(p, c, path, where, iid, idmap):
+    """(configuration, marker) of container ``c`` with its own ids from ``idmap``; ``where``:
+    its network, bridge, subnet, gateway and address."""
+    net, bridge, subnet, gw, addr = where
+    text = config(p, c, path, bridge, addr, subnet.prefixlen, gw, idmap)
+    return text, {"lab": p["lab"], "student": c["student"], "distro": c["distro"], "image": c["image"],
+                  "image_id": iid, "role": "container", "engine": "lxc", "hostname": c["hostname"],
+                  "network": net, "address": addr, "idmap": idmap, "spec": hashlib.sha256(text.encode()).hexdigest()[:16]}
 
 
 def present(p):
@@ -478,16 +432,13 @@ def present(p):
                 images[c["image"]] = image_id(c["image"])
             iid = images[c["image"]]
             path = os.path.join(p["lxc_path"], c["name"])
-            text = config(p, c, path, bridge, addr, subnet.prefixlen, gw)
-            want = {"lab": p["lab"], "student": c["student"], "distro": c["distro"], "image": c["image"],
-                    "image_id": iid, "role": "container", "engine": "lxc", "hostname": c["hostname"],
-                    "network": net, "address": addr,
-                    "spec": hashlib.sha256(text.encode()).hexdigest()[:16]}
+            where = (net, bridge, subnet, gw, addr)
             have = marker_of(path)
             action = "created"
             if have is not None:
                 have.pop("created", None)
-                if have == want and os.path.exists(os.path.join(path, "config")):
+                if isinstance(have.get("idmap"), int) and have == planned(p, c, path, where, iid, have["idmap"])[1] \
+                        and os.path.exists(os.path.join(path, "config")):
                     out.append({"name": c["name"], "action": "unchanged", "address": addr})
                     continue
                 action = "recreated"
@@ -499,6 +450,14 @@ def present(p):
             if p["check_mode"]:
                 out.append({"name": c["name"], "action": action, "address": addr})
                 continue
+            with idmap_lock(p["lxc_path"]):  # its own ids, taken by its marker
+                taken = idmaps_in_use(p["lxc_path"], MARKER, IDMAP_RANGE)
+                text, want = planned(p, c, path, where, iid, allocate(p["idmap_base"], taken, IDMAP_RANGE, IDMAP_SLOTS))
+                os.makedirs(path)
+                os.chown(path, 0, want["idmap"])  # the container's root reaches its rootfs, nobody else
+                os.chmod(path, 0o750)
+                with open(os.path.join(path, MARKER), "w") as f:  # first: `down` finds a half-made one
+                    json.dump(dict(want, created=time.time()), f, indent=1, sort_keys=True)
             create(p, c, path, want, text, iid)
             out.append({"name": c["name"], "action": action, "address": addr})
     if not p["check_mode"]:
@@ -532,19 +491,25 @@ def start(p, out):
 
 
 def create(p, c, path, want, text, iid):
-    base = p["idmap_base"]
-    src = rootfs(p, c["image"], iid)  # cached: made once per image (the bench's create-to-ready leaves it out)
-    os.makedirs(path)
-    os.chown(path, 0, base)  # the container's root (uid base) reaches its rootfs, nobody else
-    os.chmod(path, 0o750)
-    with open(os.path.join(path, MARKER), "w") as f:  # first: `down` finds a half-made one
-        json.dump(dict(want, created=time.time()), f, indent=1, sort_keys=True)
+    """The root file system (a copy of the cached one, its owners moved to the container's own
+    ids) and the configuration of a container whose folder and marker are made."""
+    base, idmap = p["idmap_base"], want["idmap"]
+    src = rootfs(p["cache_dir"], p["busybox"], base, c["image"], iid)  # cached: made once per image (the bench's create-to-ready leaves it out)
     run(["cp", "-a", "--reflink=auto", src, os.path.join(path, "rootfs")])
-    root = os.path.join(path, "rootfs")
-    ns = nameservers()
-    write_in(root, "etc/resolv.conf", "".join(f"nameserver {n}\n" for n in ns), base)
-    write_in(root, "etc/hostname", c["hostname"] + "\n", base)
-    write_in(root, "etc/hosts", f"127.0.0.1\tlocalhost\n{want['address']}\t{c['hostname']}\n", base)
+    if idmap != base:
+        rootfs_shift(os.path.join(path, "rootfs"), base, idmap, IDMAP_RANGE)
+    root = rootfs_open(os.path.join(path, "rootfs"))
+    try:
+        own = (idmap, idmap)
+        ns = "".join(f"nameserver {n}\n" for n in nameservers())
+        rootfs_write(root, "etc/resolv.conf", ns.encode(), *own, dir_owner=own)
+        rootfs_write(root, "etc/hostname", f"{c['hostname']}\n".encode(), *own, dir_owner=own)
+        rootfs_write(root, "etc/hosts", f"127.0.0.1\tlocalhost\n{want['address']}\t{c['hostname']}\n".encode(),
+                     *own, dir_owner=own)
+    except RootfsError as e:
+        raise Fail(f"{c['name']}: {e}") from None
+    finally:
+        os.close(root)
     with open(os.path.join(path, "config.tmp"), "w") as f:
         f.write(text)
     os.rename(os.path.join(path, "config.tmp"), os.path.join(path, "config"))
@@ -582,7 +547,7 @@ def main():
             raise Fail("LXC is not installed on this lab server (lxc-start not found)")
         res = present(p)
         module.exit_json(changed=any(r["action"] != "unchanged" for r in res), containers=res)
-    except (Fail, OSError, ValueError, tarfile.TarError) as e:
+    except (Fail, OSError, ValueError, tarfile.TarError, RootfsError, IdmapError, ImageError) as e:
         module.fail_json(msg=f"labkit_lxc ({p['state']}) on lab {p['lab']}: {e}")
 
 
