@@ -42,7 +42,7 @@ MARKER = lxc_layout.MARKER
 IDMAP_BASE = lxc_layout.IDMAP_BASE          # role lab_lxc's lab_lxc_idmap_base: the containers' root on the server
 IDMAP_RANGE = lxc_layout.IDMAP_RANGE
 START_HINT = "install LXC: `bash scripts/setup.sh` (apt: lxc, python3-lxc, uidmap); `labkit doctor` checks"
-_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_PATH = lxc_server.ATTACH_PATH
 
 
 def installed() -> bool:
@@ -134,16 +134,20 @@ def _account(row: Mapping[str, Any], user: str) -> tuple[int, int, str]:
         got = read(row["lxc_read"], ["account", row["name"], user])
     else:
         got = lxc_server.account(row["name"], user, str(LXC_PATH))
+    if isinstance(got, dict):  # its /etc/passwd is the student's: not a regular file, or too large
+        raise UsageError(f"cannot read the accounts of {row['name']} (its /etc/passwd): {got.get('error')}",
+                         "that file is its root's to change, and labkit reads it only as a regular file: repair it "
+                         f"(`labkit shell --root` to that host), or make the container again (`labkit down --student "
+                         f"{row.get('student') or 'STUDENT'}`, then `labkit up`)")
     if got:
         return int(got[0]), int(got[1]), str(got[2])
     raise UsageError(f"no user '{user}' in {row['name']}", "`labkit up` makes the student's account")
 
 
 def exec_argv(row: Mapping[str, Any], argv: list[str], user: str | None = None, workdir: str | None = None,
-              interactive: bool = False, elevated: bool = False) -> list[str]:
-    """``lxc-attach`` with a clean environment, as ``user`` (root when None) in ``workdir``;
-    ``elevated``: root keeps every capability of the container's user namespace (the facts'
-    probe needs CAP_SYS_ADMIN there to read the kernel's boot_id beneath LXC's own)."""
+              interactive: bool = False) -> list[str]:
+    """``lxc-attach`` with a clean environment, as ``user`` (root when None) in ``workdir``,
+    confined as the container's own processes are (never ``--elevated-privileges``)."""
     home, who = "/root", []
     if user:
         uid, gid, home = _account(row, user)
@@ -153,8 +157,6 @@ def exec_argv(row: Mapping[str, Any], argv: list[str], user: str | None = None, 
         env["TERM"] = os.environ["TERM"]
     # on a remote lab server: the wrapper that runs lxc-attach there over SSH
     cmd = [row.get("lxc_attach") or "lxc-attach", "-n", row["name"], "--clear-env", *who]
-    if elevated:
-        cmd.append("--elevated-privileges=CAP")
     for k, v in env.items():
         cmd += ["-v", f"{k}={v}"]
     cmd.append("--")
@@ -164,8 +166,13 @@ def exec_argv(row: Mapping[str, Any], argv: list[str], user: str | None = None, 
 
 
 def probe_argv(row: Mapping[str, Any]) -> list[str]:
-    """How the facts' probe runs in an LXC container: as root, elevated (see ``exec_argv``)."""
-    return exec_argv(row, ["/bin/sh", "-c"], elevated=True)
+    """How the facts' probe runs in an LXC container (the script is the last argument):
+    ``lxc_server.probe`` on its lab server, which runs it by the container's ``/bin/sh`` as
+    its root, confined (that shell is the student's), then adds the kernel's boot_id beneath
+    LXC's own, read without running anything of the container."""
+    if row.get("lxc_read"):  # a remote lab server's: labkit's reads there, over its SSH
+        return [row["lxc_read"], "probe", row["name"]]
+    return [sys.executable, "-m", "labkit.engines.lxc_server", "probe", row["name"]]
 
 
 def measure(row: Mapping[str, Any]) -> dict | None:

@@ -1,5 +1,10 @@
 """What labkit reads of LXC on a lab server: the lab's containers by their marker files, a
-container's measurements, a user's account in it, and what the server lacks for LXC.
+container's measurements, a user's account in it, the facts' probe in it, and what the server
+lacks for LXC.
+
+A container's root file system is its student's (root in it): labkit reads there only through
+``labkit_lxc_rootfs`` (inside the root file system, no symlink followed at the end, a regular
+file, a size limit), and runs nothing of it with more than the container's own privileges.
 
 Standard library only, and no import of labkit but its LXC layout (see below): ``labkit.engines.lxc`` calls these functions
 on this machine, and on a remote lab server this very file is run by the server's own
@@ -17,11 +22,25 @@ import time
 from collections.abc import Callable
 
 # The layout (folder, marker, root's id map, init) is written once, in role lab_lxc's
-# module_utils/labkit_lxc_layout.py. Here it is imported; on a lab server, where this file
-# runs from stdin without labkit, that file's source comes first on stdin
-# (labkit.engines.lxc_layout.server_source) and its names are already defined.
+# module_utils/labkit_lxc_layout.py, and the root file system's paths in labkit_lxc_rootfs.py.
+# Here they are imported; on a lab server, where this file runs from stdin without labkit,
+# those files' source comes first on stdin (labkit.engines.lxc_layout.server_source) and
+# their names are already defined.
 if "MARKER" not in globals():
-    from labkit.engines.lxc_layout import BUSYBOX, IDMAP, LXC_PATH, MARKER
+    from labkit.engines.lxc_layout import (
+        BUSYBOX,
+        IDMAP,
+        LXC_PATH,
+        MARKER,
+        RootfsError,
+        rootfs_open,
+        rootfs_read,
+    )
+
+# what lxc-attach gives a command in a container: a clean environment with this PATH
+ATTACH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PASSWD_LIMIT = 4 << 20     # bytes of a container's /etc/passwd read at most
+PROBE_TIMEOUT = 120        # seconds the facts' probe may take in a container
 
 
 def marker(name: str, lxc_path: str | None = None) -> dict | None:
@@ -57,17 +76,97 @@ def scan(lab: str, students: list[str] | None = None, lxc_path: str | None = Non
     return out
 
 
-def account(name: str, user: str, lxc_path: str | None = None) -> list | None:
-    """[uid, gid, home] of ``user`` in container ``name`` (its own /etc/passwd), or None."""
+def account(name: str, user: str, lxc_path: str | None = None) -> list | dict | None:
+    """[uid, gid, home] of ``user`` in container ``name`` (its own /etc/passwd), None when it
+    has no such user, or ``{"error": why}`` when that file cannot be read as one: it is the
+    student's, read inside the root file system only (a symlink there, to ``/dev/zero`` or to
+    a server's file, is refused, not followed; so is a FIFO or a file over PASSWD_LIMIT)."""
     try:
-        with open(os.path.join(lxc_path or LXC_PATH, name, "rootfs", "etc", "passwd")) as f:
-            for line in f:
-                fields = line.rstrip("\n").split(":")
-                if len(fields) >= 6 and fields[0] == user:
-                    return [int(fields[2]), int(fields[3]), fields[5]]
-    except (OSError, ValueError):
-        pass
+        root = rootfs_open(os.path.join(lxc_path or LXC_PATH, name, "rootfs"))
+        try:
+            data = rootfs_read(root, "etc/passwd", PASSWD_LIMIT)
+        finally:
+            os.close(root)
+    except (RootfsError, OSError) as e:
+        return {"error": str(e)}
+    for line in data.decode("utf-8", "replace").splitlines():
+        fields = line.split(":")
+        if len(fields) >= 6 and fields[0] == user and fields[2].isdigit() and fields[3].isdigit():
+            return [int(fields[2]), int(fields[3]), fields[5]]
     return None
+
+
+def init_pid(name: str) -> int | None:
+    p = subprocess.run(["lxc-info", "-n", name, "-pH"], capture_output=True, text=True, cwd="/")
+    return int(p.stdout.strip()) if p.returncode == 0 and p.stdout.strip().isdigit() else None
+
+
+# Run by this server's own Python (-I -S: nothing of the container is imported), which enters
+# the container's user and mount namespaces (as root there, with all its capabilities, like
+# `lxc-attach --elevated-privileges`) but runs nothing of the container: in a private copy of
+# its mounts (nothing propagates back) it lifts LXC's own boot_id (bind-mounted over the
+# kernel's) and reads the kernel's beneath it, from the container's /proc.
+_BOOT_ID = r"""
+import ctypes, os, sys
+def main():
+    libc = ctypes.CDLL(None, use_errno=True)
+    fds = [os.open("/proc/%s/ns/%s" % (sys.argv[1], ns), os.O_RDONLY) for ns in ("user", "mnt")]
+    for fd, kind in zip(fds, (0x10000000, 0x00020000)):  # CLONE_NEWUSER, CLONE_NEWNS
+        if libc.setns(fd, kind) != 0:
+            return "setns"
+    if libc.unshare(0x00020000) != 0:
+        return "unshare"
+    if libc.mount(b"none", b"/", None, 0x4000 | 0x40000, None) != 0:  # MS_REC | MS_PRIVATE
+        return "private"
+    if libc.umount2(b"/proc/sys/kernel/random/boot_id", 2) != 0:  # MNT_DETACH
+        return "umount"
+    fd = os.open("/proc/sys/kernel/random/boot_id", os.O_RDONLY | os.O_NOFOLLOW)
+    os.write(1, os.read(fd, 64))
+    return None
+try:
+    why = main()
+except Exception as e:
+    why = type(e).__name__
+if why:
+    os.write(2, why.encode())
+    os._exit(1)
+"""
+
+
+def kernel_boot_id(name: str) -> str:
+    """The kernel's boot_id as container ``name``'s /proc shows it beneath LXC's own, read
+    without running anything of the container (``_BOOT_ID``); empty when it cannot be."""
+    pid = init_pid(name)
+    if pid is None:
+        return ""
+    try:
+        p = subprocess.run([sys.executable, "-I", "-S", "-c", _BOOT_ID, str(pid)], capture_output=True,
+                           timeout=30, cwd="/")
+    except subprocess.TimeoutExpired:
+        return ""
+    out = p.stdout.decode("ascii", "replace").strip()
+    return out if p.returncode == 0 and len(out) == 36 else ""
+
+
+def probe(name: str, script: str) -> int:
+    """The facts' probe in container ``name``: ``script`` run by the container's ``/bin/sh``
+    as its root, confined as its root always is (its capabilities, cgroup, ``no_new_privs``,
+    seccomp; never ``lxc-attach --elevated-privileges``: that shell is the student's to
+    replace), its output passed on, then the line ``boot_id=`` of the kernel's boot_id beneath
+    LXC's (``kernel_boot_id``), which the script cannot read unprivileged. Its exit code."""
+    argv = ["lxc-attach", "-n", name, "--clear-env", "-v", f"PATH={ATTACH_PATH}", "-v", "HOME=/root",
+            "-v", "USER=root", "-v", "LOGNAME=root", "--", "/bin/sh", "-c", script]
+    try:
+        p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=PROBE_TIMEOUT, cwd="/")
+    except subprocess.TimeoutExpired:
+        sys.stderr.write(f"the facts' probe in {name} did not finish within {PROBE_TIMEOUT} s\n")
+        return 124
+    sys.stdout.buffer.write(p.stdout)
+    sys.stderr.buffer.write(p.stderr)
+    if p.returncode == 0 and (boot_id := kernel_boot_id(name)):
+        sys.stdout.buffer.write(f"\nboot_id={boot_id}\n".encode())
+    sys.stdout.flush()
+    return p.returncode
 
 
 def start_time(pid: int) -> float:
@@ -106,11 +205,11 @@ def measure(name: str, lxc_path: str | None = None) -> dict | None:
     m = marker(name, lxc_path)
     if not m or state(name) != "running":
         return None
-    p = subprocess.run(["lxc-info", "-n", name, "-pH"], capture_output=True, text=True, cwd="/")
-    if p.returncode != 0 or not p.stdout.strip().isdigit():
+    pid = init_pid(name)
+    if pid is None:
         return None
     try:
-        started = start_time(int(p.stdout.strip()))
+        started = start_time(pid)
         du = subprocess.run(["du", "-sb", os.path.join(lxc_path, name, "rootfs")], capture_output=True, text=True,
                             cwd="/")
         disk = int(du.stdout.split()[0]) if du.returncode == 0 and du.stdout else 0
@@ -155,7 +254,8 @@ def subids_cover(path: str, line: str) -> bool:
 
 
 def main(argv: list[str]) -> int:
-    """``scan LAB [STUDENT...]``, ``measure NAME``, ``account NAME USER``, ``needs``: JSON on stdout."""
+    """``scan LAB [STUDENT...]``, ``measure NAME``, ``account NAME USER``, ``needs``: JSON on
+    stdout; ``probe NAME SCRIPT``: the probe's own output (``probe``)."""
     cmd, args = (argv[0], argv[1:]) if argv else ("", [])
     if cmd == "scan" and args:
         out: object = scan(args[0], args[1:] or None)
@@ -165,6 +265,8 @@ def main(argv: list[str]) -> int:
         out = account(args[0], args[1])
     elif cmd == "needs" and not args:
         out = needs()
+    elif cmd == "probe" and len(args) == 2:
+        return probe(args[0], args[1])
     else:
         sys.stderr.write(f"labkit lxc_server: unknown request {argv!r}\n")
         return 2

@@ -87,13 +87,19 @@ def test_engine_rows_and_shell_argv(tmp_path, monkeypatch):
     assert engine_lxc.hosts("a", ["s9"], _Server(), [""], lxc_path=tmp_path) == []
     argv = engine_lxc.exec_argv(rows[0], ["id"], user="student", workdir="/home/student")
     assert argv[:6] == ["lxc-attach", "-n", "labkit-a-s1-debian12-lxc", "--clear-env", "-u", "1000"]
-    assert "HOME=/home/student" in argv and "--elevated-privileges=CAP" not in argv
+    assert "HOME=/home/student" in argv and not [a for a in argv if a.startswith(("-e", "--elevated"))]
     assert argv[-2:] == ["/home/student", "id"]
     root = engine_lxc.exec_argv(rows[0], ["/bin/sh", "-c"])
     assert "-u" not in root and "HOME=/root" in root
-    assert "--elevated-privileges=CAP" in engine_lxc.probe_argv(rows[0])
+    # the facts' probe: labkit's own code on the server, which runs the container's shell confined
+    assert engine_lxc.probe_argv(rows[0])[1:] == ["-m", "labkit.engines.lxc_server", "probe", "labkit-a-s1-debian12-lxc"]
     with pytest.raises(Exception, match="no user 'bob' in labkit-a-s1-debian12-lxc"):
         engine_lxc.exec_argv(rows[0], ["id"], user="bob")
+    (etc / "passwd").unlink()
+    (etc / "passwd").symlink_to("/etc/passwd")  # the server's own: not read
+    with pytest.raises(Exception, match=r"cannot read the accounts of labkit-a-s1-debian12-lxc \(its /etc/passwd\): "
+                                        r"/etc/passwd: a symlink, not a regular file"):
+        engine_lxc.exec_argv(rows[0], ["id"], user="root")
 
 
 def test_doctor_names_the_missing_id_map(tmp_path):
