@@ -12,13 +12,17 @@ description:
     (C(tasks/main.yml)), and C(labkit down) through the role's C(tasks/down.yml).
   - With O(state=present) the module lists the lab's containers in one call (by the label
     C(labkit.lab)), creates the missing ones, starts stopped ones and recreates those that
-    drifted from the plan, then returns one result per container.
+    drifted from the plan, then returns one result per container. A container made by an
+    older labkit with the restart policy C(unless-stopped), and as planned otherwise, gets
+    the policy C(no) in place (C(updated)), so the student's work in it stays.
   - Drift is a hash of the planned settings, stored on the container as the label
     C(labkit.spec); a container whose image tag now names another image is recreated too.
     A container made before the label existed (no C(labkit.spec)) is compared field by
     field and kept when it matches.
   - Every container runs C(sleep infinity) as PID 1 (no init, stopped with C(SIGKILL)),
-    with the restart policy C(unless-stopped), and is hardened the same way - never
+    with the restart policy C(no) - nothing of a lab comes back on its own after a reboot or
+    a restart of dockerd, before C(labkit up) has made the lab's firewall rules again (they
+    are not persistent) - and is hardened the same way - never
     privileged, no mounts, the capabilities of O(cap_drop) dropped but those of O(cap_add),
     the O(security_opts) (C(no-new-privileges)), memory, CPU and PID limits. It is labelled
     C(labkit.lab), C(labkit.student), C(labkit.role=container) and C(labkit.distro).
@@ -253,6 +257,7 @@ containers:
     action:
       description:
         - What was done. With O(state=present) V(created), V(recreated), V(started),
+          V(updated) (the restart policy set to C(no) in place, and started when stopped),
           V(unchanged) or V(failed); with O(state=absent) V(removed) or V(failed).
         - V(failed) appears only in the result of a failed task.
       returned: always
@@ -292,7 +297,7 @@ counts:
     - How many containers got each action.
   returned: when O(state=present)
   type: dict
-  sample: {created: 1, recreated: 1, started: 0, unchanged: 0, failed: 0}
+  sample: {created: 1, recreated: 1, started: 0, updated: 0, unchanged: 0, failed: 0}
   contains:
     created:
       description: Containers created.
@@ -306,6 +311,13 @@ counts:
       sample: 1
     started:
       description: Stopped containers started.
+      returned: always
+      type: int
+      sample: 0
+    updated:
+      description:
+        - Containers of an older labkit, as planned but for their restart policy
+          C(unless-stopped), set to C(no) in place (and started when stopped).
       returned: always
       type: int
       sample: 0
@@ -363,7 +375,11 @@ SPEC_LABEL = "labkit.spec"
 COMMAND = ["sleep", "infinity"]
 # PID 1 is a plain `sleep` (no init, as the lesson says): it ignores SIGTERM, so stop with SIGKILL
 STOP_SIGNAL = "SIGKILL"
-RESTART = "unless-stopped"
+# Nothing of a lab restarts on its own (a reboot, dockerd restarted): labkit's firewall rules are
+# not persistent, and `labkit up` makes them again before it starts the containers
+RESTART = "no"
+# what labkit made containers with before: such a container, as planned otherwise, is updated in place
+LEGACY_RESTART = "unless-stopped"
 
 
 def _bytes(mem):
@@ -394,6 +410,11 @@ def settings(p, params):
 
 def spec_hash(s):
     return hashlib.sha256(json.dumps(s, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def legacy_hash(s):
+    """The label of a container an older labkit made with these settings but ``unless-stopped``."""
+    return spec_hash({**s, "restart": LEGACY_RESTART})
 
 
 def _caps(xs):
@@ -465,6 +486,12 @@ class Engine:
     def start(self, cid):
         self.api.post_call("/containers/{0}/start", cid)
 
+    def restart_policy(self, cid):
+        return ((self.inspect(cid).get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or "no"
+
+    def set_restart_policy(self, cid, name):
+        self.api.post_json_to_json("/containers/{0}/update", cid, data={"RestartPolicy": {"Name": name}})
+
     def remove(self, cid):
         """Kill and remove, with its anonymous volumes; gone already is fine."""
         try:
@@ -524,10 +551,18 @@ class Reconciler:
                 lbl = have.get("Labels") or {}
                 if have.get("ImageID") != want_image:
                     why = f"image {p['image']} is another image now"
-                elif lbl.get(SPEC_LABEL) not in (None, h):
+                elif lbl.get(SPEC_LABEL) not in (None, h, legacy_hash(s)):
                     why = "settings differ from the plan"
                 elif lbl.get(SPEC_LABEL) is None and not matches(self.engine.inspect(have["Id"]), s):
                     why = "settings differ from the plan (made before labkit.spec)"
+                if why is None and lbl.get(SPEC_LABEL) == legacy_hash(s) != h:
+                    # an older labkit's, as planned but for its restart policy: set in place (the label
+                    # cannot change, so such a container is inspected at each run)
+                    if self.engine.restart_policy(have["Id"]) != RESTART:
+                        self.engine.set_restart_policy(have["Id"], RESTART)
+                        if have.get("State") != "running":
+                            self.engine.start(have["Id"])
+                        return {**out, "action": "updated", "id": have["Id"]}
                 if why is None:
                     if have.get("State") != "running":
                         self.engine.start(have["Id"])
@@ -640,7 +675,7 @@ def main():
     results = per_network(plan, lambda x: x["network"], lambda x: rec.one(x, existing.get(x["name"])), p["workers"])
     changed = any(r["action"] not in ("unchanged", "failed") for r in results)
     counts = {a: sum(1 for r in results if r["action"] == a)
-              for a in ("created", "recreated", "started", "unchanged", "failed")}
+              for a in ("created", "recreated", "started", "updated", "unchanged", "failed")}
     finish(module, results, "container(s) failed", changed=changed, counts=counts)
 
 
