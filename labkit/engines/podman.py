@@ -61,8 +61,11 @@ def runtime_dir(user: str) -> str:
     return str(d)
 
 
-def podman(user: str = "") -> list[str]:
-    """The argv prefix of Podman's CLI: root's, or (rootless) as ``user``."""
+def podman(user: str = "", interactive: bool = False) -> list[str]:
+    """The argv prefix of Podman's CLI: root's, or (rootless) as ``user``. ``interactive`` (a
+    terminal session, ``labkit shell``): ``runuser --pty`` gives the user's processes a
+    terminal of their own, so none of them holds the caller's, where a TIOCSTI ioctl would
+    type commands for root once the session ends."""
     if not user:
         return ["podman"]
     try:
@@ -71,8 +74,8 @@ def podman(user: str = "") -> list[str]:
         raise EngineError(f"rootless Podman: no user '{user}' on this lab server",
                           f"create it (`useradd -m -s /bin/sh {user}`) with /etc/subuid and /etc/subgid entries; "
                           "`labkit doctor` checks") from None
-    return ["runuser", "-u", user, "--", "env", f"HOME={pw.pw_dir}", f"XDG_RUNTIME_DIR={runtime_dir(user)}", "TMPDIR=/var/tmp",
-            "podman"]
+    return ["runuser", *(["--pty"] if interactive else []), "-u", user, "--", "env", f"HOME={pw.pw_dir}",
+            f"XDG_RUNTIME_DIR={runtime_dir(user)}", "TMPDIR=/var/tmp", "podman"]
 
 
 def run(args: list[str], user: str = "", timeout: int = 120, cli: list[str] | None = None) -> str:
@@ -82,7 +85,10 @@ def run(args: list[str], user: str = "", timeout: int = 120, cli: list[str] | No
         raise EngineError("Podman is not installed on this machine", START_HINT)
     cmd = [*(cli or podman(user)), *args]
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd="/")
+        # no terminal for a rootless user's Podman: no standard input, and a session of its own
+        # (no controlling terminal to type commands into with TIOCSTI)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd="/", stdin=subprocess.DEVNULL,
+                           start_new_session=True)
     except subprocess.TimeoutExpired:
         raise EngineError(f"Podman{' (rootless, ' + user + ')' if user else ''} did not answer within "
                           f"{timeout} s: podman {' '.join(args)}", START_HINT) from None
@@ -164,14 +170,19 @@ def networks(lab: str, server: Server, users: Sequence[str]) -> list[str]:
 
 
 def exec_argv(row: Mapping[str, Any], argv: list[str], user: str | None = None, workdir: str | None = None,
-              interactive: bool = False) -> list[str]:
+              interactive: bool = False, terminal: bool | None = None) -> list[str]:
+    """``terminal``: the caller's standard input is a terminal (None: ask ``sys.stdin``), which
+    the command inherits; a rootless user's Podman then gets a terminal of its own (``runuser
+    --pty``), interactive or not, never the caller's."""
+    if terminal is None:
+        terminal = bool(sys.stdin and sys.stdin.isatty())
     who = (["-u", user] if user else []) + (["-w", workdir] if workdir else [])
-    return [*_cli(row), "exec", "-it" if interactive else "-i", *who, row["name"], *argv]
+    return [*_cli(row, interactive or terminal), "exec", "-it" if interactive else "-i", *who, row["name"], *argv]
 
 
-def _cli(row: Mapping[str, Any]) -> list[str]:
+def _cli(row: Mapping[str, Any], interactive: bool = False) -> list[str]:
     """The Podman CLI of a row's store: on a remote lab server, the wrapper that reaches it."""
-    return [row["podman_executable"]] if row.get("podman_executable") else podman(row.get("user", ""))
+    return [row["podman_executable"]] if row.get("podman_executable") else podman(row.get("user", ""), interactive)
 
 
 def uid_map(row: Mapping[str, Any]) -> str:
