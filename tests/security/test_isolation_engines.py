@@ -35,7 +35,7 @@ from labkit import api, paths
 from labkit.engines import registry
 from labkit.engines.base import HostRow
 from labkit.vm import vms
-from tests.labs import podman_user, run
+from tests.labs import podman, podman_user, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.vm]
 
@@ -338,6 +338,27 @@ def test_rootless_traffic_is_dropped_by_labkits_output_rules(iso):
         assert not any(r.startswith("open") for r in blocked.values()), (src["name"], blocked)
         want = {k: "open lab-server" if k == "server-uplink" else f"open {k}" for k, _, _ in targets}
         assert opened == want, (src["name"], opened)
+
+
+def test_no_host_of_any_engine_starts_on_its_own_after_a_reboot(iso):
+    """Item 8: the rules are not persistent, so nothing may come back by itself before `labkit
+    up` has made them again: no restart policy (Docker `no`, Podman none), no LXC autostart,
+    no VM autostart (tests/security/test_fw_reboot.py reboots an engine for real)."""
+    for h in iso["hosts"].values():
+        if h["kind"] == "docker":
+            got = json.loads(subprocess.run(["docker", "inspect", h["name"]], capture_output=True, text=True,
+                                            check=True).stdout)[0]["HostConfig"]["RestartPolicy"]["Name"]
+        elif h["kind"] in ("podman", "rootless"):
+            got = podman("inspect", "--format", "{{.HostConfig.RestartPolicy.Name}}", h["name"],
+                         user=h.get("user", "")).stdout.strip() or "no"
+        elif h["kind"] == "lxc":
+            conf = Path(f"/var/lib/lxc/{h['name']}/config").read_text()
+            got = "autostart" if any(ln.replace(" ", "") == "lxc.start.auto=1" for ln in conf.splitlines()) else "no"
+        else:
+            info = subprocess.run(["virsh", "-c", "qemu:///system", "dominfo", h["name"]], capture_output=True,
+                                  text=True, check=True).stdout
+            got = "no" if any(ln.split() == ["Autostart:", "disable"] for ln in info.splitlines()) else info
+        assert got == "no", (h["name"], got)
 
 
 def test_down_removes_the_rootless_users_rules_with_the_lab(iso):
