@@ -19,11 +19,15 @@ What decides the placing (docs/tests.md, "How CI runs the suite"):
     reuse), test_70 last (it takes that lab down), with test_57, test_72 and test_80 to
     balance the two streams (by the seconds of the last run, test-artifacts/ci-times.json).
   - B: the other modules.
+  The attacks of tests/security run in stage 3 too: they make labs and firewall rules that
+  test_47's reordering would disturb; test_vm_login reads the default lab's VM (stream A),
+  test_isolation_engines boots a VM of its own (A, to balance the two streams).
 
 Each stream's output is printed as it comes, its lines prefixed with its name; one JUnit file
 merges them all (test-artifacts/junit.xml), and test-artifacts/ci-times.json keeps each
 module's seconds and each stage's (docs/tests.md publishes them). The exit code is the worst.
-A module in tests/integration that is placed nowhere fails the run (place it deliberately).
+A module in tests/integration or tests/security (the attacks of docs/security.md) that is
+placed nowhere fails the run (place it deliberately); module names are unique across both.
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 ART = ROOT / "test-artifacts"
 INTEGRATION = ROOT / "tests" / "integration"
+FOLDERS = (INTEGRATION, ROOT / "tests" / "security")  # where a stream's modules are, by stem
 IMAGES = ["debian:11", "debian:12", "debian:13", "busybox"]
 # (stage name, {stream name: [pytest targets]}, extra environment); modules by stem
 STAGES: list[tuple[str, dict[str, list[str]], dict[str, str]]] = [
@@ -46,10 +51,13 @@ STAGES: list[tuple[str, dict[str, list[str]], dict[str, str]]] = [
     ("2", {"S1": ["test_10_bad_input", "test_15_doctor", "test_47_isolation", "test_20_containers", "test_30_vm"],
            "S2": ["test_58_offline_bundle", "test_45_classroom"]},
      {"LABKIT_TEST_DEFAULT_LAB": "keep"}),
-    ("3", {"A": ["test_22_cli", "test_40_registry", "test_50_verify", "test_55_servers", "test_56_classroom_servers",
-                 "test_60_report", "test_57_remote_vm", "test_72_down_vms", "test_80_molecule", "test_70_down"],
+    ("3", {"A": ["test_22_cli", "test_vm_login", "test_40_registry", "test_50_verify", "test_55_servers",
+                 "test_56_classroom_servers", "test_60_report", "test_57_remote_vm", "test_72_down_vms",
+                 "test_80_molecule", "test_isolation_engines", "test_70_down"],
            "B": ["test_76_lxc", "test_65_webclass", "test_66_public_roles", "test_75_engines", "test_77_remote_podman",
-                 "test_78_remote_lxc"]},
+                 "test_78_remote_lxc", "test_lab_file_vars", "test_server_trust", "test_private_paths",
+                 "test_terminal", "test_lxc_rootfs", "test_fw_ipv6", "test_fw_reboot", "test_fw_paths",
+                 "test_fw_pty"]},
      {"LABKIT_TEST_DEFAULT_LAB": "reuse"}),
 ]
 DEFAULT_LAB_USERS = ("default_lab", "default_facts")
@@ -60,12 +68,24 @@ def placed() -> list[str]:
             if not t.startswith("tests/")]
 
 
+def modules() -> dict[str, Path]:
+    """Every integration and security test module, by stem."""
+    out: dict[str, Path] = {}
+    for folder in FOLDERS:
+        for p in sorted(folder.glob("test_*.py")):
+            if p.stem in out:
+                raise SystemExit(f"scripts/pytest_ci.py: {p.stem} is in two folders ({out[p.stem]}, {p})")
+            out[p.stem] = p
+    return out
+
+
 def check_placing() -> None:
-    found = sorted(p.stem for p in INTEGRATION.glob("test_*.py"))
+    mods = modules()
+    found = sorted(mods)
     names = placed()
     for name in names:
         if name not in found:
-            raise SystemExit(f"scripts/pytest_ci.py names {name}, which tests/integration does not have")
+            raise SystemExit(f"scripts/pytest_ci.py names {name}, which tests/integration and tests/security lack")
     if len(set(names)) != len(names):
         raise SystemExit("scripts/pytest_ci.py places a module twice")
     missing = [m for m in found if m not in names]
@@ -74,14 +94,14 @@ def check_placing() -> None:
     # the default lab lives in one stream per stage: two would fight over the same lab
     for stage, streams, _ in STAGES:
         users = [s for s, targets in streams.items()
-                 if any(not t.startswith("tests/") and any(u in (INTEGRATION / f"{t}.py").read_text()
+                 if any(not t.startswith("tests/") and any(u in mods[t].read_text()
                                                           for u in DEFAULT_LAB_USERS) for t in targets)]
         if len(users) > 1:
             raise SystemExit(f"scripts/pytest_ci.py: stage {stage}: streams {users} all use the default lab")
 
 
 def target(t: str) -> str:
-    return t if t.startswith("tests/") else str(INTEGRATION / f"{t}.py")
+    return t if t.startswith("tests/") else str(modules()[t])
 
 
 def pytest(name: str, targets: list[str], junit: Path, env: dict[str, str]) -> subprocess.Popen[str]:
@@ -152,7 +172,7 @@ def table(times_file: Path) -> str:
         if secs < 1:
             continue
         parts = mod.split(".")
-        key = parts[-1] if parts[1] == "integration" else f"tests/{parts[1]}"
+        key = parts[-1] if parts[1] in ("integration", "security") else f"tests/{parts[1]}"
         lines.append(f"| `{'/'.join(parts)}.py` | {where.get(key, '1 / alone')} | {secs:.0f} |")
     streams = ", ".join(f"{k} {v} s" for k, v in t["streams"].items())
     lines += ["", f"Stages: {', '.join(f'{k}: {v} s' for k, v in t['stages'].items())}; streams: {streams}; "
