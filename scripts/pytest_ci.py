@@ -57,7 +57,7 @@ STAGES: list[tuple[str, dict[str, list[str]], dict[str, str]]] = [
            "B": ["test_76_lxc", "test_65_webclass", "test_66_public_roles", "test_75_engines", "test_77_remote_podman",
                  "test_78_remote_lxc", "test_lab_file_vars", "test_server_trust", "test_private_paths",
                  "test_terminal", "test_lxc_rootfs", "test_fw_ipv6", "test_fw_reboot", "test_fw_paths",
-                 "test_fw_pty"]},
+                 "test_fw_pty", "test_bundle_trust"]},
      {"LABKIT_TEST_DEFAULT_LAB": "reuse"}),
 ]
 DEFAULT_LAB_USERS = ("default_lab", "default_facts")
