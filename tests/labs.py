@@ -131,6 +131,13 @@ def vm_as_lab_server(name: str = "server-2") -> dict:
                    "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"}}
 
 
+def bundle_digest(created: subprocess.CompletedProcess) -> str:
+    """The digest `labkit bundle create` printed (what `prepare` and `bundle load` require)."""
+    m = re.search(r"^bundle digest: (sha256:[0-9a-f]{64})$", created.stdout, re.M)
+    assert m, created.stdout
+    return m[1]
+
+
 def write_inventory(path, servers: dict) -> None:
     path.write_text(json.dumps({"all": {"children": {"lab_servers": {"hosts": servers}}}}))
 

@@ -3,6 +3,7 @@ brought up once per run, and every integration test reads it."""
 import os
 
 from tests.labs import (  # noqa: F401 - the helpers the tests import from here
+    bundle_digest,
     docker,
     loopback_server,
     podman,

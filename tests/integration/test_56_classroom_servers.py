@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from .conftest import recap, run, vm_as_lab_server, write_inventory
+from .conftest import bundle_digest, recap, run, vm_as_lab_server, write_inventory
 
 pytestmark = [pytest.mark.integration, pytest.mark.vm]
 
@@ -21,8 +21,8 @@ def classroom(tmp_path_factory, default_lab):
     lab = d / "lab.yml"
     lab.write_text("name: duo\nstudents: [a1, a2, a3]\ncontainers: [busybox]\nvm: {enabled: false}\n"
                    "provision: {packages: []}\n")
-    run("bundle", "create", "-f", str(lab), "--no-debs", "--no-wheels", str(d / "bundle"))  # those: test_58
-    run("prepare", "-i", str(inv), "--bundle", str(d / "bundle"))
+    created = run("bundle", "create", "-f", str(lab), "--no-debs", "--no-wheels", str(d / "bundle"))  # those: test_58
+    run("prepare", "-i", str(inv), "--bundle", str(d / "bundle"), "--bundle-digest", bundle_digest(created))
     run("down", "-f", str(lab), "-i", str(inv), check=False)
     up = run("up", "-f", str(lab), "-i", str(inv))
     yield {"lab": lab, "inv": inv, "up": up}

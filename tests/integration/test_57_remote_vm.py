@@ -16,7 +16,7 @@ import pytest
 
 from labkit import paths
 
-from .conftest import loopback_server, recap, run, virsh
+from .conftest import bundle_digest, loopback_server, recap, run, virsh
 
 pytestmark = [pytest.mark.integration, pytest.mark.vm]
 VM = "labkit-far1-s01-vm"
@@ -33,8 +33,9 @@ def far(tmp_path_factory):
         run("box", "build")
         lab = d / "far1.yml"
         lab.write_text("name: far1\nstudents: [s01]\ncontainers: [busybox]\nvm: {enabled: true}\n")
-        run("bundle", "create", "-f", str(lab), "--no-debs", "--no-wheels", str(d / "bundle"))  # those: test_58
-        prepared = [run("prepare", "-i", str(inv), "--bundle", str(d / "bundle")) for _ in range(2)]
+        created = run("bundle", "create", "-f", str(lab), "--no-debs", "--no-wheels", str(d / "bundle"))  # test_58
+        prepared = [run("prepare", "-i", str(inv), "--bundle", str(d / "bundle"), "--bundle-digest",
+                        bundle_digest(created)) for _ in range(2)]
         run("down", "-f", str(lab), "-i", str(inv), check=False)
         up = run("up", "-f", str(lab), "-i", str(inv))
         yield {"lab": str(lab), "inv": str(inv), "up": up, "prepared": prepared, "dir": d}
