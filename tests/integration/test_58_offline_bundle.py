@@ -46,6 +46,7 @@ from pathlib import Path
 import pytest
 from packaging.utils import canonicalize_name
 
+from labkit.engines.lxc_layout import IDMAP
 from labkit.images import bundle as bundle_mod
 
 from .conftest import recap, run, write_inventory
@@ -54,6 +55,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.vm]
 LAB = "ofl"
 PODMAN, LXC = "debian12-podman", "debian12-lxc"  # the Podman and LXC containers' short names
 SERVER = "labkit-test-ofl-server"  # the container that is the blocked lab server
+NETWORK = "labkit-test-ofl-net"  # its network (the instructor machine: its gateway)
 SERVER_IMAGE = "labkit-test/offline-server:bookworm"
 USER = "admin"
 # a minimal Debian 12 server from the image labkit builds: sshd, sudo, a login user
@@ -150,8 +152,11 @@ def server(tmp_path_factory):
     run("images", "build", "debian:12")
     _docker("build", "-q", "-t", SERVER_IMAGE, "-", input=DOCKERFILE)
     _docker("rm", "-f", "-v", SERVER, check=False)
+    # its own network, not the engine's default bridge (docker0), which is global state
+    _docker("network", "rm", NETWORK, check=False)
+    _docker("network", "create", NETWORK)
     devices = [f"--device={p}" for p in ("/dev/kvm", "/dev/net/tun") if Path(p).exists()]
-    _docker("run", "-d", "--name", SERVER, "--hostname", "server-2", "--cgroupns", "private",
+    _docker("run", "-d", "--name", SERVER, "--hostname", "server-2", "--network", NETWORK, "--cgroupns", "private",
             "--cap-add", "ALL", *[f"--cap-drop={c}" for c in _missing_caps()],
             "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
             "--security-opt", "systempaths=unconfined", "--device-cgroup-rule", "a *:* rwm", *devices,
@@ -163,7 +168,7 @@ def server(tmp_path_factory):
                 f"install -d -m 700 -o {USER} -g {USER} /home/{USER}/.ssh && "
                 f"cat > /home/{USER}/.ssh/authorized_keys && chown {USER}: /home/{USER}/.ssh/authorized_keys",
                 input=(d / "id.pub").read_text())
-        net = json.loads(_docker("inspect", "-f", "{{json .NetworkSettings}}", SERVER).stdout)
+        net = json.loads(_docker("inspect", "-f", "{{json .NetworkSettings.Networks}}", SERVER).stdout)[NETWORK]
         address, gateway = net["IPAddress"], net["Gateway"]
         pid = _docker("inspect", "-f", "{{.State.Pid}}", SERVER).stdout.strip()
         vars_ = {"ansible_host": address, "ansible_user": USER, "ansible_ssh_private_key_file": str(d / "id"),
@@ -191,6 +196,7 @@ def server(tmp_path_factory):
         yield {"vars": vars_, "ssh": ssh, "instructor": gateway, "netns": netns}
     finally:
         _docker("rm", "-f", "-v", SERVER, check=False)
+        _docker("network", "rm", NETWORK, check=False)
 
 
 def _installed(ssh, pkg: str) -> bool:
@@ -198,11 +204,10 @@ def _installed(ssh, pkg: str) -> bool:
 
 
 def _recompute_sums(bundle: Path) -> None:
-    """SHA256SUMS written again for the bundle's files as they are now (as `bundle create` would)."""
-    lines = []
-    for line in (bundle / "SHA256SUMS").read_text().splitlines():
-        name = line.split(None, 1)[1].strip()
-        lines.append(f"{hashlib.sha256((bundle / name).read_bytes()).hexdigest()}  {name}\n")
+    """SHA256SUMS written again for the files the bundle's manifest names, as they are now (as
+    `bundle create` would)."""
+    names = bundle_mod.bundle_files(json.loads((bundle / "manifest.json").read_text())) + ["manifest.json"]
+    lines = [f"{hashlib.sha256((bundle / name).read_bytes()).hexdigest()}  {name}\n" for name in names]
     (bundle / "SHA256SUMS").unlink()
     (bundle / "SHA256SUMS").write_text("".join(lines))
 
@@ -253,6 +258,8 @@ def offline(tmp_path_factory, server):
     manifest = json.loads((other / "manifest.json").read_text())
     for e in manifest["apt"]:
         e["release"] = "trixie"
+        (other / "apt" / "bookworm-amd64.tar").rename(other / "apt" / "trixie-amd64.tar")  # the link, renamed
+        e["file"] = "apt/trixie-amd64.tar"
     (other / "manifest.json").unlink()
     (other / "manifest.json").write_text(json.dumps(manifest))
     _recompute_sums(other)  # a whole bundle for trixie, with its own digest (as if made for trixie)
@@ -341,7 +348,7 @@ def test_prepare_installs_the_missing_packages_from_the_bundle_alone(offline, se
     assert ssh("sudo podman version --format '{{.Server.Version}}'").stdout.strip()
     assert 'cgroup_manager = "cgroupfs"' in ssh("cat /etc/containers/containers.conf.d/50-labkit.conf").stdout
     # LXC's tools, the binding of the server's Python and root's id map (prepare --lxc), from the bundle too
-    assert ssh("lxc-start --version && python3 -c 'import lxc' && grep -x 'root:1000000000:65536' /etc/subuid",
+    assert ssh(f"lxc-start --version && python3 -c 'import lxc' && grep -x '{IDMAP}' /etc/subuid",
                check=False).returncode == 0
     rec = json.loads(ssh("sudo cat /var/lib/labkit/server.json").stdout)  # its folder is 0750 root
     assert rec["box"] == "labkit/debian12" and rec["accel"] in ("kvm", "qemu")
