@@ -73,10 +73,10 @@ def _os_release() -> dict[str, str]:
 def targets_from_options(releases: list[str], arches: list[str]) -> list[Target]:
     """``--release``/``--arch`` (each repeatable, every pair made); the missing half is this machine's."""
     for r in releases:
-        if not _RELEASE_RE.match(r):
+        if not _RELEASE_RE.fullmatch(r):
             raise SpecError(f"--release {r!r}: not a Debian release codename", "e.g. --release bookworm")
     for a in arches:
-        if not _ARCH_RE.match(a):
+        if not _ARCH_RE.fullmatch(a):
             raise SpecError(f"--arch {a!r}: not a Debian architecture", "e.g. --arch amd64")
     if releases and arches:
         rels, archs = list(releases), list(arches)
@@ -94,7 +94,8 @@ def targets_from_inventory(inventory: str | Path, log: Log = quiet) -> dict[str,
     for s in from_inventory(inventory):
         hv = s.hostvars
         if hv.get("labkit_release") and hv.get("labkit_arch"):
-            out[s.name] = Target(str(hv["labkit_release"]), str(hv["labkit_arch"]))
+            out[s.name] = _checked(s.name, str(hv["labkit_release"]), str(hv["labkit_arch"]),
+                                   f"its labkit_release/labkit_arch in {inventory}")
             continue
         if s.local:
             out[s.name] = this_target()
@@ -115,9 +116,18 @@ def targets_from_inventory(inventory: str | Path, log: Log = quiet) -> dict[str,
             raise SpecError(f"lab server {s.name} runs {' '.join(lines[:2]) or 'an unknown system'}: bundles carry "
                             "Debian packages only", "use Debian lab servers, or make the bundle with --no-debs "
                             "and let the servers install from their own mirror")
-        out[s.name] = Target(lines[1], lines[2])
+        out[s.name] = _checked(s.name, lines[1], lines[2], "its answer over SSH")
         log(f"lab server {s.name}: Debian {out[s.name]}")
     return out
+
+
+def _checked(server: str, release: str, arch: str, source: str) -> Target:
+    """A server's release and architecture, which become apt source lines and paths here: checked."""
+    if not _RELEASE_RE.fullmatch(release) or not _ARCH_RE.fullmatch(arch):
+        raise SpecError(f"lab server {server}: {release!r}/{arch!r} ({source}) is not a Debian release and "
+                        "architecture", f"set labkit_release and labkit_arch for {server} (e.g. bookworm, amd64), "
+                        "or pass --release/--arch")
+    return Target(release, arch)
 
 
 # --------------------------------------------------------------------------- apt repository

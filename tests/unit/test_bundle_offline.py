@@ -139,6 +139,16 @@ def test_release_and_arch_options_make_every_pair_and_are_checked():
         bundle.targets_from_options(["Bookworm 12"], ["amd64"])
     with pytest.raises(LabkitError, match="--arch 'amd64;rm'"):
         bundle.targets_from_options(["bookworm"], ["amd64;rm"])
+    with pytest.raises(LabkitError, match=r"--release 'bookworm\\n'"):  # a trailing newline is no name either
+        bundle.targets_from_options(["bookworm\n"], ["amd64"])
+
+
+def test_a_servers_release_and_arch_are_checked_before_they_become_apt_lines_and_paths(tmp_path):
+    inv = tmp_path / "hosts.json"
+    inv.write_text(json.dumps({"all": {"children": {"lab_servers": {"hosts": {"s2": {
+        "ansible_host": "192.0.2.1", "labkit_release": "../../x", "labkit_arch": "amd64"}}}}}}))
+    with pytest.raises(LabkitError, match=r"lab server s2: '\.\./\.\./x'/'amd64' \(its labkit_release/labkit_arch"):
+        bundle.targets_from_inventory(inv)
 
 
 def test_wheelhouse_pins_labkits_runtime_dependencies_at_the_installed_versions():
