@@ -49,8 +49,8 @@ def module(name: str, args: dict) -> tuple[int, dict]:
 
 
 class OwnDockerd:
-    """A Docker Engine for this test only: its own data root, exec root, socket and bridge, no
-    iptables of its own."""
+    """A Docker Engine for this test only: its own data root, exec root, socket, bridge and
+    network namespace, no iptables of its own."""
 
     def __init__(self, d: Path) -> None:
         self.d, self.sock, self.proc = d, f"unix://{d}/docker.sock", None
@@ -60,7 +60,9 @@ class OwnDockerd:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            ["dockerd", "--data-root", f"{self.d}/data", "--exec-root", f"{self.d}/exec", "-H", self.sock,
+            # in a network namespace of its own: dockerd with `--bridge none` deletes the host's
+            # docker0 at start (moby's removeDefaultBridgeInterface), which the shared dockerd needs
+            ["unshare", "--net", "--", "dockerd", "--data-root", f"{self.d}/data", "--exec-root", f"{self.d}/exec", "-H", self.sock,
              "--pidfile", f"{self.d}/docker.pid", "--bridge", "none", "--iptables=false", "--ip-masq=false",
              "--ip-forward=false", "--userland-proxy=false", "--config-file", f"{self.d}/daemon.json"],
             stdout=open(self.d / "dockerd.log", "a"), stderr=subprocess.STDOUT, start_new_session=True)
