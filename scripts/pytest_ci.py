@@ -19,9 +19,10 @@ What decides the placing (docs/tests.md, "How CI runs the suite"):
     reuse), test_70 last (it takes that lab down), with test_57, test_72 and test_80 to
     balance the two streams (by the seconds of the last run, test-artifacts/ci-times.json).
   - B: the other modules.
-  The attacks of tests/security run in stage 3 too: they make labs and firewall rules that
-  test_47's reordering would disturb; test_vm_login reads the default lab's VM (stream A),
-  test_isolation_engines boots a VM of its own (A, to balance the two streams).
+  The attacks of tests/security run in stage 3 too (they make labs and firewall rules that
+  test_47's reordering would disturb): test_vm_login reads the default lab's VM (stream A),
+  test_isolation_engines boots a VM of its own (A, to balance the two streams). Three short
+  ones that check no firewall rule run in stage 2's S1 after test_47 (S1 waits on S2 there).
 
 Each stream's output is printed as it comes, its lines prefixed with its name; one JUnit file
 merges them all (test-artifacts/junit.xml), and test-artifacts/ci-times.json keeps each
@@ -48,15 +49,15 @@ IMAGES = ["debian:11", "debian:12", "debian:13", "busybox"]
 # (stage name, {stream name: [pytest targets]}, extra environment); modules by stem
 STAGES: list[tuple[str, dict[str, list[str]], dict[str, str]]] = [
     ("1", {"alone": ["tests/unit", "tests/reliability"]}, {}),
-    ("2", {"S1": ["test_10_bad_input", "test_15_doctor", "test_47_isolation", "test_20_containers", "test_30_vm"],
+    ("2", {"S1": ["test_10_bad_input", "test_15_doctor", "test_47_isolation", "test_lab_file_vars", "test_terminal",
+                  "test_private_paths", "test_20_containers", "test_30_vm"],
            "S2": ["test_58_offline_bundle", "test_45_classroom"]},
      {"LABKIT_TEST_DEFAULT_LAB": "keep"}),
     ("3", {"A": ["test_22_cli", "test_vm_login", "test_40_registry", "test_50_verify", "test_55_servers",
                  "test_56_classroom_servers", "test_60_report", "test_57_remote_vm", "test_72_down_vms",
                  "test_80_molecule", "test_isolation_engines", "test_70_down"],
            "B": ["test_76_lxc", "test_65_webclass", "test_66_public_roles", "test_75_engines", "test_77_remote_podman",
-                 "test_78_remote_lxc", "test_lab_file_vars", "test_server_trust", "test_private_paths",
-                 "test_terminal", "test_lxc_rootfs", "test_fw_ipv6", "test_fw_reboot", "test_fw_paths",
+                 "test_78_remote_lxc", "test_server_trust", "test_lxc_rootfs", "test_fw_ipv6", "test_fw_reboot", "test_fw_paths",
                  "test_fw_pty", "test_bundle_trust"]},
      {"LABKIT_TEST_DEFAULT_LAB": "reuse"}),
 ]
