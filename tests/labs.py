@@ -131,6 +131,80 @@ def vm_as_lab_server(name: str = "server-2") -> dict:
                    "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"}}
 
 
+# The isolation tests' probe, for a host with Python (a VM, the lab server): `python3 -c PROBE
+# TARGETS_JSON WAIT` prints {key: "open NAME" | "timeout" | "refused" | "error: ..."} for each
+# target [key, address, port]; every listener answers GET /who with its one-word name.
+PROBE = r"""
+import json, socket, sys, threading
+out = {}
+def one(key, ip, port):
+    try:
+        s = socket.create_connection((ip, port), timeout=float(sys.argv[2]))
+    except socket.timeout:
+        out[key] = "timeout"
+        return
+    except ConnectionRefusedError:
+        out[key] = "refused"
+        return
+    except OSError as e:
+        out[key] = "error: %s" % e
+        return
+    try:
+        s.settimeout(10)
+        s.sendall(b"GET /who HTTP/1.0\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        out[key] = ("open " + data.decode(errors="replace").strip().splitlines()[-1]) if data.strip() else "open"
+    except OSError as e:
+        out[key] = "open (%s)" % e
+    finally:
+        s.close()
+threads = [threading.Thread(target=one, args=t) for t in json.loads(sys.argv[1])]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(json.dumps(out))
+"""
+
+
+def nc_outcome(rc: int, text: str) -> str:
+    """A BusyBox `nc` probe's outcome (what it printed, and its exit code), named as PROBE names
+    them: nc says "timed out" or "Connection refused"; a connection that answers prints the HTTP
+    reply, whose last word is the listener's name."""
+    text = text.strip()
+    if "HTTP/1." in text:
+        return "open " + text.split()[-1]
+    if "timed out" in text:
+        return "timeout"
+    if "refused" in text:
+        return "refused"
+    if rc == 0:  # connected; the peer closed without an HTTP reply
+        return "open"
+    return f"error: rc={rc} {text}"
+
+
+@contextlib.contextmanager
+def local_user(name: str):
+    """An ordinary local user of this machine (no home), made for the block when missing and
+    then removed. Yields the name."""
+    made = False
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "-M", "-s", "/bin/sh", name], check=True)
+        made = True
+    try:
+        yield name
+    finally:
+        if made:
+            subprocess.run(["userdel", name], capture_output=True)
+
+
 def bundle_digest(created: subprocess.CompletedProcess) -> str:
     """The digest `labkit bundle create` printed (what `prepare` and `bundle load` require)."""
     m = re.search(r"^bundle digest: (sha256:[0-9a-f]{64})$", created.stdout, re.M)

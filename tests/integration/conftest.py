@@ -3,9 +3,11 @@ brought up once per run, and every integration test reads it."""
 import os
 
 from tests.labs import (  # noqa: F401 - the helpers the tests import from here
+    PROBE,
     bundle_digest,
     docker,
     loopback_server,
+    nc_outcome,
     podman,
     podman_user,
     recap,

@@ -29,7 +29,7 @@ from labkit.vm import vms
 from labkit.vm.vmnet import netpool
 from tests.conftest import labkit_cmd
 
-from .conftest import docker, recap, run
+from .conftest import PROBE, docker, nc_outcome, recap, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.vm]
 LAB, STUDENTS = "iso", ("a", "b")
@@ -37,42 +37,6 @@ PORT = 8047          # every lab host's listener
 SERVER_PORT = 18047  # the lab server's listener
 WAIT = 5.0           # seconds a blocked probe waits (a reachable one answers in milliseconds)
 
-PROBE = r"""
-import json, socket, sys, threading
-out = {}
-def one(key, ip, port):
-    try:
-        s = socket.create_connection((ip, port), timeout=float(sys.argv[2]))
-    except socket.timeout:
-        out[key] = "timeout"
-        return
-    except ConnectionRefusedError:
-        out[key] = "refused"
-        return
-    except OSError as e:
-        out[key] = "error: %s" % e
-        return
-    try:
-        s.settimeout(10)
-        s.sendall(b"GET /who HTTP/1.0\r\n\r\n")
-        data = b""
-        while True:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-        out[key] = ("open " + data.decode(errors="replace").strip().splitlines()[-1]) if data.strip() else "open"
-    except OSError as e:
-        out[key] = "open (%s)" % e
-    finally:
-        s.close()
-threads = [threading.Thread(target=one, args=t) for t in json.loads(sys.argv[1])]
-for t in threads:
-    t.start()
-for t in threads:
-    t.join()
-print(json.dumps(out))
-"""
 
 
 def iptables_save(family: int = 4) -> str:
@@ -128,16 +92,7 @@ def from_container(name: str, targets: list[tuple[str, str, int]]) -> dict[str, 
         key, ip, port = t
         sh = f"printf 'GET /who HTTP/1.0\\r\\n\\r\\n' | nc -w {int(WAIT)} {ip} {port}"
         p = subprocess.run(["docker", "exec", name, "sh", "-c", sh], capture_output=True, text=True, timeout=120)
-        text = (p.stdout + p.stderr).strip()
-        if "HTTP/1." in text:
-            return key, "open " + text.splitlines()[-1]
-        if "timed out" in text:
-            return key, "timeout"
-        if "refused" in text:
-            return key, "refused"
-        if p.returncode == 0:  # connected; the peer closed without an HTTP reply
-            return key, "open"
-        return key, f"error: rc={p.returncode} {text}"
+        return key, nc_outcome(p.returncode, p.stdout + p.stderr)
     with ThreadPoolExecutor(8) as ex:
         return dict(ex.map(one, targets))
 

@@ -35,7 +35,7 @@ from labkit import api, paths
 from labkit.engines import registry
 from labkit.engines.base import HostRow
 from labkit.vm import vms
-from tests.labs import podman, podman_user, run
+from tests.labs import PROBE, nc_outcome, podman, podman_user, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.vm]
 
@@ -58,40 +58,6 @@ done
 wait
 """
 
-PY_PROBE = r"""
-import json, socket, sys, threading
-out = {}
-def one(key, ip, port):
-    try:
-        s = socket.create_connection((ip, port), timeout=float(sys.argv[2]))
-    except socket.timeout:
-        out[key] = "timeout"
-        return
-    except ConnectionRefusedError:
-        out[key] = "refused"
-        return
-    except OSError as e:
-        out[key] = "error: %s" % e
-        return
-    try:
-        s.settimeout(10)
-        s.sendall(b"GET /who HTTP/1.0\r\n\r\n")
-        data = b""
-        while True:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-        out[key] = ("open " + data.decode(errors="replace").split()[-1]) if data.strip() else "open"
-    finally:
-        s.close()
-threads = [threading.Thread(target=one, args=t) for t in json.loads(sys.argv[1])]
-for t in threads:
-    t.start()
-for t in threads:
-    t.join()
-print(json.dumps(out))
-"""
 
 
 def kind(h: dict) -> str:
@@ -100,19 +66,6 @@ def kind(h: dict) -> str:
     if h["engine"] == "podman":
         return "rootless" if h.get("user") else "podman"
     return h["engine"]
-
-
-def classify(rc: int, text: str) -> str:
-    """A BusyBox nc probe's outcome, as the VM's probe says it."""
-    if "HTTP/1." in text:
-        return "open " + text.split()[-1]
-    if "timed out" in text:
-        return "timeout"
-    if "refused" in text:
-        return "refused"
-    if rc == 0:
-        return "open"
-    return f"error: rc={rc} {text.strip()}"
 
 
 def in_host(h: dict, argv: list[str], timeout: int = 120) -> subprocess.CompletedProcess:
@@ -130,7 +83,7 @@ def in_vm(h: dict, command: str, timeout: int = 300) -> subprocess.CompletedProc
 def probe(h: dict, targets: list[tuple[str, str, int]]) -> dict[str, str]:
     """From host ``h``: each target (key, address, port) -> open NAME | timeout | refused | error."""
     if h["kind"] == "vm":
-        p = in_vm(h, f"python3 -c {shlex.quote(PY_PROBE)} {shlex.quote(json.dumps(targets))} {WAIT}")
+        p = in_vm(h, f"python3 -c {shlex.quote(PROBE)} {shlex.quote(json.dumps(targets))} {WAIT}")
         assert p.returncode == 0, p.stderr
         return json.loads(p.stdout)
     args = [str(WAIT)] + [str(x) for t in targets for x in t]
@@ -138,13 +91,13 @@ def probe(h: dict, targets: list[tuple[str, str, int]]) -> dict[str, str]:
     out = {}
     for ln in p.stdout.splitlines():
         key, rc, text = (ln.split("\t", 2) + ["", ""])[:3]
-        out[key] = classify(int(rc or 1), text)
+        out[key] = nc_outcome(int(rc or 1), text)
     assert set(out) == {t[0] for t in targets}, (h["name"], p.stdout, p.stderr)
     return out
 
 
 def from_server(targets: list[tuple[str, str, int]]) -> dict[str, str]:
-    p = subprocess.run(["python3", "-c", PY_PROBE, json.dumps(targets), str(WAIT)], capture_output=True, text=True,
+    p = subprocess.run(["python3", "-c", PROBE, json.dumps(targets), str(WAIT)], capture_output=True, text=True,
                        timeout=120, check=True)
     return json.loads(p.stdout)
 
