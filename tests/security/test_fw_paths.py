@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from labkit import paths
-from tests.labs import podman_user, run
+from tests.labs import local_user, podman_user, run
 
 pytestmark = pytest.mark.integration
 
@@ -41,15 +41,8 @@ OLD_IMAGES = "/var/tmp/labkit-podman-images"
 @pytest.fixture(scope="module")
 def attacker():
     """An ordinary local user of the lab server, removed at the end."""
-    made = False
-    try:
-        pwd.getpwnam(ATTACKER)
-    except KeyError:
-        subprocess.run(["useradd", "-M", "-s", "/bin/sh", ATTACKER], check=True)
-        made = True
-    yield ATTACKER
-    if made:
-        subprocess.run(["userdel", ATTACKER], capture_output=True)
+    with local_user(ATTACKER) as name:
+        yield name
 
 
 def as_user(user: str, *argv: str, **kw) -> subprocess.Popen:

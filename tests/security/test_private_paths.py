@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pwd
 import signal
 import stat
 import subprocess
@@ -26,6 +25,7 @@ import pytest
 
 from labkit import paths
 from labkit.servers.base import Server
+from tests.labs import local_user
 
 pytestmark = pytest.mark.integration
 
@@ -34,15 +34,9 @@ ATTACKER = "lkpathatk"
 
 @pytest.fixture(scope="module")
 def attacker():
-    made = False
-    try:
-        pwd.getpwnam(ATTACKER)
-    except KeyError:
-        subprocess.run(["useradd", "-M", "-s", "/bin/sh", ATTACKER], check=True)
-        made = True
-    yield ATTACKER
-    if made:
-        subprocess.run(["userdel", ATTACKER], capture_output=True)
+    """An ordinary local user of the lab server, removed at the end."""
+    with local_user(ATTACKER) as name:
+        yield name
 
 
 def as_attacker(code: str) -> subprocess.CompletedProcess:
