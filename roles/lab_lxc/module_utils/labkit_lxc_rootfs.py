@@ -20,6 +20,7 @@ no annotations (a server's Python runs it as it is); its names start with ``root
 ``ROOTFS_`` or ``Rootfs``.
 """
 
+import contextlib
 import errno
 import os
 import stat
@@ -115,10 +116,11 @@ def rootfs_remove(dir_fd, name):
     return True
 
 
-def rootfs_write(root_fd, rel, data, uid, gid, mode=0o644, dir_owner=None):
-    """Write ``data`` (bytes) as file ``rel`` of the root, owned by ``uid``:``gid``: its
-    folders resolved inside the root (made, owned by ``dir_owner``, when that is given), a
-    symlink or file already there replaced, never followed."""
+@contextlib.contextmanager
+def _cleared(root_fd, rel, dir_owner):
+    """(folder fd, name) of ``rel``'s place in the root, with what was there removed (a file or
+    symlink, never followed; a folder refuses): the folder resolved inside the root (made,
+    owned by ``dir_owner``, when that is given) and closed after the block."""
     parent, name = rootfs_split(rel)
     d = rootfs_dir(root_fd, parent, None if dir_owner is None else (0o755, *dir_owner))
     try:
@@ -126,6 +128,16 @@ def rootfs_write(root_fd, rel, data, uid, gid, mode=0o644, dir_owner=None):
             rootfs_remove(d, name)
         except RootfsError:
             raise RootfsError(f"/{rel}: a folder is in the way") from None
+        yield d, name
+    finally:
+        os.close(d)
+
+
+def rootfs_write(root_fd, rel, data, uid, gid, mode=0o644, dir_owner=None):
+    """Write ``data`` (bytes) as file ``rel`` of the root, owned by ``uid``:``gid``: its
+    folders resolved inside the root (made, owned by ``dir_owner``, when that is given), a
+    symlink or file already there replaced, never followed."""
+    with _cleared(root_fd, rel, dir_owner) as (d, name):
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=d)
         try:
             os.fchown(fd, uid, gid)
@@ -135,23 +147,13 @@ def rootfs_write(root_fd, rel, data, uid, gid, mode=0o644, dir_owner=None):
                 view = view[os.write(fd, view):]
         finally:
             os.close(fd)
-    finally:
-        os.close(d)
 
 
 def rootfs_symlink(root_fd, rel, target, uid, gid, dir_owner=None):
     """Make ``rel`` a symlink to ``target`` (replacing what is there but a folder)."""
-    parent, name = rootfs_split(rel)
-    d = rootfs_dir(root_fd, parent, None if dir_owner is None else (0o755, *dir_owner))
-    try:
-        try:
-            rootfs_remove(d, name)
-        except RootfsError:
-            raise RootfsError(f"/{rel}: a folder is in the way") from None
+    with _cleared(root_fd, rel, dir_owner) as (d, name):
         os.symlink(target, name, dir_fd=d)
         os.chown(name, uid, gid, dir_fd=d, follow_symlinks=False)
-    finally:
-        os.close(d)
 
 
 def rootfs_read(root_fd, rel, limit):
