@@ -156,8 +156,9 @@ def pin_host_keys(servers: list[Server], log: Callable[[str], None]) -> None:
             raise EngineError(f"lab server {s.name}: cannot log in over SSH: "
                               f"{(p.stderr.strip().splitlines() or [f'exit {p.returncode}'])[-1]}",
                               f"check `{shlex.join(argv)} true`")
-        if not known and _known(s):
-            log(f"lab server {s.name}: host key pinned at first contact (~/.ssh/known_hosts): {_known(s)}; "
+        pinned = "" if known else _known(s)
+        if pinned:
+            log(f"lab server {s.name}: host key pinned at first contact (~/.ssh/known_hosts): {pinned}; "
                 "compare it with the server's own (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` there)")
 
 
