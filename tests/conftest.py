@@ -45,3 +45,16 @@ def labkit_cmd() -> list[str]:
 
 
 os.environ.setdefault("ANSIBLE_NOCOLOR", "1")
+
+
+def process_cmdlines() -> list[tuple[int, str]]:
+    """(pid, command line with spaces for NULs) of every process on this machine, skipping
+    those that end while being read (a process may exit between listing /proc and reading it)."""
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                out.append((int(p.name), (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")))
+            except OSError:
+                continue
+    return out

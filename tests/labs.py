@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import labkit_cmd
+from tests.conftest import labkit_cmd, process_cmdlines
 
 
 def run(*args, check=True, timeout=1800, env=None):
@@ -39,16 +39,8 @@ def virsh(*args) -> list[str]:
 def ssh_masters(port: int) -> list[str]:
     """Processes of a lab's shared SSH connection (labkit.servers.base.control_path) to the
     loopback server on ``port``: none may outlive the labkit command that opened it."""
-    out = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if "ssh" in cmd and "/run/labkit/ssh-" in cmd and f"-p {port}" in cmd:
-                out.append(cmd)
-    return out
+    return [cmd for _, cmd in process_cmdlines()
+            if "ssh" in cmd and "/run/labkit/ssh-" in cmd and f"-p {port}" in cmd]
 
 
 def recap(stdout: str) -> dict:

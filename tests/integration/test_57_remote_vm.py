@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from labkit import paths
+from tests.conftest import process_cmdlines
 
 from .conftest import bundle_digest, loopback_server, recap, run, virsh
 
@@ -106,6 +107,5 @@ def test_down_removes_the_vm_from_the_remote_server(far):
     assert not (paths.lab_dir("far1") / "vagrant").exists()
     assert json.loads(run("status", "-f", far["lab"], "--json").stdout)["hosts"] == []
     time.sleep(1)
-    left = [p for p in Path("/proc").iterdir() if p.name.isdigit() and
-            f"-W {addresses[0]}" in (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")]
+    left = [cmd for _, cmd in process_cmdlines() if f"-W {addresses[0]}" in cmd]
     assert left == [], "an ssh ProxyCommand to the removed VM is still running"

@@ -15,7 +15,7 @@ import pytest
 from labkit import paths
 from labkit.ansible.runner import KEEP_ARTIFACTS
 from tests import daemons
-from tests.conftest import labkit_cmd
+from tests.conftest import labkit_cmd, process_cmdlines
 
 pytestmark = pytest.mark.integration
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs / restarts daemons: needs root")
@@ -54,16 +54,8 @@ def firewall_rules(lab: str) -> list[str]:
 def lab_processes(lab: str) -> list[str]:
     """Processes still working for the lab (ansible-playbook, its workers and modules, Vagrant)."""
     mark = f"/labs/{lab}/"
-    out = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit() and int(p.name) != os.getpid():
-            try:
-                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if mark in cmd or (f"labkit_lab={lab}" in cmd):
-                out.append(f"{p.name}: {cmd[:160]}")
-    return out
+    return [f"{pid}: {cmd[:160]}" for pid, cmd in process_cmdlines()
+            if pid != os.getpid() and (mark in cmd or f"labkit_lab={lab}" in cmd)]
 
 
 def module_temp_dirs() -> set[str]:
