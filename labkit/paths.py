@@ -76,13 +76,19 @@ def run_dir() -> Path:
         d = Path(os.environ["XDG_RUNTIME_DIR"]) / "labkit"
     else:
         d = Path.home() / ".cache" / "labkit" / "run"
+    return private_dir(d)
+
+
+def private_dir(d: Path) -> Path:
+    """Folder ``d`` made 0700 if missing (its parents too), and checked: a real folder, owned
+    by this user and open to nobody else; otherwise a clear error (never written through)."""
     d.parent.mkdir(parents=True, exist_ok=True)
     try:
         d.mkdir(mode=0o700)
     except FileExistsError:
         pass
     st = os.lstat(d)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o077:
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
         raise LabkitError(f"{d}: not a private folder of this user (a symlink, another owner, or open to others)",
                           f"remove it (`rm -rf {d}`) and run the command again; labkit makes it 0700")
     return d

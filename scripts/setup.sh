@@ -23,7 +23,7 @@ say() { printf 'setup: %s\n' "$*"; }
 # shellcheck source=scripts/debs.sh
 . "$(dirname "${BASH_SOURCE[0]}")/debs.sh"
 PKGS=(docker.io mmdebstrap busybox-static iptables ca-certificates python3-venv make
-      docker-registry chromium fonts-dejavu-core  # tests: loopback registry, report in a browser
+      docker-registry chromium chromium-driver fonts-dejavu-core  # tests: loopback registry, report and door in a browser
       shellcheck)  # lint: the shell scripts (`make lint`); the Python linters come from pyproject's lint extra
 ensure_debs setup "Debian packages present" "${PKGS[@]}"
 

@@ -295,3 +295,79 @@ def podman_user(name: str, first_subid: int):
 @pytest.fixture(scope="session")
 def default_facts(default_lab):
     return json.loads(run("facts", "--json").stdout)
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    import socket
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise AssertionError(f"labkit serve exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"nothing listens on port {port} after {timeout} s")
+
+
+@contextlib.contextmanager
+def serving(lab_args: list[str], log_path: Path):
+    """`labkit serve` of a lab (``lab_args``: -f FILE or --lab NAME) on two free ports, until the
+    block ends (SIGTERM, then its exit code is checked). Yields {ssh_port, https_port, proc}."""
+    ssh_port, https_port = free_port(), free_port()
+    log = open(log_path, "w")
+    proc = subprocess.Popen(labkit_cmd() + ["serve", *lab_args, "--bind", "127.0.0.1", "--ssh-port", str(ssh_port),
+                                            "--https-port", str(https_port)], stdout=log, stderr=log, text=True)
+    try:
+        wait_port(ssh_port, proc)
+        wait_port(https_port, proc)
+        yield {"ssh_port": ssh_port, "https_port": https_port, "proc": proc, "log": log_path}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = None
+        log.close()
+        assert rc == 0, f"labkit serve did not stop cleanly on SIGTERM (exit {rc}): {log_path.read_text()[-2000:]}"
+
+
+DOOR_LAB = """\
+name: door
+students: [s01, s02, s03, s04]
+containers: [debian:12, busybox]
+vm: {{enabled: false}}
+access:
+  idle_timeout: 20
+  ssh_keys: {{s01: "{key}"}}
+"""
+
+
+@pytest.fixture(scope="session")
+def door_lab(tmp_path_factory):
+    """A containers-only lab of four students (s01..s04; s03 is revoked by a test, s04 locked
+    out by the throttling test), up, with its handout read (the passwords, shown once) and
+    `labkit serve` running for it on free ports on 127.0.0.1. s01 also has an SSH key
+    (``key``: the private key file)."""
+    d = tmp_path_factory.mktemp("door")
+    key = d / "s01_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "s01@laptop", "-f", str(key)], check=True)
+    lab = d / "door.yml"
+    lab.write_text(DOOR_LAB.format(key=key.with_suffix(".pub").read_text().strip()))
+    run("images", "build", "debian:12", "busybox")
+    run("down", "-f", str(lab), check=False)
+    run("up", "-f", str(lab))
+    handout = json.loads(run("access", "-f", str(lab), "--format", "json").stdout)
+    passwords = {s["student"]: s["password"] for s in handout["students"]}
+    try:
+        with serving(["-f", str(lab)], d / "serve.log") as srv:
+            yield {"lab": str(lab), "dir": d, "passwords": passwords, "handout": handout, "key": key, **srv}
+    finally:
+        run("down", "-f", str(lab), check=False)

@@ -5,8 +5,9 @@ here prints: progress goes through the ``log``/``on_event`` callbacks, failures 
 One module per verb or concern: ``select`` (which lab, its saved state, the lock),
 ``discover`` (what the servers have), ``planning`` (``--plan``), ``up``, ``down``, ``query``
 (status, facts, verify, shell, report, inventory), ``converge`` (the lab file's own Ansible),
-``prepare`` (lab servers).
+``prepare`` (lab servers), ``access`` (the students' door).
 """
+from labkit.api.access import Handout, access
 from labkit.api.converge import ConvergeResult, converge, has_content, idempotence
 from labkit.api.discover import (
                                  engine_scopes,
@@ -37,7 +38,7 @@ from labkit.api.select import (
 from labkit.api.up import UpResult, measure_containers, package_warnings, up
 
 __all__ = [
-    "LAB_FILES", "ConvergeResult", "DownResult", "PlanReport", "ReportResult", "Selected", "UpResult",
+    "LAB_FILES", "ConvergeResult", "Handout", "access", "DownResult", "PlanReport", "ReportResult", "Selected", "UpResult",
     "check_students", "container_plan", "context", "converge", "down", "engine_scopes", "engines", "facts",
     "forget_lab", "has_content", "hosts", "idempotence", "inventory", "lab_lock", "lab_servers", "labs_up",
     "measure_containers", "network_name", "network_names", "network_plan", "network_rows", "package_warnings",

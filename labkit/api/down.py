@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from labkit.access import creds
 from labkit.ansible.runner import EventHandler as OnEvent
 from labkit.ansible.runner import RunResult, run_playbook
 from labkit.api.discover import engine_scopes, engines, hosts, lab_servers, network_names, vm_resources
@@ -31,6 +32,7 @@ def down(lab: Lab, *, students: list[str] | None = None, log: Log = quiet, on_ev
     check_students(lab, students)
     servers, inv_path = lab_servers(lab.name, inventory)
     with lab_lock(lab.name, "down"), engines(lab.name, servers=servers) as svs:
+        creds.revoke(lab.name, students)  # first: `labkit serve` closes their sessions at once
         if lab.vm.enabled and any(sv.local for sv in svs):
             vms.check_libvirt()  # down.yml removes the VM networks: say so now rather than as a failed task
         before = hosts(lab.name, servers=svs)

@@ -128,20 +128,31 @@ def shell_command(lab: Lab, host: str, student: str | None = None, root: bool = 
 _RUN_AS_TYPED = 'cd "$HOME" && exec "$@"'
 
 
+def host_argv(lab: Lab, h: HostRow, command: list[str] | None, *, tty: bool, servers: list[Server]) -> list[str]:
+    """The argv that runs ``command`` (or a login shell) on host ``h`` as the lab's student
+    user, on a terminal or not (``tty``): what the student door runs for a session."""
+    server = {sv.name: sv for sv in servers}.get(h.server)
+    return _shell_argv(h, lab.provision.user, False, command, ssh_config(lab.name) if h.role == "vm" else None,
+                       server, tty=tty)
+
+
 def _shell_argv(h: HostRow, user: str, root: bool, command: list[str] | None, ssh_cfg: Path | None,
-                server: Server | None) -> list[str]:
+                server: Server | None, tty: bool | None = None) -> list[str]:
     """The argv that runs ``command`` (or a login shell) on host ``h``: the same argv, same
-    quoting, same user and working folder on a container as in the VM."""
+    quoting, same user and working folder on a container as in the VM. ``tty``: with a
+    terminal (default: a shell when stdin is one, a command never)."""
+    if tty is None:
+        tty = sys.stdin.isatty() and not command
     if h.role == "vm":
         if command:
             # ssh hands the VM's login shell one string: quote every word so it arrives as typed
             sudo = ["sudo", "-H"] + ([] if root else ["-u", user])
             remote = shlex.join([*sudo, "--", "sh", "-c", _RUN_AS_TYPED, "sh", *command])
-            return ["ssh", "-F", str(ssh_cfg), "-T", h.name, remote]
-        return ["ssh", "-F", str(ssh_cfg), "-t", h.name, shlex.join(["sudo", "-i"] + ([] if root else ["-u", user]))]
-    interactive = sys.stdin.isatty() and not command
+            return ["ssh", "-F", str(ssh_cfg), "-t" if tty else "-T", h.name, remote]
+        return ["ssh", "-F", str(ssh_cfg), "-t" if tty else "-T", h.name,
+                shlex.join(["sudo", "-i"] + ([] if root else ["-u", user]))]
     return registry.of(h).exec_argv(h, command or ["/bin/sh", "-l"], user=None if root else user,
-                                    workdir="/root" if root else f"/home/{user}", interactive=interactive,
+                                    workdir="/root" if root else f"/home/{user}", interactive=tty,
                                     server=server)
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from labkit.access import creds
 from labkit.ansible.runner import EventHandler as OnEvent
 from labkit.ansible.runner import RunResult, run_playbook
 from labkit.api.converge import ConvergeResult, converge_on, has_content
@@ -89,6 +90,9 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
         for eng in registry.all_engines():  # what each engine's planned containers lack, before anything is made
             eng.preflight(lab.name, plan.containers, svs)
         save_lab(lab)
+        # the students' door credentials (new ones only; the handout shows them once)
+        creds.ensure(lab.name, [s for s in (students or lab.students) if s not in creds.entries(lab.name)],
+                     lab.access.ssh_keys)
         record_scopes(lab)  # before anything is made: `down` then finds it from any state
         extravars = plan.extravars()
         for eng in registry.all_engines():

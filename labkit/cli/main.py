@@ -8,7 +8,7 @@ from types import FrameType
 
 import click
 
-from labkit.cli import lifecycle, machine, observe
+from labkit.cli import door, lifecycle, machine, observe
 from labkit.cli.render import uid_map_words
 from labkit.errors import EXIT_CODES
 
@@ -36,7 +36,7 @@ def main() -> None:
 for _cmd in (lifecycle.up, lifecycle.down, lifecycle.run_, lifecycle.test_, lifecycle.inventory_,
              observe.status, observe.facts, observe.verify, observe.report, observe.shell,
              machine.doctor, machine.init, machine.schema, machine.images_group, machine.prepare,
-             machine.bundle_group, machine.box_group):
+             machine.bundle_group, machine.box_group, door.access, door.serve):
     main.add_command(_cmd)
 
 

@@ -34,8 +34,9 @@ def _pipe_width() -> int:
         return 200
 
 
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else _pipe_width())
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# emoji=False: text such as a fingerprint's ":CD:" stays text, never an emoji
+out = Console(highlight=False, soft_wrap=True, emoji=False, width=None if sys.stdout.isatty() else _pipe_width())
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 # What hosts say is the students' (root in their containers and VMs: os-release, errors, test
@@ -166,13 +167,15 @@ def _engine_of(h: dict[str, Any]) -> str:
 def status_table(lab: str, st: dict[str, Any]) -> Table:
     rows = [(h["name"], h["role"], _engine_of(h), h["student"], h["distro"], h["state"], h.get("server", "localhost"))
             for h in st["hosts"]]
-    rows += [(m["name"], m["role"], _engine_of(m), m["student"], m["distro"], "[yellow]missing[/]", "")
-             for m in st["missing_hosts"]]
+    missing = [(m["name"], m["role"], _engine_of(m), m["student"], m["distro"], "missing", "")
+               for m in st["missing_hosts"]]
     t = table(f"lab '{lab}' on {', '.join(st['servers'])}",
               ("host", "role", "engine", "student", "distro", "state", "lab server"), keys=["host"],
-              widths={"host": max((len(r[0]) for r in rows), default=4)})
+              widths={"host": max((len(r[0]) for r in rows + missing), default=4)})
     for r in rows:
         t.add_row(*(cell(x) for x in r))
+    for r in missing:  # the state in yellow: markup of labkit's own, the values escaped
+        t.add_row(*(cell(x) for x in r[:5]), "[yellow]missing[/]", "")
     return t
 
 

@@ -45,7 +45,8 @@ if TYPE_CHECKING:
 
 RECIPE_VERSION = "1"
 MIRROR = "http://deb.debian.org/debian"
-DEBIAN_INCLUDE = ["python3", "python3-apt", "procps", "iproute2"]
+# openssh-sftp-server: sftp and scp through the student door (`labkit serve`), as on a Debian server
+DEBIAN_INCLUDE = ["python3", "python3-apt", "procps", "iproute2", "openssh-sftp-server"]
 MMDEBSTRAP_OPTS = [
     "--variant=minbase",
     "--aptopt=Acquire::Languages \"none\"",

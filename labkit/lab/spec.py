@@ -173,6 +173,32 @@ class Provision(_Model):
         "skipped on the idempotence check"))
 
 
+SSH_KEY_RE = r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/=]+( [^\n]*)?$"
+
+
+class Access(_Model):
+    """The student door (`labkit serve`): how students get into their own hosts."""
+
+    ssh_port: int = Field(2222, ge=1, le=65535, description="Port of the SSH gate")
+    https_port: int = Field(8443, ge=1, le=65535, description="Port of the web page (HTTPS)")
+    idle_timeout: int = Field(1800, ge=10, le=86400, description=(
+        "Seconds without input after which a student's session is closed: 1800, or 30m, 2h"))
+    ssh_keys: dict[Annotated[str, Field(pattern=STUDENT_RE)], Annotated[str, Field(pattern=SSH_KEY_RE)]] = Field(
+        default_factory=dict, description=(
+            "Public keys a student may log in with besides their password: {s01: 'ssh-ed25519 AAAA...'} "
+            "(a roster's ssh_key column fills it)"))
+
+    @field_validator("idle_timeout", mode="before")
+    @classmethod
+    def _seconds(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            m = re.fullmatch(r"\s*([0-9]+)\s*([smh]?)\s*", v.lower())
+            if not m:
+                raise ValueError(f"{v!r} is not a time: give seconds (1800) or a unit (30m, 2h)")
+            return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+        return v
+
+
 class Lab(_Model):
     """A lab: for each student, one VM and one container per distro."""
 
@@ -191,6 +217,7 @@ class Lab(_Model):
     tests: list[str] = Field(default_factory=list, description=(
         "Your pytest/testinfra test files or folders, run by `labkit verify` and `labkit test` "
         "beside K1..K12 (paths relative to the lab file)"))
+    access: Access = Field(default_factory=Access)
     # --trust for this command: never from the lab file (a file cannot vouch for itself)
     _trusted: bool = PrivateAttr(False)
 
@@ -248,6 +275,13 @@ class Lab(_Model):
                 raise ValueError(f"{what} is listed twice (containers[{seen[c.short]}] and containers[{i}])")
             seen[c.short] = i
         return v
+
+    @model_validator(mode="after")
+    def _keys_of_students(self) -> Lab:
+        unknown = sorted(set(self.access.ssh_keys) - set(self.students))
+        if unknown:
+            raise ValueError(f"access.ssh_keys: {', '.join(unknown)} not among the students")
+        return self
 
     @model_validator(mode="after")
     def _something_to_make(self) -> Lab:
@@ -385,24 +419,33 @@ def _unknown_keys(data: Any, loc: tuple) -> list:
 def load_roster(path: Path) -> list[str]:
     """Student ids from a roster: CSV (an ``id`` column, else the first column) or YAML
     (a list of ids, or of mappings with ``id``). Errors name the roster file and line."""
+    return [sid for sid, _ in roster_entries(path)]
+
+
+def roster_entries(path: Path) -> list[tuple[str, str | None]]:
+    """Each student id of a roster (see ``load_roster``) with its public SSH key (a CSV
+    ``ssh_key`` column, a YAML ``ssh_key``), or None."""
     try:
         text = path.read_text()
     except OSError as e:
         raise SpecError(f"{path}: cannot read the roster: {e.strerror}",
                         "roster: is relative to the lab file's folder") from None
     ids: list[str] = []
+    keys: list[str | None] = []
     if path.suffix.lower() == ".csv":
         rows = list(csv.reader(text.splitlines()))
         if not rows:
             raise SpecError(f"{path}: the roster is empty")
         header = [h.strip().lower() for h in rows[0]]
         col, start = (header.index("id"), 1) if "id" in header else (0, 0)
+        kcol = header.index("ssh_key") if start and "ssh_key" in header else None
         for n, row in enumerate(rows[start:], start=start + 1):
             if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
                 continue
             if col >= len(row):
                 raise SpecError(f"{path}:{n}: no value in column {col + 1} (id)")
             ids.append(row[col].strip())
+            keys.append(row[kcol].strip() or None if kcol is not None and kcol < len(row) else None)
     else:
         try:
             data = yaml.safe_load(text)
@@ -417,7 +460,11 @@ def load_roster(path: Path) -> list[str]:
             if not isinstance(sid, str | int) or isinstance(sid, bool):
                 raise SpecError(f"{path}: [{i}]: expected a student id, got {item!r}")
             ids.append(str(sid))
-    return ids
+            key = item.get("ssh_key") if isinstance(item, dict) else None
+            if key is not None and not isinstance(key, str):
+                raise SpecError(f"{path}: [{i}]: ssh_key: expected a public key line, got {key!r}")
+            keys.append(key.strip() if key else None)
+    return list(zip(ids, keys, strict=True))
 
 
 def load_lab(path: str | Path | None = None) -> Lab:
@@ -447,9 +494,14 @@ def load_lab(path: str | Path | None = None) -> Lab:
             raise SpecError(f"{p}: roster: expected a file name (CSV or YAML), got {roster!r}")
         rp = (p.parent / roster).resolve()
         try:
-            data["students"] = load_roster(rp)
+            entries = roster_entries(rp)
         except SpecError as e:
             raise SpecError(f"{p}: roster: {e.message}", e.hint) from None
+        data["students"] = [sid for sid, _ in entries]
+        roster_keys = {sid: k for sid, k in entries if k}
+        if roster_keys:
+            access = data.get("access") if isinstance(data.get("access"), dict) else {}
+            data["access"] = {**access, "ssh_keys": {**roster_keys, **(access.get("ssh_keys") or {})}}
         try:
             lab = parse_lab(data, str(p), text)
         except SpecError as e:

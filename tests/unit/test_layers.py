@@ -9,6 +9,7 @@ The layers, bottom to top (docs/design.md, "Architecture"):
 
     0  leaves: errors, paths, names, log, engines.capabilities, doctor.check
     1  lab        the lab file's model: spec, catalog
+    2  access     students' credentials, the door's identity, the handout
     2  servers    this machine or a lab server over SSH
     3  plan       pure planning, and the no-op stamp (uptodate)
     4  engines    Docker, Podman, LXC behind one interface
@@ -17,6 +18,7 @@ The layers, bottom to top (docs/design.md, "Architecture"):
     7  observe    facts, checks, verify, measure, report
     8  doctor     machine, lab, sizing
     9  api        one module per verb
+  9.5  door       the students' door: SSH gate, web page (`labkit serve`)
    10  cli, pytest_plugin
 """
 from __future__ import annotations
@@ -29,12 +31,13 @@ import pytest
 PKG = Path(__file__).resolve().parents[2] / "labkit"
 LEAVES = {"labkit", "labkit.errors", "labkit.paths", "labkit.names", "labkit.log",
           "labkit.engines.capabilities", "labkit.doctor.check"}
-RANK = {"lab": 1, "servers": 2, "plan": 3, "engines": 4, "vm": 5, "ansible": 5, "images": 6, "observe": 7,
-        "doctor": 8, "api": 9, "cli": 10, "pytest_plugin": 10}
+RANK = {"lab": 1, "access": 2, "servers": 2, "plan": 3, "engines": 4, "vm": 5, "ansible": 5, "images": 6, "observe": 7,
+        "doctor": 8, "api": 9, "door": 9.5, "cli": 10, "pytest_plugin": 10}
 # imports of labkit inside a function, allowed with the reason: the pytest plugin is loaded by
 # every pytest run in labkit's environment (entry point pytest11) and acts only when a lab is
 # named, so it does not load labkit's API up front
-LAZY_OK = {"labkit.pytest_plugin"}
+# and `labkit serve` loads the door (asyncssh, aiohttp: 0.3 s) only when it runs, not on every command
+LAZY_OK = {"labkit.pytest_plugin", "labkit.cli.door"}
 
 
 def _name(path: Path) -> str:

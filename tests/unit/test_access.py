@@ -1,0 +1,93 @@
+"""The door's pure parts: credentials (argon2 hashes, shown once, revoked), the throttle,
+the handout's formats, and the lab file's access: section (roster keys, idle time)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import stat
+
+import pytest
+
+from labkit.access import creds, handout
+from labkit.door.core import Throttle
+from labkit.errors import SpecError
+from labkit.lab import spec
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx5dWtfdGVzdF9rZXlfZm9yX3MwMV9fX19fX19fX19f s01@laptop"
+
+
+def test_passwords_are_hashed_shown_once_and_revoked(labkit_home):
+    new = creds.ensure("c", ["s01", "s02"], {"s01": KEY})
+    assert new == ["s01", "s02"]
+    store = (labkit_home / "labs/c/access/credentials.json")
+    text = store.read_text()
+    pending = creds.take_pending("c", ["s01", "s02"])
+    assert set(pending) == {"s01", "s02"} and all(len(p) == 19 for p in pending.values())
+    assert not any(p in text for p in pending.values()) and "$argon2id$" in text  # hashes only
+    assert stat.S_IMODE(store.stat().st_mode) == 0o600
+    assert stat.S_IMODE(store.parent.stat().st_mode) == 0o700
+    assert creds.take_pending("c", ["s01"]) == {}  # shown once
+    e = creds.entries("c")
+    assert creds.check_password(e["s01"], pending["s01"]) and not creds.check_password(e["s01"], pending["s02"])
+    assert not creds.check_password(None, pending["s01"]) and not creds.check_password(e["s01"], "x" * 5000)
+    assert e["s01"].keys == (KEY,) and e["s02"].keys == () and e["s01"].shown
+    # up again: nothing new, the same hash
+    assert creds.ensure("c", ["s01", "s02"], {"s01": KEY}) == [] and creds.entries("c")["s01"].hash == e["s01"].hash
+    # rotate: a new password, the old one void
+    assert creds.ensure("c", ["s01"], rotate=True) == ["s01"]
+    assert not creds.check_password(creds.entries("c")["s01"], pending["s01"])
+    assert creds.revoke("c", ["s01"]) == ["s01"] and set(creds.entries("c")) == {"s02"}
+    assert creds.take_pending("c", ["s01"]) == {}  # a revoked student's new password is gone too
+    assert creds.revoke("c") == ["s02"] and creds.entries("c") == {}
+
+
+def test_throttle_per_account_then_per_source():
+    t = Throttle(per_account=3, per_source=5, window=60, lock=10, max_lock=40)
+    for i in range(2):
+        t.failed("s01", "10.0.0.1", now=i)
+    assert t.locked("s01", "10.0.0.1", now=2) == 0
+    t.failed("s01", "10.0.0.1", now=2)
+    assert t.locked("s01", "10.0.0.9", now=3) == 9  # the account, from anywhere
+    assert t.locked("s02", "10.0.0.1", now=3) == 0  # another account from the same place: not yet
+    t.failed("s01", "10.0.0.1", now=13)  # each further failure doubles the lock
+    assert t.locked("s01", "10.0.0.1", now=13) == 20
+    for i in range(5):
+        t.failed(f"x{i}", "10.0.0.2", now=100)
+    assert t.locked("anyone", "10.0.0.2", now=100) > 0  # spraying accounts from one address
+    t.succeeded("s01")
+    assert t.locked("s01", "10.0.0.1", now=500) == 0
+
+
+def test_handout_formats_escape_and_carry_fingerprints():
+    slips = [handout.Slip("s01", "lab1", "lab1.example", 2222, 8443, ("debian12", "vm"), "abcd-efgh-jkmn-pqrs", True),
+             handout.Slip("s02", "lab2", "fd00::2", 22, 443, (), handout.GIVEN, False)]
+    assert slips[0].ssh == "ssh -p 2222 s01@lab1.example" and slips[0].web == "https://lab1.example:8443/"
+    assert slips[1].ssh == "ssh s02@fd00::2" and slips[1].web == "https://[fd00::2]/"
+    rows = list(csv.DictReader(io.StringIO(handout.csv_text(slips, "SHA256:abc", "AA:BB"))))
+    assert rows[0]["password"] == "abcd-efgh-jkmn-pqrs" and rows[0]["ssh_key"] == "yes"
+    assert rows[1]["tls_certificate_sha256"] == "AA:BB"
+    page = handout.html_page("<lab>", slips, "SHA256:abc", "AA:BB")
+    assert page.count("class='slip'") == 2 and "&lt;lab&gt;" in page and "<lab>" not in page
+    assert "page-break-inside: avoid" in page
+    assert json.dumps(handout.as_dicts(slips))
+
+
+def test_access_section_and_roster_keys(tmp_path):
+    (tmp_path / "class.csv").write_text(f"id,name,ssh_key\nalice,Alice,{KEY}\nbob,Bob,\n")
+    (tmp_path / "lab.yml").write_text("name: c\nroster: class.csv\ncontainers: [busybox]\n"
+                                      "access: {idle_timeout: 30m}\n")
+    lab = spec.load_lab(tmp_path / "lab.yml")
+    assert lab.students == ["alice", "bob"] and lab.access.ssh_keys == {"alice": KEY}
+    assert lab.access.idle_timeout == 1800 and lab.access.ssh_port == 2222
+    (tmp_path / "bad.yml").write_text("name: c\nstudents: [a]\ncontainers: [busybox]\n"
+                                      "access: {ssh_keys: {b: 'ssh-ed25519 AAAA'}}\n")
+    with pytest.raises(SpecError, match="access.ssh_keys: b not among the students"):
+        spec.load_lab(tmp_path / "bad.yml")
+    (tmp_path / "bad2.yml").write_text("name: c\nstudents: [a]\ncontainers: [busybox]\n"
+                                       "access: {ssh_keys: {a: 'not a key'}}\n")
+    with pytest.raises(SpecError, match="ssh_keys"):
+        spec.load_lab(tmp_path / "bad2.yml")
+    (tmp_path / "bad3.yml").write_text("name: c\nstudents: [a]\ncontainers: [busybox]\naccess: {idle_timeout: soon}\n")
+    with pytest.raises(SpecError, match="not a time"):
+        spec.load_lab(tmp_path / "bad3.yml")
