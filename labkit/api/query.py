@@ -132,8 +132,11 @@ def host_argv(lab: Lab, h: HostRow, command: list[str] | None, *, tty: bool, ser
     """The argv that runs ``command`` (or a login shell) on host ``h`` as the lab's student
     user, on a terminal or not (``tty``): what the student door runs for a session."""
     server = {sv.name: sv for sv in servers}.get(h.server)
-    return _shell_argv(h, lab.provision.user, False, command, ssh_config(lab.name) if h.role == "vm" else None,
+    argv = _shell_argv(h, lab.provision.user, False, command, ssh_config(lab.name) if h.role == "vm" else None,
                        server, tty=tty)
+    if h.role == "vm":  # no escape character: `~C`, `~&`, `~^Z` would reach the ssh client on the server
+        argv[1:1] = ["-e", "none"]
+    return argv
 
 
 def _shell_argv(h: HostRow, user: str, root: bool, command: list[str] | None, ssh_cfg: Path | None,
