@@ -123,7 +123,8 @@ def ensure(lab: str, students: Iterable[str], keys: Mapping[str, str] | None = N
     hashes = _hash_all(fresh)
     now = time.time()
     for s in want:
-        e = store.get(s) if isinstance(store.get(s), dict) else {}
+        old = store.get(s)
+        e: dict[str, Any] = dict(old) if isinstance(old, dict) else {}
         if s in fresh:
             e = {"hash": hashes[s], "made": now}
             pending[s] = fresh[s]

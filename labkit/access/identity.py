@@ -56,7 +56,7 @@ def names_of_this_machine() -> list[str]:
     out = ["localhost", "127.0.0.1", "::1", socket.gethostname()]
     try:
         out.append(socket.getfqdn())
-        out += [ai[4][0] for ai in socket.getaddrinfo(socket.gethostname(), None)]
+        out += [str(ai[4][0]) for ai in socket.getaddrinfo(socket.gethostname(), None)]
     except OSError:
         pass
     return list(dict.fromkeys(n for n in out if n))

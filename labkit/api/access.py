@@ -29,7 +29,7 @@ def this_machine_address() -> str:
     address other than loopback, else the address of its default route."""
     name = socket.getfqdn() or socket.gethostname()
     try:
-        if not all(ai[4][0].startswith("127.") or ai[4][0] == "::1" for ai in socket.getaddrinfo(name, None)):
+        if not all(str(ai[4][0]).startswith("127.") or ai[4][0] == "::1" for ai in socket.getaddrinfo(name, None)):
             return name
     except OSError:
         pass

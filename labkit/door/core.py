@@ -191,6 +191,11 @@ class Door:
                 if h.state != "running":
                     raise Refused(f"{short} is {h.state}: ask your instructor to bring it back")
                 return h
+        if not mine and self.only is not None:
+            elsewhere = sorted({r.server for r in self._rows if r.student == student})
+            if elsewhere:
+                raise Refused(f"your hosts are on lab server {', '.join(elsewhere)}, which this door does not serve: "
+                              "use the address on your slip")
         listed = ", ".join(h.short for h in mine) or "none running yet"
         shown = short if short.isprintable() and len(short) <= 64 else repr(short[:64])
         raise Refused(f"no host '{shown}' of yours; your hosts: {listed}")

@@ -84,7 +84,7 @@ class _GateSession(asyncssh.SSHServerSession[bytes]):
         self.task: asyncio.Task[None] | None = None
 
     # -- requests
-    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:  # type: ignore[override]
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self.chan = chan
 
     def pty_requested(self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Any) -> bool:
@@ -267,7 +267,7 @@ def _first(mine: list[Host]) -> str:
     return running[0]
 
 
-async def start(door: Door, bind: str, port: int, host_key: str) -> asyncio.AbstractServer:
+async def start(door: Door, bind: str, port: int, host_key: str) -> asyncssh.SSHAcceptor:
     """Listen on ``bind``:``port``; returns the listening server (close() to stop)."""
     return await asyncssh.create_server(
         lambda: _GateServer(door), bind or None, port, server_host_keys=[host_key],

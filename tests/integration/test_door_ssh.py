@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,37 +20,11 @@ import pytest
 
 from labkit.paths import lab_dir
 from tests.conftest import labkit_cmd
-from tests.labs import serving
+from tests.labs import openssh, serving
 
 from .conftest import docker, run
 
 pytestmark = pytest.mark.integration
-
-
-def openssh(door: dict, user: str, *args: str, password: str | None = None, key: Path | None = None,
-            tool: str = "ssh", stdin: str | None = None, known_hosts: Path | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess:
-    """OpenSSH's ``tool`` (ssh, scp, sftp) to the gate as ``user``: with ``password`` (through
-    SSH_ASKPASS, no key, no agent) or with ``key`` only."""
-    port_flag = "-p" if tool == "ssh" else "-P"
-    with tempfile.TemporaryDirectory() as d:
-        env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
-        opts = ["-o", "ConnectTimeout=30", "-o", "IdentityAgent=none", "-o", "LogLevel=ERROR",
-                "-o", "NumberOfPasswordPrompts=1"]
-        opts += (["-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}"] if known_hosts else
-                 ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
-        if key is not None:
-            opts += ["-i", str(key), "-o", "IdentitiesOnly=yes", "-o", "PreferredAuthentications=publickey"]
-        else:
-            askpass = Path(d) / "askpass"
-            askpass.write_text(f"#!/bin/sh\nprintf '%s\\n' '{password}'\n")
-            askpass.chmod(0o700)
-            env.update(SSH_ASKPASS=str(askpass), SSH_ASKPASS_REQUIRE="force", DISPLAY=":0")
-            opts += ["-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password"]
-        target = [f"{user}@127.0.0.1"] if tool == "ssh" else []
-        argv = [tool, port_flag, str(door["ssh_port"]), *opts, *target, *args]
-        return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout,
-                              input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL)
 
 
 def connect(door: dict, student: str, password: str | None = None, **kw):

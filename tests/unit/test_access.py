@@ -91,3 +91,42 @@ def test_access_section_and_roster_keys(tmp_path):
     (tmp_path / "bad3.yml").write_text("name: c\nstudents: [a]\ncontainers: [busybox]\naccess: {idle_timeout: soon}\n")
     with pytest.raises(SpecError, match="not a time"):
         spec.load_lab(tmp_path / "bad3.yml")
+
+
+def _row(name: str, student: str, server: str = "localhost", state: str = "running", role: str = "container"):
+    from labkit.engines.base import HostRow
+    return HostRow(name=name, role=role, student=student, distro="debian:12", state=state, image="i", spec="",
+                   server=server, local=server == "localhost", engine="docker" if role == "container" else "")
+
+
+def test_door_finds_only_the_students_own_running_hosts(labkit_home, monkeypatch):
+    """The door's one rule, on host rows as the engines report them: a short name among the
+    student's own hosts of this lab on the served servers; anything else is refused."""
+    import asyncio
+
+    from labkit.door import core
+
+    rows = [_row("labkit-c-s01-debian12", "s01"), _row("labkit-c-s01-busybox", "s01", state="exited"),
+            _row("labkit-c-s01-vm", "s01", role="vm"), _row("labkit-c-s02-debian12", "s02"),
+            _row("labkit-c-s03-debian12", "s03", server="far"),
+            _row("labkit-other-s01-debian12", "s01")]  # another lab's, with the same student id
+    monkeypatch.setattr(core, "hosts", lambda lab, students, servers: [r for r in rows if r.name.startswith(f"labkit-{lab}-")])
+    lab = spec.parse_lab({"name": "c", "students": ["s01", "s02", "s03"], "containers": ["debian:12", "busybox"]}, "t")
+
+    async def probe(door: core.Door, student: str, short: str) -> str:
+        try:
+            return (await door.host(student, short)).name
+        except core.Refused as e:
+            return f"refused: {e}"
+
+    door = core.Door(lab)
+    assert [h.short for h in asyncio.run(door.hosts("s01"))] == ["debian12", "busybox", "vm"]
+    assert asyncio.run(probe(door, "s01", "debian12")) == "labkit-c-s01-debian12"
+    assert asyncio.run(probe(door, "s01", "vm")) == "labkit-c-s01-vm"
+    assert asyncio.run(probe(door, "s01", "busybox")) == "refused: busybox is exited: ask your instructor to bring it back"
+    for other in ("labkit-c-s02-debian12", "s02-debian12", "../s02/debian12", "labkit-other-s01-debian12", "", "\x1b[2J"):
+        said = asyncio.run(probe(door, "s01", other))
+        assert said.startswith("refused: no host") and "\x1b" not in said, said
+    served = core.Door(lab, servers=["localhost"])
+    assert asyncio.run(probe(served, "s03", "debian12")) == (
+        "refused: your hosts are on lab server far, which this door does not serve: use the address on your slip")
