@@ -128,14 +128,21 @@ class Door:
 
     # -- who
     def reload(self) -> list[str]:
-        """Re-read the credentials when they changed; returns the students no longer there."""
+        """Re-read the credentials when they changed; returns the students no longer there
+        or with a new password (``--rotate``): their sessions end."""
         m = creds.store_mtime(self.lab.name)
         if m == self._mtime:
             return []
-        before = set(self._entries)
+        before = {s: e.hash for s, e in self._entries.items()}
         self._entries = creds.entries(self.lab.name) if m else {}
         self._mtime = m
-        return sorted(before - set(self._entries))
+        return sorted(s for s, h in before.items() if s not in self._entries or self._entries[s].hash != h)
+
+    def stamp(self, student: str) -> str | None:
+        """The student's current credential (None: none): a login made with another has ended."""
+        self.reload()
+        e = self._entries.get(student) if student in self.lab.students else None
+        return e.hash if e else None
 
     def students(self) -> list[str]:
         return [s for s in self.lab.students if s in self._entries]
@@ -220,8 +227,10 @@ class Door:
         gone = set(self.reload())
         now = time.monotonic()
         for s in list(self.sessions):
-            if s.student in gone or s.student not in self._entries:
+            if s.student not in self._entries:
                 s.close("your access was revoked")
+            elif s.student in gone:
+                s.close("your password was changed: log in again with the new one")
             elif now - s.last_input > self.lab.access.idle_timeout:
                 s.close(f"closed after {self.lab.access.idle_timeout} s without input")
 
