@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from tests.labs import openssh, serving
+
 from .conftest import bundle_digest, recap, run, vm_as_lab_server, write_inventory
 
 pytestmark = [pytest.mark.integration, pytest.mark.vm]
@@ -56,6 +58,26 @@ def test_verify_passes_per_server(classroom):
     p = run("verify", "-f", str(classroom["lab"]), "--fact", "K1", "--fact", "K2", "--json")
     results = json.loads(p.stdout)
     assert len(results) == 6 and all(r["outcome"] == "passed" for r in results), results
+
+
+def test_the_door_of_one_server_serves_its_students(classroom, tmp_path):
+    """`labkit access` names each student's server; `labkit serve --server server-2` lets the
+    students placed there into their containers on that server (its kernel), and tells the
+    others their hosts are elsewhere."""
+    lab = str(classroom["lab"])
+    slips = {s["student"]: s for s in json.loads(run("access", "-f", lab, "--format", "json").stdout)["students"]}
+    far = [s for s in slips.values() if s["server"] == "server-2"]
+    near = [s for s in slips.values() if s["server"] == "localhost"]
+    assert far and near, slips
+    assert far[0]["address"] == vm_as_lab_server("server-2")["server-2"]["ansible_host"]
+    facts = json.loads(run("facts", "-f", lab, "--json").stdout)
+    vm_kernel = next(r["kernel_release"] for r in facts if r["role"] == "server" and r["host"] == "server-2")
+    with serving(["-f", lab, "--server", "server-2"], tmp_path / "serve.log") as srv:
+        p = openssh(srv, far[0]["student"], "busybox", "uname -r; id -un", password=far[0]["password"])
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.split() == [vm_kernel, "student"]
+        p = openssh(srv, near[0]["student"], "busybox", "true", password=near[0]["password"])
+        assert p.returncode == 1 and "lab server localhost" in p.stderr, p.stderr
 
 
 def test_second_up_changes_nothing_and_down_cleans_both(classroom):
