@@ -214,6 +214,28 @@ def test_session_log_says_who_where_and_never_what_was_typed(door_lab):
     assert secret not in everything and door_lab["passwords"]["s01"] not in everything
 
 
+def test_rotate_ends_the_old_password_and_its_sessions(door_lab):
+    async def rotated():
+        async with connect(door_lab, "s03") as c:
+            p = await c.create_process("debian12", term_type="xterm")
+            p.stdin.write("echo before-rotation\n")
+            await asyncio.sleep(1)
+            new = await asyncio.create_subprocess_exec(*labkit_cmd(), "access", "-f", door_lab["lab"], "--student", "s03",
+                                                       "--rotate", "--format", "json", stdout=asyncio.subprocess.PIPE,
+                                                       stderr=asyncio.subprocess.DEVNULL)
+            out = await asyncio.wait_for(p.stdout.read(), 60)
+            err = await p.stderr.read()
+            return out + err, json.loads((await new.communicate())[0])
+    said, handout = arun(rotated())
+    assert "before-rotation" in said and "password was changed" in said, said
+    new = handout["students"][0]["password"]
+    assert handout["students"][0]["student"] == "s03" and new != door_lab["passwords"]["s03"]
+    with pytest.raises(asyncssh.PermissionDenied):
+        arun(_login(door_lab, "s03"))
+    arun(_login(door_lab, "s03", new))
+    door_lab["passwords"]["s03"] = new
+
+
 def test_down_student_revokes_at_once_and_closes_the_open_session(door_lab):
     async def revoked():
         async with connect(door_lab, "s03") as c:
