@@ -500,7 +500,8 @@ def load_lab(path: str | Path | None = None) -> Lab:
         data["students"] = [sid for sid, _ in entries]
         roster_keys = {sid: k for sid, k in entries if k}
         if roster_keys:
-            access = data.get("access") if isinstance(data.get("access"), dict) else {}
+            given = data.get("access")
+            access: dict[str, Any] = dict(given) if isinstance(given, dict) else {}
             data["access"] = {**access, "ssh_keys": {**roster_keys, **(access.get("ssh_keys") or {})}}
         try:
             lab = parse_lab(data, str(p), text)
