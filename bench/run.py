@@ -2,7 +2,7 @@
 """labkit benchmarks, side by side with the raw tools it drives, in one run on one machine.
 
     .venv/bin/python bench/run.py                 # everything (several minutes; boots 2 VMs)
-    .venv/bin/python bench/run.py --only a,d,e    # some of: a b c d e
+    .venv/bin/python bench/run.py --only a,d,e    # some of: a b c d e f g
 
 (a) the default lab's containers: a plain `docker` shell loop vs `labkit up` (containers only)
 (b) one VM: plain `vagrant up` of the same box vs `labkit up` of the VM
@@ -13,6 +13,8 @@
     one package
 (f) engines: create-to-ready of a Debian 12 container per engine (docker, podman, lxc), side by
     side, as `labkit up` measures each (the engine's own timestamps; LXC: folder made -> init)
+(g) the student door (bench/door.py): 40 students' shells opened at once and typing, on loopback:
+    raw `docker exec -it`, a plain sshd with a ForceCommand, labkit serve's SSH gate and web page
 
 Results: bench/results/<time>.json (+ latest.json) and a chart, with the machine described.
 Repetitions give median and spread; ratios are labkit / raw.
@@ -402,7 +404,7 @@ def chart(res: dict, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="a,b,c,d,e,f", help="which benchmarks: a,b,c,d,e,f")
+    ap.add_argument("--only", default="a,b,c,d,e,f,g", help="which benchmarks: a,b,c,d,e,f,g")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--scale", default="1,10,40")
     args = ap.parse_args()
@@ -424,6 +426,11 @@ def main() -> None:
                 bench_engines(d, args.reps, res)
             if "b" in only and shutil.which("vagrant"):
                 bench_vm(d, res)
+            if "g" in only:
+                sys.path.insert(0, str(ROOT / "bench"))
+                from door import bench_door
+
+                bench_door(d, res)
         except SystemExit as e:  # a command failed: keep what was measured, and say what failed
             failed = str(e.code)
             res["failed"] = failed[:4000]
