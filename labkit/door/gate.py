@@ -210,6 +210,8 @@ class _GateSession(asyncssh.SSHServerSession[bytes]):
             self.open = Open(self.student, host.short, "sftp" if self.sftp else "ssh", self.peer, self._close)
             self.door.opened(self.open)
             code = await self._pump()
+            if code < 0:  # ended by a signal: as a shell reports it (SSH exit statuses are 0-255)
+                code = 128 - code
         except asyncio.CancelledError:
             pass
         except Exception as e:  # noqa: BLE001 - a session's failure is said to the student, logged, and ends it alone
