@@ -35,7 +35,7 @@ def this_machine_address() -> str:
         pass
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
-            s.connect(("192.0.2.255", 9))  # no packet is sent: this only picks the outgoing address
+            s.connect(("203.0.113.1", 9))  # TEST-NET-3; no packet is sent: this only picks the outgoing address
             return str(s.getsockname()[0])
         except OSError:
             return name
