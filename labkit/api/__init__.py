@@ -21,6 +21,7 @@ from labkit.api.discover import (
                                  vm_resources,
 )
 from labkit.api.down import DownResult, down
+from labkit.api.grade import grade
 from labkit.api.planning import PlanReport, container_plan, context, network_name, network_plan, plan, vm_plan
 from labkit.api.prepare import prepare
 from labkit.api.query import ReportResult, facts, inventory, report, shell_command, status, verify
@@ -40,7 +41,7 @@ from labkit.api.up import UpResult, measure_containers, package_warnings, up
 __all__ = [
     "LAB_FILES", "ConvergeResult", "Handout", "access", "DownResult", "PlanReport", "ReportResult", "Selected", "UpResult",
     "check_students", "container_plan", "context", "converge", "down", "engine_scopes", "engines", "facts",
-    "forget_lab", "has_content", "hosts", "idempotence", "inventory", "lab_lock", "lab_servers", "labs_up",
+    "forget_lab", "grade", "has_content", "hosts", "idempotence", "inventory", "lab_lock", "lab_servers", "labs_up",
     "measure_containers", "network_name", "network_names", "network_plan", "network_rows", "package_warnings",
     "plan", "prepare", "report", "resolve_lab", "save_lab", "select_lab", "shell_command", "ssh_config", "status",
     "up", "verify", "vm_hosts", "vm_plan", "vm_resources",

@@ -34,7 +34,7 @@ def main() -> None:
 
 
 for _cmd in (lifecycle.up, lifecycle.down, lifecycle.run_, lifecycle.test_, lifecycle.inventory_,
-             observe.status, observe.facts, observe.verify, observe.report, observe.shell,
+             observe.status, observe.facts, observe.verify, observe.report, observe.shell, observe.grade,
              machine.doctor, machine.init, machine.schema, machine.images_group, machine.prepare,
              machine.bundle_group, machine.box_group, door.access, door.serve):
     main.add_command(_cmd)

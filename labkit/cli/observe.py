@@ -9,7 +9,7 @@ import click
 
 from labkit import api
 from labkit.cli.common import handle_errors, lab_options, select, trust_option
-from labkit.cli.render import cell, err, facts_table, out, say, status_table, verify_table
+from labkit.cli.render import cell, err, facts_table, grade_table, out, say, status_table, verify_table
 
 
 @click.command()
@@ -112,3 +112,29 @@ def shell(lab_file: str | None, lab_name: str | None, host: str, command: tuple[
     sys.exit(rc)
 
 
+
+
+@click.command()
+@lab_options
+@click.option("--student", "students", multiple=True, help="Only this student (repeat for more).")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False),
+              help="Write grades.csv, grades.html and junit-<student>.xml into this folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@trust_option
+@handle_errors
+def grade(lab_file: str | None, lab_name: str | None, students: tuple[str, ...], out_dir: str | None,
+          as_json: bool, trust: bool) -> None:
+    """Grade each student: the lab file's tests on that student's hosts only, a score per
+    student (@pytest.mark.points(N), 1 by default) and each failure's message."""
+    lab = select(lab_file, lab_name, trust=trust)
+    grades = api.grade(lab, list(students) or None, out_dir)
+    if as_json:
+        click.echo(json.dumps([g.as_dict() for g in grades], indent=2))
+        return
+    out.print(grade_table(lab.name, grades))
+    for g in grades:
+        for c in g.checks:
+            if c.outcome == "failed":
+                say(f"{g.student}: {c.name}: {c.message}")
+    if out_dir:
+        say(f"grades written to {out_dir}: grades.csv, grades.html, junit-<student>.xml")

@@ -20,6 +20,7 @@ from labkit.doctor.check import Check
 from labkit.engines.capabilities import label
 from labkit.observe.checks import FACTS
 from labkit.observe.facts import HostFacts
+from labkit.observe.grade import Grade
 from labkit.observe.results import CheckResult
 from labkit.observe.verify import engine_label
 
@@ -227,3 +228,11 @@ def recap(run: RunResult | None) -> str:
         return "recap: nothing run"
     keys = ("ok", "changed", "failures", "dark", "skipped")
     return "recap: " + " ".join(f"{k}={run.total(k)}" for k in keys) + f"  ({run.seconds:.1f}s)"
+
+
+def grade_table(lab: str, grades: Sequence[Grade]) -> Table:
+    t = table(f"lab '{lab}': grades", ("student", "score", "passed", "failed", "notes"), keys=["student"])
+    for g in grades:
+        t.add_row(cell(g.student), f"{g.score:g} / {g.out_of:g}", str(sum(c.outcome == "passed" for c in g.checks)),
+                  str(sum(c.outcome == "failed" for c in g.checks)), cell("; ".join(g.notes)))
+    return t

@@ -165,6 +165,7 @@ def run_user_tests(paths: list[str], inventory: Path, pattern: str, work: Path,
                + os.environ.get("PATH", ""))
     cmd = [sys.executable, "-m", "pytest", *paths, f"--hosts=ansible://{pattern}", f"--ansible-inventory={inventory}",
            f"--junitxml={junit}", "-o", "junit_suite_name=labkit-user-tests", "-p", "no:cacheprovider", "-q",
+           "-p", "labkit.observe.points",  # @pytest.mark.points(N) for `labkit grade`
            "--rootdir", str(Path(paths[0]).resolve().parent if Path(paths[0]).is_file() else Path(paths[0]).resolve())]
     if not trust:
         cmd += ["--noconftest", "-c", str(CHECKS_DIR / "user-tests.ini")]
