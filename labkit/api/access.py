@@ -65,11 +65,8 @@ def access(lab: Lab, students: Sequence[str] | None = None, *, rotate: bool = Fa
     for r in sorted(rows, key=lambda r: (r.role != "container", order.get(r.name, len(order)), r.name)):
         mine.setdefault(r.student, []).append(r.name.removeprefix(names.lab_prefix(lab.name, r.student)))
     up = [s for s in who if s in mine]
-    have = creds.entries(lab.name)
-    new = creds.ensure(lab.name, up if rotate else [s for s in up if s not in have], lab.access.ssh_keys,
-                       rotate=rotate)
-    if not rotate:  # the public keys follow the lab file on every handout
-        creds.ensure(lab.name, [s for s in up if s in have], lab.access.ssh_keys)
+    # a password for those without one (for each with rotate); the keys follow the lab file
+    new = creds.ensure(lab.name, up, lab.access.ssh_keys, rotate=rotate)
     shown = creds.take_pending(lab.name, up)
     have = creds.entries(lab.name)
     ident = identity()

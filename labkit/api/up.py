@@ -91,8 +91,7 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
             eng.preflight(lab.name, plan.containers, svs)
         save_lab(lab)
         # the students' door credentials (new ones only; the handout shows them once)
-        creds.ensure(lab.name, [s for s in (students or lab.students) if s not in creds.entries(lab.name)],
-                     lab.access.ssh_keys)
+        creds.ensure(lab.name, students or lab.students, lab.access.ssh_keys)
         record_scopes(lab)  # before anything is made: `down` then finds it from any state
         extravars = plan.extravars()
         for eng in registry.all_engines():
