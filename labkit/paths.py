@@ -92,3 +92,13 @@ def private_dir(d: Path) -> Path:
         raise LabkitError(f"{d}: not a private folder of this user (a symlink, another owner, or open to others)",
                           f"remove it (`rm -rf {d}`) and run the command again; labkit makes it 0700")
     return d
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole, readable by this user only (0600): a file beside it,
+    never followed if a link, renamed over ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)

@@ -24,7 +24,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from labkit.errors import LabkitError
-from labkit.paths import lab_dir, private_dir
+from labkit.paths import lab_dir, private_dir, write_private
 
 # OWASP's argon2id minimum (19 MiB, 2 passes, 1 lane): ~20 ms a hash here, so `labkit up` of
 # 40 students adds under a second, and a guess costs the same 20 ms of the gate (throttled).
@@ -70,11 +70,7 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def _write(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    write_private(path, json.dumps(data, indent=1, sort_keys=True).encode())
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
-import os
 import socket
 import warnings
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from labkit.errors import LabkitError
-from labkit.paths import private_dir, state_dir
+from labkit.paths import private_dir, state_dir, write_private
 
 
 @dataclass(frozen=True)
@@ -41,14 +40,6 @@ def ssh_library() -> Any:
 
 def serve_dir() -> Path:
     return private_dir(state_dir() / "serve")
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def names_of_this_machine() -> list[str]:
@@ -107,7 +98,7 @@ def identity(cert: str | Path | None = None, key: str | Path | None = None) -> I
     d = serve_dir()
     host_key = d / "ssh_host_ed25519_key"
     if not host_key.exists():
-        _write_private(host_key, asyncssh.generate_private_key("ssh-ed25519").export_private_key())
+        write_private(host_key, asyncssh.generate_private_key("ssh-ed25519").export_private_key())
     ssh_fp = asyncssh.read_private_key(str(host_key)).get_fingerprint("sha256")
     if (cert is None) != (key is None):
         raise LabkitError("give both --cert and --key (a PEM certificate and its private key), or neither")
@@ -120,6 +111,6 @@ def identity(cert: str | Path | None = None, key: str | Path | None = None) -> I
         cert_path, key_path = d / "tls.crt", d / "tls.key"
         if not cert_path.exists() or not key_path.exists():
             c, k = _self_signed(names_of_this_machine())
-            _write_private(key_path, k)
-            _write_private(cert_path, c)
+            write_private(key_path, k)
+            write_private(cert_path, c)
     return Identity(host_key, cert_path, key_path, ssh_fp, tls_fingerprint(cert_path.read_bytes()))
