@@ -214,20 +214,27 @@ def test_session_log_says_who_where_and_never_what_was_typed(door_lab):
     assert secret not in everything and door_lab["passwords"]["s01"] not in everything
 
 
-def test_rotate_ends_the_old_password_and_its_sessions(door_lab):
-    async def rotated():
-        async with connect(door_lab, "s03") as c:
+def in_session_while(door: dict, student: str, *labkit_args: str) -> tuple[str, bytes]:
+    """A login shell of ``student`` on debian12 that says ``in-session``, open while
+    `labkit ARGS` runs: what the session showed until it was closed, and the command's stdout."""
+    async def session():
+        async with connect(door, student) as c:
             p = await c.create_process("debian12", term_type="xterm")
-            p.stdin.write("echo before-rotation\n")
+            p.stdin.write("echo in-session\n")
             await asyncio.sleep(1)
-            new = await asyncio.create_subprocess_exec(*labkit_cmd(), "access", "-f", door_lab["lab"], "--student", "s03",
-                                                       "--rotate", "--format", "json", stdout=asyncio.subprocess.PIPE,
+            cmd = await asyncio.create_subprocess_exec(*labkit_cmd(), *labkit_args, stdout=asyncio.subprocess.PIPE,
                                                        stderr=asyncio.subprocess.DEVNULL)
-            out = await asyncio.wait_for(p.stdout.read(), 60)
+            out = await asyncio.wait_for(p.stdout.read(), 120)
             err = await p.stderr.read()
-            return out + err, json.loads((await new.communicate())[0])
-    said, handout = arun(rotated())
-    assert "before-rotation" in said and "password was changed" in said, said
+            return out + err, (await cmd.communicate())[0]
+    return arun(session())
+
+
+def test_rotate_ends_the_old_password_and_its_sessions(door_lab):
+    said, printed = in_session_while(door_lab, "s03", "access", "-f", door_lab["lab"], "--student", "s03",
+                                     "--rotate", "--format", "json")
+    handout = json.loads(printed)
+    assert "in-session" in said and "password was changed" in said, said
     new = handout["students"][0]["password"]
     assert handout["students"][0]["student"] == "s03" and new != door_lab["passwords"]["s03"]
     with pytest.raises(asyncssh.PermissionDenied):
@@ -237,19 +244,7 @@ def test_rotate_ends_the_old_password_and_its_sessions(door_lab):
 
 
 def test_down_student_revokes_at_once_and_closes_the_open_session(door_lab):
-    async def revoked():
-        async with connect(door_lab, "s03") as c:
-            p = await c.create_process("debian12", term_type="xterm")
-            p.stdin.write("echo in-session\n")
-            await asyncio.sleep(1)
-            down = await asyncio.create_subprocess_exec(*labkit_cmd(), "down", "-f", door_lab["lab"], "--student", "s03",
-                                                        stdout=asyncio.subprocess.DEVNULL,
-                                                        stderr=asyncio.subprocess.DEVNULL)
-            out = await asyncio.wait_for(p.stdout.read(), 120)
-            err = await p.stderr.read()
-            await down.wait()
-            return out + err
-    said = arun(revoked())
+    said, _ = in_session_while(door_lab, "s03", "down", "-f", door_lab["lab"], "--student", "s03")
     assert "in-session" in said and "revoked" in said, said
     with pytest.raises(asyncssh.PermissionDenied):
         arun(_login(door_lab, "s03"))
