@@ -8,6 +8,7 @@ from typing import Any
 from labkit.access import creds
 from labkit.ansible.runner import EventHandler as OnEvent
 from labkit.ansible.runner import RunResult, run_playbook
+from labkit.api.checkpoint import forget as forget_checkpoints
 from labkit.api.discover import engine_scopes, engines, hosts, lab_servers, network_names, vm_resources
 from labkit.api.select import check_students, forget_lab, lab_lock
 from labkit.lab.spec import Lab
@@ -60,6 +61,7 @@ def down(lab: Lab, *, students: list[str] | None = None, log: Log = quiet, on_ev
         removed_vms = [f"domain {h.name}" + ("" if h.local else f" (on {h.server})")
                        for h in before if h.role == "vm" and h.name not in still]
         measure.forget(lab.name, gone if students else None)
+        forget_checkpoints(lab.name, students, svs)  # their images; the VMs' snapshots went with their disks
     if not students and not after:
         forget_lab(lab.name)
     containers_removed = len([h for h in before if h.role == "container"]) - len(

@@ -15,6 +15,7 @@ from labkit.images import build as images
 from labkit.lab import catalog
 from labkit.lab.spec import Lab
 from labkit.paths import lab_dir
+from labkit.plan.checkpoints import restored_images
 from labkit.plan.model import Change, Context, ServerRef, diff, make_plan, simple_context, teardown
 from labkit.servers import base as srv
 from labkit.servers.base import Server
@@ -73,7 +74,7 @@ def context(lab: Lab, servers: list[Server], *, save: bool = False, vm_local: di
     baked = images.baked(baked_distros(lab), lab.provision.packages,
                          registry) if any(sv.local for sv in servers) and lab.provision.packages else {}
     return Context(refs, str(lab_dir(lab.name)), assignment, registry,
-                   vm_local or {}, vm_remote or {}, vmnet.pool(), vmnet.PREFIX, baked)
+                   vm_local or {}, vm_remote or {}, vmnet.pool(), vmnet.PREFIX, baked, restored_images(lab.name))
 
 
 @dataclass

@@ -8,7 +8,7 @@ from types import FrameType
 
 import click
 
-from labkit.cli import door, lifecycle, machine, observe
+from labkit.cli import classroom, door, lifecycle, machine, observe
 from labkit.cli.render import uid_map_words
 from labkit.errors import EXIT_CODES
 
@@ -35,6 +35,7 @@ def main() -> None:
 
 for _cmd in (lifecycle.up, lifecycle.down, lifecycle.run_, lifecycle.test_, lifecycle.inventory_,
              observe.status, observe.facts, observe.verify, observe.report, observe.shell, observe.grade,
+             classroom.reset, classroom.checkpoint_group,
              machine.doctor, machine.init, machine.schema, machine.images_group, machine.prepare,
              machine.bundle_group, machine.box_group, door.access, door.serve):
     main.add_command(_cmd)

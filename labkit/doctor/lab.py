@@ -39,6 +39,7 @@ from labkit.lab import catalog
 from labkit.lab.catalog import Distro
 from labkit.lab.spec import Lab
 from labkit.paths import state_dir
+from labkit.plan.checkpoints import records as checkpoint_records
 from labkit.plan.model import make_plan, simple_context
 from labkit.vm import boxes
 from labkit.vm.virt import detect_accel
@@ -227,6 +228,19 @@ def check_lab(lab: Lab, build: bool = False, engine_ok: bool = True) -> list[Che
         out.append(Check("memory", "warn", f"cannot read MemAvailable: {e}"))
     else:
         out.append(memory_check(sizing, available, vm_how))
+
+    # checkpoints: what they keep, and room for the next one of each student who has one
+    cps = checkpoint_records(lab.name)
+    if cps:
+        newest = {c.student: c for c in cps}  # by time: the last one of each student wins
+        for kind, where in (("container", docker_root), ("vm", pool or _pool_path())):
+            nxt = sum(k.bytes for c in newest.values() for k in c.kept if k.kind == kind)
+            if nxt:
+                disk.append((where, nxt, f"the next checkpoint's {'images' if kind == 'container' else 'VM memory'}"))
+        out.append(Check("checkpoints", "ok",
+                         f"{len(cps)} checkpoint(s) of {len(newest)} student(s) keep {_mib(sum(c.bytes for c in cps))} "
+                         "(containers' layers with Docker's images, VMs' memory inside their disks)",
+                         "`labkit checkpoint list` shows them; `labkit checkpoint delete` frees their space"))
 
     # disk, per file system: every place the lab's things go, and what goes there
     places = [(docker_root, 0, ""), (state_dir(), 0, ""), *disk]

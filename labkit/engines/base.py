@@ -152,3 +152,19 @@ class Engine(Protocol):
     def playbook_vars(self, lab: str, containers: Sequence[Any], servers: Sequence[Server]) -> dict[str, Any]:
         """Extra variables up.yml needs for this engine's planned containers."""
         ...
+
+    def remove_argv(self, row: HostRow) -> list[str]:
+        """The command, run on the row's lab server (``Server.run``), that removes its
+        container whatever its state, with its anonymous volumes (``labkit reset``)."""
+        ...
+
+    def commit(self, row: HostRow, ref: str, labels: Mapping[str, str]) -> int:
+        """Keep the container's file system as the image ``ref`` on its lab server, with
+        ``labels``; the bytes it adds to the container's image (``labkit checkpoint save``;
+        engines whose ``caps.checkpoints`` is true)."""
+        ...
+
+    def remove_images(self, server: Server, labels: Mapping[str, str]) -> list[str]:
+        """Remove the images carrying all of ``labels`` on ``server`` (checkpoints; a label
+        whose value is '' needs only be there); their refs."""
+        ...

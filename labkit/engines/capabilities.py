@@ -19,13 +19,14 @@ class Capabilities:
     fast_path: bool         # a second `up` with nothing to change skips the playbook (labkit.plan.uptodate)
     read_remote: bool       # labkit reads it on a remote lab server over SSH (Docker: through a tunnel)
     system_container: bool  # boots an init of its own (PID 1 is not the lab's `sleep`)
+    checkpoints: bool = False  # keeps a container's file system as an image (labkit checkpoint)
     primary: bool = False   # on every lab server: read everywhere, its networks the ones others may join,
                             # its containers' names plain (debian12); the others' carry the engine
 
 
 ENGINES: dict[str, Capabilities] = {
     "docker": Capabilities("docker", own_networks=True, rootless_users=False, baked_images=True, fast_path=True,
-                           read_remote=True, system_container=False, primary=True),
+                           read_remote=True, system_container=False, checkpoints=True, primary=True),
     "podman": Capabilities("podman", own_networks=True, rootless_users=True, baked_images=False, fast_path=False,
                            read_remote=True, system_container=False),
     "lxc": Capabilities("lxc", own_networks=False, rootless_users=False, baked_images=False, fast_path=False,

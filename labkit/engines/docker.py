@@ -218,3 +218,32 @@ class DockerEngine:
 
     def playbook_vars(self, lab: str, containers: Sequence[Any], servers: Sequence[Server]) -> dict[str, Any]:
         return {}
+
+    def remove_argv(self, row: HostRow) -> list[str]:
+        return ["docker", "rm", "--force", "--volumes", row.name]
+
+    def commit(self, row: HostRow, ref: str, labels: Mapping[str, str]) -> int:
+        repo, _, tag = ref.rpartition(":")
+        c = client_for(row.via.get("docker_host"))
+        try:
+            # paused while its file system is read: a consistent copy, as `docker commit` does by default
+            img = c.containers.get(row.name).commit(repository=repo, tag=tag, pause=True,
+                                                    conf={"Labels": dict(labels)})
+        except Exception as e:  # noqa: BLE001 - docker.errors.* and the socket's own
+            raise EngineError(f"docker commit {row.name} failed: {e}") from None
+        try:  # the checkpoint's own layer: what it adds to the image it was made from
+            return int(img.history()[0].get("Size") or 0)
+        except Exception:  # noqa: BLE001 - a size is a nicety
+            return 0
+
+    def remove_images(self, server: Server, labels: Mapping[str, str]) -> list[str]:
+        c = client_for(server.docker_host)
+        gone = []
+        for img in c.images.list(filters={"label": [f"{k}={v}" if v else str(k) for k, v in labels.items()]}):
+            for ref in img.tags or [str(img.id)]:
+                try:
+                    c.images.remove(ref, force=True)
+                    gone.append(ref)
+                except Exception:  # noqa: BLE001 - removed meanwhile: as good as gone
+                    continue
+        return gone

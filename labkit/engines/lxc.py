@@ -375,3 +375,13 @@ class LxcEngine:
             if c.engine == self.name and sv is not None and not sv.local and sv.name not in out:
                 out[sv.name] = lxc_wrappers(lab, sv)["attach"]
         return {"labkit_lxc_remote": out}
+
+    def remove_argv(self, row: HostRow) -> list[str]:
+        return ["lxc-destroy", "--force", "-P", str(LXC_PATH), "-n", row.name]
+
+    def commit(self, row: HostRow, ref: str, labels: Mapping[str, str]) -> int:
+        raise EngineError(f"{row.name}: checkpoints of LXC containers are not supported (LXC has no images)",
+                          "`labkit reset` gives the host a clean start")
+
+    def remove_images(self, server: Server, labels: Mapping[str, str]) -> list[str]:
+        return []  # never made (caps.checkpoints)

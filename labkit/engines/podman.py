@@ -486,3 +486,14 @@ class PodmanEngine:
             if c.engine == self.name and sv is not None and not sv.local:
                 out.setdefault(sv.name, {})[c.user or ""] = podman_wrapper(lab, sv, c.user or "")
         return {"labkit_podman_remote": out}
+
+    def remove_argv(self, row: HostRow) -> list[str]:
+        cli = ([f"{WRAPPER_DIR}/{row.user}/podman"] if row.user else ["podman"]) if not row.local else podman(row.user)
+        return [*cli, "rm", "--force", "--volumes", row.name]
+
+    def commit(self, row: HostRow, ref: str, labels: Mapping[str, str]) -> int:
+        raise EngineError(f"{row.name}: checkpoints of Podman containers are not supported "
+                          "(its lab images come from Docker's store)", "`labkit reset` gives the host a clean start")
+
+    def remove_images(self, server: Server, labels: Mapping[str, str]) -> list[str]:
+        return []  # never made (caps.checkpoints)

@@ -93,6 +93,8 @@ class Context:
     # distro -> the image with the lab's packages baked in (labkit.images.build.bake), for Docker's
     # containers on this machine
     baked: Mapping[str, str] = field(default_factory=dict)
+    # container name -> the checkpoint image it was restored from (labkit.plan.checkpoints)
+    restored: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -198,8 +200,10 @@ def make_plan(lab: Lab, ctx: Context, students: Iterable[str] | None = None) -> 
             image = d.image_ref(ctx.registry)
             if caps(c.engine).baked_images and server_of(s, ctx) in local:
                 image = ctx.baked.get(d.ref, image)
+            name = names.container(lab.name, s, d.slug, c.engine, user)
+            image = ctx.restored.get(name, image)
             containers.append(ContainerItem(
-                name=names.container(lab.name, s, d.slug, c.engine, user), network=names.network(lab.name, s),
+                name=name, network=names.network(lab.name, s),
                 hostname=names.hostname(s, d.slug, c.engine, user), image=image, student=s,
                 distro=d.ref, python=d.python, family=d.family, pkg_mgr=d.pkg_mgr, bootstrap=d.bootstrap or "",
                 server=server_of(s, ctx), engine=c.engine, user=user))

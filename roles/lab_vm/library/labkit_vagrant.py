@@ -336,9 +336,9 @@ def domain_networks(uri, name):
 def remove_leftover(uri, name):
     """Remove a domain Vagrant lost track of (and its disks)."""
     _virsh(uri, "destroy", name)
-    r = _virsh(uri, "undefine", name, "--remove-all-storage", "--nvram")
+    r = _virsh(uri, "undefine", name, "--remove-all-storage", "--nvram", "--snapshots-metadata")
     if r.returncode != 0:
-        _virsh(uri, "undefine", name, "--remove-all-storage")
+        _virsh(uri, "undefine", name, "--remove-all-storage", "--snapshots-metadata")
     _virsh(uri, "vol-delete", "--pool", "default", name + ".img")
 
 

@@ -1,0 +1,163 @@
+"""`labkit reset` and `labkit checkpoint` on a real lab of two students, each with a Debian 12
+container and a VM, and the lesson's content (a file on every host):
+
+- reset gives s02's container (then VM) a new id and the lesson's content again, while every
+  other host keeps its id;
+- a file made, a checkpoint saved, the file deleted and a package removed: restore brings both
+  back in the container and in the VM, and a later `up` keeps the restored state;
+- what reset and checkpoint refuse, and that `down` takes the checkpoints along.
+"""
+import json
+import subprocess
+
+import pytest
+
+from .conftest import docker, run
+
+pytestmark = pytest.mark.integration
+
+LAB = """\
+name: cls
+students: [s01, s02]
+containers: [debian:12]
+vm: {enabled: true}
+provision:
+  playbooks: [site.yml]
+"""
+SITE = """\
+- name: The lesson's content
+  hosts: all
+  tasks:
+    - name: The lesson's file
+      ansible.builtin.copy: {content: "lesson\\n", dest: /srv/lesson.txt, mode: "0644"}
+"""
+
+
+@pytest.fixture(scope="module")
+def cls(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cls")
+    (d / "site.yml").write_text(SITE)
+    (d / "lab.yml").write_text(LAB)
+    lab = str(d / "lab.yml")
+    run("down", "-f", lab, check=False)
+    run("up", "-f", lab, "--build", "--no-facts")
+    yield lab
+    run("down", "-f", lab, check=False)
+
+
+def ids() -> dict[str, str]:
+    """Every host of the lab and its id: the container's, the VM domain's UUID."""
+    out = {}
+    for name in docker("ps", "-a", "--filter", "label=labkit.lab=cls", "--format", "{{.Names}}").split():
+        out[name] = docker("inspect", "-f", "{{.Id}}", name).strip()
+    for s in ("s01", "s02"):
+        dom = f"labkit-cls-{s}-vm"
+        p = subprocess.run(["virsh", "-q", "-c", "qemu:///system", "domuuid", dom], capture_output=True, text=True)
+        if p.returncode == 0:
+            out[dom] = p.stdout.strip()
+    return out
+
+
+def sh(lab: str, student: str, host: str, command: str, root: bool = False) -> subprocess.CompletedProcess:
+    return run("shell", "-f", lab, "--student", student, *(["--root"] if root else []), host, "--", "sh", "-c",
+               command, check=False)
+
+
+def test_reset_makes_one_container_again_and_nothing_else(cls):
+    before = ids()
+    assert len(before) == 4, before
+    assert sh(cls, "s02", "debian12", "echo mine > ~/work.txt").returncode == 0
+    assert sh(cls, "s02", "debian12", "rm /srv/lesson.txt", root=True).returncode == 0
+    p = run("reset", "-f", cls, "--student", "s02", "debian12", "--yes")
+    assert "debian12: docker container labkit-cls-s02-debian12 (running) is removed" in p.stdout, p.stdout
+    after = ids()
+    assert after["labkit-cls-s02-debian12"] != before["labkit-cls-s02-debian12"]
+    assert {k: v for k, v in after.items() if k != "labkit-cls-s02-debian12"} == \
+        {k: v for k, v in before.items() if k != "labkit-cls-s02-debian12"}
+    assert sh(cls, "s02", "debian12", "cat /srv/lesson.txt").stdout == "lesson\n"  # the lesson's content again
+    assert sh(cls, "s02", "debian12", "ls ~/work.txt").returncode != 0  # the student's work is gone
+
+
+def test_reset_makes_one_vm_again_and_nothing_else(cls):
+    before = ids()
+    assert sh(cls, "s02", "vm", "rm /srv/lesson.txt", root=True).returncode == 0
+    p = run("reset", "-f", cls, "--student", "s02", "vm", "--yes")
+    assert "vm: VM labkit-cls-s02-vm (running) is destroyed with its disk" in p.stdout, p.stdout
+    after = ids()
+    assert after["labkit-cls-s02-vm"] != before["labkit-cls-s02-vm"]
+    assert {k: v for k, v in after.items() if k != "labkit-cls-s02-vm"} == \
+        {k: v for k, v in before.items() if k != "labkit-cls-s02-vm"}
+    assert sh(cls, "s02", "vm", "cat /srv/lesson.txt").stdout == "lesson\n"
+
+
+def test_reset_says_what_it_would_lose_and_asks(cls):
+    before = ids()
+    # no terminal and no --yes: it says what would be lost, then refuses (usage, exit 2)
+    p = run("reset", "-f", cls, "--student", "s01", check=False)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "debian12: docker container labkit-cls-s01-debian12 (running) is removed" in p.stdout
+    assert "vm: VM labkit-cls-s01-vm (running) is destroyed with its disk" in p.stdout
+    assert "add --yes" in p.stderr
+    p = run("reset", "-f", cls, "--student", "s01", "ubuntu24", "--yes", check=False)
+    assert p.returncode != 0 and "no host ubuntu24" in p.stderr and "debian12, vm" in p.stderr, p.stderr
+    p = run("reset", "-f", cls, "--student", "s09", "--yes", check=False)
+    assert p.returncode != 0 and "s09: not a student" in p.stderr, p.stderr
+    assert ids() == before  # nothing was touched
+
+
+def _work_and_less(lab: str, host: str) -> tuple[bool, bool]:
+    return (sh(lab, "s01", host, "cat ~/work.txt").stdout == "mine\n",
+            sh(lab, "s01", host, "command -v less").returncode == 0)
+
+
+def test_checkpoint_restore_brings_back_files_and_packages(cls):
+    for host in ("debian12", "vm"):
+        assert sh(cls, "s01", host, "echo mine > ~/work.txt").returncode == 0
+        assert _work_and_less(cls, host) == (True, True)
+    run("checkpoint", "save", "-f", cls, "--student", "s01", "stage1")
+    listed = json.loads(run("checkpoint", "list", "-f", cls, "--json").stdout)
+    assert [(c["student"], c["name"], c["hosts"]) for c in listed] == [("s01", "stage1", ["debian12", "vm"])]
+    assert all(k["bytes"] > 0 for k in listed[0]["kept"]), listed  # the disk it uses, per host
+    for host in ("debian12", "vm"):
+        sh(cls, "s01", host, "rm ~/work.txt")
+        assert sh(cls, "s01", host, "dpkg -r less", root=True).returncode == 0
+        assert _work_and_less(cls, host) == (False, False)
+    others = {k: v for k, v in ids().items() if "-s02-" in k}
+    run("checkpoint", "restore", "-f", cls, "--student", "s01", "stage1", "--yes")
+    for host in ("debian12", "vm"):
+        assert _work_and_less(cls, host) == (True, True), host
+    assert {k: v for k, v in ids().items() if "-s02-" in k} == others  # s02 untouched
+    # a later `up` keeps the restored container (it starts from the checkpoint's image now)
+    kept = ids()["labkit-cls-s01-debian12"]
+    run("up", "-f", cls, "--no-facts")
+    assert ids()["labkit-cls-s01-debian12"] == kept
+    assert _work_and_less(cls, "debian12") == (True, True)
+
+
+def test_checkpoint_refusals(cls):
+    p = run("checkpoint", "save", "-f", cls, "--student", "s01", "stage1", check=False)
+    assert p.returncode != 0 and "s01 has a checkpoint stage1 already" in p.stderr, p.stderr
+    p = run("checkpoint", "save", "-f", cls, "--student", "s01", "Bad/Name", check=False)
+    assert p.returncode != 0 and "checkpoint name 'Bad/Name'" in p.stderr, p.stderr
+    p = run("checkpoint", "restore", "-f", cls, "--student", "s02", "stage1", "--yes", check=False)
+    assert p.returncode != 0 and "s02 has no checkpoint stage1" in p.stderr, p.stderr
+    p = run("checkpoint", "save", "-f", cls, "stage1", check=False)
+    assert p.returncode != 0 and "--all-students" in p.stderr, p.stderr
+    # s01's container runs from stage1: deleting it would strand the next `up`
+    p = run("checkpoint", "delete", "-f", cls, "--student", "s01", "stage1", check=False)
+    assert p.returncode != 0 and "run from checkpoint stage1" in p.stderr and "labkit reset" in p.stderr, p.stderr
+
+
+def test_down_takes_the_checkpoints_along(cls):
+    run("checkpoint", "save", "-f", cls, "--all-students", "stage2")
+    images = docker("images", "--filter", "label=labkit.lab=cls", "--format", "{{.Repository}}:{{.Tag}}").split()
+    assert sorted(images) == sorted(["labkit-checkpoint/labkit-cls-s01-debian12:stage1",
+                                     "labkit-checkpoint/labkit-cls-s01-debian12:stage2",
+                                     "labkit-checkpoint/labkit-cls-s02-debian12:stage2"])
+    run("down", "-f", cls, "--student", "s02")
+    images = docker("images", "--filter", "label=labkit.lab=cls", "--format", "{{.Repository}}:{{.Tag}}").split()
+    assert not [i for i in images if "-s02-" in i] and len(images) == 2
+    assert [c["student"] for c in json.loads(run("checkpoint", "list", "-f", cls, "--json").stdout)] == ["s01", "s01"]
+    run("down", "-f", cls)
+    assert docker("images", "--filter", "label=labkit.lab=cls", "-q").split() == []
+    assert json.loads(run("checkpoint", "list", "-f", cls, "--json").stdout) == []
