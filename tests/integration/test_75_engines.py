@@ -193,6 +193,27 @@ def test_second_up_changes_nothing(up, lab_file):
     assert recap(p.stdout)["changed"] == 0, p.stdout
 
 
+def podman_id(student: str, short: str, user: str = "") -> str:
+    p = podman("inspect", "-f", "{{.Id}}", name(student, short), user=user)
+    assert p.returncode == 0, p.stderr
+    return p.stdout.strip()
+
+
+def test_checkpoint_refuses_podman_and_reset_remakes_one_rootless_container(up, lab_file, rootless_user):
+    p = run("checkpoint", "save", "-f", str(lab_file), "--student", "a", "stage1", check=False)
+    assert p.returncode != 0 and "checkpoints of podman containers are not supported" in p.stderr, p.stderr
+    assert docker("images", "-q", "--filter", f"label=labkit.lab={LAB}").split() == []  # nothing kept, half or whole
+    assert json.loads(run("checkpoint", "list", "-f", str(lab_file), "--json").stdout) == []
+    short = f"debian12-podman-{USER}"
+    before = {(s, h): podman_id(s, h, rootless_user if h == short else "") for s in STUDENTS
+              for h in ("debian12-podman", short)}
+    run("reset", "-f", str(lab_file), "--student", "a", short, "--yes")
+    after = {k: podman_id(*k, rootless_user if k[1] == short else "") for k in before}
+    assert after.pop(("a", short)) != before.pop(("a", short))
+    assert after == before  # the other Podman containers, rootful and rootless, kept their ids
+    assert run("shell", "-f", str(lab_file), "--student", "a", short, "--", "id", "-un").stdout.strip() == "student"
+
+
 def test_doctor_names_the_fix_for_a_missing_rootless_user(tmp_path):
     f = tmp_path / "lab.yml"
     f.write_text(f"name: {LAB}x\nstudents: 1\ncontainers: [{{distro: debian:12, engine: podman, user: nosuchuser75}}]\n"

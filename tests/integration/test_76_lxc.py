@@ -208,6 +208,21 @@ def test_up_repairs_a_stopped_and_a_deleted_lxc_container(up, lab_file):
     assert not st["missing"] and all(h["state"] == "running" for h in st["hosts"]), st
 
 
+def test_checkpoint_refuses_lxc_and_reset_remakes_one_lxc_container(up, lab_file):
+    p = run("checkpoint", "save", "-f", str(lab_file), "--all-students", "stage1", check=False)
+    assert p.returncode != 0 and "checkpoints of lxc containers are not supported" in p.stderr, p.stderr
+    assert docker("images", "-q", "--filter", f"label=labkit.lab={LAB}").split() == []
+    marker = LXC_PATH / lxc_name("a") / "rootfs" / "root" / "reset-me"
+    marker.write_text("x")
+    others = {docker_name(s): docker("inspect", "-f", "{{.Id}}", docker_name(s)).strip() for s in STUDENTS}
+    run("reset", "-f", str(lab_file), "--student", "a", "debian12-lxc", "--yes")
+    assert not marker.exists()  # a new root file system
+    assert sorted(lxc_ls()) == sorted(lxc_name(s) for s in STUDENTS)
+    assert {n: docker("inspect", "-f", "{{.Id}}", n).strip() for n in others} == others
+    st = json.loads(run("status", "-f", str(lab_file), "--json").stdout)
+    assert not st["missing"] and all(h["state"] == "running" for h in st["hosts"]), st
+
+
 def test_doctor_checks_lxc_for_this_lab(lab_file):
     rows = json.loads(run("doctor", "-f", str(lab_file), "--json", check=False).stdout)
     lxc = {r["name"]: r for r in rows if r["name"].startswith("LXC")}
