@@ -6,6 +6,10 @@ the lab file, the inventory or a log. A new or rotated password is also kept in 
 ``access/pending.json`` until the handout (`labkit access`) has shown it once; after that only
 ``--rotate`` makes a new one. ``labkit down`` removes a student's entry: the gate re-reads the
 store and refuses (and closes) their sessions at once.
+
+The instructor's credential for the dashboard of `labkit serve` (user ``instructor``) is kept
+apart, in ``access/instructor.json``: made and shown once by ``labkit access --instructor``
+(``--rotate`` makes a new one, which ends the dashboard's logins made with the old one).
 """
 from __future__ import annotations
 
@@ -167,6 +171,39 @@ def check_password(entry: Entry | None, password: str) -> bool:
         return _HASHER.verify(entry.hash if entry else _dummy(), password) and entry is not None
     except (VerificationError, InvalidHashError):
         return False
+
+
+INSTRUCTOR = "instructor"  # the dashboard's user name (never a student's credential)
+
+
+def _instructor_file(lab: str) -> Path:
+    return access_dir(lab) / "instructor.json"
+
+
+def make_instructor(lab: str, rotate: bool = False) -> str | None:
+    """The instructor's password when it is new (none yet, or ``rotate``): shown by the caller
+    this once, only its argon2id hash kept. None when one exists already (not shown again)."""
+    if not rotate and instructor(lab) is not None:
+        return None
+    password = new_password()
+    _write(_instructor_file(lab), {"hash": _HASHER.hash(password), "made": time.time()})
+    return password
+
+
+def instructor(lab: str) -> Entry | None:
+    """The instructor's credential of ``lab`` (None: none made yet)."""
+    e = _read(_instructor_file(lab))
+    if not isinstance(e.get("hash"), str):
+        return None
+    return Entry(INSTRUCTOR, e["hash"], (), float(e.get("made", 0) or 0), True)
+
+
+def instructor_mtime(lab: str) -> float:
+    """When the instructor's credential last changed (0: none); a login made before has ended."""
+    try:
+        return (lab_dir(lab) / "access" / "instructor.json").stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def serve_state_file(lab: str) -> Path:

@@ -14,10 +14,20 @@ from labkit.api.planning import context
 from labkit.api.select import check_students
 from labkit.errors import LabkitError, UsageError
 from labkit.lab.spec import Lab
-from labkit.observe.grade import Grade, checks_of, csv_text, html_page
+from labkit.observe.grade import Grade, checks_of, csv_text, html_page, keep_last, read_last
 from labkit.observe.verify import run_user_tests
 from labkit.paths import lab_dir
 from labkit.plan.model import make_plan
+
+
+def last_file(lab: str) -> Path:
+    return lab_dir(lab) / "grade" / "last.json"
+
+
+def last_grades(lab: str) -> dict[str, tuple[float, Grade]]:
+    """The last grade of each student of ``lab`` (``grade`` keeps it; one student's grading
+    keeps the others'), with when it was made (epoch)."""
+    return read_last(last_file(lab))
 
 
 def grade(lab: Lab, students: Sequence[str] | None = None, out_dir: str | Path | None = None,
@@ -25,7 +35,8 @@ def grade(lab: Lab, students: Sequence[str] | None = None, out_dir: str | Path |
     """Run the lab file's ``tests:`` for each student (default: all) on that student's
     running hosts alone (an inventory of theirs only), ``jobs`` students at a time. A
     student whose hosts are down is graded on what runs, and their grade says which are
-    down. With ``out_dir``: grades.csv, grades.html and junit-<student>.xml there."""
+    down. With ``out_dir``: grades.csv, grades.html and junit-<student>.xml there. Each
+    student's grade is kept as their last (``last_grades``)."""
     if not lab.tests:
         raise UsageError(f"lab '{lab.name}' has no tests: to grade", "list your testinfra files under tests: in the lab file")
     check_students(lab, list(students) if students else None)
@@ -64,6 +75,7 @@ def grade(lab: Lab, students: Sequence[str] | None = None, out_dir: str | Path |
 
         with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(who)))) as pool:
             grades = list(pool.map(one, who))
+    keep_last(last_file(lab.name), grades)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

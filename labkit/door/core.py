@@ -126,6 +126,11 @@ class Door:
     def close(self) -> None:
         self._stack.close()
 
+    @property
+    def servers(self) -> list[Server]:
+        """The lab servers this door serves (their engines reachable while it is open)."""
+        return [sv for sv in self._servers if self.only is None or sv.name in self.only]
+
     # -- who
     def reload(self) -> list[str]:
         """Re-read the credentials when they changed; returns the students no longer there

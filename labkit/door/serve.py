@@ -1,6 +1,7 @@
 """`labkit serve`: the student door of one lab server, in the foreground until SIGTERM or
-SIGINT: the SSH gate and the HTTPS page over one Door, a sweep every few seconds that closes
-revoked and idle sessions, and a state file the handout reads (ports, fingerprints)."""
+SIGINT: the SSH gate and the HTTPS page (with the instructor's dashboard, labkit.door.dash)
+over one Door, a sweep every few seconds that closes revoked and idle sessions, and a state
+file the handout reads (ports, fingerprints)."""
 from __future__ import annotations
 
 import asyncio
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 from labkit.access import creds
 from labkit.access.identity import Identity
-from labkit.door import gate, web
+from labkit.door import dash, gate, web
 from labkit.door.core import Door, Throttle, log
 from labkit.errors import LabkitError
 from labkit.lab.spec import Lab
@@ -55,7 +56,7 @@ async def _serve(lab: Lab, ident: Identity, opts: Options, ready: asyncio.Event 
             raise LabkitError(f"cannot listen for SSH on {opts.bind or '*'}:{opts.ssh_port}: {e.strerror}",
                               "choose another --ssh-port, or stop what listens there") from None
         try:
-            web_srv = await web.start(door, opts.bind, opts.https_port, tls_context(ident))
+            web_srv = await web.start(door, opts.bind, opts.https_port, tls_context(ident), [dash.install])
         except OSError as e:
             ssh_srv.close()
             raise LabkitError(f"cannot listen for HTTPS on {opts.bind or '*'}:{opts.https_port}: {e.strerror}",

@@ -14,9 +14,10 @@ a websocket to a PTY on the lab server running the argv labkit builds, Door.argv
                         output replayed) for the same student and host only.
 
 Without a valid login only the login page answers (every other path: 401, or 303 to / for a
-page). A login is valid while the student's credentials are (``labkit down`` revokes it at
-once; the sweep closes their terminals). Host names are looked up among the logged-in
-student's hosts only. Forms and websockets must come from this very origin.
+page); paths under a prefix with a guard of its own (the instructor's /dash, labkit.door.dash)
+are left to that guard. A login is valid while the student's credentials are (``labkit down``
+revokes it at once; the sweep closes their terminals). Host names are looked up among the
+logged-in student's hosts only. Forms and websockets must come from this very origin.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import json
 import secrets
 import ssl
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,6 +209,7 @@ class Site:
         self.logins: dict[str, Login] = {}
         self.terminals: dict[str, Terminal] = {}
         self.ending: set[asyncio.Task[None]] = set()  # terminals being closed
+        self.own_guard: list[str] = []  # path prefixes guarded by their own middleware (/dash)
         self.files = {
             p.relative_to(STATIC).as_posix(): (p.read_bytes(), _TYPES[p.suffix])
             for p in sorted(STATIC.rglob("*"))
@@ -242,6 +245,8 @@ class Site:
     @web.middleware
     async def guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
         """Nothing but the login page and POST /login answers without a valid login."""
+        if any(request.path == p or request.path.startswith(p + "/") for p in self.own_guard):
+            return await handler(request)
         public = (request.method in ("GET", "HEAD") and request.path == "/") or (
             request.method == "POST" and request.path == "/login"
         )
@@ -487,9 +492,11 @@ def _size(cols: Any, rows: Any) -> tuple[int, int] | None:
 
 
 SITE = web.AppKey("site", Site)
+Extension = Callable[[web.Application, Site], None]
 
 
-def app(door: Door) -> web.Application:
+def app(door: Door, extend: Sequence[Extension] = ()) -> web.Application:
+    """The page; each of ``extend`` adds its routes (the instructor's dashboard)."""
     site = Site(door)
     a = web.Application(client_max_size=64 * 1024, middlewares=[site.guard])
     a[SITE] = site
@@ -501,11 +508,14 @@ def app(door: Door) -> web.Application:
     a.router.add_get("/term/{host}", site.term)
     a.router.add_get("/ws/{host}", site.ws)
     a.router.add_get("/static/{path:.+}", site.static)
+    for ext in extend:
+        ext(a, site)
     return a
 
 
-async def start(door: Door, bind: str, port: int, tls: ssl.SSLContext) -> web.AppRunner:
-    runner = web.AppRunner(app(door), access_log=None, handler_cancellation=True, shutdown_timeout=5)
+async def start(door: Door, bind: str, port: int, tls: ssl.SSLContext,
+                extend: Sequence[Extension] = ()) -> web.AppRunner:
+    runner = web.AppRunner(app(door, extend), access_log=None, handler_cancellation=True, shutdown_timeout=5)
     await runner.setup()
     await web.TCPSite(runner, bind or None, port, ssl_context=tls).start()
     return runner

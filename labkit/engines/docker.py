@@ -167,16 +167,17 @@ class DockerEngine:
     def hosts(self, lab: str, students: Sequence[str] | None, server: Server,
               users: Sequence[str] = ("",)) -> list[HostRow]:
         out = []
-        for c in client_for(server.docker_host).containers.list(all=True, filters={"label": f"labkit.lab={lab}"}):
-            lb = c.labels or {}
+        # one list call (docker-py's containers.list inspects each container after it)
+        for c in client_for(server.docker_host).api.containers(all=True, filters={"label": f"labkit.lab={lab}"}):
+            lb = c.get("Labels") or {}
             if students and lb.get("labkit.student") not in students:
                 continue
+            name = ((c.get("Names") or ["/"])[0]).lstrip("/")
             out.append(HostRow(
-                name=c.name or "", role=lb.get("labkit.role", "container"), student=lb.get("labkit.student", ""),
-                distro=lb.get("labkit.distro", ""), state=c.status,
-                image=(c.attrs.get("Config") or {}).get("Image", ""), spec=f"docker://{c.name}",
-                server=server.name, local=server.local, engine="docker", user="",
-                via={"docker_host": server.docker_host}))
+                name=name, role=lb.get("labkit.role", "container"), student=lb.get("labkit.student", ""),
+                distro=lb.get("labkit.distro", ""), state=str(c.get("State", "")), image=str(c.get("Image", "")),
+                spec=f"docker://{name}", server=server.name, local=server.local, engine="docker", user="",
+                id=str(c.get("Id", "")), via={"docker_host": server.docker_host}))
         return out
 
     def networks(self, lab: str, server: Server, users: Sequence[str] = ("",)) -> list[dict[str, str]]:

@@ -2,15 +2,21 @@
 a matrix of students by checks (a test; per host when it is parametrised over hosts), a
 score per student (points per test: ``@pytest.mark.points(N)``, 1 by default), each
 failure's message; written as CSV (one row per student), an HTML page (sortable, printable)
-and one JUnit file per student."""
+and one JUnit file per student. The last grade of each student is kept (``last.json``, merged:
+grading one student keeps the others'), for the dashboard of `labkit serve`."""
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import html
 import io
+import json
+import os
 import re
+import time
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +50,61 @@ class Grade:
                 "junit": self.junit, "checks": [asdict(c) for c in self.checks]}
 
 
+def from_dict(d: dict[str, Any]) -> Grade:
+    """A grade back from ``as_dict`` (what last.json keeps); fields of the wrong type are dropped."""
+    checks = []
+    for c in d.get("checks") or []:
+        if isinstance(c, dict):
+            try:
+                checks.append(Check(str(c.get("name", "")), str(c.get("outcome", "")), float(c.get("points", 0)),
+                                    str(c.get("message", ""))))
+            except (TypeError, ValueError):
+                continue
+    notes = [str(n) for n in d.get("notes") or [] if isinstance(n, str)]
+    return Grade(str(d.get("student", "")), checks, notes, str(d.get("junit") or ""))
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive flock beside ``path`` (graders in threads and processes merge in turn)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def read_last(path: Path) -> dict[str, tuple[float, Grade]]:
+    """The last grade of each student kept in ``path`` (last.json), with when it was made."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    out = {}
+    for student, rec in (data.items() if isinstance(data, dict) else ()):
+        if isinstance(rec, dict) and isinstance(rec.get("grade"), dict):
+            try:
+                when = float(rec.get("time", 0) or 0)
+            except (TypeError, ValueError):
+                when = 0.0
+            out[str(student)] = (when, from_dict(rec["grade"]))
+    return out
+
+
+def keep_last(path: Path, grades: Sequence[Grade], when: float | None = None) -> None:
+    """Merge ``grades`` into ``path`` (last.json): each student's replaces their own, the others'
+    stay. Written whole and renamed, under a lock."""
+    when = time.time() if when is None else when
+    with _locked(path):
+        data = {s: {"time": t, "grade": g.as_dict()} for s, (t, g) in read_last(path).items()}
+        data.update({g.student: {"time": when, "grade": g.as_dict()} for g in grades})
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+
+
 def checks_of(junit: Path, prefix: str) -> list[Check]:
     """The checks of one student's test run (its JUnit file); host names lose ``prefix``
     (``labkit-LAB-STUDENT-``), so every student's matrix has the same columns."""
@@ -69,14 +130,26 @@ def columns(grades: Sequence[Grade]) -> list[str]:
     return list(dict.fromkeys(c.name for g in grades for c in g.checks))
 
 
-def csv_text(grades: Sequence[Grade]) -> str:
+def _cell(text: str) -> str:
+    """A CSV cell a spreadsheet shows as text: one starting like a formula (=, +, -, @, a tab or
+    a carriage return; test names and notes can carry students' text) gets a leading quote."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def csv_text(grades: Sequence[Grade], when: dict[str, float] | None = None) -> str:
+    """One row per student; with ``when`` (student: epoch), a ``graded`` column (UTC) after the
+    student."""
     cols = columns(grades)
     out = io.StringIO()
     w = csv.writer(out)
-    w.writerow(["student", "score", "out_of", "notes", *cols])
+    at = ["graded"] if when is not None else []
+    w.writerow(["student", *at, "score", "out_of", "notes", *(_cell(c) for c in cols)])
     for g in grades:
         by = {c.name: c.outcome for c in g.checks}
-        w.writerow([g.student, f"{g.score:g}", f"{g.out_of:g}", "; ".join(g.notes), *(by.get(c, "-") for c in cols)])
+        stamp = ([time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when[g.student])) if g.student in when else ""]
+                 if when is not None else [])
+        w.writerow([_cell(g.student), *stamp, f"{g.score:g}", f"{g.out_of:g}", _cell("; ".join(g.notes)),
+                    *(by.get(c, "-") for c in cols)])
     return out.getvalue()
 
 
