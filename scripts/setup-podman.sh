@@ -9,7 +9,7 @@ say() { printf 'setup-podman: %s\n' "$*"; }
 
 # shellcheck source=scripts/debs.sh
 . "$(dirname "${BASH_SOURCE[0]}")/debs.sh"
-PKGS=(podman uidmap slirp4netns containernetworking-plugins runc)
+PKGS=(podman uidmap slirp4netns containernetworking-plugins runc tini)
 ensure_debs setup-podman "Debian packages present ($(podman --version 2>/dev/null))" "${PKGS[@]}"
 [ "$(id -u)" = 0 ] || { say "not root: Podman's settings left as they are (labkit doctor checks them)"; exit 0; }
 

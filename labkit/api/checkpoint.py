@@ -177,7 +177,7 @@ def restore(lab: Lab, students: Sequence[str] | None, name: str, *, every: bool 
         store.set_restored(lab.name, {k.name: k.ref for cp in cps for k in cp.kept if k.kind == "container"})
     log(f"{', '.join(who)}: starting the hosts from checkpoint {name}")
     return up(lab, students=who, log=log, on_event=on_event, verbosity=verbosity, show_output=show_output,
-              with_facts=False)
+              with_facts=False, only=[k.name for cp in cps for k in cp.kept])
 
 
 def delete(lab: Lab, students: Sequence[str] | None, name: str, *, every: bool = False) -> list[Checkpoint]:

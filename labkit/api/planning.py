@@ -27,6 +27,11 @@ def baked_distros(lab: Lab) -> list[str]:
     return [c.distro for c in lab.containers if caps(c.engine).baked_images]
 
 
+def systemd_distros(lab: Lab) -> list[str]:
+    """The distros of the lab's containers that boot systemd (init: systemd)."""
+    return list(dict.fromkeys(c.distro for c in lab.containers if c.pid1 == "systemd"))
+
+
 def _one_server_ctx(lab: Lab, assignment: dict[str, str] | None) -> Context:
     return simple_context(lab, str(lab_dir(lab.name)), assignment)
 
@@ -73,8 +78,10 @@ def context(lab: Lab, servers: list[Server], *, save: bool = False, vm_local: di
     # the images with the lab's packages baked in, for Docker's containers here (when baked)
     baked = images.baked(baked_distros(lab), lab.provision.packages,
                          registry) if any(sv.local for sv in servers) and lab.provision.packages else {}
-    return Context(refs, str(lab_dir(lab.name)), assignment, registry,
-                   vm_local or {}, vm_remote or {}, vmnet.pool(), vmnet.PREFIX, baked, restored_images(lab.name))
+    systemd = images.baked(systemd_distros(lab), lab.provision.packages, registry,
+                           variant="systemd") if any(sv.local for sv in servers) and systemd_distros(lab) else {}
+    return Context(refs, str(lab_dir(lab.name)), assignment, registry, vm_local or {}, vm_remote or {},
+                   vmnet.pool(), vmnet.PREFIX, baked, systemd, restored_images(lab.name))
 
 
 @dataclass

@@ -117,6 +117,6 @@ def reset(lab: Lab, student: str, short_names: Sequence[str] | None = None, *, l
         measure.forget(lab.name, [t.name for t in picked])
     log(f"{student}: making {', '.join(t.short for t in picked)} again")
     res = up(lab, students=[student], log=log, on_event=on_event, verbosity=verbosity, show_output=show_output,
-             with_facts=False)
+             with_facts=False, only=[t.name for t in picked])
     return ResetResult(student, picked, res, before)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +14,12 @@ from labkit.ansible.runner import EventHandler as OnEvent
 from labkit.ansible.runner import RunResult, run_playbook
 from labkit.api.converge import ConvergeResult, converge_on, has_content
 from labkit.api.discover import engine_scopes, engines, engines_on, inventory_file, lab_servers, record_scopes
-from labkit.api.planning import baked_distros, context
+from labkit.api.planning import baked_distros, context, systemd_distros
 from labkit.api.query import facts
 from labkit.api.select import check_students, lab_lock, save_lab
 from labkit.engines import docker, registry
 from labkit.engines.base import Engine, HostRow
-from labkit.errors import BoxError, LabkitError, PlaybookFailed
+from labkit.errors import BoxError, LabkitError, PlaybookFailed, SpecError
 from labkit.images import build as images
 from labkit.lab import catalog
 from labkit.lab.spec import Lab
@@ -59,13 +60,15 @@ def package_warnings(host_facts: dict[str, dict]) -> list[str]:
 
 def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log: Log = quiet,
        on_event: OnEvent | None = None, verbosity: int = 0, show_output: bool = False, with_facts: bool = True,
-       inventory: str | Path | None = None, full: bool = False) -> UpResult:
+       inventory: str | Path | None = None, full: bool = False, only: Sequence[str] | None = None) -> UpResult:
     """Bring the lab up (idempotent): images, then ``playbooks/up.yml`` through ansible-runner.
 
     With ``inventory``, the lab's students are spread over its ``lab_servers`` (each server
     prepared with ``labkit prepare``); later commands on the lab remember the inventory.
     When nothing changed since the last full run (``labkit.plan.uptodate``), the playbook is skipped
     (``run`` is None, ``up_to_date`` the time of that run); ``full`` runs it anyway.
+    ``only`` (``reset``, ``checkpoint restore``: hosts by full name): these hosts alone are made,
+    provisioned and given the lab's content (with their students' networks and rules).
     """
     check_students(lab, students)
     t0 = time.monotonic()
@@ -80,6 +83,8 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
             imgs = images.ensure([c.distro for c in lab.containers], image_registry, build_missing=build, log=log)
             # the lab's packages baked into an image per distro once, not installed in every container
             images.bake(baked_distros(lab), lab.provision.packages, image_registry, log=log)
+            if systemd_distros(lab):  # init: systemd: the distro's image with systemd as PID 1
+                images.systemd_images(systemd_distros(lab), lab.provision.packages, image_registry, log=log)
         _check_remote_images(lab, svs)
         # gather what is read-only, then plan (no I/O), then apply (the playbook)
         draft = make_plan(lab, context(lab, svs, save=True), students)
@@ -87,6 +92,13 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
         vm_local = vm_settings_here(lab, log, build) if any(v.server in local for v in draft.vms) else None
         vm_remote = vm_settings_remote(lab, svs, [{"server": v.server} for v in draft.vms], log)
         plan = make_plan(lab, context(lab, svs, vm_local=vm_local, vm_remote=vm_remote), students)
+        if only is not None:  # these hosts alone (the students' networks and rules are ensured all the same)
+            plan = replace(plan, containers=tuple(c for c in plan.containers if c.name in only),
+                           vms=tuple(v for v in plan.vms if v.name in only))
+        far = [c.name for c in plan.containers if c.init == "systemd" and c.server not in local]
+        if far:
+            raise SpecError(f"init: systemd on a remote lab server is not supported ({', '.join(far[:3])}): its "
+                            "image is made on this machine", "use init: tini there, or run the lab on this machine")
         for eng in registry.all_engines():  # what each engine's planned containers lack, before anything is made
             eng.preflight(lab.name, plan.containers, svs)
         save_lab(lab)
@@ -131,7 +143,7 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
             uptodate.save(lab.name, key, docker.client(), bool(vms))
         # the lesson's own content / the user's roles, after labkit's own (never on a lab server)
         conv = converge_on(lab, svs, students=students, prepare=True, on_event=on_event, verbosity=verbosity,
-                         show_output=show_output) if has_content(lab) else None
+                           show_output=show_output, limit=",".join(only) if only else None) if has_content(lab) else None
     res = UpResult(lab, run, imgs, seconds=time.monotonic() - t0, warnings=package_warnings(run.host_facts),
                    converge=conv)
     if with_facts:

@@ -45,18 +45,18 @@ class HostRow(Mapping[str, Any]):
     user: str = ""
     address: str = ""
     id: str = ""
+    init: str = ""  # a container's PID 1 as made (labkit.init): none, tini, systemd; '' unknown or its engine's own
     via: Mapping[str, str] = field(default_factory=dict)
 
     def _view(self) -> dict[str, Any]:
         out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "via"}
         if self.role == "vm" or not self.engine:
-            for k in ("engine", "user", "address", "id"):
+            for k in ("engine", "user", "address", "id", "init"):
                 out.pop(k)
         else:
-            if not self.address:
-                out.pop("address")
-            if not self.id:
-                out.pop("id")
+            for k in ("address", "id", "init"):
+                if not getattr(self, k):
+                    out.pop(k)
         out.update({k: v for k, v in self.via.items() if k in _VIA_KEYS})
         return out
 

@@ -177,7 +177,7 @@ class DockerEngine:
                 name=name, role=lb.get("labkit.role", "container"), student=lb.get("labkit.student", ""),
                 distro=lb.get("labkit.distro", ""), state=str(c.get("State", "")), image=str(c.get("Image", "")),
                 spec=f"docker://{name}", server=server.name, local=server.local, engine="docker", user="",
-                id=str(c.get("Id", "")), via={"docker_host": server.docker_host}))
+                id=str(c.get("Id", "")), init=lb.get("labkit.init", "none"), via={"docker_host": server.docker_host}))
         return out
 
     def networks(self, lab: str, server: Server, users: Sequence[str] = ("",)) -> list[dict[str, str]]:

@@ -141,7 +141,7 @@ def hosts(lab: str, students: Sequence[str] | None, server: Server, users: Seque
                 name=name, role=lb.get("labkit.role", "container"), student=lb.get("labkit.student", ""),
                 distro=lb.get("labkit.distro", ""), state=_state(c), image=plain_image(c.get("Image", "")),
                 spec=f"podman://{name}", server=server.name, local=server.local, engine="podman",
-                user=user, id=c.get("Id", "") or "",
+                user=user, id=c.get("Id", "") or "", init=lb.get("labkit.init", "none"),
                 # a remote lab server's: the wrapper that runs its Podman over SSH (as docker_host for Docker)
                 via={"podman_executable": cli[0]} if cli else {}))
     return out

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 RECIPE_VERSION = "1"
 MIRROR = "http://deb.debian.org/debian"
 # openssh-sftp-server: sftp and scp through the student door (`labkit serve`), as on a Debian server
-DEBIAN_INCLUDE = ["python3", "python3-apt", "procps", "iproute2", "openssh-sftp-server"]
+DEBIAN_INCLUDE = ["python3", "python3-apt", "procps", "iproute2", "openssh-sftp-server", "sudo"]
 MMDEBSTRAP_OPTS = [
     "--variant=minbase",
     "--aptopt=Acquire::Languages \"none\"",
@@ -364,16 +364,33 @@ def _bakeable(d: catalog.Distro, packages: Iterable[str]) -> bool:
     return bool(list(packages)) and d.pkg_mgr in _BAKE_INSTALL
 
 
-def baked_tag(d: catalog.Distro, packages: Iterable[str], base_id: str | None) -> str:
-    """The derived image of ``d`` with ``packages``: named by a hash of what makes it."""
-    key = json.dumps([BAKE_VERSION, base_id, sorted(set(packages)), _BAKE_INSTALL[d.pkg_mgr], d.bootstrap or ""])
+# init: systemd (labkit.lab.spec): the distro's image with systemd as PID 1, baked like the
+# packages (with the lab's packages too), booted with what systemd expects of a container
+SYSTEMD_PACKAGES = ("systemd", "systemd-sysv", "dbus")
+SYSTEMD_CHANGES = ('CMD ["/lib/systemd/systemd"]',)  # its stop signal and $container: the engine's
+# units a container cannot run without privileges: Debian 13's tmpfs /tmp (a mount needs CAP_SYS_ADMIN)
+SYSTEMD_SETUP = "systemctl mask tmp.mount"
+
+
+def baked_tag(d: catalog.Distro, packages: Iterable[str], base_id: str | None, variant: str = "pkgs") -> str:
+    """The derived image of ``d`` with ``packages`` (``variant`` systemd: systemd as PID 1):
+    named by a hash of what makes it."""
+    key = [BAKE_VERSION, base_id, sorted(set(packages)), _BAKE_INSTALL[d.pkg_mgr], d.bootstrap or ""]
+    if variant != "pkgs":
+        key += [variant, list(SYSTEMD_CHANGES), SYSTEMD_SETUP]
     prefix = os.environ.get("LABKIT_IMAGE_PREFIX", "labkit/")
-    return f"{prefix}{d.slug}-pkgs:{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    return f"{prefix}{d.slug}-{variant}:{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]}"
 
 
-def baked(refs: Iterable[str], packages: Iterable[str], registry: str | None = None) -> dict[str, str]:
-    """Read only: per distro of ``refs``, its baked image with ``packages`` when it is here."""
-    pkgs = list(packages)
+def _variant_packages(packages: Iterable[str], variant: str) -> list[str]:
+    return sorted(set(packages) | (set(SYSTEMD_PACKAGES) if variant == "systemd" else set()))
+
+
+def baked(refs: Iterable[str], packages: Iterable[str], registry: str | None = None,
+          variant: str = "pkgs") -> dict[str, str]:
+    """Read only: per distro of ``refs``, its baked image with ``packages`` (of ``variant``)
+    when it is here."""
+    pkgs = _variant_packages(packages, variant)
     out = {}
     for r in dict.fromkeys(refs):
         d = catalog.get(r)
@@ -382,20 +399,34 @@ def baked(refs: Iterable[str], packages: Iterable[str], registry: str | None = N
         base = _image(d.image_ref(registry))
         if base is None:
             continue
-        tag = baked_tag(d, pkgs, base.id)
+        tag = baked_tag(d, pkgs, base.id, variant)
         if _image(tag) is not None:
             out[d.ref] = tag
     return out
 
 
+def systemd_images(refs: Iterable[str], packages: Iterable[str], registry: str | None = None,
+                   log: Log = quiet) -> dict[str, str]:
+    """The image of each distro of ``refs`` with systemd as PID 1 (and ``packages``), made
+    when missing; a distro that cannot have one is an ImageError naming why."""
+    refs = list(dict.fromkeys(refs))
+    made = bake(refs, packages, registry, log, variant="systemd")
+    missing = [r for r in refs if catalog.get(r).ref not in made]
+    if missing:
+        raise ImageError(f"no systemd image for {', '.join(missing)} (init: systemd): its bake failed or its base "
+                         "image is not here", "see the lines above; `labkit images build` makes the base images")
+    return made
+
+
 def bake(refs: Iterable[str], packages: Iterable[str], registry: str | None = None, log: Log = quiet,
-         jobs: int = 3) -> dict[str, str]:
+         jobs: int = 3, variant: str = "pkgs") -> dict[str, str]:
     """Bake ``packages`` into an image per distro of ``refs`` (the missing ones, in parallel):
     a container of the base image runs the distro's package manager, then is committed.
     Returns the baked images by distro; a distro whose bake failed is left out (said in the
-    log): its hosts install the packages themselves, as without baking."""
-    pkgs = sorted(set(packages))
-    have = baked(refs, pkgs, registry)
+    log): its hosts install the packages themselves, as without baking. ``variant`` systemd:
+    systemd's packages too, and systemd as the image's command (init: systemd)."""
+    pkgs = _variant_packages(packages, variant)
+    have = baked(refs, pkgs, registry, variant)
     todo = [catalog.get(r) for r in dict.fromkeys(refs)
             if _bakeable(catalog.get(r), pkgs) and catalog.get(r).ref not in have
             and _image(catalog.get(r).image_ref(registry)) is not None]
@@ -404,7 +435,7 @@ def bake(refs: Iterable[str], packages: Iterable[str], registry: str | None = No
 
     def one(d: catalog.Distro) -> tuple[str, str | None]:
         base = cast("Image", _image(d.image_ref(registry)))  # todo: distros whose base image is here
-        tag = baked_tag(d, pkgs, base.id)
+        tag = baked_tag(d, pkgs, base.id, variant)
         # one bake of a tag at a time on this machine (two labs' `up` at once): the second
         # finds it made
         locks = state_dir() / "tmp"
@@ -421,6 +452,8 @@ def bake(refs: Iterable[str], packages: Iterable[str], registry: str | None = No
         t0 = time.monotonic()
         log(f"{tag}: baking {' '.join(pkgs)} into {d.image_ref(registry)}")
         script = _BAKE_INSTALL[d.pkg_mgr].replace("$PKGS", " ".join(pkgs))
+        if variant == "systemd":
+            script += f" && {SYSTEMD_SETUP}"
         if d.bootstrap:
             script = f"{{ command -v python3 >/dev/null 2>&1 || {{ {d.bootstrap}; }}; }} && {script}"
         c = engine.client().containers.create(base.id or base, ["sh", "-c", script], labels={"labkit.bake": tag},
@@ -437,6 +470,8 @@ def bake(refs: Iterable[str], packages: Iterable[str], registry: str | None = No
             changes = [f"CMD {json.dumps(cfg.get('Cmd') or ['sleep', 'infinity'])}",
                        f"LABEL labkit.baked.from={d.ref} labkit.baked.base={base.id}"
                        f" labkit.baked.packages=\"{' '.join(pkgs)}\""]
+            if variant == "systemd":
+                changes = [*SYSTEMD_CHANGES, changes[1]]
             repo, _, t = tag.rpartition(":")
             c.commit(repository=repo, tag=t, changes=changes)
         except docker.errors.DockerException as e:

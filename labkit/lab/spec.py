@@ -6,7 +6,6 @@ silently into a default.
 """
 from __future__ import annotations
 
-import csv
 import difflib
 import re
 from pathlib import Path
@@ -27,6 +26,7 @@ from labkit import names
 from labkit.engines.capabilities import DEFAULT, NAMES, caps
 from labkit.errors import SpecError
 from labkit.lab import catalog
+from labkit.lab.roster import load_roster, roster_entries  # noqa: F401 - part of this module's API
 
 NAME_RE = r"^[a-z][a-z0-9-]{0,19}$"           # lab name: a DNS label part, short enough for libvirt names
 STUDENT_RE = r"^[a-z0-9][a-z0-9-]{0,19}$"     # student id
@@ -55,6 +55,11 @@ def _engine_ok(v: Any) -> Any:
     return v
 
 
+Init = Literal["none", "tini", "systemd"]
+INITS = get_args(Init)
+DEFAULT_INIT = "tini"  # reaps orphans, passes signals on, boots nothing (docs/containers-init.md says why)
+
+
 class Container(_Model):
     """One container per student for this distro (on this engine)."""
 
@@ -64,6 +69,11 @@ class Container(_Model):
     user: Annotated[str, Field(pattern=USER_RE)] | None = Field(None, description=(
         "Podman only: run the container rootless, as this existing non-root user of the lab server "
         "(it needs /etc/subuid and /etc/subgid entries: `labkit doctor` checks)"))
+    init: Init | None = Field(None, description=(
+        "PID 1 of the container: none (`sleep`: nothing reaps orphans), tini (the engine's --init: "
+        "reaps orphans, passes signals on, starts no service), systemd (an image with systemd, booted "
+        "as PID 1: services and handlers as on a server; Debian-family distros). Default: the lab's "
+        "`init:`. LXC containers boot their own init: leave it out"))
 
     @field_validator("engine", mode="before")
     @classmethod
@@ -78,6 +88,20 @@ class Container(_Model):
         if self.user == "root":
             raise ValueError("user: root is rootful Podman: leave user: out for that")
         return self
+
+    @model_validator(mode="after")
+    def _init_fits(self) -> Container:
+        if self.init is not None and caps(self.engine).system_container:
+            raise ValueError(f"init: {self.engine} containers boot their own init; drop init: from this entry")
+        if self.init == "systemd" and self.spec.pkg_mgr != "apt":
+            raise ValueError(f"init: systemd needs a Debian-family distro (its systemd packages); {self.distro} "
+                             "has none: use init: tini for it")
+        return self
+
+    @property
+    def pid1(self) -> str:
+        """The init this container runs as PID 1: none, tini or systemd ('' for system containers)."""
+        return "" if caps(self.engine).system_container else (self.init or "none")
 
     @property
     def short(self) -> str:
@@ -207,6 +231,9 @@ class Lab(_Model):
         min_length=1, max_length=500, description="Student ids (or a count: 3 -> s01, s02, s03)")
     engine: Engine = Field("docker", description=(
         "The engine of every container entry that names none: docker, podman or lxc"))
+    init: Init = Field("tini", description=(
+        "PID 1 of every Docker and Podman container entry that names none: none, tini (default) or "
+        "systemd (see containers[].init)"))
     containers: list[Container] = Field(default_factory=list, max_length=20)
     vm: VM = Field(default_factory=VM)
     limits: Limits = Field(default_factory=Limits)
@@ -251,6 +278,10 @@ class Lab(_Model):
             cs = [{"distro": c} if isinstance(c, str) else c for c in cs]
             if isinstance(eng, str) and eng != DEFAULT:  # the lab-wide default engine
                 cs = [{**c, "engine": c.get("engine", eng)} if isinstance(c, dict) else c for c in cs]
+            init = data.get("init", DEFAULT_INIT)  # the lab-wide init, for the engines that take one
+            if isinstance(init, str):
+                cs = [{**c, "init": c.get("init", init)} if isinstance(c, dict) and c.get("engine", DEFAULT) in ENGINES
+                      and not caps(c.get("engine", DEFAULT)).system_container else c for c in cs]
             data["containers"] = cs
         return data
 
@@ -414,57 +445,6 @@ def _unknown_keys(data: Any, loc: tuple) -> list:
         except (KeyError, IndexError, TypeError):
             return []
     return list(node) if isinstance(node, dict) else []
-
-
-def load_roster(path: Path) -> list[str]:
-    """Student ids from a roster: CSV (an ``id`` column, else the first column) or YAML
-    (a list of ids, or of mappings with ``id``). Errors name the roster file and line."""
-    return [sid for sid, _ in roster_entries(path)]
-
-
-def roster_entries(path: Path) -> list[tuple[str, str | None]]:
-    """Each student id of a roster (see ``load_roster``) with its public SSH key (a CSV
-    ``ssh_key`` column, a YAML ``ssh_key``), or None."""
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise SpecError(f"{path}: cannot read the roster: {e.strerror}",
-                        "roster: is relative to the lab file's folder") from None
-    ids: list[str] = []
-    keys: list[str | None] = []
-    if path.suffix.lower() == ".csv":
-        rows = list(csv.reader(text.splitlines()))
-        if not rows:
-            raise SpecError(f"{path}: the roster is empty")
-        header = [h.strip().lower() for h in rows[0]]
-        col, start = (header.index("id"), 1) if "id" in header else (0, 0)
-        kcol = header.index("ssh_key") if start and "ssh_key" in header else None
-        for n, row in enumerate(rows[start:], start=start + 1):
-            if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
-                continue
-            if col >= len(row):
-                raise SpecError(f"{path}:{n}: no value in column {col + 1} (id)")
-            ids.append(row[col].strip())
-            keys.append(row[kcol].strip() or None if kcol is not None and kcol < len(row) else None)
-    else:
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise SpecError(f"{path}: not valid YAML: {getattr(e, 'problem', e)}") from None
-        if isinstance(data, dict) and "students" in data:
-            data = data["students"]
-        if not isinstance(data, list):
-            raise SpecError(f"{path}: a YAML roster is a list of student ids (or of mappings with 'id')")
-        for i, item in enumerate(data):
-            sid = item.get("id") if isinstance(item, dict) else item
-            if not isinstance(sid, str | int) or isinstance(sid, bool):
-                raise SpecError(f"{path}: [{i}]: expected a student id, got {item!r}")
-            ids.append(str(sid))
-            key = item.get("ssh_key") if isinstance(item, dict) else None
-            if key is not None and not isinstance(key, str):
-                raise SpecError(f"{path}: [{i}]: ssh_key: expected a public key line, got {key!r}")
-            keys.append(key.strip() if key else None)
-    return list(zip(ids, keys, strict=True))
 
 
 def load_lab(path: str | Path | None = None) -> Lab:

@@ -81,6 +81,7 @@ class HostFacts:
     uid_map: str = ""              # /proc/1/uid_map: "0 0 4294967295" is no user namespace
     engine: str = ""               # a container's engine: docker, podman, lxc
     engine_user: str = ""          # rootless Podman: the lab server's user it runs as
+    init: str = ""                 # a container's init as made (none, tini, systemd; '' its engine's own)
     same_kernel: bool | None = None   # vs the lab server
     same_boot: bool | None = None
     error: str = ""
@@ -164,7 +165,7 @@ def collect(hosts: Sequence[Mapping[str, Any]], ssh_config: Path | None = None, 
     for h in map(HostRow.of, hosts):
         hf = HostFacts(h.name, h.role, h.student, h.distro, server=h.server or "localhost")
         if h.role == "container":
-            hf.engine, hf.engine_user = h.engine or DEFAULT, h.user
+            hf.engine, hf.engine_user, hf.init = h.engine or DEFAULT, h.user, h.init
         if h.engine:  # a container: through its engine's exec
             todo.append((hf, ("container", h, None)))
         else:  # a VM: over SSH, by its spec

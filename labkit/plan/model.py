@@ -48,6 +48,7 @@ class ContainerItem:
     role: Literal["container"] = "container"
     engine: str = DEFAULT          # docker, podman, lxc (labkit.engines.capabilities)
     user: str = ""                  # Podman only: the lab server's user it runs rootless as; "": root
+    init: str = "none"              # PID 1: none (sleep), tini (the engine's --init), systemd; "": LXC's own
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,8 @@ class Context:
     # distro -> the image with the lab's packages baked in (labkit.images.build.bake), for Docker's
     # containers on this machine
     baked: Mapping[str, str] = field(default_factory=dict)
+    # distro -> its image with systemd as PID 1 (labkit.images.build.systemd_images), for init: systemd
+    systemd: Mapping[str, str] = field(default_factory=dict)
     # container name -> the checkpoint image it was restored from (labkit.plan.checkpoints)
     restored: Mapping[str, str] = field(default_factory=dict)
 
@@ -201,12 +204,14 @@ def make_plan(lab: Lab, ctx: Context, students: Iterable[str] | None = None) -> 
             if caps(c.engine).baked_images and server_of(s, ctx) in local:
                 image = ctx.baked.get(d.ref, image)
             name = names.container(lab.name, s, d.slug, c.engine, user)
+            if c.pid1 == "systemd":
+                image = ctx.systemd.get(d.ref, image)
             image = ctx.restored.get(name, image)
             containers.append(ContainerItem(
                 name=name, network=names.network(lab.name, s),
                 hostname=names.hostname(s, d.slug, c.engine, user), image=image, student=s,
                 distro=d.ref, python=d.python, family=d.family, pkg_mgr=d.pkg_mgr, bootstrap=d.bootstrap or "",
-                server=server_of(s, ctx), engine=c.engine, user=user))
+                server=server_of(s, ctx), engine=c.engine, user=user, init=c.pid1))
     docker = any(caps(c.engine).primary for c in lab.containers)  # the primary engine's own networks
     networks = [NetworkItem(names.network(lab.name, s), s, server_of(s, ctx)) for s in who] if docker else []
     # one network per student on each other engine (and each rootless user's Podman)

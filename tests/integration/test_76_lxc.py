@@ -118,7 +118,7 @@ def test_facts_kernel_shared_init_pid1_and_lxc_own_boot_id(up, lab_file):
     # what LXC shows at /proc/sys/kernel/random/boot_id is its own, per container start
     assert h["boot_id_engine"] and h["boot_id_engine"] != server["boot_id"]
     d = next(r for r in rows if r["host"] == docker_name("a"))
-    assert d["engine"] == "docker" and d["pid1"] == "sleep"
+    assert d["engine"] == "docker" and d["pid1"] == "docker-init"  # the default init: tini
 
 
 def test_shell_reaches_the_lxc_container_as_the_student(up, lab_file):

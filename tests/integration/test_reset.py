@@ -25,8 +25,9 @@ provision:
   playbooks: [site.yml]
 """
 SITE = """\
-- name: The lesson's content
+- name: The lesson's content (become, as server playbooks say: containers and the VM alike)
   hosts: all
+  become: true
   tasks:
     - name: The lesson's file
       ansible.builtin.copy: {content: "lesson\\n", dest: /srv/lesson.txt, mode: "0644"}

@@ -31,7 +31,8 @@ FACTS: dict[str, str] = {
     "K12": "chroot: a distro's files on the server's kernel, no new namespaces",
 }
 # engines whose containers are system containers: PID 1 is an init, on the server's kernel
-INIT_SYSTEMS = {"systemd", "init", "runit", "openrc-init", "s6-svscan", "tini", "docker-init", "dumb-init"}
+INIT_SYSTEMS = {"systemd", "init", "runit", "openrc-init", "s6-svscan"}  # they boot a system: its services
+REAPERS = {"tini", "docker-init", "dumb-init", "catatonit"}  # PID 1 that only reaps and passes signals on
 PKG_BINARIES = {"apt": "apt-get", "dnf": "dnf", "yum": "yum", "microdnf": "microdnf", "apk": "apk",
                 "zypper": "zypper", "pacman": "pacman", "none": "none"}
 
@@ -121,8 +122,20 @@ def k6(h: HostFacts, server: HostFacts) -> str:
                         f"{server.boot_id})")
         return (f"PID 1 {h.pid1} ({engine} system container: an init, but no kernel booted: the server's "
                 f"{h.kernel_release}, same boot_id), package manager {h.pkg_mgr}")
+    init = getattr(h, "init", "") or "none"
+    if init == "systemd":  # the lab chose it: services as on a server, but still no kernel of its own
+        if h.pid1 != "systemd":
+            _fail("K6", f"{_label(h)}: made with init: systemd, but PID 1 is '{h.pid1}'")
+        if (h.kernel_release, h.boot_id) != (server.kernel_release, server.boot_id):
+            _fail("K6", f"{_label(h)}: container with systemd is not on the server's running kernel "
+                        f"(kernel {h.kernel_release}, boot_id {h.boot_id})")
+        return (f"PID 1 systemd (the lab's init: systemd: it starts services, but no kernel booted: the "
+                f"server's {h.kernel_release}, same boot_id), package manager {h.pkg_mgr}")
     if h.pid1 in INIT_SYSTEMS:
         _fail("K6", f"{_label(h)}: container PID 1 is the init system '{h.pid1}'")
+    if h.pid1 in REAPERS:
+        return (f"PID 1 {h.pid1} (init: tini: it reaps orphans and passes signals on; no service runs), "
+                f"package manager {h.pkg_mgr}")
     return f"PID 1 {h.pid1}, package manager {h.pkg_mgr}"
 
 

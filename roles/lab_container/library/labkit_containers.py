@@ -62,7 +62,12 @@ options:
         name), C(image) (the image reference), C(hostname), C(network) (the student's Docker
         network, made beforehand by C(labkit_networks)), C(student) (label C(labkit.student))
         and C(distro) (label C(labkit.distro), the catalogue reference, such as V(debian:12)).
-        Every key is required and must not be empty; other keys are ignored.
+        Every key is required and must not be empty; other keys are ignored but C(init).
+      - C(init) (optional) is PID 1 - V(none) (C(sleep infinity), stopped with SIGKILL), V(tini)
+        (Docker's C(--init) in front of C(sleep): orphans reaped, signals passed on) or V(systemd)
+        (the image's own command, systemd, with C(/run) and C(/run/lock) as tmpfs, SETPCAP, and
+        its cgroups - a private cgroup namespace on a cgroup v2 server, the name=systemd hierarchy
+        on a v1 one; never privileged). A container whose C(init) changes is recreated.
       - Required with O(state=present); ignored with O(state=absent).
     type: list
     elements: dict
@@ -392,20 +397,51 @@ def _bytes(mem):
 
 
 def labels(p, lab):
-    return {"labkit.lab": lab, "labkit.student": p["student"], "labkit.role": "container",
-            "labkit.distro": p["distro"]}
+    out = {"labkit.lab": lab, "labkit.student": p["student"], "labkit.role": "container",
+           "labkit.distro": p["distro"]}
+    if _init(p) != "none":  # (none: as before inits existed, so such containers keep their settings' hash)
+        out["labkit.init"] = _init(p)
+    return out
+
+
+def _init(p):
+    return p.get("init") or "none"
+
+
+# init: systemd: what systemd as PID 1 needs of a container, and no more. Not privileged, no
+# capability beyond labkit's but SETPCAP (systemd drops capabilities from a service's bounding
+# set: CapabilityBoundingSet=), /run and /run/lock as tmpfs. Its cgroups: on a cgroup v2 server a
+# private cgroup namespace; on a v1 (hybrid) server, where Docker mounts the controllers read-only
+# and systemd needs its own named hierarchy writable, the host's name=systemd hierarchy (it holds
+# no controller: the memory, CPU and PID limits stay read-only and apply).
+SYSTEMD_CAPS = ["SETPCAP"]
+SYSTEMD_TMPFS = {"/run": "rw,nosuid,nodev,mode=755", "/run/lock": "rw,nosuid,nodev,noexec,size=5m"}
+CGROUP_V2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+
+
+def systemd_host_config():
+    if CGROUP_V2:
+        return {"CgroupnsMode": "private", "Binds": []}
+    return {"CgroupnsMode": "host", "Binds": ["/sys/fs/cgroup/systemd:/sys/fs/cgroup/systemd:rw"]}
 
 
 def settings(p, params):
     """What the container is made with: the hash of this, as a label, tells drift."""
-    return {
+    init = _init(p)
+    s = {
         "image": p["image"], "hostname": p["hostname"], "network": p["network"], "command": COMMAND,
         "labels": labels(p, params["lab"]), "memory": _bytes(params["memory"]),
         "nano_cpus": int(round(float(params["cpus"]) * 1e9)), "pids": int(params["pids"]),
         "cap_drop": sorted(params["cap_drop"]), "cap_add": sorted(params["cap_add"]),
-        "security_opt": sorted(params["security_opts"]), "privileged": False, "init": False,
+        "security_opt": sorted(params["security_opts"]), "privileged": False, "init": init == "tini",
         "stop_signal": STOP_SIGNAL, "restart": RESTART,
     }
+    if init == "tini":  # tini passes SIGTERM on to sleep, which ends: a stop needs no SIGKILL
+        s["stop_signal"] = "SIGTERM"
+    if init == "systemd":  # the image's command (systemd), which stops on SIGRTMIN+3
+        s.update(command=None, stop_signal="SIGRTMIN+3", cap_add=sorted(set(s["cap_add"]) | set(SYSTEMD_CAPS)),
+                 systemd={"tmpfs": SYSTEMD_TMPFS, **systemd_host_config()})
+    return s
 
 
 def spec_hash(s):
@@ -524,16 +560,23 @@ class Reconciler:
 
     def create(self, p, s, h):
         body = {
-            "Image": p["image"], "Cmd": COMMAND, "Hostname": p["hostname"],
-            "Labels": {**s["labels"], SPEC_LABEL: h}, "StopSignal": STOP_SIGNAL,
+            "Image": p["image"], "Hostname": p["hostname"], "Labels": {**s["labels"], SPEC_LABEL: h},
             "HostConfig": {
                 "NetworkMode": p["network"], "Memory": s["memory"], "NanoCpus": s["nano_cpus"],
                 "PidsLimit": s["pids"], "CapDrop": s["cap_drop"], "CapAdd": s["cap_add"],
-                "SecurityOpt": s["security_opt"], "Privileged": False, "Init": False,
+                "SecurityOpt": s["security_opt"], "Privileged": False, "Init": s["init"],
                 "RestartPolicy": {"Name": RESTART, "MaximumRetryCount": 0},
             },
             "NetworkingConfig": {"EndpointsConfig": {p["network"]: {}}},
         }
+        if s["command"] is not None:
+            body["Cmd"] = s["command"]
+        if s["stop_signal"] is not None:
+            body["StopSignal"] = s["stop_signal"]
+        if "systemd" in s:
+            sd = s["systemd"]
+            body["Env"] = ["container=docker"]
+            body["HostConfig"].update(Tmpfs=sd["tmpfs"], CgroupnsMode=sd["CgroupnsMode"], Binds=sd["Binds"])
         return self.engine.create(p["name"], body)
 
     def one(self, p, have):
