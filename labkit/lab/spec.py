@@ -57,7 +57,7 @@ def _engine_ok(v: Any) -> Any:
 
 Init = Literal["none", "tini", "systemd"]
 INITS = get_args(Init)
-DEFAULT_INIT = "tini"  # reaps orphans, passes signals on, boots nothing (docs/containers-init.md says why)
+DEFAULT_INIT = "tini"  # reaps orphans, passes signals on, boots nothing (docs/engines/init.md says why)
 
 
 class Container(_Model):
