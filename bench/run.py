@@ -2,7 +2,7 @@
 """labkit benchmarks, side by side with the raw tools it drives, in one run on one machine.
 
     .venv/bin/python bench/run.py                 # everything (several minutes; boots 2 VMs)
-    .venv/bin/python bench/run.py --only a,d,e    # some of: a b c d e f g
+    .venv/bin/python bench/run.py --only a,d,e    # some of: a b c d e f g h
 
 (a) the default lab's containers: a plain `docker` shell loop vs `labkit up` (containers only)
 (b) one VM: plain `vagrant up` of the same box vs `labkit up` of the VM
@@ -15,6 +15,9 @@
     side, as `labkit up` measures each (the engine's own timestamps; LXC: folder made -> init)
 (g) the student door (bench/door.py): 40 students' shells opened at once and typing, on loopback:
     raw `docker exec -it`, a plain sshd with a ForceCommand, labkit serve's SSH gate and web page
+(h) during class (bench/classroom.py): `labkit reset` of a container and of the VM, checkpoint
+    save and restore, grading 40 students, each beside the raw operation (docker rm/run/commit,
+    vagrant destroy/up, virsh snapshot-create-as/revert, one plain pytest over the inventory)
 
 Results: bench/results/<time>.json (+ latest.json) and a chart, with the machine described.
 Repetitions give median and spread; ratios are labkit / raw.
@@ -110,13 +113,39 @@ def bench_containers(d: Path, reps: int, res: dict) -> None:
 def bench_vm(d: Path, res: dict) -> None:
     """(b): one VM, raw vagrant up vs labkit up (VM only). One repetition each: minutes under TCG."""
     sys.path.insert(0, str(ROOT))
+    from labkit.vm import virt
+
+    accel = virt.detect_accel()
+    work = d / "raw-vagrant"
+    venv = raw_vagrantfile(work)
+    raw = timed("vagrant up", cwd=work, env=venv)
+    sh("vagrant destroy -f", cwd=work, env=venv)
+    lf = lab_file(d, "benchvm", ["b1"], containers=(), vm=True, packages=())
+    sh([LABKIT, "down", "-f", str(lf)])
+    lab = timed([LABKIT, "up", "-f", str(lf), "--no-facts"])
+    phases = vm_phases("benchvm")
+    phases["timeline"] = vm_timeline("benchvm", "b1")
+    noop = timed([LABKIT, "up", "-f", str(lf), "--no-facts"])
+    sh([LABKIT, "down", "-f", str(lf)])
+    res["b_vm"] = {"accel": accel.mode, "raw_vagrant_up": stats([raw]), "labkit_up": stats([lab]),
+                   "labkit_noop_rerun": stats([noop]), "ratio": round(lab / raw, 2),
+                   # labkit_vagrant's own clock: `vagrant up` to the domain's address, then SSH with the
+                   # VM's own key; the guest's side from systemd in the VM (boot to sshd listening)
+                   "labkit_vm_phases": phases,
+                   "note": "labkit also provisions the VM (student_env) and waits for SSH with the VM's own "
+                           "key; raw vagrant up boots and waits for SSH, swapping Vagrant's key itself"}
+
+
+def raw_vagrantfile(work: Path) -> dict:
+    """A plain Vagrantfile of labkit's box in ``work`` (the raw side of the VM benchmarks);
+    the environment to run its `vagrant` in."""
+    sys.path.insert(0, str(ROOT))
     from labkit import paths
     from labkit.vm import virt
 
     accel = virt.detect_accel()
     emulator = f'libvirt.emulator_path = "{virt.tcg_emulator_wrapper()}"' if accel.emulated else ""
-    work = d / "raw-vagrant"
-    work.mkdir()
+    work.mkdir(parents=True, exist_ok=True)
     (work / "Vagrantfile").write_text(f"""
 Vagrant.configure("2") do |config|
   config.vm.box = "labkit/debian12"
@@ -136,24 +165,8 @@ Vagrant.configure("2") do |config|
   end
 end
 """)
-    venv = dict(ENV, VAGRANT_HOME=str(paths.vagrant_home()), LIBVIRT_DEFAULT_URI="qemu:///system",
+    return dict(ENV, VAGRANT_HOME=str(paths.vagrant_home()), LIBVIRT_DEFAULT_URI="qemu:///system",
                 VAGRANT_CHECKPOINT_DISABLE="1", VAGRANT_DEFAULT_PROVIDER="libvirt")
-    raw = timed("vagrant up", cwd=work, env=venv)
-    sh("vagrant destroy -f", cwd=work, env=venv)
-    lf = lab_file(d, "benchvm", ["b1"], containers=(), vm=True, packages=())
-    sh([LABKIT, "down", "-f", str(lf)])
-    lab = timed([LABKIT, "up", "-f", str(lf), "--no-facts"])
-    phases = vm_phases("benchvm")
-    phases["timeline"] = vm_timeline("benchvm", "b1")
-    noop = timed([LABKIT, "up", "-f", str(lf), "--no-facts"])
-    sh([LABKIT, "down", "-f", str(lf)])
-    res["b_vm"] = {"accel": accel.mode, "raw_vagrant_up": stats([raw]), "labkit_up": stats([lab]),
-                   "labkit_noop_rerun": stats([noop]), "ratio": round(lab / raw, 2),
-                   # labkit_vagrant's own clock: `vagrant up` to the domain's address, then SSH with the
-                   # VM's own key; the guest's side from systemd in the VM (boot to sshd listening)
-                   "labkit_vm_phases": phases,
-                   "note": "labkit also provisions the VM (student_env) and waits for SSH with the VM's own "
-                           "key; raw vagrant up boots and waits for SSH, swapping Vagrant's key itself"}
 
 
 def vm_phases(lab: str) -> dict:
@@ -404,7 +417,7 @@ def chart(res: dict, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="a,b,c,d,e,f,g", help="which benchmarks: a,b,c,d,e,f,g")
+    ap.add_argument("--only", default="a,b,c,d,e,f,g,h", help="which benchmarks: a,b,c,d,e,f,g,h")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--scale", default="1,10,40")
     args = ap.parse_args()
@@ -431,6 +444,11 @@ def main() -> None:
                 from door import bench_door
 
                 bench_door(d, res)
+            if "h" in only:
+                sys.path.insert(0, str(ROOT / "bench"))
+                from classroom import bench_classroom
+
+                bench_classroom(d, res)
         except SystemExit as e:  # a command failed: keep what was measured, and say what failed
             failed = str(e.code)
             res["failed"] = failed[:4000]
