@@ -6,6 +6,7 @@ and keeping its artifacts. Successful runs' artifacts are rotated.
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import re
@@ -14,7 +15,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, ModuleType
@@ -26,6 +28,27 @@ from labkit.paths import ansible_root, lab_dir, playbooks_dir, roles_dir, vagran
 
 EventHandler = Callable[[dict], Any]
 KEEP_ARTIFACTS = 10
+
+# `--force-handlers` of `labkit up`, `run` and `test`: every playbook run in the block runs the
+# handlers its tasks notified even after a task failed (Ansible's own --force-handlers)
+_FORCE_HANDLERS: ContextVar[bool] = ContextVar("labkit_force_handlers", default=False)
+_TRUE = ("1", "true", "yes", "on", "y", "t")
+
+
+@contextlib.contextmanager
+def handlers_forced(on: bool = True) -> Iterator[None]:
+    """Within the block, every ``run_playbook`` (of this thread) passes ``--force-handlers``."""
+    token = _FORCE_HANDLERS.set(on or _FORCE_HANDLERS.get())
+    try:
+        yield
+    finally:
+        _FORCE_HANDLERS.reset(token)
+
+
+def forcing_handlers() -> bool:
+    """Whether runs now force handlers: ``handlers_forced``, or Ansible's own setting
+    ``ANSIBLE_FORCE_HANDLERS`` in the environment (ansible-runner passes it on)."""
+    return _FORCE_HANDLERS.get() or os.environ.get("ANSIBLE_FORCE_HANDLERS", "").strip().lower() in _TRUE
 
 
 @dataclass
@@ -256,6 +279,9 @@ def run_playbook(
 
     main = threading.current_thread() is threading.main_thread()
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    forced = forcing_handlers()
+    if _FORCE_HANDLERS.get():
+        cmdline = " ".join(x for x in (cmdline, "--force-handlers") if x)
     t0 = time.monotonic()
     try:
         r = _run(ansible_runner, private, pb, inventory, ev_file, envvars, limit, forks, verbosity,
@@ -271,7 +297,7 @@ def run_playbook(
     if r.status in ("canceled", "timeout"):
         stop_process_tree()
     secs = time.monotonic() - t0
-    res = _result(r, playbook, secs, failures, host_facts)
+    res = _result(r, playbook, secs, failures, host_facts, changes, forced)
     res.changes = changes
     return res
 
@@ -334,7 +360,21 @@ def _run(ansible_runner: ModuleType, private: Path, pb: Path, inventory: str | d
     )
 
 
-def _result(r: Any, playbook: str, secs: float, failures: list[Failure], host_facts: dict) -> RunResult:
+def _lost_handlers_hint(failures: list[Failure], changes: list[Change]) -> str:
+    """After a failed run without --force-handlers: a failed host whose tasks changed something
+    first lost the handlers those changes notified, and the next run, finding the changes made,
+    notifies none of them again. Said so, with the way out."""
+    failed = {f.host for f in failures if not f.unreachable}
+    changed = sorted({c.host for c in changes if c.host in failed})
+    if not changed:
+        return ""
+    return (f"{', '.join(changed)} changed something before failing: any handler those changes notified did "
+            "not run, and a next run that finds the changes made will not notify it again; `--force-handlers` "
+            "(Ansible's) runs notified handlers even after a failed task")
+
+
+def _result(r: Any, playbook: str, secs: float, failures: list[Failure], host_facts: dict,
+            changes: list[Change] | None = None, forced: bool = False) -> RunResult:
     artifacts = Path(r.config.artifact_dir)
     result = RunResult(playbook, r.status, r.rc if r.rc is not None else -1, r.stats or {}, artifacts, secs,
                        failures, host_facts)
@@ -351,10 +391,12 @@ def _result(r: Any, playbook: str, secs: float, failures: list[Failure], host_fa
                 failures.append(Failure("-", playbook, " / ".join(said)))
         detail = "\n  ".join(str(f) for f in failures[:20]) or f"status {r.status}, rc {result.rc}"
         hosts = sorted({f.host for f in failures})
+        lost = "" if forced else _lost_handlers_hint(failures, changes or [])
         raise PlaybookFailed(
             f"{playbook} failed on {', '.join(hosts) or 'the lab server'} (status {r.status}, rc {result.rc}):\n  "
             + detail,
-            f"full output kept in {artifacts}/stdout; rerun with -v for Ansible's own output",
+            f"full output kept in {artifacts}/stdout; rerun with -v for Ansible's own output"
+            + (f"; {lost}" if lost else ""),
             failures=failures,
             artifacts=artifacts,
             host_facts=host_facts,

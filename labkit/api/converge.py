@@ -4,6 +4,8 @@ the inventory holds the lab's hosts only."""
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from labkit.ansible.runner import EventHandler as OnEvent
 from labkit.ansible.runner import RunResult, run_playbook
 from labkit.api.discover import engines, hosts, ssh_configs
 from labkit.api.select import check_students, lab_lock
-from labkit.errors import IdempotenceFailed, NotUp, SpecError, UsageError
+from labkit.errors import IdempotenceFailed, NotUp, PlaybookFailed, SpecError, UsageError
 from labkit.lab.spec import Lab
 from labkit.paths import lab_dir, roles_dir
 from labkit.servers.base import Server
@@ -27,6 +29,19 @@ class ConvergeResult:
     run: RunResult | None                  # the converge
     prepare: RunResult | None = None       # provision.prepare, when run
     idempotence: RunResult | None = None   # the second converge, when asked for
+
+
+class ContentFailed(PlaybookFailed):
+    """A run of the lab file's own Ansible failed: ``step`` says which (``prepare``: provision.prepare,
+    ``converge``: the playbooks and roles, ``idempotence``: their second run); ``seconds``: how
+    long it ran; ``done``: the runs of this converge that ended well before it. Exit code 5, as
+    any failed playbook."""
+
+    def __init__(self, e: PlaybookFailed, step: str, seconds: float, done: ConvergeResult) -> None:
+        super().__init__(e.message, e.hint, failures=e.failures, artifacts=e.artifacts, host_facts=e.host_facts)
+        self.step = step
+        self.seconds = seconds
+        self.done = done
 
 
 def has_content(lab: Lab) -> bool:
@@ -87,21 +102,21 @@ def converge_on(lab: Lab, svs: list[Server], playbooks: list[str] | None = None,
               limit: str | None = None, extra_vars: dict | None = None, tags: str | None = None,
               skip_tags: str | None = None, check: bool = False, diff: bool = False, idempotence: bool = False,
               prepare: bool = False, on_event: OnEvent | None = None, verbosity: int = 0, show_output: bool = False,
-              first: bool = True) -> ConvergeResult:
+              first: bool = True, only: Sequence[str] | None = None) -> ConvergeResult:
     """converge() with the lab locked and its engines reachable (``labkit up`` calls it so).
-    ``first=False``: only the idempotence converge (the first one already ran)."""
+    ``first=False``: only the idempotence converge (the first one already ran). ``students``
+    and ``only`` (hosts by full name: ``reset``) make the inventory of those hosts alone."""
     pattern = lab.provision.hosts
     if limit:
         pattern = f"{pattern}:&{limit}"
-    if students:
-        pattern = f"{pattern}:&" + ",".join(f"student_{s.replace('-', '_')}" for s in students)
     skips = [*lab.provision.skip_tags, *(skip_tags.split(",") if skip_tags else [])]
     env = {"ANSIBLE_ROLES_PATH": os.pathsep.join([*lab.provision.roles_path, str(roles_dir())])}
     if lab.provision.collections_path:
         env["ANSIBLE_COLLECTIONS_PATH"] = os.pathsep.join(lab.provision.collections_path)
     cmdline = " ".join(x for x in ("--check" if check else "", "--diff" if diff else "") if x) or None
     res = ConvergeResult(None)
-    rows = [h for h in hosts(lab.name, servers=svs) if h.state == "running"]
+    rows = [h for h in hosts(lab.name, students or None, servers=svs)
+            if h.state == "running" and (only is None or h.name in only)]
     if not rows:
         raise NotUp(f"lab '{lab.name}' has no running hosts", "bring it up with `labkit up`")
     inv = inv_mod.build(rows, ssh_configs(lab.name, rows), labvars.group_vars(lab.provision.group_vars, lab.trusted))
@@ -110,19 +125,23 @@ def converge_on(lab: Lab, svs: list[Server], playbooks: list[str] | None = None,
     inv_mod.write_to(inv_path, inv)
     ev = _extra_vars(lab, extra_vars)
 
-    def go(pb: Path, skip: list[str]) -> RunResult:
-        return run_playbook(str(pb), lab=lab.name, inventory=inv_path, extravars=ev, limit=pattern,
-                            tags=tags, skip_tags=",".join(dict.fromkeys(skip)) or None, cmdline=cmdline,
-                            env=env, project_dir=pb.parent, on_event=on_event, verbosity=verbosity,
-                            show_output=show_output)
+    def go(pb: Path, skip: list[str], step: str) -> RunResult:
+        t0 = time.monotonic()
+        try:
+            return run_playbook(str(pb), lab=lab.name, inventory=inv_path, extravars=ev, limit=pattern,
+                                tags=tags, skip_tags=",".join(dict.fromkeys(skip)) or None, cmdline=cmdline,
+                                env=env, project_dir=pb.parent, on_event=on_event, verbosity=verbosity,
+                                show_output=show_output)
+        except PlaybookFailed as e:  # which of the lab's runs failed: `labkit test` names the step
+            raise ContentFailed(e, step, time.monotonic() - t0, res) from None
 
     if prepare and lab.provision.prepare and playbooks is None:
-        res.prepare = go(_site_of(lab, lab.provision.prepare, "prepare.yml"), skips)
+        res.prepare = go(_site_of(lab, lab.provision.prepare, "prepare.yml"), skips, "prepare")
     site = _site(lab, playbooks, lab.provision.hosts)
     if first:
-        res.run = go(site, skips)
+        res.run = go(site, skips, "converge")
     if idempotence or not first:
-        res.idempotence = go(site, [*skips, "molecule-idempotence-notest"])
+        res.idempotence = go(site, [*skips, "molecule-idempotence-notest"], "idempotence")
         changed = res.idempotence.changed_hosts()
         if changed:
             lines = [str(c) + (f"\n{c.diff}" if diff and c.diff else "") for c in res.idempotence.changes]

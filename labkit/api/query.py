@@ -10,6 +10,7 @@ from typing import Any
 from labkit import names
 from labkit.ansible import inventory as inv_mod
 from labkit.ansible import labvars
+from labkit.ansible.runner import connection_plugins
 from labkit.api.discover import engines, hosts, network_names, running, ssh_config, ssh_configs
 from labkit.api.planning import container_plan, context, vm_plan
 from labkit.api.select import check_students
@@ -35,7 +36,8 @@ from labkit.servers.base import Server
 
 
 def status(lab: Lab) -> dict[str, Any]:
-    """Hosts and networks of the lab, with what the lab file expects but is missing."""
+    """Hosts and networks of the lab, with what the lab file expects but is missing; ``up``: a
+    host of the lab is running (none after ``labkit down``: the CLI says "not up", exit 8)."""
     with engines(lab.name) as svs:
         found = hosts(lab.name, servers=svs)
         have = {h.name for h in found}
@@ -45,6 +47,7 @@ def status(lab: Lab) -> dict[str, Any]:
                   for h in plan.hosts if h.name not in have]
         return {
             "lab": lab.name,
+            "up": any(h.state == "running" for h in found),
             "servers": [sv.name for sv in svs],
             "hosts": [h.as_dict() for h in found],
             "missing": [p["name"] for p in absent],
@@ -207,3 +210,13 @@ def inventory(lab: Lab, fmt: str = "yaml", *, with_servers: bool = False) -> tup
     inv = inv_mod.build(rows, ssh_configs(lab.name, rows), gv, svs if with_servers else ())
     path = inv_mod.write(lab.name, inv_mod.build(rows, ssh_configs(lab.name, rows), gv))
     return inv_mod.render(inv, fmt), path
+
+
+def inventory_env(lab: Lab, path: Path) -> dict[str, str]:
+    """What plain pytest/testinfra and Molecule-style tests read, for the lab's inventory file
+    ``path`` (``labkit inventory --env``): Molecule's ``MOLECULE_INVENTORY_FILE`` (tests that
+    build ``testinfra_hosts`` from it), Ansible's ``ANSIBLE_INVENTORY`` (testinfra's ansible
+    backend without ``--ansible-inventory``), labkit's connection plugins (LXC hosts) and
+    ``LABKIT_LAB`` (later labkit commands act on this lab)."""
+    return {"MOLECULE_INVENTORY_FILE": str(path), "ANSIBLE_INVENTORY": str(path),
+            "ANSIBLE_CONNECTION_PLUGINS": connection_plugins(), "LABKIT_LAB": lab.name}

@@ -143,7 +143,7 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
             uptodate.save(lab.name, key, docker.client(), bool(vms))
         # the lesson's own content / the user's roles, after labkit's own (never on a lab server)
         conv = converge_on(lab, svs, students=students, prepare=True, on_event=on_event, verbosity=verbosity,
-                           show_output=show_output, limit=",".join(only) if only else None) if has_content(lab) else None
+                           show_output=show_output, only=only) if has_content(lab) else None
     res = UpResult(lab, run, imgs, seconds=time.monotonic() - t0, warnings=package_warnings(run.host_facts),
                    converge=conv)
     if with_facts:

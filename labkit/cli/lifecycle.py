@@ -2,16 +2,27 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import tempfile
 import time
+from pathlib import Path
 
 import click
 
 from labkit import api
+from labkit.ansible.runner import EventHandler, handlers_forced
+from labkit.api.converge import ContentFailed
 from labkit.api.planning import PlanReport
+from labkit.api.query import inventory_env
 from labkit.cli.common import handle_errors, lab_options, parse_extra, progress, select, trust_option
 from labkit.cli.render import cell, err, facts_table, out, plan_table, plural, recap, say
 from labkit.cli.render import quiet as silent
 from labkit.errors import CheckFailed, LabkitError, NotUp, UsageError
+from labkit.lab.spec import Lab
+from labkit.log import Log
+from labkit.observe import junit as junit_mod
+from labkit.observe.junit import StepLog
 
 
 def show_plan(rep: PlanReport, as_json: bool) -> None:
@@ -30,6 +41,12 @@ def show_plan(rep: PlanReport, as_json: bool) -> None:
     say("plan: " + ", ".join(f"{n} to {a}" for a, n in counts.items()) + "; nothing was changed")
 
 
+force_handlers_option = click.option(
+    "--force-handlers", is_flag=True,
+    help="Run the handlers a task notified even after a later task failed (Ansible's --force-handlers; "
+         "also ANSIBLE_FORCE_HANDLERS=1).")
+
+
 @click.command()
 @lab_options
 @click.option("--student", "students", multiple=True, help="Act on this student only (repeatable).")
@@ -44,9 +61,10 @@ def show_plan(rep: PlanReport, as_json: bool) -> None:
 @click.option("--full", is_flag=True,
               help="Run the playbook even when nothing changed since the last full run (repairs changes "
                    "made inside a host by hand).")
+@force_handlers_option
 @trust_option
 @handle_errors
-def up(lab_file: str | None, lab_name: str | None, students: tuple[str, ...], build: bool, with_facts: bool, verbose: int, quiet: bool, inventory: str | None, plan_only: bool, as_json: bool, full: bool, trust: bool) -> None:
+def up(lab_file: str | None, lab_name: str | None, students: tuple[str, ...], build: bool, with_facts: bool, verbose: int, quiet: bool, inventory: str | None, plan_only: bool, as_json: bool, full: bool, force_handlers: bool, trust: bool) -> None:
     """Create and provision the lab's hosts (idempotent), then show the facts."""
     lab = select(lab_file, lab_name, default_ok=True, quiet=quiet, trust=trust)
     if plan_only or as_json:
@@ -55,7 +73,7 @@ def up(lab_file: str | None, lab_name: str | None, students: tuple[str, ...], bu
     log = silent if quiet else say
     log(f"labkit up: lab '{lab.name}', {len(lab.students)} student(s), "
         f"{len(lab.containers)} container(s)" + (" and a VM" if lab.vm.enabled else "") + " each")
-    with progress(verbose, quiet, f"labkit up {lab.name}") as on_event:
+    with progress(verbose, quiet, f"labkit up {lab.name}") as on_event, handlers_forced(force_handlers):
         res = api.up(lab, students=list(students) or None, build=build, log=log, on_event=on_event,
                      verbosity=max(0, verbose - 1), show_output=bool(verbose), with_facts=with_facts,
                      inventory=inventory, full=full)
@@ -116,17 +134,18 @@ def down(lab_file: str | None, lab_name: str | None, students: tuple[str, ...], 
 @click.option("-C", "--check", is_flag=True, help="Check mode: change nothing, say what would change.")
 @click.option("-D", "--diff", is_flag=True, help="Show what files and templates change.")
 @click.option("--idempotence", is_flag=True, help="Converge a second time: exit 6 naming what changed again.")
+@force_handlers_option
 @click.option("-v", "--verbose", count=True, help="Show Ansible's own output.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, only the result.")
 @trust_option
 @handle_errors
-def run_(lab_file: str | None, lab_name: str | None, playbooks: tuple[str, ...], students: tuple[str, ...], limit: str | None, extra: tuple[str, ...], tags: str | None, skip_tags: str | None, check: bool, diff: bool, idempotence: bool, verbose: int, quiet: bool, trust: bool) -> None:
+def run_(lab_file: str | None, lab_name: str | None, playbooks: tuple[str, ...], students: tuple[str, ...], limit: str | None, extra: tuple[str, ...], tags: str | None, skip_tags: str | None, check: bool, diff: bool, idempotence: bool, force_handlers: bool, verbose: int, quiet: bool, trust: bool) -> None:
     """Run playbooks (default: the lab file's playbooks and roles) on the live lab's hosts."""
     lab = select(lab_file, lab_name, quiet=quiet, trust=trust)
     if not playbooks and not (lab.provision.playbooks or lab.provision.roles):
         raise UsageError(f"lab '{lab.name}' has no provision.playbooks or provision.roles",
                          "name a playbook: `labkit run site.yml`, or add them to the lab file")
-    with progress(verbose, quiet, f"labkit run {lab.name}") as on_event:
+    with progress(verbose, quiet, f"labkit run {lab.name}") as on_event, handlers_forced(force_handlers):
         res = api.converge(lab, list(playbooks) or None, students=list(students) or None, limit=limit,
                            extra_vars=parse_extra(extra), tags=tags, skip_tags=skip_tags, check=check, diff=diff,
                            idempotence=idempotence, on_event=on_event, verbosity=max(0, verbose - 1),
@@ -140,7 +159,7 @@ def run_(lab_file: str | None, lab_name: str | None, playbooks: tuple[str, ...],
         say("idempotence: " + recap(res.idempotence).removeprefix("recap: ") + ": nothing changed the second time")
 
 
-_NEXT = {"up": "up", "idempotence": "run --idempotence", "verify": "verify"}
+_NEXT = {"up": "up", "prepare": "up", "converge": "run", "idempotence": "run --idempotence", "verify": "verify"}
 
 
 @click.command("test")
@@ -148,41 +167,83 @@ _NEXT = {"up": "up", "idempotence": "run --idempotence", "verify": "verify"}
 @click.option("--student", "students", multiple=True, help="Only this student's hosts (repeatable).")
 @click.option("--build/--no-build", default=False, help="Build missing local images and the box.")
 @click.option("--keep", is_flag=True, help="Leave the lab up afterwards (default: `labkit down`).")
-@click.option("--junit", type=click.Path(dir_okay=False), help="Write one JUnit file: the facts and your tests.")
+@click.option("--junit", type=click.Path(dir_okay=False),
+              help="Write one JUnit file, whatever happens: a case per step (up, prepare, converge, idempotence, "
+                   "verify) with the failure's message, then the facts and your tests.")
 @click.option("-i", "--inventory", type=click.Path(exists=True), help="Spread the students over these lab_servers.")
+@force_handlers_option
 @click.option("-v", "--verbose", count=True, help="Show Ansible's own output.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, only the result.")
 @trust_option
 @handle_errors
-def test_(lab_file: str | None, lab_name: str | None, students: tuple[str, ...], build: bool, keep: bool, junit: str | None, inventory: str | None, verbose: int, quiet: bool, trust: bool) -> None:
+def test_(lab_file: str | None, lab_name: str | None, students: tuple[str, ...], build: bool, keep: bool, junit: str | None, inventory: str | None, force_handlers: bool, verbose: int, quiet: bool, trust: bool) -> None:
     """Like `molecule test`: up, prepare, converge, idempotence, verify (facts and your tests), down."""
-    lab = select(lab_file, lab_name, default_ok=True, quiet=quiet, trust=trust)
+    if junit:
+        _writable(junit)
+    steps = StepLog()
+    lab: Lab | None = None
+    with tempfile.TemporaryDirectory(prefix="labkit-test-") as work:
+        verify_junit = Path(work) / "verify.xml"
+        try:
+            lab = select(lab_file, lab_name, default_ok=True, quiet=quiet, trust=trust)
+            with handlers_forced(force_handlers):
+                _test_steps(lab, steps, list(students) or None, build=build, keep=keep, inventory=inventory,
+                            verbose=verbose, quiet=quiet, verify_junit=verify_junit if junit else None)
+        except BaseException as e:
+            if steps[steps.current].outcome not in ("failed", "error"):
+                steps.failed(steps.current, e)
+            raise
+        finally:
+            if junit:
+                try:
+                    junit_mod.write(junit, lab.name if lab else "-", steps.steps.values(), [verify_junit])
+                except OSError as e:  # never in place of the step's own error
+                    err.print(f"[yellow]warning:[/] --junit {cell(junit)}: not written: {cell(str(e))}", markup=True)
+    say("labkit test: passed")
+
+
+def _writable(path: str) -> None:
+    """--junit FILE: its folder is made now, and must be writable, before anything runs."""
+    folder = Path(path).resolve().parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--junit {path}: cannot make its folder {folder}: {e.strerror}",
+                         "give a path in a folder you can write to") from None
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"--junit {path}: cannot write in {folder}", "give a path in a folder you can write to")
+
+
+def _test_steps(lab: Lab, steps: StepLog, students: list[str] | None, *, build: bool, keep: bool,
+                inventory: str | None, verbose: int, quiet: bool, verify_junit: Path | None) -> None:
+    """The steps of `labkit test`, each recorded in ``steps``; down at the end unless ``keep``."""
     log = silent if quiet else say
-    step = "up"
     try:
         with progress(verbose, quiet, f"labkit test {lab.name}") as on_event:
             log(f"labkit test: lab '{lab.name}': step 1/4 up (create, provision, prepare, converge)")
-            res = api.up(lab, students=list(students) or None, build=build, log=log, on_event=on_event,
-                         verbosity=max(0, verbose - 1), show_output=bool(verbose), with_facts=False,
-                         inventory=inventory, full=True)
-            say(recap(res.run) + (f"; your content: {recap(res.converge.run).removeprefix('recap: ')}"
-                                    if res.converge and res.converge.run else ""))
-            if api.has_content(lab):
-                step = "idempotence"
+            _up_step(lab, steps, students, build=build, inventory=inventory, verbose=verbose, log=log,
+                     on_event=on_event)
+            if lab.provision.playbooks or lab.provision.roles:
                 log("labkit test: step 2/4 idempotence (a second converge must change nothing)")
-                idem = api.idempotence(lab, students=list(students) or None, on_event=on_event,
-                                       verbosity=max(0, verbose - 1), show_output=bool(verbose))
+                with steps.step("idempotence"):
+                    idem = api.idempotence(lab, students=students, on_event=on_event,
+                                           verbosity=max(0, verbose - 1), show_output=bool(verbose))
                 say("idempotence " + recap(idem.idempotence))
-        step = "verify"
+            else:
+                steps.skipped("idempotence", "the lab file has no provision.playbooks or provision.roles")
         log("labkit test: step 3/4 verify (K1..K12" + (" and your tests)" if lab.tests else ")"))
-        results = api.verify(lab, None, junit)
-        failed = [r for r in results if r.outcome == "failed"]
-        for r in failed:
-            err.print(f"[bold red]FAIL[/] {r.fact} {cell(r.host)}: {cell(r.detail)}", markup=True)
-        say(f"verify: {len(results) - len(failed)} passed, {len(failed)} failed")
-        if failed:
-            raise CheckFailed(f"{len(failed)} check(s) failed")
+        with steps.step("verify"):
+            results = api.verify(lab, None, verify_junit)
+            failed = [r for r in results if r.outcome == "failed"]
+            for r in failed:
+                err.print(f"[bold red]FAIL[/] {r.fact} {cell(r.host)}: {cell(r.detail)}", markup=True)
+            say(f"verify: {len(results) - len(failed)} passed, {len(failed)} failed")
+            if failed:
+                raise CheckFailed(f"{len(failed)} check(s) failed: " + ", ".join(
+                    f"{r.fact} on {r.host}" + (f" ({r.detail})" if r.fact == "tests" else "") for r in failed[:5])
+                    + (" ..." if len(failed) > 5 else ""))
     except LabkitError as e:
+        step = steps.current
         e.message = f"labkit test: step {step} failed: {e.message}"
         nxt = (f"the lab is kept: look with `labkit shell`, rerun the step with `labkit {_NEXT[step]}`, "
                "`labkit down` when done" if keep else "rerun with --keep to look at the hosts")
@@ -192,10 +253,43 @@ def test_(lab_file: str | None, lab_name: str | None, students: tuple[str, ...],
         if not keep:
             log("labkit test: step 4/4 down")
             try:
-                api.down(lab, students=list(students) or None, log=log)
+                api.down(lab, students=students, log=log)
             except LabkitError as e:  # the step's own error says more; say this one too
                 err.print(f"[yellow]warning:[/] down after the test: {cell(e.message)}", markup=True)
-    say("labkit test: passed")
+
+
+def _up_step(lab: Lab, steps: StepLog, students: list[str] | None, *, build: bool, inventory: str | None,
+             verbose: int, log: Log, on_event: EventHandler | None) -> None:
+    """`labkit up` with the lab's content: steps up (labkit's own playbook), prepare
+    (provision.prepare) and converge (the playbooks and roles), told apart by ContentFailed."""
+    p = lab.provision
+    nothing = {"prepare": "the lab file has no provision.prepare",
+               "converge": "the lab file has no provision.playbooks or provision.roles"}
+    t0 = time.monotonic()
+    steps.current = "up"
+    try:
+        res = api.up(lab, students=students, build=build, log=log, on_event=on_event,
+                     verbosity=max(0, verbose - 1), show_output=bool(verbose), with_facts=False,
+                     inventory=inventory, full=True)
+    except ContentFailed as e:  # labkit's own part went well: the lab's own Ansible failed
+        done = e.done.prepare.seconds if e.done.prepare else 0.0
+        steps.passed("up", time.monotonic() - t0 - done - e.seconds)
+        if e.done.prepare:
+            steps.passed("prepare", done)
+        elif not p.prepare:
+            steps.skipped("prepare", nothing["prepare"])
+        steps.current = e.step
+        steps.failed(e.step, e, e.seconds)
+        raise
+    conv = res.converge
+    steps.passed("up", res.run.seconds if res.run else time.monotonic() - t0)
+    for name, run in (("prepare", conv.prepare if conv else None), ("converge", conv.run if conv else None)):
+        if run is not None and (name == "prepare" or p.playbooks or p.roles):
+            steps.passed(name, run.seconds)
+        else:
+            steps.skipped(name, nothing[name])
+    say(recap(res.run) + (f"; your content: {recap(conv.run).removeprefix('recap: ')}"
+                          if conv and conv.run else ""))
 
 
 @click.command("inventory")
@@ -203,12 +297,21 @@ def test_(lab_file: str | None, lab_name: str | None, students: tuple[str, ...],
 @click.option("--format", "fmt", type=click.Choice(["yaml", "ini", "json"]), default="yaml", show_default=True)
 @click.option("--path", "path_only", is_flag=True, help="Print the path of the inventory file labkit keeps current.")
 @click.option("--servers", is_flag=True, help="Include the lab servers (group lab_servers).")
+@click.option("--env", "as_env", is_flag=True,
+              help="Print shell `export` lines for plain pytest/testinfra and Molecule-style tests: "
+                   "MOLECULE_INVENTORY_FILE, ANSIBLE_INVENTORY, ... (`eval \"$(labkit inventory --env)\"`).")
 @trust_option
 @handle_errors
-def inventory_(lab_file: str | None, lab_name: str | None, fmt: str, path_only: bool, servers: bool, trust: bool) -> None:
+def inventory_(lab_file: str | None, lab_name: str | None, fmt: str, path_only: bool, servers: bool, as_env: bool, trust: bool) -> None:
     """The lab's hosts as an Ansible inventory (for ansible, ansible-playbook, testinfra, Molecule)."""
+    if path_only and as_env:
+        raise UsageError("--path and --env print different things", "give one of them")
     lab = select(lab_file, lab_name, trust=trust)
     text, path = api.inventory(lab, fmt, with_servers=servers)
+    if as_env:
+        for key, value in inventory_env(lab, path).items():
+            click.echo(f"export {key}={shlex.quote(value)}")
+        return
     click.echo(str(path) if path_only else text.rstrip("\n"))
 
 

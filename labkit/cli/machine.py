@@ -10,12 +10,13 @@ import click
 
 from labkit import api
 from labkit.cli.common import handle_errors, lab_options, progress, select
-from labkit.cli.render import boxes_table, doctor_table, err, images_table, out, recap, say
+from labkit.cli.render import boxes_table, cell, doctor_table, err, images_table, out, recap, say
 from labkit.doctor.machine import run_for_lab
 from labkit.errors import UsageError
 from labkit.images import build as images
 from labkit.images import bundle as bundle_mod
 from labkit.lab import catalog
+from labkit.lab import molecule as molecule_mod
 from labkit.lab.spec import load_lab
 from labkit.lab.spec import schema as lab_schema
 from labkit.paths import PKG_DIR
@@ -50,18 +51,48 @@ def doctor(lab_file: str | None, lab_name: str | None, build: bool, as_json: boo
 
 
 @click.command()
-@click.argument("path", default="lab.yml", type=click.Path(dir_okay=False))
-@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@click.argument("path", required=False)
+@click.option("--molecule", is_flag=True,
+              help="Write an ansible-native Molecule scenario for an existing role instead (PATH: its name, "
+                   "default 'default'): create and destroy through labkit, the lab's inventory, the role's own "
+                   "converge and tests.")
+@click.option("--role", "role_dir", type=click.Path(file_okay=False),
+              help="With --molecule: the role's folder (default: this one).")
+@click.option("--force", is_flag=True, help="Overwrite an existing file (with --molecule: labkit's files of an "
+              "existing scenario; the role's own playbooks and tests are kept).")
 @handle_errors
-def init(path: str, force: bool) -> None:
-    """Write a commented lab file to start from (default: ./lab.yml)."""
-    p = Path(path)
+def init(path: str | None, molecule: bool, role_dir: str | None, force: bool) -> None:
+    """Write a commented lab file to start from (default: ./lab.yml), or with --molecule a Molecule
+    scenario whose hosts are a labkit lab (`labkit init --molecule [SCENARIO]`)."""
+    if molecule:
+        _init_molecule(path or "default", role_dir or ".", force)
+        return
+    if role_dir:
+        raise UsageError("--role names the role of a Molecule scenario", "add --molecule, or drop --role")
+    p = Path(path or "lab.yml")
+    if p.is_dir():
+        raise UsageError(f"{p} is a folder", "give the path of the lab file to write, e.g. lab.yml")
     if p.exists() and not force:
         raise UsageError(f"{p} exists", "pass --force to overwrite it, or give another path")
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text((PKG_DIR / "templates" / "lab.yml").read_text())
     load_lab(p)  # what we write must itself be valid
     say(f"wrote {p}: edit it, then `labkit up -f {p}`")
+
+
+def _init_molecule(scenario: str, role_dir: str, force: bool) -> None:
+    sc = molecule_mod.plan(role_dir, scenario, force=force)
+    molecule_mod.write(sc)
+    lab = load_lab(sc.directory / "lab.yml")
+    hosts = ", ".join(c.distro for c in lab.containers) + (" and a VM" if lab.vm.enabled else "")
+    say(f"wrote {sc.directory}: " + ", ".join(sorted(sc.files)) + f" (lab '{lab.name}': {hosts})")
+    for r in sc.reused:
+        say(f"reused: {r}")
+    for n in sc.notes:
+        err.print(f"[yellow]note:[/] {cell(n)}", markup=True)
+    where = "" if Path(role_dir).resolve() == Path.cwd() else f"cd {role_dir} && "
+    say(f"next: `{where}molecule test" + ("" if scenario == "default" else f" -s {scenario}") + "` "
+        "(Molecule from labkit's environment; labkit brings the hosts up and down)")
 
 
 @click.command()

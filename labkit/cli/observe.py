@@ -10,6 +10,7 @@ import click
 from labkit import api
 from labkit.cli.common import handle_errors, lab_options, select, trust_option
 from labkit.cli.render import cell, err, facts_table, grade_table, out, say, status_table, verify_table
+from labkit.errors import NotUp
 
 
 @click.command()
@@ -17,14 +18,18 @@ from labkit.cli.render import cell, err, facts_table, grade_table, out, say, sta
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
 def status(lab_file: str | None, lab_name: str | None, as_json: bool) -> None:
-    """List the lab's hosts and their states."""
+    """List the lab's hosts and their states (exit 8 when none of them exists: not up)."""
     lab = select(lab_file, lab_name)
     st = api.status(lab)
     if as_json:
         click.echo(json.dumps(st, indent=2))
-        return
-    out.print(status_table(lab.name, st))
-    say(f"networks: {', '.join(st['networks']) or '(none)'}")
+    elif st["hosts"]:
+        out.print(status_table(lab.name, st))
+        say(f"networks: {', '.join(st['networks']) or '(none)'}")
+    if not st["hosts"]:  # after `down`: nothing of the lab is there (stopped hosts are listed, exit 0)
+        raise NotUp(f"lab '{lab.name}' is not up: none of its {len(st['missing'])} host(s) exists"
+                    + (" (networks left: " + ", ".join(st["networks"]) + ")" if st["networks"] else ""),
+                    f"bring it up with `labkit up{f' -f {lab_file}' if lab_file else ''}`")
 
 
 @click.command()

@@ -207,3 +207,86 @@ def test_down_plan_lists_what_would_go_and_removes_nothing(codes):
     assert got == [("remove", "container", "labkit-codes-a-busybox", "a", "localhost"),
                    ("remove", "network", "labkit-codes-a", "a", "localhost")]
     assert "labkit-codes-a-busybox" in docker("ps", "--format", "{{.Names}}")
+
+
+# ------------------------------------------------------------------ CI details (issue 29)
+
+CI = ("name: cidetails\nstudents: [a]\ncontainers: [busybox]\nvm: {enabled: false}\n"
+      "provision: {packages: [], hosts: lab, playbooks: [fail.yml]}\n")
+# raw tasks: BusyBox runs them without Python; the first changes something and notifies a handler
+FAIL = """\
+- name: Notify, then fail
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Change something
+      ansible.builtin.raw: touch /tmp/changed
+      notify: Mark the handler ran
+    - name: Fail on purpose
+      ansible.builtin.raw: exit 3
+  handlers:
+    - name: Mark the handler ran
+      ansible.builtin.raw: touch /tmp/handler-ran
+"""
+CI_HOST = "labkit-cidetails-a-busybox"
+
+
+@pytest.fixture(scope="module")
+def failing_test(tmp_path_factory):
+    """`labkit test --keep --junit` of a lab whose converge fails (kept up for the tests below)."""
+    d = tmp_path_factory.mktemp("cidetails")
+    (d / "lab.yml").write_text(CI)
+    (d / "fail.yml").write_text(FAIL)
+    run("images", "build", "busybox")
+    run("down", "-f", str(d / "lab.yml"), check=False)
+    p = run("test", "-f", str(d / "lab.yml"), "--keep", "--junit", str(d / "out" / "results.xml"), check=False)
+    yield {"dir": d, "file": str(d / "lab.yml"), "test": p, "junit": d / "out" / "results.xml"}
+    run("down", "-f", str(d / "lab.yml"), check=False)
+
+
+def _handler_ran(f: str) -> bool:
+    return run("shell", "-f", f, "--root", "busybox", "test", "-e", "/tmp/handler-ran", check=False).returncode == 0
+
+
+def test_test_junit_after_a_failing_converge_names_the_step_host_and_task(failing_test):
+    import xml.etree.ElementTree as ET
+
+    p = failing_test["test"]
+    assert p.returncode == 5 and "labkit test: step converge failed" in p.stderr, p.stdout + p.stderr
+    suite = next(s for s in ET.parse(failing_test["junit"]).getroot().iter("testsuite")
+                 if s.get("name") == "labkit-test")
+    cases = {c.get("name"): c for c in suite.iter("testcase")}
+    assert list(cases) == ["up", "prepare", "converge", "idempotence", "verify"]
+    assert cases["up"].find("failure") is None and cases["up"].find("skipped") is None
+    fail = cases["converge"].find("failure")
+    assert fail is not None, ET.tostring(cases["converge"])
+    assert fail.get("message").startswith(f"converge: [{CI_HOST}] Fail on purpose: failed"), fail.get("message")
+    assert all(cases[s].find("skipped") is not None for s in ("prepare", "idempotence", "verify"))
+    # the handler the first task notified did not run, and the hint says so and how
+    assert not _handler_ran(failing_test["file"])
+    assert "--force-handlers" in p.stderr and f"{CI_HOST} changed something before failing" in p.stderr
+
+
+def test_run_force_handlers_runs_the_notified_handler_after_the_failure(failing_test):
+    p = run("run", "-f", failing_test["file"], "--force-handlers", check=False)
+    assert p.returncode == 5 and "Fail on purpose" in p.stderr
+    assert _handler_ran(failing_test["file"])
+    assert "--force-handlers" not in p.stderr.split("hint:")[-1]  # no advice to do what was done
+
+
+def test_inventory_env_is_what_plain_pytest_and_molecule_tests_read(failing_test):
+    env = run("inventory", "-f", failing_test["file"], "--env").stdout
+    got = subprocess.run(["sh", "-c", env + '\ncat "$MOLECULE_INVENTORY_FILE"; echo "lab=$LABKIT_LAB"'],
+                         capture_output=True, text=True, check=True).stdout
+    assert CI_HOST in got and "ansible_connection: community.docker.docker" in got
+    assert got.rstrip().endswith("lab=cidetails")
+
+
+def test_status_after_down_says_not_up_with_exit_8(failing_test):
+    f = failing_test["file"]
+    assert run("status", "-f", f).returncode == 0
+    run("down", "-f", f)
+    p = run("status", "-f", f, check=False)
+    assert p.returncode == 8, p.stdout + p.stderr
+    assert "lab 'cidetails' is not up: none of its 1 host(s) exists" in p.stderr and "labkit up -f" in p.stderr
+    assert CI_HOST not in p.stdout  # no table of hosts that are all missing

@@ -105,7 +105,8 @@ def test_down_removes_the_vm_from_the_remote_server(far):
     assert "labkit-far1-" not in vols
     assert not (SERVER_HOME / "labs/far1/vagrant").exists()
     assert not (paths.lab_dir("far1") / "vagrant").exists()
-    assert json.loads(run("status", "-f", far["lab"], "--json").stdout)["hosts"] == []
+    st = run("status", "-f", far["lab"], "--json", check=False)
+    assert st.returncode == 8 and json.loads(st.stdout)["hosts"] == [], st.stdout + st.stderr  # not up
     time.sleep(1)
     left = [cmd for _, cmd in process_cmdlines() if f"-W {addresses[0]}" in cmd]
     assert left == [], "an ssh ProxyCommand to the removed VM is still running"
