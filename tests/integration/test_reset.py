@@ -25,7 +25,7 @@ provision:
   playbooks: [site.yml]
 """
 SITE = """\
-- name: The lesson's content (become, as server playbooks say: containers and the VM alike)
+- name: The lesson's content (become, as server playbooks say, on containers and the VM alike)
   hosts: all
   become: true
   tasks:
