@@ -10,7 +10,7 @@
   `docker commit` + `virsh snapshot-create-as`, and `docker rm -f` + `docker run` of the
   committed image + `virsh snapshot-revert` (+ the content's converge, which a restore runs).
 
-    .venv/bin/python bench/classroom.py [N]      # alone (prints JSON); run.py --only h
+    .venv/bin/python bench/classroom.py [N [reset,grade]]   # alone (prints JSON); run.py --only h
 """
 from __future__ import annotations
 
@@ -47,9 +47,10 @@ def bench_grade(d: Path, n: int, out: dict) -> None:
     shutil.copytree(WEBCLASS / "roles", d / "roles", dirs_exist_ok=True)
     shutil.copytree(WEBCLASS / "tests", d / "tests", dirs_exist_ok=True)
     shutil.copy(WEBCLASS / "site.yml", d / "site.yml")
+    shutil.copy(WEBCLASS / "prepare.yml", d / "prepare.yml")
     lab.write_text(json.dumps({
         "name": "bench-grade", "students": n, "containers": ["debian:12"], "vm": {"enabled": False},
-        "provision": {"packages": [], "playbooks": ["site.yml"],
+        "provision": {"packages": [], "prepare": ["prepare.yml"], "playbooks": ["site.yml"],
                       "group_vars": {"python": {"webserver_lesson": "Lesson 3: one kernel, many distros"}}},
         "tests": ["tests"]}))
     sh([LABKIT, "down", "-f", str(lab)], check=False)
@@ -153,12 +154,14 @@ def bench_reset_checkpoint(d: Path, reps: int, out: dict) -> None:
         sh([LABKIT, "down", "-f", str(lab)], check=False)
 
 
-def bench_classroom(d: Path, res: dict, n: int = 40, reps: int = 3) -> None:
+def bench_classroom(d: Path, res: dict, n: int = 40, reps: int = 3, parts: tuple[str, ...] = ("reset", "grade")) -> None:
     """(h): reset and checkpoints of one student (container and VM), then grading n students."""
     out: dict = {}
     res["h_classroom"] = out
-    bench_reset_checkpoint(d, reps, out)
-    bench_grade(d, n, out)
+    if "reset" in parts:
+        bench_reset_checkpoint(d, reps, out)
+    if "grade" in parts:
+        bench_grade(d, n, out)
 
 
 if __name__ == "__main__":
@@ -166,5 +169,6 @@ if __name__ == "__main__":
 
     r: dict = {}
     with tempfile.TemporaryDirectory(prefix="labkit-bench-") as tmp:
-        bench_classroom(Path(tmp), r, int(sys.argv[1]) if len(sys.argv) > 1 else 40)
+        bench_classroom(Path(tmp), r, int(sys.argv[1]) if len(sys.argv) > 1 else 40,
+                        parts=tuple(sys.argv[2].split(",")) if len(sys.argv) > 2 else ("reset", "grade"))
     print(json.dumps(r, indent=2))
