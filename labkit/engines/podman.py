@@ -42,6 +42,7 @@ from labkit.paths import lab_dir
 from labkit.servers import base as servers
 from labkit.servers.base import Server
 
+INIT_PATH = "/usr/bin/tini"  # role lab_podman's lab_podman_init_path: the init of init: tini
 WRAPPER_DIR = "/usr/local/libexec/labkit/podman-as"   # role lab_podman: WRAPPER_DIR/<user>/podman
 START_HINT = "install Podman: `bash scripts/setup.sh` (apt: podman, uidmap, slirp4netns); `labkit doctor` checks"
 
@@ -291,7 +292,7 @@ def memory(pid: int) -> tuple[int | None, str]:
 
 # ------------------------------------------------------------------ doctor
 
-SETUP_FIX = "`bash scripts/setup.sh` (apt-get install podman uidmap slirp4netns containernetworking-plugins runc)"
+SETUP_FIX = "`bash scripts/setup.sh` (apt-get install podman uidmap slirp4netns containernetworking-plugins runc tini)"
 
 
 def _ids(path: str, user: str) -> int:
@@ -333,6 +334,9 @@ def checks(users: list[str]) -> list[tuple[str, str, str, str]]:
         out.append(("podman ulimits", "fail", f"this machine's open-files hard limit is {hard}, below Podman's default "
                     "1048576: containers fail with \"setrlimit RLIMIT_NOFILE: Operation not permitted\"",
                     f"`bash scripts/setup.sh` (default_ulimits in {conf})"))
+    if not Path(INIT_PATH).is_file():  # init: tini (the default): Podman's --init-path
+        out.append(("podman init", "fail", f"{INIT_PATH} is missing: containers with init: tini (the default) "
+                    "cannot start", "apt-get install tini (`bash scripts/setup.sh` does)"))
     for user in [u for u in users if u]:
         out += _rootless_checks(user, v2)
     return out
