@@ -463,7 +463,16 @@ class PodmanEngine:
         return checks(list(users))
 
     def preflight(self, lab: str, containers: Sequence[Any], servers: Sequence[Server]) -> None:
-        """Podman answers on each remote lab server that gets Podman containers."""
+        """Podman answers on each remote lab server that gets Podman containers; a rootless
+        container with init: systemd needs cgroup v2 (a user cannot delegate v1 cgroups)."""
+        v1 = not Path("/sys/fs/cgroup/cgroup.controllers").exists()
+        here = {sv.name for sv in servers if sv.local}
+        rootless_systemd = [c.name for c in containers if c.engine == self.name and c.user and c.init == "systemd"
+                            and c.server in here]
+        if v1 and rootless_systemd:
+            raise EngineError(f"init: systemd in a rootless Podman container needs cgroup v2; this machine has cgroup "
+                              f"v1 ({', '.join(rootless_systemd[:3])})",
+                              "use rootful Podman (no user:) or Docker for it, or init: tini")
         remote = self.playbook_vars(lab, containers, servers)["labkit_podman_remote"]
         for sv in servers:
             if sv.name not in remote:
