@@ -42,7 +42,7 @@ from labkit.paths import lab_dir
 from labkit.servers import base as servers
 from labkit.servers.base import Server
 
-INIT_PATH = "/usr/bin/tini"  # role lab_podman's lab_podman_init_path: the init of init: tini
+INIT_PATH = "/usr/bin/tini-static"  # role lab_podman's lab_podman_init_path: the init of init: tini
 WRAPPER_DIR = "/usr/local/libexec/labkit/podman-as"   # role lab_podman: WRAPPER_DIR/<user>/podman
 START_HINT = "install Podman: `bash scripts/setup.sh` (apt: podman, uidmap, slirp4netns); `labkit doctor` checks"
 

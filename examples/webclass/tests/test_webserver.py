@@ -17,9 +17,9 @@ import testinfra
 from testinfra.utils.ansible_runner import AnsibleRunner
 
 LESSON = "Lesson 3: one kernel, many distros"  # the lab file's group_vars
-# a container's PID 1 starts no service: labkit's default init, tini (Docker's docker-init,
-# Podman's tini), or `sleep` with init: none
-CONTAINER_PID1 = ("docker-init", "tini", "sleep")
+# a container's PID 1 starts no service: labkit's default init, tini (as Docker's docker-init,
+# Podman's podman-init), or `sleep` with init: none
+CONTAINER_PID1 = ("docker-init", "podman-init", "tini", "sleep")
 
 
 @pytest.fixture(scope="module")

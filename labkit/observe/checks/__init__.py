@@ -32,7 +32,7 @@ FACTS: dict[str, str] = {
 }
 # engines whose containers are system containers: PID 1 is an init, on the server's kernel
 INIT_SYSTEMS = {"systemd", "init", "runit", "openrc-init", "s6-svscan"}  # they boot a system: its services
-REAPERS = {"tini", "docker-init", "dumb-init", "catatonit"}  # PID 1 that only reaps and passes signals on
+REAPERS = {"tini", "docker-init", "podman-init", "dumb-init", "catatonit"}  # PID 1 that only reaps and passes signals on
 PKG_BINARIES = {"apt": "apt-get", "dnf": "dnf", "yum": "yum", "microdnf": "microdnf", "apk": "apk",
                 "zypper": "zypper", "pacman": "pacman", "none": "none"}
 
