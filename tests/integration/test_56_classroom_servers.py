@@ -85,5 +85,7 @@ def test_second_up_changes_nothing_and_down_cleans_both(classroom):
     assert recap(again.stdout)["changed"] == 0, again.stdout
     out = run("down", "-f", str(classroom["lab"]), "-i", str(classroom["inv"])).stdout
     assert "removed 3 containers, 3 networks" in out
-    st = json.loads(run("status", "-f", str(classroom["lab"]), "--json").stdout)
+    p = run("status", "-f", str(classroom["lab"]), "--json", check=False)
+    assert p.returncode == 8, p.stdout + p.stderr  # not up
+    st = json.loads(p.stdout)
     assert st["hosts"] == [] and st["networks"] == []
