@@ -2,11 +2,12 @@
 
 Recipe (files in ``labkit/vm/box/``): ``mmdebstrap`` of bookworm with the packages of
 ``packages.txt``, then ``customize.sh`` (vagrant user + insecure key, systemd-networkd DHCP,
-host keys made on first boot, slow units masked, extlinux config). The root directory becomes
-one ext4 partition with ``mkfs.ext4 -d`` (no 64bit feature, so extlinux can read it); the
-partitioned disk is assembled with ``sfdisk`` and ``dd`` at an offset, so no partition loop
-device is needed. Only ``extlinux --install`` needs the file system mounted: that one step
-loop-mounts the bare file system image for a moment (extlinux has no offline mode).
+SSH host keys made on each VM's first boot, none in the box, slow units masked, extlinux
+config). The root directory becomes one ext4 partition with ``mkfs.ext4 -d`` (no 64bit
+feature, so extlinux can read it); the partitioned disk is assembled with ``sfdisk`` and
+``dd`` at an offset, so no partition loop device is needed. Only ``extlinux --install`` needs
+the file system mounted: that one step loop-mounts the bare file system image for a moment
+(extlinux has no offline mode).
 
 The build is cached: the recipe hash (package list, hook, this module's ``RECIPE_VERSION``
 and build constants) is stored beside the box in ``state_dir()/boxes/<slug>/``.
@@ -312,6 +313,12 @@ def _build_image(work: Path, log: Log) -> Path:
     log(f"  mmdebstrap: {len(pkgs)} packages")
     _run(cmd, "mmdebstrap", env=env, timeout=1500)
     log(f"  mmdebstrap: done in {time.monotonic() - t:.0f}s")
+    # every VM made from the box would share a host key baked into it (and anyone with the
+    # box could impersonate them all): the hook removes openssh-server's, each VM makes its own
+    baked = sorted(p.name for p in (root / "etc" / "ssh").glob("ssh_host_*"))
+    if baked:
+        raise BoxError(f"the box would carry SSH host keys ({', '.join(baked)}): every VM made from it "
+                       "would share them", f"check that {hook} removes /etc/ssh/ssh_host_*")
 
     # one ext4 file system, filled from the directory without mounting it
     disk_bytes = DISK_GB * 2**30

@@ -19,12 +19,10 @@ chmod 0440 "$R/etc/sudoers.d/vagrant"
 install -d -m 0700 "$R/home/vagrant/.ssh"
 install -m 0600 "$LABKIT_VAGRANT_PUBKEY" "$R/home/vagrant/.ssh/authorized_keys"
 in_root chown -R vagrant:vagrant /home/vagrant/.ssh
-# no DNS reverse lookups on login: they stall when the guest has no resolver yet. One host
-# key, Ed25519: made in a blink where RSA takes seconds under emulation, and every client here
-# speaks it (OpenSSH, Paramiko, Vagrant's net-ssh with ruby-ed25519)
+# no DNS reverse lookups on login: they stall when the guest has no resolver yet. No HostKey
+# line: sshd's defaults, as on any Debian server (RSA, ECDSA and Ed25519, whichever exist)
 cat > "$R/etc/ssh/sshd_config.d/labkit.conf" <<'SSHD'
 UseDNS no
-HostKey /etc/ssh/ssh_host_ed25519_key
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 PermitRootLogin no
@@ -51,14 +49,23 @@ ln -sf ../run/systemd/resolve/stub-resolv.conf "$R/etc/resolv.conf"
 echo "${LABKIT_HOSTNAME:-labkit-vm}" > "$R/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n' "${LABKIT_HOSTNAME:-labkit-vm}" > "$R/etc/hosts"
 
-# sshd as the box's own unit (Debian's, with two changes): its host key is made on first boot,
-# never baked into the box, so each VM has its own; and it starts as soon as the file systems
+# sshd as the box's own unit (Debian's, with two changes): its host keys are made for each VM,
+# never baked into the box, so no two VMs share one; and it starts as soon as the file systems
 # and /run are set up, not after the network and resolver (sshd listens on every address as
-# they come) while the rest of the boot goes on
+# they come) while the rest of the boot goes on.
+# A Debian 12 server has three host keys (openssh-server's `ssh-keygen -A`): RSA 3072, ECDSA
+# P-256 and Ed25519. Only Ed25519 is made here before sshd starts (a blink, and every client
+# speaks it: OpenSSH, Paramiko, Vagrant's net-ssh with ruby-ed25519). RSA took 4 to 18 s of
+# CPU in an emulated VM here (ECDSA about 1 s, mostly starting ssh-keygen): labkit makes both on
+# the lab server while the VM boots and hands them over in its first login, the VM installs
+# them right after (`ssh-hostkeys --install`), and role lab_vm waits for them before anything
+# else runs there; a VM nobody gave them to makes its own 5 minutes after boot
+# (ssh-hostkeys.timer). sshd needs no reload for them: it reads its host keys again for every
+# connection (its re-exec), and the Debian defaults name all three (no HostKey line above).
 rm -f "$R"/etc/ssh/ssh_host_*
 cat > "$R/etc/systemd/system/ssh.service" <<'UNIT'
 [Unit]
-Description=OpenBSD Secure Shell server (labkit box: starts early, host key made on first boot)
+Description=OpenBSD Secure Shell server (labkit box: starts early, host keys made for each VM)
 Documentation=man:sshd(8) man:sshd_config(5)
 DefaultDependencies=no
 After=local-fs.target systemd-tmpfiles-setup.service
@@ -83,6 +90,61 @@ RuntimeDirectoryMode=0755
 WantedBy=multi-user.target
 Alias=sshd.service
 UNIT
+
+# The ECDSA and RSA host keys, each key only where the VM has none of that type yet, under one
+# lock, so the first of labkit's and the VM's own keys stays and the pair is never mixed.
+install -d "$R/usr/local/libexec/labkit"
+cat > "$R/usr/local/libexec/labkit/ssh-hostkeys" <<'SCRIPT'
+#!/bin/sh
+# labkit box: the ECDSA and RSA host keys of a Debian 12 server (ssh.service makes Ed25519).
+#   ssh-hostkeys            make the missing ones here (ssh-hostkeys.timer, 5 min after boot)
+#   ssh-hostkeys --install  install those of the tar on stdin (labkit's first login: made on
+#                           the lab server for this VM), the missing ones only
+set -eu
+cd /etc/ssh
+exec 9>/run/lock/labkit-ssh-hostkeys
+if [ "${1:-}" = --install ]; then
+    flock 9
+    exec tar -x --skip-old-files --no-same-owner --touch -f - \
+        ssh_host_ecdsa_key.pub ssh_host_ecdsa_key ssh_host_rsa_key.pub ssh_host_rsa_key
+fi
+for t in ecdsa rsa; do
+    k=ssh_host_${t}_key
+    [ -s "$k" ] && continue
+    rm -f "$k.new" "$k.new.pub"
+    ssh-keygen -q -t "$t" -N "" -f "$k.new"  # RSA: 3072 bits, as `ssh-keygen -A` makes it
+    flock 9
+    if [ -s "$k" ]; then rm -f "$k.new" "$k.new.pub"; else mv -f "$k.new.pub" "$k.pub"; mv -f "$k.new" "$k"; fi
+    flock -u 9
+done
+SCRIPT
+chmod 0755 "$R/usr/local/libexec/labkit/ssh-hostkeys"
+cat > "$R/etc/systemd/system/ssh-hostkeys.service" <<'UNIT'
+[Unit]
+Description=SSH host keys ECDSA and RSA of a VM labkit did not give them to (labkit box)
+Documentation=man:ssh-keygen(1)
+ConditionPathExists=|!/etc/ssh/ssh_host_ecdsa_key
+ConditionPathExists=|!/etc/ssh/ssh_host_rsa_key
+
+[Service]
+Type=oneshot
+Nice=19
+CPUSchedulingPolicy=idle
+IOSchedulingClass=idle
+ExecStart=/usr/local/libexec/labkit/ssh-hostkeys
+UNIT
+cat > "$R/etc/systemd/system/ssh-hostkeys.timer" <<'UNIT'
+[Unit]
+Description=SSH host keys ECDSA and RSA, made in the VM when labkit gave it none (labkit box)
+
+[Timer]
+OnBootSec=5min
+AccuracySec=10s
+
+[Install]
+WantedBy=timers.target
+UNIT
+in_root systemctl enable ssh-hostkeys.timer >/dev/null 2>&1
 
 # a fresh machine-id per VM (first boot fills it)
 : > "$R/etc/machine-id"

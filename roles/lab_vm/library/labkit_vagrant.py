@@ -16,6 +16,13 @@ description:
   - The machine gets its own Ed25519 key pair, made once beside its Vagrantfile; on its first
     boot the module logs in with the box's key and replaces the machine's authorized keys
     with its own key.
+  - On a labkit box (one with C(/usr/local/libexec/labkit/ssh-hostkeys)), that first login also
+    hands the machine its ECDSA and RSA (3072 bits) SSH host keys, made on the lab server for
+    this machine while C(vagrant up) runs (the box makes the Ed25519 one before its sshd starts;
+    RSA takes seconds under emulation). The machine installs them as root after the login
+    returns, so SSH answers as early as before; role C(lab_vm) then waits for them (a moment)
+    before anything else runs there. Only key types the machine lacks are installed, and the
+    lab server keeps no copy.
   - Leftovers of an interrupted run (a libvirt domain or disk Vagrant has no record of) are
     removed before creating the machine, and a running machine that never answers SSH or
     still takes Vagrant's insecure key (an interrupted first boot) is recreated, so a run
@@ -208,7 +215,7 @@ phases:
   description: Where the seconds of a boot went.
   returned: when the machine was booted by this run
   type: dict
-  sample: {vagrant_up: 38.2, own_key: 3.5}
+  sample: {vagrant_up: 38.2, own_key: 3.5, host_keys: 0.6}
   contains:
     vagrant_up:
       description: Seconds of C(vagrant up), until the machine had its address.
@@ -216,10 +223,19 @@ phases:
       type: float
       sample: 38.2
     own_key:
-      description: Seconds from then until SSH answered and the machine took its own key.
+      description:
+        - Seconds from then until SSH answered and the machine took its own key (and, on a
+          labkit box, was handed its ECDSA and RSA host keys).
       returned: always
       type: float
       sample: 3.5
+    host_keys:
+      description:
+        - Seconds the lab server spent making the machine's ECDSA and RSA host keys, while
+          C(vagrant up) ran (not added to RV(seconds) unless C(vagrant up) was quicker).
+      returned: always
+      type: float
+      sample: 0.6
 fast_path:
   description:
     - V(true) when the machine ran and answered SSH with the settings of the last run, so
@@ -250,9 +266,12 @@ vagrant_misread_state:
   sample: true
 """
 
+import io
 import os
 import signal
 import subprocess
+import tarfile
+import tempfile
 import threading
 import time
 
@@ -343,6 +362,8 @@ def remove_leftover(uri, name):
 
 
 KEY = "id_ed25519"
+# the labkit box's installer of ECDSA and RSA host keys (labkit/vm/box/customize.sh)
+HOST_KEYS_TOOL = "/usr/local/libexec/labkit/ssh-hostkeys"
 
 
 def own_key(workdir, domain):
@@ -357,6 +378,53 @@ def own_key(workdir, domain):
     return key
 
 
+def make_host_keys(domain):
+    """The ECDSA and RSA host keys of a Debian 12 server (``ssh-keygen -A``: ECDSA P-256, RSA
+    3072 bits), made here for one machine, as a tar for the box's ``ssh-hostkeys --install``:
+    root's, private keys 0600. Made in a private temporary folder, removed before returning:
+    the lab server keeps no copy. (The machine makes its Ed25519 key itself; RSA takes seconds
+    under emulation, a fraction of one here.)"""
+    buf = io.BytesIO()
+    with tempfile.TemporaryDirectory(prefix="labkit-hostkeys-") as d, tarfile.open(fileobj=buf, mode="w") as tar:
+        for kind, bits in (("ecdsa", "256"), ("rsa", "3072")):
+            key = os.path.join(d, f"ssh_host_{kind}_key")
+            subprocess.run(["ssh-keygen", "-q", "-t", kind, "-b", bits, "-N", "", "-C", f"root@{domain}",
+                            "-f", key], check=True, capture_output=True)
+            for path, mode in ((key + ".pub", 0o644), (key, 0o600)):
+                with open(path, "rb") as f:
+                    data = f.read()
+                info = tarfile.TarInfo(os.path.basename(path))
+                info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+                info.uid = info.gid = 0
+                info.uname = info.gname = "root"
+                tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+class Background(threading.Thread):
+    """Run ``fn(*args)`` beside the caller; ``result()`` waits and returns it (or raises)."""
+
+    def __init__(self, fn, *args):
+        super().__init__(daemon=True)
+        self._fn, self._args, self._out, self._err = fn, args, None, None
+        self.seconds = 0.0
+        self.start()
+
+    def run(self):
+        t = time.monotonic()
+        try:
+            self._out = self._fn(*self._args)
+        except Exception as e:  # handed to result()
+            self._err = e
+        self.seconds = time.monotonic() - t
+
+    def result(self):
+        self.join()
+        if self._err is not None:
+            raise self._err
+        return self._out
+
+
 def login_keys(workdir, vagrant_home):
     """Keys a VM may take, the VM's own first: then the key Vagrant itself generated for a VM
     made by an older labkit, then Vagrant's public insecure key (a box's first boot)."""
@@ -366,14 +434,22 @@ def login_keys(workdir, vagrant_home):
     return [k for k in keys if os.path.isfile(k)]
 
 
-def _ssh(host, key, command, port=22, user="vagrant", timeout=30):
+# the last error of a command that logged in and failed (not of a login refused: ssh's 255)
+LAST_ERROR = []
+
+
+def _ssh(host, key, command, port=22, user="vagrant", timeout=30, stdin=None):
     cmd = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "StrictHostKeyChecking=no",
            "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
            "-i", key, "-p", str(port), f"{user}@{host}", command]
     try:
-        return subprocess.run(cmd, capture_output=True, timeout=timeout).returncode == 0
+        p = subprocess.run(cmd, capture_output=True, timeout=timeout,
+                           **({"input": stdin} if stdin is not None else {}))
     except subprocess.TimeoutExpired:
         return False
+    if p.returncode not in (0, 255):
+        LAST_ERROR[:] = [f"rc={p.returncode}: {p.stderr.decode(errors='replace').strip()[-500:]}"]
+    return p.returncode == 0
 
 
 def ssh_ok(conf):
@@ -397,25 +473,38 @@ def address(uri, domain):
 HALF_MADE = "half-made"
 
 
-def adopt(host, keys, fresh=False):
+def adopt(host, keys, fresh=False, host_keys=None):
     """Make the VM take its own key (keys[0]) and no other: when it does not yet, log in with
     the next key it takes and replace its authorized keys, in one SSH call. The own key when
     the VM takes it, else None. ``fresh`` (a VM this run's `vagrant up` started): skip the
     first try with the own key, the box cannot know it yet. Not fresh, a VM that still takes
     Vagrant's insecure key was started by a run that was interrupted before it was ready:
-    HALF_MADE (recreated, so its boot is measured, K8), its key left as it is."""
+    HALF_MADE (recreated, so its boot is measured, K8), its key left as it is.
+    ``host_keys`` (``make_host_keys``'s tar): handed over in the same call on a labkit box (one
+    with HOST_KEYS_TOOL): read whole into a private file in /dev/shm (memory) before the swap,
+    installed by root after it, in the background at the lowest priority. The login returns
+    before ``sudo`` and the install have run (about 0.5 s of emulated CPU, spent while the lab
+    server runs its next tasks); role lab_vm waits for the keys."""
     own = keys[0]
     if not fresh and _ssh(host, own, "true"):
         return own
     with open(own + ".pub") as f:
         pub = f.read().strip()
-    swap = ("umask 077 && mkdir -p ~/.ssh && printf '%s\\n' '" + pub + "' > ~/.ssh/authorized_keys.labkit"
-            " && mv -f ~/.ssh/authorized_keys.labkit ~/.ssh/authorized_keys")
+    take, install = "", ""
+    if host_keys is not None:
+        # set -C: no file of that name is followed or reused; the install is started last, so it
+        # takes no CPU from the swap
+        take = (f"if [ -x {HOST_KEYS_TOOL} ]; then set -C; lk_keys=/dev/shm/labkit-hostkeys.$$; cat > \"$lk_keys\" || exit 1;"
+                " set +C; fi && ")
+        install = (f" && if [ -n \"${{lk_keys:-}}\" ]; then {{ {{ nice -n 19 sudo -n {HOST_KEYS_TOOL} --install < \"$lk_keys\";"
+                   " rm -f \"$lk_keys\"; } > /dev/null 2>&1 & }; fi")
+    swap = ("umask 077 && " + take + "mkdir -p ~/.ssh && printf '%s\\n' '" + pub + "' > ~/.ssh/authorized_keys.labkit"
+            " && mv -f ~/.ssh/authorized_keys.labkit ~/.ssh/authorized_keys" + install)
     for k in keys[1:]:
         if not fresh and k.endswith("insecure_private_key"):
             if _ssh(host, k, "true"):
                 return HALF_MADE
-        elif _ssh(host, k, swap):
+        elif _ssh(host, k, swap, stdin=host_keys):
             return own
     return own if fresh and _ssh(host, own, "true") else None
 
@@ -437,9 +526,10 @@ def running_with_known_ssh(uri, domain, workdir):
     return conf
 
 
-def wait_login(v, machine, uri, domain, keys, seconds, fresh=False):
+def wait_login(v, machine, uri, domain, keys, seconds, fresh=False, host_keys=None):
     """Wait until the VM answers SSH and takes its own key (swapped in when it still takes
-    another): the SSH settings when it does, None when it never did, HALF_MADE (``adopt``)."""
+    another, ``host_keys`` handed over in the same call): the SSH settings when it does, None
+    when it never did, HALF_MADE (``adopt``)."""
     deadline = time.monotonic() + seconds
     while True:
         host = address(uri, domain)
@@ -448,7 +538,7 @@ def wait_login(v, machine, uri, domain, keys, seconds, fresh=False):
                 host = v.conf(vm_name=machine).get("HostName")
             except subprocess.CalledProcessError:
                 host = None
-        key = adopt(host, keys, fresh) if host else None
+        key = adopt(host, keys, fresh, host_keys) if host else None
         if key == HALF_MADE:
             return HALF_MADE
         if key:
@@ -604,6 +694,8 @@ def main():
             remove_leftover(uri, domain)
         with open(log, "a") as f:
             f.write(f"\n==== labkit: vagrant up {machine} ({time.ctime()}) ====\n")
+        # the ECDSA and RSA host keys, made here while Vagrant boots the machine
+        keygen = Background(make_host_keys, domain)
         failure = None
         with Watchdog(p["timeout"]) as wd:
             try:
@@ -613,6 +705,7 @@ def main():
                 getattr(v, "_cached_conf", {})[machine] = None  # what up() does after the command
             except subprocess.CalledProcessError as e:
                 failure = f"timed out after {p['timeout']}s" if wd.fired else f"failed (rc={e.returncode})"
+        keygen.join()  # (done long before: a second here) its temporary folder is gone on every way out
         if failure is not None:
             tail = _tail(log)
             if (not wd.fired and BAD_STATE in tail and address(uri, domain)
@@ -641,13 +734,22 @@ def main():
                     **result)
         state = "running"  # `vagrant up` returns once the domain has its address (the template's communicator)
         t_up = time.monotonic()
+        try:
+            host_keys = keygen.result()
+        except (OSError, subprocess.CalledProcessError) as e:
+            module.fail_json(msg=f"could not make the SSH host keys of {domain}: {e}", **result)
         # the guest's sshd comes up after its address: wait here, and give the VM its own key
-        conf = wait_login(v, machine, uri, domain, keys, max(30, min(p["timeout"], 600)), fresh=True)
+        # (and hand it its host keys)
+        conf = wait_login(v, machine, uri, domain, keys, max(30, min(p["timeout"], 600)), fresh=True,
+                          host_keys=host_keys)
         result["seconds"] = round(time.monotonic() - t0, 1)
-        result["phases"] = {"vagrant_up": round(t_up - t0, 1), "own_key": round(time.monotonic() - t_up, 1)}
+        result["phases"] = {"vagrant_up": round(t_up - t0, 1), "own_key": round(time.monotonic() - t_up, 1),
+                            "host_keys": round(keygen.seconds, 1)}
     if conf is None:
         module.fail_json(msg=f"{domain} is {state} but SSH as vagrant with its key never answered "
-                             f"(address {address(uri, domain) or 'unknown'}); see {log} and {workdir}/console.log",
+                             f"(address {address(uri, domain) or 'unknown'})"
+                             f"{'; the last command that logged in failed: ' + LAST_ERROR[0] if LAST_ERROR else ''}"
+                             f"; see {log} and {workdir}/console.log",
                          **result)
     module.exit_json(
         status=state,
