@@ -17,6 +17,12 @@ def state_dir() -> Path:
     env = os.environ.get("LABKIT_HOME")
     base = Path(env) if env else Path.home() / ".local" / "share" / "labkit"
     base.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 and not env:
+        # an ordinary account's labs (a student's, on a shared classroom machine whose homes other
+        # accounts may read): its state, keys and door credentials are its own (0700)
+        st = os.lstat(base)
+        if st.st_uid == os.geteuid() and st.st_mode & 0o077:
+            base.chmod(0o700)
     return base
 
 
@@ -77,6 +83,21 @@ def run_dir() -> Path:
     else:
         d = Path.home() / ".cache" / "labkit" / "run"
     return private_dir(d)
+
+
+def session_env() -> None:
+    """An ordinary account with no ``XDG_RUNTIME_DIR`` (a classroom machine without
+    systemd-logind: no login session makes ``/run/user/UID``) gets one for this process and
+    what it starts: ``~/.cache/labkit/xdg-run``, private (0700). Rootless Podman keeps its
+    runtime state there, and without one it would fall back to ``$TMPDIR``, which differs
+    between labkit and the Ansible it runs: the container made by one would be unknown to the
+    other. Root, and an account that has one, keep theirs."""
+    if os.geteuid() == 0:
+        return
+    cur = os.environ.get("XDG_RUNTIME_DIR", "")
+    if cur and os.path.isdir(cur) and os.access(cur, os.W_OK):
+        return
+    os.environ["XDG_RUNTIME_DIR"] = str(private_dir(Path.home() / ".cache" / "labkit" / "xdg-run"))
 
 
 def private_dir(d: Path) -> Path:

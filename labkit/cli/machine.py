@@ -9,9 +9,11 @@ from pathlib import Path
 import click
 
 from labkit import api
+from labkit.api import classroom_machine
 from labkit.cli.common import handle_errors, lab_options, progress, select
 from labkit.cli.render import boxes_table, cell, doctor_table, err, images_table, out, recap, say
 from labkit.doctor.machine import run_for_lab
+from labkit.engines import shared_images
 from labkit.errors import UsageError
 from labkit.images import build as images
 from labkit.images import bundle as bundle_mod
@@ -153,8 +155,9 @@ def images_rm(distros: tuple[str, ...], all_: bool) -> None:
 
 
 @click.command()
-@click.option("-i", "--inventory", required=True, type=click.Path(exists=True),
-              help="Inventory whose group lab_servers lists the servers (see inventories/classroom/).")
+@click.option("-i", "--inventory", type=click.Path(exists=True),
+              help="Inventory whose group lab_servers lists the servers (see inventories/classroom/). "
+                   "Required, except with --classroom.")
 @click.option("--bundle", "bundle_dir", type=click.Path(file_okay=False, exists=True),
               help="Offline bundle (labkit bundle create) whose images every server gets; its Debian "
                    "packages, when it has them, are installed from it alone (never a mirror). Needs "
@@ -169,18 +172,49 @@ def images_rm(distros: tuple[str, ...], all_: bool) -> None:
               help="Also install and set up Podman on every server (labs with `engine: podman` containers there).")
 @click.option("--lxc", is_flag=True,
               help="Also install and set up LXC on every server (labs with `engine: lxc` containers there).")
+@click.option("--classroom", is_flag=True,
+              help="Prepare THIS machine, as root, for students without root (no sudo, no docker group): "
+                   "rootless Podman's ids for each --account/--group member and the lab's images in a shared, "
+                   "read-only copy. See docs/instructors/shared-machine.md.")
+@click.option("--account", "accounts", multiple=True, metavar="NAME",
+              help="With --classroom: an account to prepare (repeatable).")
+@click.option("--group", metavar="GROUP", help="With --classroom: prepare every member of this group.")
+@lab_options
 @click.option("-v", "--verbose", count=True, help="Show Ansible's own output.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, only the result.")
 @handle_errors
-def prepare(inventory: str, bundle_dir: str | None, digest: str | None, insecure: bool, podman: bool, lxc: bool,
-            verbose: int, quiet: bool) -> None:
+def prepare(inventory: str | None, bundle_dir: str | None, digest: str | None, insecure: bool, podman: bool, lxc: bool,
+            classroom: bool, accounts: tuple[str, ...], group: str | None, lab_file: str | None,
+            lab_name: str | None, verbose: int, quiet: bool) -> None:
     """Prepare lab servers: engine running, Python for Ansible's docker modules, images (and the
     servers' missing Debian packages) from a bundle whose digest matches; with --podman, Podman
-    too; with --lxc, LXC."""
+    too; with --lxc, LXC. With --classroom: this machine, for students without root."""
+    if classroom:
+        if inventory or bundle_dir or podman or lxc:
+            raise UsageError("--classroom prepares this machine: it takes no -i, --bundle, --podman or --lxc",
+                             "run `labkit prepare -i INVENTORY ...` for lab servers, and --classroom apart")
+        lab = select(lab_file, lab_name, default_ok=True)
+        say(classroom_text(classroom_machine.prepare_classroom(lab, accounts, group, log=say)))
+        return
+    if not inventory:
+        raise UsageError("labkit prepare needs -i INVENTORY (lab servers), or --classroom (this machine)",
+                         "e.g. `labkit prepare -i inventories/classroom/hosts.yml`")
+    if accounts or group or lab_file or lab_name:
+        raise UsageError("--account, --group, -f and --lab go with --classroom", "add --classroom, or drop them")
     with progress(verbose, quiet, "labkit prepare") as on_event:
         res = api.prepare(inventory, bundle_dir, log=say, on_event=on_event, show_output=bool(verbose),
                           podman=podman, lxc=lxc, digest=digest, insecure=insecure)
     say(recap(res))
+
+
+def classroom_text(res: classroom_machine.ClassroomResult) -> str:
+    lines = [f"classroom machine prepared for {len(res.accounts)} account(s): {', '.join(res.accounts)}"]
+    lines += [f"  ids: {r}" for r in res.ranges_added] or ["  ids: every account already had its own range"]
+    lines.append(f"  shared images ({shared_images.SHARED_DIR}): {', '.join(res.images) or 'none'}"
+                 + (f" ({len(res.images_written)} written)" if res.images_written else " (all there)"))
+    lines += [f"  {n}" for n in res.notes]
+    lines.append("each account now runs `labkit up -f LAB.yml` (engine: podman) as itself: no root, no sudo")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- bundle

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
+import pwd
 import shutil
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from labkit.engines import docker, registry
 from labkit.errors import EngineError
 from labkit.lab.spec import Lab
 from labkit.paths import state_dir
+from labkit.servers.base import LOCAL_SOCKET
 from labkit.vm.virt import detect_accel
 from labkit.vm.vmnet import doctor_check
 
@@ -19,9 +22,17 @@ SETUP = "bash scripts/setup.sh"
 DEFAULT_POOL_NETWORKS = 31  # Docker's built-in pools: 172.17-31/16 and 192.168/16 in /20s
 
 
-def check_engine() -> list[Check]:
+def check_engine(lab: Lab | None = None) -> list[Check]:
+    """Docker's engine. An ordinary account that may not use it: a failure naming the account,
+    the socket and who grants it, or, for a lab that needs no Docker (rootless Podman only), a
+    line saying it is not needed. Never a hint to start a daemon as root to someone who is not."""
     engine = docker
     engine.reset()
+    denied = engine.permission_denied(os.environ.get("DOCKER_HOST", LOCAL_SOCKET))
+    if denied and lab is not None and not engine.needed(lab.containers):
+        return [Check("docker engine", "skipped", f"not needed: this lab's containers are rootless Podman ({denied[0]})")]
+    if denied:
+        return [Check("docker engine", "fail", *denied)]
     try:
         c = engine.client(timeout=10)
     except EngineError as e:
@@ -65,7 +76,10 @@ def check_vm_stack(need_vm: bool, accel: str | None = None) -> list[Check]:
     level = "fail" if need_vm else "warn"
     out = []
     r = run_quiet(["virsh", "-c", "qemu:///system", "version"])
-    if r is None or r.returncode != 0:
+    denied = libvirt_denied(r.stderr if r is not None and r.returncode != 0 else "")
+    if denied:
+        out.append(Check("libvirt", level, *denied))
+    elif r is None or r.returncode != 0:
         why = "virsh not installed" if r is None else (r.stderr.strip().splitlines() or ["no answer"])[-1]
         out.append(Check("libvirt", level, f"libvirtd is not answering ({why})",
                          f"`{SETUP}` starts virtlogd and libvirtd, or run `virtlogd -d; libvirtd -d` as root"))
@@ -99,6 +113,31 @@ def check_vm_stack(need_vm: bool, accel: str | None = None) -> list[Check]:
         out.append(Check("VirtualBox", "warn", "the vboxdrv module is loaded next to KVM",
                          "VirtualBox and KVM cannot both run VMs: `rmmod vboxnetadp vboxnetflt vboxdrv`"))
     return out
+
+
+def libvirt_denied(stderr: str, uid: int | None = None, account: str = "") -> tuple[str, str] | None:
+    """When ``virsh -c qemu:///system`` failed (``stderr``) because this ordinary account may not
+    use libvirt's system instance (it answers; the account lacks the right): the error and its
+    fix, naming the account and who grants the access; None for root or another failure."""
+    uid = os.geteuid() if uid is None else uid
+    if uid == 0 or not stderr:
+        return None
+    if not any(w in stderr.lower() for w in ("permission denied", "authentication", "polkit", "system bus",
+                                             "access denied", "not authorized")):
+        return None
+    who = account or _account(uid)
+    why = (stderr.strip().splitlines() or ["refused"])[-1]
+    return (f"this account ({who}) may not use libvirt's system instance (qemu:///system): {why}",
+            f"the instructor, as root, grants it: `usermod -aG libvirt {who}` (then log in again; group libvirt "
+            "is root in all but name: a VM may be given any file of the machine as its disk); "
+            "see docs/instructors/shared-machine.md")
+
+
+def _account(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def check_engines(lab: Lab) -> list[Check]:
@@ -148,7 +187,7 @@ def check_arch() -> Check:
 def run(students: int = 1, need_vm: bool = True, lab: Lab | None = None, build: bool = False) -> list[Check]:
     """Every check, in the order a user would fix them. With ``lab`` (see run_for_lab), what
     that lab needs too; VM checks are skipped (one "skipped" line) for a lab without VMs."""
-    out = [check_arch(), *check_tools(required=lab is None), *check_engine(), check_pools(students)]
+    out = [check_arch(), *check_tools(required=lab is None), *check_engine(lab), check_pools(students)]
     out += check_vm_stack(need_vm, lab.vm.accel if lab is not None else None) if need_vm else [skipped_vm_checks()]
     if need_vm:  # one libvirt network per student's VM, from labkit's VM address pool
         out.append(doctor_check(len(lab.students) if lab is not None else students, need_vm))

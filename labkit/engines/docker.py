@@ -1,7 +1,10 @@
 """The Docker engine, reached through the docker SDK (imported lazily)."""
 from __future__ import annotations
 
+import grp
 import os
+import pwd
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -31,12 +34,80 @@ def client(timeout: int = 120) -> DockerClient:
     except ImportError as e:  # pragma: no cover - dependency of labkit
         raise EngineError("the docker Python SDK is missing", "pip install 'docker>=7'") from e
     host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    denied = permission_denied(host)
+    if denied:
+        raise EngineError(*denied)
     try:
         c = docker.from_env(timeout=timeout, max_pool_size=POOL)
         c.ping()
     except Exception as e:  # docker.errors.DockerException, requests errors, socket errors
         raise EngineError(f"the Docker engine is not answering at {host} ({type(e).__name__})", START_HINT) from None
     return c
+
+
+def _account() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
+def _owner(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def permission_denied(host: str = LOCAL_SOCKET) -> tuple[str, str] | None:
+    """When this account may not use the Docker socket ``host`` (a local ``unix://`` socket that
+    exists): the error and its hint, naming the account, the socket, the access it lacks and
+    who grants it; None otherwise (root, access granted, no such socket, a remote engine).
+
+    The engine answers; the account lacks the right to ask it. Nothing here tells anyone to start
+    a daemon: the instructor (root) grants the group, or the lab does without Docker."""
+    if not host.startswith("unix://") or os.geteuid() == 0:
+        return None
+    path = host.removeprefix("unix://")
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if os.access(path, os.R_OK | os.W_OK):
+        return None
+    who = _account()
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return (f"this account ({who}) may not use the Docker engine: {path} is {stat.filemode(st.st_mode)} "
+            f"{_owner(st.st_uid)}:{group} and {who} is not in "
+            f"group {group}",
+            f"a lab of rootless Podman containers needs no Docker: `engine: podman` in the lab file (see "
+            f"docs/instructors/shared-machine.md); or the instructor, as root, grants Docker to this account: "
+            f"`usermod -aG {group} {who}` (then log in again), knowing that group {group} is root in all but name")
+
+
+def usable_here() -> bool:
+    """May this account use this machine's Docker engine (root, or granted the socket, or none
+    there to refuse)? ``down`` sweeps Docker's containers only where it may: an account that
+    may not cannot have made any."""
+    return not _no_access(None)
+
+
+def _no_access(docker_host: str | None) -> bool:
+    """This machine's engine, which this account may not use: it cannot have made any container
+    there, so it has none to list."""
+    return (not docker_host or docker_host == LOCAL_SOCKET) and permission_denied(
+        os.environ.get("DOCKER_HOST", LOCAL_SOCKET)) is not None
+
+
+def needed(containers: Sequence[Any]) -> bool:
+    """Does ``up`` need Docker on this machine for these containers (a lab's)? For root always
+    (Docker's store holds the images every engine loads); for an ordinary account only when a
+    container is Docker's: a lab of rootless Podman containers never asks Docker (the account's
+    images come from the classroom's shared copy, ``labkit prepare --classroom``)."""
+    return os.geteuid() == 0 or any(getattr(c, "engine", "docker") == DockerEngine.name for c in containers)
 
 
 def reset() -> None:
@@ -166,6 +237,8 @@ class DockerEngine:
 
     def hosts(self, lab: str, students: Sequence[str] | None, server: Server,
               users: Sequence[str] = ("",)) -> list[HostRow]:
+        if _no_access(server.docker_host):
+            return []
         out = []
         # one list call (docker-py's containers.list inspects each container after it)
         for c in client_for(server.docker_host).api.containers(all=True, filters={"label": f"labkit.lab={lab}"}):
@@ -181,6 +254,8 @@ class DockerEngine:
         return out
 
     def networks(self, lab: str, server: Server, users: Sequence[str] = ("",)) -> list[dict[str, str]]:
+        if _no_access(server.docker_host):
+            return []
         out = []
         for n in client_for(server.docker_host).networks.list(filters={"label": f"labkit.lab={lab}"}):
             out.append({"name": n.name, "student": (n.attrs.get("Labels") or {}).get("labkit.student", ""),
@@ -238,6 +313,8 @@ class DockerEngine:
             return 0
 
     def remove_images(self, server: Server, labels: Mapping[str, str]) -> list[str]:
+        if _no_access(server.docker_host):  # an account that may not use Docker made no checkpoint there
+            return []
         c = client_for(server.docker_host)
         gone = []
         for img in c.images.list(filters={"label": [f"{k}={v}" if v else str(k) for k, v in labels.items()]}):

@@ -38,7 +38,7 @@ from labkit.engines.capabilities import Capabilities
 from labkit.engines.cgroup import cgroup_memory
 from labkit.errors import EngineError
 from labkit.names import network as network_name
-from labkit.paths import lab_dir
+from labkit.paths import lab_dir, session_env
 from labkit.servers import base as servers
 from labkit.servers.base import Server
 
@@ -68,6 +68,7 @@ def podman(user: str = "", interactive: bool = False) -> list[str]:
     terminal of their own, so none of them holds the caller's, where a TIOCSTI ioctl would
     type commands for root once the session ends."""
     if not user:
+        session_env()  # an ordinary account's own store: one runtime folder for labkit and its Ansible
         return ["podman"]
     try:
         pw = pwd.getpwnam(user)
@@ -492,6 +493,7 @@ class PodmanEngine:
         """For each remote lab server with Podman containers: per store ('' root's, or a rootless
         user's) the wrapper here that runs that Podman there over SSH, the connection plugin's
         ``ansible_podman_executable`` for those containers (up.yml)."""
+        session_env()  # before the playbook: its Podman and labkit's share one runtime folder
         out: dict[str, dict[str, str]] = {}
         by_name = {sv.name: sv for sv in servers}
         for c in containers:

@@ -655,6 +655,17 @@ def main():
     if not name_ok.match(p["lab"]):
         module.fail_json(msg=f"bad lab name {p['lab']!r}")
     result = dict(changed=False, actions=[], rules=0, uplinks=[], ipv6="off")
+    if os.geteuid() != 0:
+        # an ordinary account (a student on a classroom machine): iptables is root's, so labkit
+        # adds no rule and, never having added one, has none to remove. What holds without them
+        # is the engines' own isolation (docs/instructors/shared-machine.md): a rootless Podman
+        # network lives in the account's own network namespace, Docker keeps its bridges apart.
+        result["skipped_not_root"] = True
+        if p["state"] == "present" and (p["students"] or p["rootless_users"]):
+            module.warn(f"lab {p['lab']}: no firewall rules (uid {os.geteuid()} is not root): the students' hosts "
+                        "are kept apart by their engines alone, not by labkit's rules "
+                        "(see docs/instructors/shared-machine.md)")
+        module.exit_json(**result)
     if p["state"] == "present" and not p["students"] and not p["rootless_users"]:
         module.exit_json(**result)
     users = rootless_uids(module, p["rootless_users"]) if p["state"] == "present" else []

@@ -1,0 +1,177 @@
+"""A classroom machine shared by accounts without root: the permission errors name the cause
+and the fix (never a daemon to start), the Docker-free path of a rootless Podman lab, the
+preparation's id ranges and the shared images' names. Pure logic: the account is faked
+(``os.geteuid``, ``os.access``); tests/integration/test_shared_machine.py runs the same as
+real ordinary accounts."""
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from labkit import paths
+from labkit.api import classroom_machine as cm
+from labkit.doctor import machine
+from labkit.engines import docker, shared_images
+from labkit.errors import EngineError, SpecError
+
+
+@pytest.fixture
+def student(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process as an ordinary account (uid 1001, 'alice') that may not use the socket."""
+    monkeypatch.setattr(os, "geteuid", lambda: 1001)
+    monkeypatch.setattr(os, "access", lambda *_a, **_k: False)
+    monkeypatch.setattr(docker, "_account", lambda: "alice")
+
+
+def test_a_socket_the_account_may_not_use_names_account_group_and_who_grants(tmp_path: Path, student: None) -> None:
+    sock = tmp_path / "docker.sock"
+    sock.write_text("")
+    os.chmod(sock, 0o660)
+    denied = docker.permission_denied(f"unix://{sock}")
+    assert denied is not None
+    msg, hint = denied
+    assert "this account (alice) may not use the Docker engine" in msg
+    assert str(sock) in msg and "-rw-rw----" in msg
+    group = msg.rsplit("group ", 1)[1]
+    assert f"`usermod -aG {group} alice`" in hint and "root in all but name" in hint
+    assert "engine: podman" in hint  # the way without any grant
+    # the engine answers: nothing tells a student to start a daemon, as root or otherwise
+    assert "dockerd" not in hint and "setup.sh" not in hint and "start" not in hint
+
+
+def test_client_raises_the_permission_error_not_not_answering(tmp_path: Path, student: None,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    sock = tmp_path / "docker.sock"
+    sock.write_text("")
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{sock}")
+    docker.reset()
+    with pytest.raises(EngineError) as e:
+        docker.client(timeout=1)
+    docker.reset()
+    assert "may not use the Docker engine" in e.value.message and "not answering" not in e.value.message
+    assert e.value.exit_code == 3
+
+
+def test_no_permission_error_for_root_a_missing_socket_or_a_remote_engine(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    sock = tmp_path / "docker.sock"
+    sock.write_text("")
+    monkeypatch.setattr(os, "access", lambda *_a, **_k: False)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert docker.permission_denied(f"unix://{sock}") is None  # root
+    monkeypatch.setattr(os, "geteuid", lambda: 1001)
+    assert docker.permission_denied(f"unix://{tmp_path}/none.sock") is None  # not there: "not answering" says it
+    assert docker.permission_denied("tcp://10.0.0.1:2375") is None
+    monkeypatch.setattr(os, "access", lambda *_a, **_k: True)
+    assert docker.permission_denied(f"unix://{sock}") is None  # granted
+
+
+def test_a_lab_of_podman_containers_needs_docker_only_as_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    pod, dk = SimpleNamespace(engine="podman"), SimpleNamespace(engine="docker")
+    monkeypatch.setattr(os, "geteuid", lambda: 1001)
+    assert docker.needed([pod]) is False
+    assert docker.needed([pod, dk]) is True
+    monkeypatch.setattr(os, "geteuid", lambda: 0)  # root: Docker's store holds the images Podman loads
+    assert docker.needed([pod]) is True
+
+
+def test_an_account_without_docker_lists_no_docker_hosts_and_asks_no_engine(student: None,
+                                                                           monkeypatch: pytest.MonkeyPatch,
+                                                                           tmp_path: Path) -> None:
+    sock = tmp_path / "docker.sock"
+    sock.write_text("")
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{sock}")
+
+    def no_engine(*_a: object) -> None:
+        raise AssertionError("the engine was asked")
+
+    monkeypatch.setattr(docker, "client_for", no_engine)
+    sv = SimpleNamespace(docker_host=None, name="localhost", local=True)
+    eng = docker.DockerEngine()
+    assert eng.hosts("demo", None, sv) == []  # type: ignore[arg-type]
+    assert eng.networks("demo", sv) == []  # type: ignore[arg-type]
+    assert eng.remove_images(sv, {"labkit.lab": "demo"}) == []  # type: ignore[arg-type]
+    assert docker.usable_here() is False
+
+
+def test_doctor_skips_docker_for_a_rootless_podman_lab_and_fails_naming_the_grant_otherwise(
+        student: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    sock = tmp_path / "docker.sock"
+    sock.write_text("")
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{sock}")
+    pod = SimpleNamespace(containers=[SimpleNamespace(engine="podman")])
+    dk = SimpleNamespace(containers=[SimpleNamespace(engine="docker")])
+    [c] = machine.check_engine(pod)  # type: ignore[arg-type]
+    assert c.status == "skipped" and "not needed" in c.detail
+    [c] = machine.check_engine(dk)  # type: ignore[arg-type]
+    assert c.status == "fail" and "alice" in c.detail and "usermod -aG" in c.fix and "dockerd" not in c.fix
+
+
+POLKIT = ("error: failed to connect to the hypervisor\n"
+          "error: internal error: Unable to get system bus connection: Could not connect: No such file or directory")
+
+
+def test_libvirt_refusal_names_account_group_and_instructor() -> None:
+    msg, fix = machine.libvirt_denied(POLKIT, uid=1001, account="alice") or ("", "")
+    assert "this account (alice) may not use libvirt's system instance (qemu:///system)" in msg
+    assert "system bus" in msg
+    assert "`usermod -aG libvirt alice`" in fix and "root in all but name" in fix
+    assert "libvirtd -d" not in fix and "setup.sh" not in fix
+    assert machine.libvirt_denied(POLKIT, uid=0) is None  # root: a real libvirtd problem, said as before
+    assert machine.libvirt_denied("error: Connection refused", uid=1001, account="alice") is None
+    assert machine.libvirt_denied("", uid=1001) is None
+
+
+def test_id_ranges_never_overlap_an_existing_one() -> None:
+    entries = cm.parse_ranges("root:1000000000:65536\nbob:100000:65536\nbad line\ncarol:165536:65536\n")
+    assert [e[0] for e in entries] == ["root", "bob", "carol"]
+    assert cm.free_start(entries) == 231072
+    assert cm.free_start([]) == cm.FIRST_ID
+    assert cm.free_start([("x", 300000, 10)]) == cm.FIRST_ID  # room before it
+    assert cm.free_start([("x", 150000, 10)]) == 150010      # overlaps: after it
+    assert cm.has_range(entries, "bob", 1002) and not cm.has_range(entries, "dave", 1003)
+    assert cm.has_range([("1003", 5, 65536)], "dave", 1003)  # by uid too
+
+
+def test_unknown_account_or_group_is_bad_input_before_any_change() -> None:
+    with pytest.raises(SpecError, match="--account nosuchstudent42: no such account"):
+        cm.accounts_of(["nosuchstudent42"], None)
+    with pytest.raises(SpecError, match="--group nosuchgroup42: no such group"):
+        cm.accounts_of([], "nosuchgroup42")
+    with pytest.raises(SpecError, match="no account to prepare"):
+        cm.accounts_of([], None)
+
+
+def test_the_preparation_refuses_to_run_without_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1001)
+    with pytest.raises(EngineError, match="runs as root"):
+        cm.prepare_classroom(SimpleNamespace(containers=[]), ["root"])  # type: ignore[arg-type]
+
+
+def test_shared_image_names_match_the_roles(tmp_path: Path) -> None:
+    assert shared_images.stem("labkit/debian:12") == "labkit_debian_12"
+    assert shared_images.stem("localhost:5000/x/busybox:1.36") == "localhost_5000_x_busybox_1_36"
+    (tmp_path / "labkit_debian_12.tar").write_text("")
+    (tmp_path / "labkit_debian_12.id").write_text("sha256:x\n")
+    (tmp_path / "labkit_busybox_latest.tar").write_text("")  # no ID: not usable
+    assert shared_images.missing(["labkit/debian:12", "labkit/busybox:latest"], tmp_path) == ["labkit/busybox:latest"]
+    role = (Path(__file__).parents[2] / "roles/lab_podman/tasks/server.yml").read_text()
+    assert "regex_replace('[^A-Za-z0-9]+', '_') }}.tar" in role and "}}.id\"]" in role
+
+
+def test_an_account_without_a_login_session_gets_one_private_runtime_folder(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1001)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.setattr(paths, "private_dir", lambda d: (d.mkdir(parents=True, mode=0o700, exist_ok=True), d)[1])
+    paths.session_env()
+    d = Path(os.environ["XDG_RUNTIME_DIR"])
+    assert d == tmp_path / ".cache/labkit/xdg-run" and stat.S_IMODE(d.stat().st_mode) == 0o700
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))  # one that works is kept
+    paths.session_env()
+    assert os.environ["XDG_RUNTIME_DIR"] == str(tmp_path)
