@@ -4,11 +4,10 @@ from __future__ import annotations
 import json
 import os
 import platform
-import pwd
 import shutil
 from pathlib import Path
 
-from labkit.doctor.check import Check, run_quiet
+from labkit.doctor.check import Check, libvirt_denied, run_quiet
 from labkit.doctor.lab import check_lab
 from labkit.engines import docker, registry
 from labkit.errors import EngineError
@@ -113,31 +112,6 @@ def check_vm_stack(need_vm: bool, accel: str | None = None) -> list[Check]:
         out.append(Check("VirtualBox", "warn", "the vboxdrv module is loaded next to KVM",
                          "VirtualBox and KVM cannot both run VMs: `rmmod vboxnetadp vboxnetflt vboxdrv`"))
     return out
-
-
-def libvirt_denied(stderr: str, uid: int | None = None, account: str = "") -> tuple[str, str] | None:
-    """When ``virsh -c qemu:///system`` failed (``stderr``) because this ordinary account may not
-    use libvirt's system instance (it answers; the account lacks the right): the error and its
-    fix, naming the account and who grants the access; None for root or another failure."""
-    uid = os.geteuid() if uid is None else uid
-    if uid == 0 or not stderr:
-        return None
-    if not any(w in stderr.lower() for w in ("permission denied", "authentication", "polkit", "system bus",
-                                             "access denied", "not authorized")):
-        return None
-    who = account or _account(uid)
-    why = (stderr.strip().splitlines() or ["refused"])[-1]
-    return (f"this account ({who}) may not use libvirt's system instance (qemu:///system): {why}",
-            f"the instructor, as root, grants it: `usermod -aG libvirt {who}` (then log in again; group libvirt "
-            "is root in all but name: a VM may be given any file of the machine as its disk); "
-            "see docs/instructors/shared-machine.md")
-
-
-def _account(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return f"uid {uid}"
 
 
 def check_engines(lab: Lab) -> list[Check]:

@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 from labkit import names, paths
+from labkit.doctor.check import libvirt_denied
 from labkit.errors import EngineError
 
 LIBVIRT_URI = "qemu:///system"
@@ -53,6 +54,9 @@ def libvirt_answers(timeout: float = 20) -> str | None:
 def check_libvirt() -> None:
     """EngineError naming libvirtd unless it answers (checked before a VM is planned)."""
     why = libvirt_answers()
+    denied = libvirt_denied(why or "") if LIBVIRT_URI == "qemu:///system" else None
+    if denied:  # it answers; this ordinary account lacks the right: who grants it, never "start libvirtd"
+        raise EngineError(*denied)
     if why:
         raise EngineError(f"libvirtd is not answering at {LIBVIRT_URI} ({why})", LIBVIRT_HINT)
 

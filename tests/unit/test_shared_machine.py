@@ -15,6 +15,7 @@ import pytest
 from labkit import paths
 from labkit.api import classroom_machine as cm
 from labkit.doctor import machine
+from labkit.doctor.check import libvirt_denied
 from labkit.engines import docker, shared_images
 from labkit.errors import EngineError, SpecError
 
@@ -116,14 +117,14 @@ POLKIT = ("error: failed to connect to the hypervisor\n"
 
 
 def test_libvirt_refusal_names_account_group_and_instructor() -> None:
-    msg, fix = machine.libvirt_denied(POLKIT, uid=1001, account="alice") or ("", "")
+    msg, fix = libvirt_denied(POLKIT, uid=1001, account="alice") or ("", "")
     assert "this account (alice) may not use libvirt's system instance (qemu:///system)" in msg
     assert "system bus" in msg
     assert "`usermod -aG libvirt alice`" in fix and "root in all but name" in fix
     assert "libvirtd -d" not in fix and "setup.sh" not in fix
-    assert machine.libvirt_denied(POLKIT, uid=0) is None  # root: a real libvirtd problem, said as before
-    assert machine.libvirt_denied("error: Connection refused", uid=1001, account="alice") is None
-    assert machine.libvirt_denied("", uid=1001) is None
+    assert libvirt_denied(POLKIT, uid=0) is None  # root: a real libvirtd problem, said as before
+    assert libvirt_denied("error: Connection refused", uid=1001, account="alice") is None
+    assert libvirt_denied("", uid=1001) is None
 
 
 def test_id_ranges_never_overlap_an_existing_one() -> None:
@@ -175,3 +176,14 @@ def test_an_account_without_a_login_session_gets_one_private_runtime_folder(tmp_
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))  # one that works is kept
     paths.session_env()
     assert os.environ["XDG_RUNTIME_DIR"] == str(tmp_path)
+
+
+def test_the_vm_path_says_the_same_for_an_account_libvirt_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    from labkit.vm import vms
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1001)
+    monkeypatch.setattr(vms, "libvirt_answers", lambda: POLKIT.splitlines()[-1])
+    with pytest.raises(EngineError) as e:
+        vms.check_libvirt()
+    assert "may not use libvirt's system instance" in e.value.message
+    assert "usermod -aG libvirt" in e.value.hint and "libvirtd -d" not in e.value.hint
