@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,6 +168,31 @@ def connection_plugins() -> str:
     default places: for every Ansible labkit runs (playbooks, the user's testinfra tests)."""
     return os.pathsep.join([str(playbooks_dir() / "connection_plugins"), "~/.ansible/plugins/connection",
                             "/usr/share/ansible/plugins/connection"])
+
+
+FACTS = "facts"          # the lab's fact cache (jsonfile), in its state folder
+FACT_CACHE_SECONDS = 7200
+
+
+def fact_cache_env(lab: str) -> dict[str, str]:
+    """Ansible's fact cache for the runs of a lab's own content: facts gathered once are kept
+    in the lab's state folder (jsonfile) and a play's fact gathering is skipped for a host whose
+    facts are cached (``gathering = smart``) for FACT_CACHE_SECONDS. ``drop_facts`` forgets them
+    (``up`` does for every host its own run changed or remade, ``up --full`` for all)."""
+    return {"ANSIBLE_GATHERING": "smart", "ANSIBLE_CACHE_PLUGIN": "ansible.builtin.jsonfile",
+            "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(lab_dir(lab) / FACTS),
+            "ANSIBLE_CACHE_PLUGIN_TIMEOUT": str(FACT_CACHE_SECONDS)}
+
+
+def drop_facts(lab: str, hosts: Iterable[str] | None = None) -> None:
+    """Forget the cached facts of ``hosts`` (all of the lab's when None)."""
+    d = lab_dir(lab) / FACTS
+    if hosts is None:
+        shutil.rmtree(d, ignore_errors=True)
+        return
+    for h in hosts:
+        if h and "/" not in h and not h.startswith("."):
+            (d / h).unlink(missing_ok=True)
 
 
 def run_playbook(

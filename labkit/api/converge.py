@@ -15,7 +15,7 @@ import yaml
 from labkit.ansible import inventory as inv_mod
 from labkit.ansible import labvars
 from labkit.ansible.runner import EventHandler as OnEvent
-from labkit.ansible.runner import RunResult, run_playbook
+from labkit.ansible.runner import RunResult, fact_cache_env, run_playbook
 from labkit.api.discover import engines, hosts, ssh_configs
 from labkit.api.select import check_students, lab_lock
 from labkit.errors import IdempotenceFailed, NotUp, PlaybookFailed, SpecError, UsageError
@@ -110,7 +110,8 @@ def converge_on(lab: Lab, svs: list[Server], playbooks: list[str] | None = None,
     if limit:
         pattern = f"{pattern}:&{limit}"
     skips = [*lab.provision.skip_tags, *(skip_tags.split(",") if skip_tags else [])]
-    env = {"ANSIBLE_ROLES_PATH": os.pathsep.join([*lab.provision.roles_path, str(roles_dir())])}
+    env = {"ANSIBLE_ROLES_PATH": os.pathsep.join([*lab.provision.roles_path, str(roles_dir())]),
+           **fact_cache_env(lab.name)}
     if lab.provision.collections_path:
         env["ANSIBLE_COLLECTIONS_PATH"] = os.pathsep.join(lab.provision.collections_path)
     cmdline = " ".join(x for x in ("--check" if check else "", "--diff" if diff else "") if x) or None

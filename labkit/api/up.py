@@ -2,6 +2,7 @@
 measurements and the lab's own content after."""
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -9,26 +10,38 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from labkit import names
 from labkit.access import creds
+from labkit.ansible import runner
 from labkit.ansible.runner import EventHandler as OnEvent
 from labkit.ansible.runner import RunResult, run_playbook
 from labkit.api.converge import ConvergeResult, converge_on, has_content
-from labkit.api.discover import engine_scopes, engines, engines_on, inventory_file, lab_servers, record_scopes
+from labkit.api.discover import (
+    engine_scopes,
+    engines,
+    engines_on,
+    hosts,
+    inventory_file,
+    lab_servers,
+    record_scopes,
+)
 from labkit.api.planning import baked_distros, context, systemd_distros
 from labkit.api.query import facts
 from labkit.api.select import check_students, lab_lock, save_lab
 from labkit.engines import docker, registry
 from labkit.engines.base import Engine, HostRow
+from labkit.engines.capabilities import caps
 from labkit.errors import BoxError, LabkitError, PlaybookFailed, SpecError
 from labkit.images import build as images
+from labkit.images import content as lab_images
 from labkit.lab import catalog
 from labkit.lab.spec import Lab
 from labkit.log import Log, quiet
 from labkit.observe import measure
 from labkit.observe.facts import HostFacts
 from labkit.paths import lab_dir, vagrant_home
-from labkit.plan import uptodate
-from labkit.plan.model import make_plan, split_extravars
+from labkit.plan import contentcache, uptodate
+from labkit.plan.model import Plan, make_plan, split_extravars
 from labkit.servers.base import Server
 from labkit.vm import boxes, virt, vms
 
@@ -60,7 +73,8 @@ def package_warnings(host_facts: dict[str, dict]) -> list[str]:
 
 def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log: Log = quiet,
        on_event: OnEvent | None = None, verbosity: int = 0, show_output: bool = False, with_facts: bool = True,
-       inventory: str | Path | None = None, full: bool = False, only: Sequence[str] | None = None) -> UpResult:
+       inventory: str | Path | None = None, full: bool = False, only: Sequence[str] | None = None,
+       content_cache: bool = True) -> UpResult:
     """Bring the lab up (idempotent): images, then ``playbooks/up.yml`` through ansible-runner.
 
     With ``inventory``, the lab's students are spread over its ``lab_servers`` (each server
@@ -69,6 +83,9 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
     (``run`` is None, ``up_to_date`` the time of that run); ``full`` runs it anyway.
     ``only`` (``reset``, ``checkpoint restore``: hosts by full name): these hosts alone are made,
     provisioned and given the lab's content (with their students' networks and rules).
+    ``content_cache`` (``--no-content-cache`` turns it off): the lab's content converged once per
+    distro and committed as a lab image the other students' new containers start from
+    (``labkit.plan.contentcache``); the content then runs on every host as its idempotence pass.
     """
     check_students(lab, students)
     t0 = time.monotonic()
@@ -91,7 +108,16 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
         local = {sv.name for sv in svs if sv.local}
         vm_local = vm_settings_here(lab, log, build) if any(v.server in local for v in draft.vms) else None
         vm_remote = vm_settings_remote(lab, svs, [{"server": v.server} for v in draft.vms], log)
-        plan = make_plan(lab, context(lab, svs, vm_local=vm_local, vm_remote=vm_remote), students)
+        ctx = context(lab, svs, vm_local=vm_local, vm_remote=vm_remote)
+        plan = make_plan(lab, ctx, students)
+        try:
+            content_key: str | None = contentcache.digest(lab) if has_content(lab) else ""
+        except contentcache.TooLarge as e:
+            log(f"content: not checksummed ({e}): it runs at every up")
+            content_key = None
+        choice = _cache_choice(lab, plan, svs, content_key, content_cache and only is None, log)
+        if choice.images:
+            plan = make_plan(lab, replace(ctx, content=choice.images), students)
         if only is not None:  # these hosts alone (the students' networks and rules are ensured all the same)
             plan = replace(plan, containers=tuple(c for c in plan.containers if c.name in only),
                            vms=tuple(v for v in plan.vms if v.name in only))
@@ -110,8 +136,10 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
             extravars.update(eng.playbook_vars(lab.name, plan.containers, svs))
         vms = [{"name": v.name, "server": v.server} for v in plan.vms]
         vm_settings = dict(plan.vm)
-        stamped = not uptodate.eligible(plan, svs, students, has_content(lab))  # a full run writes a stamp
-        key = uptodate.asked(lab, extravars, docker.client()) if stamped else ""
+        stamped = not uptodate.eligible(plan, svs, students, content_key, only)  # a full run writes a stamp
+        key = uptodate.asked(lab, extravars, docker.client(), content_key or "") if stamped else ""
+        if full:  # --full: facts are gathered again too
+            runner.drop_facts(lab.name)
         if stamped and not full:
             since = uptodate.unchanged(lab.name, key, docker.client(), bool(vms))
             if since is not None:
@@ -120,6 +148,10 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
                     res.facts = facts(lab)
                 return res
         uptodate.drop(lab.name)  # only a run that ends well writes one
+        if choice.builders:  # the content cache: one host per distro converged and committed first
+            _build_lab_images(lab, plan, svs, choice, content_key or "", log, on_event, verbosity, show_output)
+            if stamped:  # the stamp names the ids of the images the containers run: the new lab images' now
+                key = uptodate.asked(lab, extravars, docker.client(), content_key or "")
         boots = measure.VmBoots(on_event)  # which VMs boot, and how many at once (K8's context)
         where = _vm_where(vms, vm_settings, vm_remote, svs)
         try:
@@ -139,11 +171,16 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
             raise
         rows = measure_containers(lab.name, [c.name for c in plan.containers], svs, log)
         measure.save(lab.name, rows + [_measure_vm(lab, v["name"], run.host_facts, boots, where) for v in vms])
-        if stamped:
-            uptodate.save(lab.name, key, docker.client(), bool(vms))
+        # a host remade or changed by labkit's own run gathers its facts again (the fact cache)
+        runner.drop_facts(lab.name, run.changed_hosts())
         # the lesson's own content / the user's roles, after labkit's own (never on a lab server)
         conv = converge_on(lab, svs, students=students, prepare=True, on_event=on_event, verbosity=verbosity,
                            show_output=show_output, only=only) if has_content(lab) else None
+        if stamped:  # after the content too: a failed content run leaves no stamp
+            uptodate.save(lab.name, key, docker.client(), bool(vms))
+        if conv is not None and only is None and any(sv.local for sv in svs):
+            # lab images of older content no container uses any more (Docker keeps those in use)
+            lab_images.remove(lab.name, keep=[*choice.images.values(), *choice.builders.values()])
     res = UpResult(lab, run, imgs, seconds=time.monotonic() - t0, warnings=package_warnings(run.host_facts),
                    converge=conv)
     if with_facts:
@@ -286,3 +323,61 @@ def _measure_vm(lab: Lab, domain: str, host_facts: dict, boots: measure.VmBoots 
                 else None,
                 "vm_cpus": lab.vm.cpus}
     return measure.vm(domain, float(secs) if secs is not None else None, boxes.box_size(lab.vm.box), boot)
+
+
+def _cache_choice(lab: Lab, plan: Plan, svs: list[Server], content_key: str | None, on: bool,
+                  log: Log) -> contentcache.Choice:
+    """The content cache's images for this run (labkit.plan.contentcache): on Docker on this
+    machine, when every student gets the same content; said when it does not apply."""
+    if not content_key or not lab.provision.playbooks and not lab.provision.roles:
+        return contentcache.Choice()
+    local = {sv.name for sv in svs if sv.local}
+    cached = [c for c in plan.containers if c.server in local and caps(c.engine).baked_images]
+    groups = {"vm", *(names.host_slug(catalog.get(c.distro).slug, c.engine, c.user).replace("-", "_")
+                      for c in plan.containers)}
+    why = contentcache.why_not(lab, groups, off=not on)
+    if why or not cached:
+        if why and why != "--no-content-cache" and len(lab.students) > 1:
+            log(f"content cache: off ({why})")
+        return contentcache.Choice()
+    code = uptodate.code_digest()
+    wanted: dict[str, str] = {}
+    base_ids: dict[str, str | None] = {}
+    for c in cached:
+        if c.image in wanted:
+            continue
+        base_ids[c.image] = lab_images.image_id(c.image)
+        per = hashlib.sha256(f"{content_key}\0{code}\0{c.image}\0{base_ids[c.image]}\0{c.init}".encode()).hexdigest()
+        wanted[c.image] = contentcache.image_ref(lab.name, catalog.get(c.distro).slug, per)
+    existing = {h.name: h.image for h in hosts(lab.name, None, servers=svs) if h.role == "container" and h.image}
+    have = lab_images.lab_images(lab.name)
+    known = {**dict.fromkeys(wanted.values()), **have}
+    for ref in existing.values():  # a container's lab image gone (removed by hand): remade
+        if ref.startswith(f"{contentcache.REPO}:") and ref not in known:
+            known[ref] = None
+    return contentcache.images_for(cached, existing, known, wanted, base_ids)
+
+
+def _build_lab_images(lab: Lab, plan: Plan, svs: list[Server], choice: contentcache.Choice, content_key: str,
+                      log: Log, on_event: OnEvent | None, verbosity: int, show_output: bool) -> None:
+    """Make the builders (one host per distro, from the base image), converge the lab's content
+    on them, and commit each as its lab image: the other new containers start from it."""
+    t0 = time.monotonic()
+    bplan = replace(plan, containers=tuple(c for c in plan.containers if c.name in choice.builders), vms=())
+    extravars = bplan.extravars()
+    for eng in registry.all_engines():
+        extravars.update(eng.playbook_vars(lab.name, bplan.containers, svs))
+    plan_file = lab_dir(lab.name) / "runner" / "plan.json"
+    cmdline_vars, first_play = split_extravars(extravars, str(plan_file))
+    plan_file.parent.mkdir(parents=True, exist_ok=True)
+    plan_file.write_text(json.dumps(first_play))
+    run_playbook("up.yml", lab=lab.name, extravars=cmdline_vars, on_event=on_event, verbosity=verbosity,
+                 show_output=show_output, skip_tags="labkit_vm")
+    converge_on(lab, svs, prepare=True, on_event=on_event, verbosity=verbosity, show_output=show_output,
+                only=list(choice.builders))
+    for c in bplan.containers:
+        ref = choice.builders[c.name]
+        base = lab_images.image_id(c.image) or ""
+        lab_images.commit(c.name, ref, lab.name, content_key, base, c.distro)
+        log(f"content cache: {ref} made from {c.name} ({c.image})")
+    log(f"content cache: {len(choice.builders)} lab image(s) in {time.monotonic() - t0:.0f}s")

@@ -60,11 +60,13 @@ force_handlers_option = click.option(
 @click.option("--json", "as_json", is_flag=True, help="With --plan: print the plan as JSON.")
 @click.option("--full", is_flag=True,
               help="Run the playbook even when nothing changed since the last full run (repairs changes "
-                   "made inside a host by hand).")
+                   "made inside a host by hand); the lab's own content runs again too.")
+@click.option("--no-content-cache", "no_content_cache", is_flag=True,
+              help="Converge the lab's content on every host from its base image (no lab image per distro).")
 @force_handlers_option
 @trust_option
 @handle_errors
-def up(lab_file: str | None, lab_name: str | None, students: tuple[str, ...], build: bool, with_facts: bool, verbose: int, quiet: bool, inventory: str | None, plan_only: bool, as_json: bool, full: bool, force_handlers: bool, trust: bool) -> None:
+def up(lab_file: str | None, lab_name: str | None, students: tuple[str, ...], build: bool, with_facts: bool, verbose: int, quiet: bool, inventory: str | None, plan_only: bool, as_json: bool, full: bool, no_content_cache: bool, force_handlers: bool, trust: bool) -> None:
     """Create and provision the lab's hosts (idempotent), then show the facts."""
     lab = select(lab_file, lab_name, default_ok=True, quiet=quiet, trust=trust)
     if plan_only or as_json:
@@ -76,10 +78,11 @@ def up(lab_file: str | None, lab_name: str | None, students: tuple[str, ...], bu
     with progress(verbose, quiet, f"labkit up {lab.name}") as on_event, handlers_forced(force_handlers):
         res = api.up(lab, students=list(students) or None, build=build, log=log, on_event=on_event,
                      verbosity=max(0, verbose - 1), show_output=bool(verbose), with_facts=with_facts,
-                     inventory=inventory, full=full)
+                     inventory=inventory, full=full, content_cache=not no_content_cache)
     if res.run is None:
         say(f"recap: up to date: nothing changed since the full run of "
-             f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(res.up_to_date or 0))}, playbook skipped "
+             f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(res.up_to_date or 0))}, playbook "
+             + ("and your content " if api.has_content(lab) else "") + "skipped "
              f"({res.seconds:.1f}s; `labkit up --full` runs it anyway)")
     else:
         say(recap(res.run))

@@ -98,6 +98,8 @@ class Context:
     systemd: Mapping[str, str] = field(default_factory=dict)
     # container name -> the checkpoint image it was restored from (labkit.plan.checkpoints)
     restored: Mapping[str, str] = field(default_factory=dict)
+    # container name -> the lab image it starts from (labkit.plan.contentcache: the content cache)
+    content: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -206,6 +208,7 @@ def make_plan(lab: Lab, ctx: Context, students: Iterable[str] | None = None) -> 
             name = names.container(lab.name, s, d.slug, c.engine, user)
             if c.pid1 == "systemd":
                 image = ctx.systemd.get(d.ref, image)
+            image = ctx.content.get(name, image)
             image = ctx.restored.get(name, image)
             containers.append(ContainerItem(
                 name=name, network=names.network(lab.name, s),

@@ -14,10 +14,15 @@ nothing to change in what the stamp covers, and Ansible stays the only thing tha
 state. ``up --full`` runs the playbook anyway. The stamp is dropped before every full run,
 so an interrupted run never leaves one behind, and ``down`` drops it with the lab's folder.
 
-Covered: labs on this machine whose containers are all Docker's, with or without VMs, with no
-provision playbooks or roles of their own (those run at every ``up``), for all students.
-Everything else runs the playbook as before. Not covered: a change made inside a host by hand
-(a package removed): ``up --full`` repairs it.
+With content of its own (provision.prepare, playbooks, roles), the stamp is written only after
+the content ran well too, and covers the content's checksum (``labkit.plan.contentcache.digest``:
+its files and the provision section): a lab whose content, vars, hosts and images did not
+change skips its content as well, and a failed content run leaves no stamp (the next ``up`` runs).
+
+Covered: labs on this machine whose containers are all Docker's, with or without VMs, with or
+without content of their own, for all students. Everything else runs the playbook as before.
+Not covered: a change made inside a host by hand (a package removed), content from outside the
+lab's folders (a role installed in ~/.ansible): ``up --full`` repairs it.
 """
 from __future__ import annotations
 
@@ -55,17 +60,27 @@ def drop(lab: str) -> None:
     _file(lab).unlink(missing_ok=True)
 
 
-def eligible(plan: Plan, servers: Iterable[Server], students: Sequence[str] | None, has_content: bool) -> str:
-    """Why the fast path cannot be used for this run ("" when it can)."""
+def eligible(plan: Plan, servers: Iterable[Server], students: Sequence[str] | None, content: str | None = "",
+             only: Sequence[str] | None = None) -> str:
+    """Why the fast path cannot be used for this run ("" when it can). ``content``: the checksum of
+    the lab's own content (``labkit.plan.contentcache.digest``; "" when it has none, None when it
+    could not be checksummed); ``only``: some hosts alone (reset)."""
     if students:
         return "--student"
-    if has_content:
-        return "the lab's own playbooks and roles run at every up"
+    if only is not None:
+        return "some hosts only"
+    if content is None:
+        return "the lab's content could not be checksummed"
     if not all(sv.local for sv in servers):
         return "remote lab servers"
     if not all(caps(c.engine).fast_path for c in plan.containers):
         return "engines other than Docker"
     return ""
+
+
+def code_digest() -> str:
+    """labkit's own code, roles and playbooks, as a checksum."""
+    return _code_digest()
 
 
 def _code_digest() -> str:
@@ -79,8 +94,8 @@ def _code_digest() -> str:
     return h.hexdigest()
 
 
-def asked(lab: Lab, extravars: dict[str, Any], client: DockerClient) -> str:
-    """Digest of what this `up` asks for."""
+def asked(lab: Lab, extravars: dict[str, Any], client: DockerClient, content: str = "") -> str:
+    """Digest of what this `up` asks for (``content``: the checksum of the lab's own content)."""
     images = sorted({c["image"] for c in extravars.get("labkit_containers") or []})
     ids: dict[str, str | None] = {}
     for ref in images:
@@ -88,7 +103,8 @@ def asked(lab: Lab, extravars: dict[str, Any], client: DockerClient) -> str:
             ids[ref] = client.api.inspect_image(ref)["Id"]
         except Exception:  # noqa: BLE001 - a missing image is a change: no fast path
             ids[ref] = None
-    doc = {"lab": lab.model_dump(mode="json"), "extravars": extravars, "images": ids, "code": _code_digest()}
+    doc = {"lab": lab.model_dump(mode="json"), "extravars": extravars, "images": ids, "code": _code_digest(),
+           "content": content}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
