@@ -17,7 +17,9 @@ LOCAL, REMOTE = NS(local=True), NS(local=False)
     ((plan("docker", "docker"), [LOCAL], None, False), ""),
     ((plan(), [LOCAL], None, False), ""),  # a VM-only lab
     ((plan("docker"), [LOCAL], ["s1"], False), "--student"),
-    ((plan("docker"), [LOCAL], None, True), "the lab's own playbooks and roles run at every up"),
+    ((plan("docker"), [LOCAL], None, "a1b2"), ""),  # content with its checksum: covered (issue 31)
+    ((plan("docker"), [LOCAL], None, None), "the lab's content could not be checksummed"),
+    ((plan("docker"), [LOCAL], None, "", ["labkit-l-s01-debian12"]), "some hosts only"),
     ((plan("docker"), [LOCAL, REMOTE], None, False), "remote lab servers"),
     ((plan("docker", "podman"), [LOCAL], None, False), "engines other than Docker"),
 ])
