@@ -93,3 +93,19 @@ def test_why_not_follows_imported_playbooks_and_the_switch(tmp_path: Path) -> No
     (tmp_path / "site.yml").write_text("- ansible.builtin.import_playbook: inner.yml\n")
     assert "server_x" in cc.why_not(lb, ["debian12"])  # type: ignore[arg-type]
     assert cc.why_not(lb, ["debian12"], off=True) == "--no-content-cache"  # type: ignore[arg-type]
+
+
+def test_fact_cache_in_the_labs_folder_and_dropped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from labkit.ansible import runner
+
+    monkeypatch.setattr(runner, "lab_dir", lambda lab: tmp_path / lab)
+    env = runner.fact_cache_env("l")
+    assert env["ANSIBLE_GATHERING"] == "smart" and env["ANSIBLE_CACHE_PLUGIN_CONNECTION"] == str(tmp_path / "l" / "facts")
+    d = tmp_path / "l" / "facts"
+    d.mkdir(parents=True)
+    for h in ("h1", "h2", "h3"):
+        (d / h).write_text("{}")
+    runner.drop_facts("l", ["h1", "../h2"])  # a name with a path in it is no host of the cache
+    assert sorted(p.name for p in d.iterdir()) == ["h2", "h3"]
+    runner.drop_facts("l")
+    assert not d.exists()
