@@ -107,7 +107,7 @@ def target(t: str) -> str:
 
 
 def pytest(name: str, targets: list[str], junit: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", "pytest", f"--junitxml={junit}", *map(target, targets)]
+    cmd = [sys.executable, "-m", "pytest", f"--junitxml={junit}", "--durations=15", *map(target, targets)]
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                          env={**os.environ, **env})
     prefix = f"[{name}] "
@@ -181,9 +181,19 @@ def table(times_file: Path) -> str:
         key = parts[-1] if parts[1] in ("integration", "security") else f"tests/{parts[1]}"
         lines.append(f"| `{'/'.join(parts)}.py` | {where.get(key, '1 / alone')} | {secs:.0f} |")
     streams = ", ".join(f"{k} {v} s" for k, v in t["streams"].items())
-    lines += ["", f"Stages: {', '.join(f'{k}: {v} s' for k, v in t['stages'].items())}; streams: {streams}; "
+    busy = t.get("cpu_busy", {})
+    stages = ", ".join(f"{k}: {v} s" + (f" (CPU {busy[k]:.0%} busy)" if k in busy else "") for k, v in t["stages"].items())
+    lines += ["", f"Stages: {stages}; streams: {streams}; "
                   f"pytest in all: {t['total']} s. Modules under a second are left out."]
     return "\n".join(lines)
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the machine since boot (/proc/stat): a stage's busy share says
+    whether another stream could use idle cores (ci-times.json's "cpu_busy")."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields[:8]) - idle, sum(fields[:8])
 
 
 def main() -> int:
@@ -195,9 +205,10 @@ def main() -> int:
     t0 = time.monotonic()
     parts: list[Path] = []
     worst = 0
-    times: dict[str, object] = {"stages": {}, "streams": {}}
+    times: dict[str, object] = {"stages": {}, "streams": {}, "cpu_busy": {}}
     for stage, streams, env in STAGES:
         ts = time.monotonic()
+        busy0, total0 = cpu_ticks()
         print(f"pytest_ci: stage {stage}: " + "; ".join(f"[{n}] {' '.join(Path(t).stem for t in ts_)}"
                                                      for n, ts_ in streams.items()), flush=True)
         if stage == "2":
@@ -218,11 +229,13 @@ def main() -> int:
             print(f"pytest_ci: stage {stage} [{name}] exit {rc} after {time.monotonic() - starts[name]:.0f}s",
                   flush=True)
         times["stages"][stage] = round(time.monotonic() - ts)  # type: ignore[index]
+        busy1, total1 = cpu_ticks()
+        times["cpu_busy"][stage] = round((busy1 - busy0) / max(1, total1 - total0), 2)  # type: ignore[index]
     merge(parts, ART / "junit.xml")
     times["total"] = round(time.monotonic() - t0)
     times["modules"] = module_seconds(parts)
     (ART / "ci-times.json").write_text(json.dumps(times, indent=2))
-    print(f"pytest_ci: stages {times['stages']}; total {times['total']}s; exit {worst}; "
+    print(f"pytest_ci: stages {times['stages']} (CPU busy {times['cpu_busy']}); total {times['total']}s; exit {worst}; "
           f"JUnit: {ART / 'junit.xml'}; times: {ART / 'ci-times.json'}", flush=True)
     return worst
 
