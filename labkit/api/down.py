@@ -11,6 +11,7 @@ from labkit.ansible.runner import RunResult, run_playbook
 from labkit.api.checkpoint import forget as forget_checkpoints
 from labkit.api.discover import engine_scopes, engines, hosts, lab_servers, network_names, vm_resources
 from labkit.api.select import check_students, forget_lab, lab_lock
+from labkit.engines import docker
 from labkit.images import content as lab_images
 from labkit.lab.spec import Lab
 from labkit.log import Log, quiet
@@ -63,7 +64,7 @@ def down(lab: Lab, *, students: list[str] | None = None, log: Log = quiet, on_ev
                        for h in before if h.role == "vm" and h.name not in still]
         measure.forget(lab.name, gone if students else None)
         forget_checkpoints(lab.name, students, svs)  # their images; the VMs' snapshots went with their disks
-        if not students and any(sv.local for sv in svs):
+        if not students and any(sv.local for sv in svs) and docker.usable_here():
             lab_images.remove(lab.name)  # the content cache's lab images (labkit.images.content)
     if not students and not after:
         forget_lab(lab.name)
@@ -74,4 +75,4 @@ def down(lab: Lab, *, students: list[str] | None = None, log: Log = quiet, on_ev
 
 def _down_vars(lab: Lab) -> dict[str, Any]:
     return {"labkit_lab": lab.name, "labkit_vm_required": lab.vm.enabled,
-            "labkit_down_engines": engine_scopes(lab.name, lab)}
+            "labkit_down_engines": engine_scopes(lab.name, lab), "labkit_down_docker": docker.usable_here()}

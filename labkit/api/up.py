@@ -94,7 +94,8 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
         if inv_path:
             inventory_file(lab.name).write_text(inv_path)
         imgs = []
-        if any(sv.local for sv in svs):
+        uses_docker = docker.needed(lab.containers)  # an ordinary account's rootless Podman lab: no Docker
+        if any(sv.local for sv in svs) and uses_docker:
             docker.client()
             image_registry = lab.registry or catalog.default_registry()
             imgs = images.ensure([c.distro for c in lab.containers], image_registry, build_missing=build, log=log)
@@ -115,7 +116,7 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
         except contentcache.TooLarge as e:
             log(f"content: not checksummed ({e}): it runs at every up")
             content_key = None
-        choice = _cache_choice(lab, plan, svs, content_key, content_cache and only is None, log)
+        choice = _cache_choice(lab, plan, svs, content_key, content_cache and only is None and uses_docker, log)
         if choice.images:
             plan = make_plan(lab, replace(ctx, content=choice.images), students)
         if only is not None:  # these hosts alone (the students' networks and rules are ensured all the same)
@@ -137,6 +138,7 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
         vms = [{"name": v.name, "server": v.server} for v in plan.vms]
         vm_settings = dict(plan.vm)
         stamped = not uptodate.eligible(plan, svs, students, content_key, only)  # a full run writes a stamp
+        stamped = stamped and uses_docker  # the stamp reads Docker: a lab without it runs the playbook
         key = uptodate.asked(lab, extravars, docker.client(), content_key or "") if stamped else ""
         if full:  # --full: facts are gathered again too
             runner.drop_facts(lab.name)
@@ -167,7 +169,7 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
         except PlaybookFailed as e:  # keep the boot times of the VMs that did boot (K8)
             booted = [v["name"] for v in vms if "labkit_vm_boot_seconds" in e.host_facts.get(v["name"], {})]
             measure.save(lab.name, [_measure_vm(lab, n, e.host_facts, boots, where) for n in booted])
-            _diagnose(e, svs, with_vms=bool(vms))
+            _diagnose(e, svs, with_vms=bool(vms), with_docker=uses_docker)
             raise
         rows = measure_containers(lab.name, [c.name for c in plan.containers], svs, log)
         measure.save(lab.name, rows + [_measure_vm(lab, v["name"], run.host_facts, boots, where) for v in vms])
@@ -178,7 +180,7 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
                            show_output=show_output, only=only) if has_content(lab) else None
         if stamped:  # after the content too: a failed content run leaves no stamp
             uptodate.save(lab.name, key, docker.client(), bool(vms))
-        if conv is not None and only is None and any(sv.local for sv in svs):
+        if conv is not None and only is None and uses_docker and any(sv.local for sv in svs):
             # lab images of older content no container uses any more (Docker keeps those in use)
             lab_images.remove(lab.name, keep=[*choice.images.values(), *choice.builders.values()])
     res = UpResult(lab, run, imgs, seconds=time.monotonic() - t0, warnings=package_warnings(run.host_facts),
@@ -258,11 +260,11 @@ def measure_containers(lab: str, planned: list[str], servers: list[Server], log:
     return out
 
 
-def _diagnose(e: PlaybookFailed, servers: list, with_vms: bool) -> None:
+def _diagnose(e: PlaybookFailed, servers: list, with_vms: bool, with_docker: bool = True) -> None:
     """After a failed run: say which engine (or libvirtd) stopped answering, if one did, and
     that the next `labkit up` resumes from where this one stopped."""
     dead, hints = [], []
-    for sv in servers:
+    for sv in servers if with_docker else ():
         try:
             docker.reconnect(sv.docker_host)
         except LabkitError as x:
