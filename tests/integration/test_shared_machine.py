@@ -1,0 +1,251 @@
+"""A classroom machine shared by students without root (issue 30), on the real engines.
+
+Two ordinary accounts are made here (no sudo, in neither the docker nor the libvirt group); the
+instructor's one-time preparation runs as root (`labkit prepare --classroom`); then each
+account, as itself, runs `labkit doctor`, `up`, `verify`, `facts`, `shell`, `report` and
+`down` on its own lab file: the same lab name, `cls30`, in both, so every name (container,
+network, state folder) would collide if anything were shared. Their containers are rootless
+Podman in each account's own store; their images come from the shared, read-only copy the
+preparation wrote (no Docker on their path at all).
+
+Proven with real clients: each account's `podman` (and `labkit status`) lists its own host
+only; a marker written in one account's container is not what the other's `labkit shell`
+reads; one account's `podman` cannot read the other's store, nor its labkit state folder; the
+first account's `down` leaves the second's container running; the first account's lab on
+Docker fails with the permission error that names the account, the socket's group and the
+instructor's `usermod`, never a daemon to start; libvirt's system instance refuses it with
+the same kind of message (`labkit doctor` of a lab with a VM). At the end nothing of either
+account is left (containers, networks, processes), and the accounts are removed.
+
+The VM is not booted here: an ordinary account's VM (libvirt's session instance) is not yet
+supported (docs/instructors/shared-machine.md says what is left); the same lab as root is
+covered by tests/integration/test_75_engines.py (rootful and rootless Podman made by root).
+"""
+import json
+import os
+import pwd
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import run
+
+pytestmark = [pytest.mark.integration]
+ACCOUNTS = ("lk30a", "lk30b")
+LAB = "cls30"
+VENV_BIN = str(Path(sys.executable).parent)
+
+
+def as_account(user: str, *args: str, check: bool = True, timeout: int = 900,
+               ) -> subprocess.CompletedProcess:
+    """Run a command as ``user`` the way a student's login shell would: its HOME, PATH with
+    labkit, no XDG_RUNTIME_DIR (no systemd-logind here), nothing of root's environment."""
+    home = pwd.getpwnam(user).pw_dir
+    # PYTHONPATH, when the run has one: the accounts run the same labkit as the test
+    keep = [f"PYTHONPATH={os.environ['PYTHONPATH']}"] if os.environ.get("PYTHONPATH") else []
+    env = ["env", "-i", *keep, f"HOME={home}", f"USER={user}", f"LOGNAME={user}", "LANG=C.UTF-8", "COLUMNS=200",
+           f"PATH={VENV_BIN}:/usr/local/bin:/usr/bin:/bin"]
+    p = subprocess.run(["runuser", "-u", user, "--", *env, *args], capture_output=True, text=True, cwd=home,
+                       timeout=timeout, stdin=subprocess.DEVNULL)
+    if check and p.returncode != 0:
+        raise AssertionError(f"as {user}: {' '.join(args)} exited {p.returncode}\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def doctor_checks(text: str) -> list[dict]:
+    data = json.loads(text)
+    return data["checks"] if isinstance(data, dict) else data
+
+
+def processes_of(uid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if d.stat().st_uid == uid and (d / "cmdline").read_bytes():
+                    out.append(int(d.name))
+            except OSError:
+                continue
+    return out
+
+
+def remove_account(user: str) -> None:
+    """The account with everything of it: its processes (rootless Podman's pause process,
+    conmon, slirp4netns: all started by this test, as this account), found by uid and ended
+    by pid, then the account with its home (store, state, runtime folder)."""
+    try:
+        uid = pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in processes_of(uid):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 10
+        while processes_of(uid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    subprocess.run(["usermod", "--del-subuids", "1-4294967294", "--del-subgids", "1-4294967294", user],
+                   capture_output=True)  # its id ranges (the preparation gave them)
+    subprocess.run(["userdel", "-r", user], capture_output=True)
+
+
+LAB_FILE = textwrap.dedent(f"""\
+    name: {LAB}
+    students: [s01]
+    engine: podman
+    containers: [debian:12]
+    vm: {{enabled: false}}
+    provision: {{packages: []}}
+    """)
+
+
+@pytest.fixture(scope="module")
+def accounts():
+    """Two ordinary accounts (made here, removed at the end with all of theirs), each with its
+    lab file in its home; the instructor's preparation run once for both, as root."""
+    for u in ACCOUNTS:
+        remove_account(u)
+        subprocess.run(["useradd", "-m", "-s", "/bin/sh", u], check=True)
+        home = Path(pwd.getpwnam(u).pw_dir)
+        for name, text in (("lab.yml", LAB_FILE), ("docker.yml", LAB_FILE.replace("engine: podman\n", "")
+                                                                   .replace(f"name: {LAB}", f"name: {LAB}d")),
+                           ("vm.yml", f"name: {LAB}v\nstudents: [s01]\ncontainers: []\nvm: {{enabled: true}}\n")):
+            (home / name).write_text(text)
+            os.chown(home / name, pwd.getpwnam(u).pw_uid, pwd.getpwnam(u).pw_gid)
+    try:
+        lab = Path(pwd.getpwnam(ACCOUNTS[0]).pw_dir) / "lab.yml"
+        t0 = time.monotonic()
+        prep = run("prepare", "--classroom", *[a for u in ACCOUNTS for a in ("--account", u)], "-f", str(lab))
+        yield {"prepare": prep, "prepare_seconds": time.monotonic() - t0}
+    finally:
+        for u in ACCOUNTS:  # after a failure: whatever is still up (the last test removed them otherwise)
+            if u in {p.pw_name for p in pwd.getpwall()}:
+                as_account(u, "labkit", "down", "-f", "lab.yml", check=False, timeout=300)
+                remove_account(u)
+
+
+def test_preparation_gives_each_account_its_ids_and_shares_the_images(accounts):
+    out = accounts["prepare"].stdout
+    assert "classroom machine prepared for 2 account(s)" in out, out
+    ranges = {}
+    for u in ACCOUNTS:
+        [line] = [ln for ln in Path("/etc/subuid").read_text().splitlines() if ln.startswith(f"{u}:")]
+        _, first, count = line.split(":")
+        ranges[u] = range(int(first), int(first) + int(count))
+        assert int(count) >= 65536
+    a, b = ranges.values()
+    assert not set(a) & set(b), ranges  # no uid of one account's containers is the other's
+    shared = Path("/var/lib/labkit/images")
+    for f in ("labkit_debian_12.tar", "labkit_debian_12.id"):
+        st = (shared / f).stat()
+        assert st.st_uid == 0 and oct(st.st_mode & 0o777) == "0o644", (f, oct(st.st_mode))
+    assert oct(shared.stat().st_mode & 0o777) == "0o755"
+    # a second run changes nothing
+    again = run("prepare", "--classroom", *[a for u in ACCOUNTS for a in ("--account", u)], "-f",
+                str(Path(pwd.getpwnam(ACCOUNTS[0]).pw_dir) / "lab.yml"))
+    assert "every account already had its own range" in again.stdout and "(all there)" in again.stdout
+
+
+def test_permission_errors_name_the_account_and_who_grants_it(accounts):
+    u = ACCOUNTS[0]
+    groups = subprocess.run(["id", "-nG", u], capture_output=True, text=True, check=True).stdout.split()
+    assert not {"docker", "libvirt", "sudo", "root"} & set(groups), groups
+    p = as_account(u, "labkit", "up", "-f", "docker.yml", check=False)
+    assert p.returncode == 3, p.stdout + p.stderr
+    assert f"this account ({u}) may not use the Docker engine: /var/run/docker.sock" in p.stderr, p.stderr
+    assert f"`usermod -aG docker {u}`" in p.stderr and "root in all but name" in p.stderr
+    assert "dockerd" not in p.stderr and "setup.sh" not in p.stderr, p.stderr
+    d = as_account(u, "labkit", "doctor", "-f", "vm.yml", "--json", check=False)
+    assert d.returncode == 1
+    [lv] = [c for c in doctor_checks(d.stdout) if c["name"] == "libvirt"]
+    assert lv["status"] == "fail" and lv["detail"].startswith(f"this account ({u}) may not use libvirt's system"), lv
+    assert f"`usermod -aG libvirt {u}`" in lv["fix"] and "libvirtd -d" not in lv["fix"], lv
+    # the rootless Podman lab needs no Docker: doctor says so and blocks nothing
+    ok = as_account(u, "labkit", "doctor", "-f", "lab.yml", "--json")
+    [dk] = [c for c in doctor_checks(ok.stdout) if c["name"] == "docker engine"]
+    assert dk["status"] == "skipped" and "not needed: this lab's containers are rootless Podman" in dk["detail"], dk
+
+
+@pytest.fixture(scope="module")
+def both_up(accounts):
+    times = {}
+    for u in ACCOUNTS:
+        t0 = time.monotonic()
+        p = as_account(u, "labkit", "up", "-f", "lab.yml")
+        times[u] = time.monotonic() - t0
+        assert "failures=0" in p.stdout, p.stdout
+    return times
+
+
+def test_each_account_brings_up_and_verifies_its_own_lab(both_up):
+    for u in ACCOUNTS:
+        v = as_account(u, "labkit", "verify", "--lab", LAB)
+        assert "0 failed" in v.stdout, v.stdout
+        f = as_account(u, "labkit", "facts", "--lab", LAB)
+        uid = pwd.getpwnam(u).pw_uid
+        assert f"0->{uid}" in f.stdout, f.stdout  # the container's root is the account, not the machine's
+        r = as_account(u, "labkit", "report", "--lab", LAB, "-o", "report")
+        assert "report.html" in r.stdout
+        again = as_account(u, "labkit", "up", "-f", "lab.yml")
+        assert "changed=0" in again.stdout, again.stdout
+
+
+def test_neither_account_sees_or_reaches_the_others(both_up):
+    a, b = ACCOUNTS
+    name = f"labkit-{LAB}-s01-debian12-podman"
+    for u in (a, b):
+        # each writes its own marker in its container, through labkit's own shell
+        as_account(u, "labkit", "shell", "--lab", LAB, "--root", "debian12-podman", "--", "sh", "-c",
+                   f"echo {u} > /owner")
+    for u, other in ((a, b), (b, a)):
+        ps = as_account(u, "podman", "ps", "-a", "--format", "{{.Names}} {{.Labels}}")
+        assert ps.stdout.count(name) == 1, ps.stdout  # its own, by the same name as the other's
+        got = as_account(u, "labkit", "shell", "--lab", LAB, "debian12-podman", "--", "cat", "/owner")
+        assert got.stdout.strip().splitlines()[-1] == u, got.stdout
+        st = json.loads(as_account(u, "labkit", "status", "--lab", LAB, "--json").stdout)
+        assert [h["name"] for h in st["hosts"]] == [name], st
+        # the other's store and labkit state: not readable
+        other_home = pwd.getpwnam(other).pw_dir
+        store = as_account(u, "podman", "--root", f"{other_home}/.local/share/containers/storage", "ps", "-a",
+                           check=False)
+        assert store.returncode != 0 and name not in store.stdout, store.stdout
+        state = as_account(u, "ls", f"{other_home}/.local/share/labkit/labs", check=False)
+        assert state.returncode != 0 and "ermission denied" in state.stderr, state.stdout + state.stderr
+
+
+def test_one_accounts_down_leaves_the_others_lab_and_nothing_of_its_own(both_up):
+    a, b = ACCOUNTS
+    d = as_account(a, "labkit", "down", "--lab", LAB)
+    assert "removed 1 container" in d.stdout, d.stdout
+    assert as_account(a, "podman", "ps", "-a", "-q").stdout.strip() == ""
+    assert "labkit" not in as_account(a, "podman", "network", "ls", "--format", "{{.Name}}").stdout
+    st = json.loads(as_account(b, "labkit", "status", "--lab", LAB, "--json").stdout)
+    assert [(h["name"], h["state"]) for h in st["hosts"]] == [(f"labkit-{LAB}-s01-debian12-podman", "running")], st
+    as_account(b, "labkit", "down", "--lab", LAB)
+    assert as_account(b, "podman", "ps", "-a", "-q").stdout.strip() == ""
+
+
+def test_nothing_of_either_account_is_left(accounts, both_up):
+    # (after the module's tests; this one runs last) the accounts' processes end when removed
+    for u in ACCOUNTS:
+        assert as_account(u, "podman", "ps", "-a", "-q").stdout.strip() == ""
+    uids = [pwd.getpwnam(u).pw_uid for u in ACCOUNTS]
+    for u, uid in zip(ACCOUNTS, uids, strict=True):
+        # after `down`: no container process, conmon or slirp4netns of the account; only rootless
+        # Podman's pause process (it keeps the account's user namespace) may stay until logout
+        left = {Path(f"/proc/{pid}/comm").read_text().strip() for pid in processes_of(uid)}
+        assert left <= {"podman pause", "catatonit"}, (u, left)
+    for u in ACCOUNTS:
+        remove_account(u)
+    for u, uid in zip(ACCOUNTS, uids, strict=True):
+        assert processes_of(uid) == [], u
+        with pytest.raises(KeyError):
+            pwd.getpwnam(u)
+        assert not Path(f"/home/{u}").exists()
