@@ -187,3 +187,32 @@ def test_the_vm_path_says_the_same_for_an_account_libvirt_refuses(monkeypatch: p
         vms.check_libvirt()
     assert "may not use libvirt's system instance" in e.value.message
     assert "usermod -aG libvirt" in e.value.hint and "libvirtd -d" not in e.value.hint
+
+
+def _run_module(mod: object, args: dict, capsys: pytest.CaptureFixture[str]) -> dict:
+    """An Ansible module's main() in this process with ``args``: its JSON result."""
+    import json
+
+    from ansible.module_utils import basic
+    from ansible.module_utils.common.text.converters import to_bytes
+
+    basic._ANSIBLE_ARGS = to_bytes(json.dumps({"ANSIBLE_MODULE_ARGS": args}))  # type: ignore[attr-defined]
+    basic._ANSIBLE_PROFILE = "legacy"  # type: ignore[attr-defined]
+    with pytest.raises(SystemExit):
+        mod.main()  # type: ignore[attr-defined]
+    return dict(json.loads(capsys.readouterr().out))
+
+
+def test_the_firewall_adds_no_rule_as_an_ordinary_account_and_says_so(monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.conftest import role_module
+
+    fw = role_module("lab_firewall", "labkit_firewall")
+    monkeypatch.setattr(os, "geteuid", lambda: 1001)
+    monkeypatch.setattr(fw, "take_lock", lambda *_a: pytest.fail("a lock was taken"))
+    monkeypatch.setattr(fw, "usable_tables", lambda *_a: pytest.fail("iptables was asked"))
+    out = _run_module(fw, {"lab": "demo", "students": [{"student": "s01", "docker_bridge": "br-0123456789ab"}]}, capsys)
+    assert out["changed"] is False and out["skipped_not_root"] is True and out["rules"] == 0
+    assert any("no firewall rules (uid 1001 is not root)" in str(w) for w in out.get("warnings", [])), out
+    down = _run_module(fw, {"lab": "demo", "state": "absent"}, capsys)  # it made none: none to remove
+    assert down["changed"] is False and down["skipped_not_root"] is True
