@@ -375,6 +375,7 @@ def _build_lab_images(lab: Lab, plan: Plan, svs: list[Server], choice: contentca
     plan_file.write_text(json.dumps(first_play))
     run_playbook("up.yml", lab=lab.name, extravars=cmdline_vars, on_event=on_event, verbosity=verbosity,
                  show_output=show_output, skip_tags="labkit_vm")
+    runner.drop_facts(lab.name, list(choice.builders))  # new containers: no facts of an earlier one
     converge_on(lab, svs, prepare=True, on_event=on_event, verbosity=verbosity, show_output=show_output,
                 only=list(choice.builders))
     for c in bplan.containers:
