@@ -1,6 +1,7 @@
 """The lab file's own Ansible (lesson content, the role under test) on the live lab's hosts:
 ``labkit run``, ``test``'s converges, and the content step of ``up``. Never on a lab server:
-the inventory holds the lab's hosts only."""
+the inventory holds the lab's hosts only. Facts are cached between the runs of one lab
+(``labkit.ansible.runner.fact_cache_env``)."""
 from __future__ import annotations
 
 import os
