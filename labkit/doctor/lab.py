@@ -32,7 +32,7 @@ from labkit.doctor.sizing import (
     split_image_ref,
     support_bytes,
 )
-from labkit.engines import docker
+from labkit.engines import docker, shared_images
 from labkit.errors import LabkitError
 from labkit.images import build as images
 from labkit.lab import catalog
@@ -145,6 +145,15 @@ def check_lab(lab: Lab, build: bool = False, engine_ok: bool = True) -> list[Che
     # images
     if not lab.containers:
         pass
+    elif not engine_ok and not docker.needed(lab.containers):
+        # an ordinary account's rootless Podman lab: its images come from the classroom's shared copy
+        refs = [catalog.get(c.distro).image_ref(registry) for c in lab.containers]
+        gone = shared_images.missing(refs)
+        out.append(Check("images", "fail", f"not in the classroom's shared copy ({shared_images.SHARED_DIR}): "
+                         f"{', '.join(gone)}", "the instructor adds them once, as root: "
+                         "`labkit prepare --classroom -f LAB.yml --account NAME`") if gone else
+                   Check("images", "ok", f"{', '.join(dict.fromkeys(refs))}: in the classroom's shared copy "
+                         f"({shared_images.SHARED_DIR})"))
     elif not engine_ok:
         out.append(Check("images", "skipped", "not checked: the Docker engine is not answering (see above)"))
     else:

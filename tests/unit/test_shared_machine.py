@@ -219,3 +219,24 @@ def test_the_firewall_adds_no_rule_as_an_ordinary_account_and_says_so(monkeypatc
     warned.clear()
     down = _run_module(fw, {"lab": "demo", "state": "absent"}, capsys)  # it made none: none to remove
     assert down["changed"] is False and down["skipped_not_root"] is True and warned == []
+
+
+def test_doctor_checks_a_rootless_podman_labs_images_in_the_shared_copy(monkeypatch: pytest.MonkeyPatch,
+                                                                        tmp_path: Path) -> None:
+    from labkit.doctor import lab as doctor_lab
+    from labkit.lab.spec import parse_lab
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1001)  # an ordinary account: Docker not needed for Podman
+    monkeypatch.setenv("LABKIT_HOME", str(tmp_path / "state"))
+    monkeypatch.setattr(shared_images, "SHARED_DIR", tmp_path)
+    monkeypatch.setattr(shared_images.missing, "__defaults__", (tmp_path,))
+    lab = parse_lab({"name": "t30", "students": ["s01"], "engine": "podman", "containers": ["debian:12", "debian:13"],
+                     "vm": {"enabled": False}}, "<test>")
+    (tmp_path / "labkit_debian_12.tar").write_text("")
+    (tmp_path / "labkit_debian_12.id").write_text("sha256:x\n")
+    [img] = [c for c in doctor_lab.check_lab(lab, engine_ok=False) if c.name == "images"]
+    assert img.status == "fail" and img.detail.endswith("labkit/debian:13") and "prepare --classroom" in img.fix
+    (tmp_path / "labkit_debian_13.tar").write_text("")
+    (tmp_path / "labkit_debian_13.id").write_text("sha256:y\n")
+    [img] = [c for c in doctor_lab.check_lab(lab, engine_ok=False) if c.name == "images"]
+    assert img.status == "ok", img
