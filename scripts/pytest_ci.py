@@ -9,10 +9,13 @@ What decides the placing (docs/tests.md, "How CI runs the suite"):
   - S1: test_10 and test_15 (nothing made), test_47 (reorders the firewall's chains and
     deletes labkit's jumps on purpose), then the session's default lab with test_20 and
     test_30 (which stops libvirtd mid-run: libvirt then puts its jumps back on top of FORWARD).
-    The default lab stays up for stage 3 (LABKIT_TEST_DEFAULT_LAB=keep).
+    The default lab stays up for stage 3 (LABKIT_TEST_DEFAULT_LAB=keep). Then test_reset and
+    test_shared_machine (it reads libvirt's refusal of an ordinary account: not while test_30
+    has libvirtd stopped).
   - S2: test_58 (its lab server is a container with its own engines, libvirtd and firewall,
     so neither test_47 nor test_30 reaches it) and test_45 (containers only; it runs after
-    test_47 is done).
+    test_47 is done), test_grade, test_dashboard, test_init and test_content_cache
+    (containers only).
 - **Stage 3**, two streams, with nothing left that stops libvirtd or reorders the firewall:
   every module whose second `up` must report changed=0, or that checks isolation, runs here.
   - A: the modules on the default lab, reused as stage 2 left it (LABKIT_TEST_DEFAULT_LAB=
@@ -50,8 +53,9 @@ IMAGES = ["debian:11", "debian:12", "debian:13", "busybox"]
 STAGES: list[tuple[str, dict[str, list[str]], dict[str, str]]] = [
     ("1", {"alone": ["tests/unit", "tests/reliability"]}, {}),
     ("2", {"S1": ["test_10_bad_input", "test_15_doctor", "test_47_isolation", "test_lab_file_vars", "test_terminal",
-                  "test_private_paths", "test_20_containers", "test_30_vm", "test_reset"],
-           "S2": ["test_58_offline_bundle", "test_45_classroom", "test_grade", "test_dashboard", "test_init"]},
+                  "test_private_paths", "test_20_containers", "test_30_vm", "test_reset", "test_shared_machine"],
+           "S2": ["test_58_offline_bundle", "test_45_classroom", "test_grade", "test_dashboard", "test_init",
+                  "test_content_cache"]},
      {"LABKIT_TEST_DEFAULT_LAB": "keep"}),
     ("3", {"A": ["test_22_cli", "test_vm_login", "test_40_registry", "test_50_verify", "test_55_servers",
                  "test_56_classroom_servers", "test_60_report", "test_57_remote_vm", "test_72_down_vms",
