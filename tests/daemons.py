@@ -35,13 +35,21 @@ def stop(name: str) -> None:
     _wait(lambda: not _pids(name), f"{name} exits")
 
 
+def daemon_env() -> dict[str, str]:
+    """The environment a daemon is started with: this process's, without a per-session runtime
+    folder (a test's temporary XDG_RUNTIME_DIR would become dockerd's runc state folder and vanish
+    with the test's files, failing every later `docker exec`)."""
+    return {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
+
+
 def start_dockerd() -> None:
     LOGDIR.mkdir(parents=True, exist_ok=True)
     with open(LOGDIR / "dockerd.log", "ab") as log:
-        subprocess.Popen(["dockerd"], stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+        subprocess.Popen(["dockerd"], stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+                         env=daemon_env())
     _wait(lambda: _ok(["docker", "version", "--format", "{{.Server.Version}}"]), "dockerd answers")
 
 
 def start_libvirtd() -> None:
-    subprocess.run(["libvirtd", "-d"], check=True)
+    subprocess.run(["libvirtd", "-d"], check=True, env=daemon_env())
     _wait(lambda: _ok(["virsh", "-q", "-c", "qemu:///system", "uri"]), "libvirtd answers")

@@ -168,7 +168,11 @@ def test_an_account_without_a_login_session_gets_one_private_runtime_folder(tmp_
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1001)
     monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    # set, then removed: monkeypatch then restores it as it was (session_env writes os.environ
+    # itself, and a folder of this test's left in it would outlive the test: dockerd restarted by
+    # a later test inherited one, and every `docker exec` failed once it was gone)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "unset")
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
     monkeypatch.setattr(paths, "private_dir", lambda d: (d.mkdir(parents=True, mode=0o700, exist_ok=True), d)[1])
     paths.session_env()
     d = Path(os.environ["XDG_RUNTIME_DIR"])
