@@ -19,7 +19,7 @@ What decides the placing (docs/tests.md, "How CI runs the suite"):
 - **Stage 3**, two streams, with nothing left that stops libvirtd or reorders the firewall:
   every module whose second `up` must report changed=0, or that checks isolation, runs here.
   - A: the modules on the default lab, reused as stage 2 left it (LABKIT_TEST_DEFAULT_LAB=
-    reuse), test_70 last (it takes that lab down), with test_57, test_72, test_78 and test_80 to
+    reuse), test_70 last (it takes that lab down), with test_57, test_72 and test_80 to
     balance the two streams (by the seconds of the last run, test-artifacts/ci-times.json).
   - B: the other modules.
   The attacks of tests/security run in stage 3 too (they make labs and firewall rules that
@@ -59,10 +59,9 @@ STAGES: list[tuple[str, dict[str, list[str]], dict[str, str]]] = [
      {"LABKIT_TEST_DEFAULT_LAB": "keep"}),
     ("3", {"A": ["test_22_cli", "test_vm_login", "test_40_registry", "test_50_verify", "test_55_servers",
                  "test_56_classroom_servers", "test_60_report", "test_57_remote_vm", "test_72_down_vms",
-                 "test_80_molecule", "test_isolation_engines", "test_door_ssh", "test_door_web", "test_78_remote_lxc",
-                 "test_70_down"],
+                 "test_80_molecule", "test_isolation_engines", "test_door_ssh", "test_door_web", "test_70_down"],
            "B": ["test_76_lxc", "test_65_webclass", "test_66_public_roles", "test_75_engines", "test_77_remote_podman",
-                 "test_molecule_native", "test_server_trust", "test_lxc_rootfs", "test_fw_ipv6", "test_fw_reboot", "test_fw_paths",
+                 "test_molecule_native", "test_78_remote_lxc", "test_server_trust", "test_lxc_rootfs", "test_fw_ipv6", "test_fw_reboot", "test_fw_paths",
                  "test_fw_pty", "test_bundle_trust"]},
      {"LABKIT_TEST_DEFAULT_LAB": "reuse"}),
 ]
