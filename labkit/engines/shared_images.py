@@ -67,6 +67,14 @@ def publish(refs: Sequence[str], folder: Path = SHARED_DIR, log: object = None) 
                               f"the shared images' folder must be root's and writable by nobody else: "
                               f"`chown root:root {d}; chmod 0755 {d}`")
     os.chmod(folder, 0o755)
+    # every account must reach it: a folder above it made 0750 by another of labkit's roles (the
+    # lab server's /var/lib/labkit) gets others' search bit only (no listing, nothing readable)
+    for d in folder.parents:
+        if d == Path("/"):
+            break
+        mode = d.stat().st_mode
+        if not mode & 0o001:
+            os.chmod(d, (mode & 0o7777) | 0o001)
     written = []
     for ref in dict.fromkeys(refs):
         want = image_id(ref)
