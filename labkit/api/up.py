@@ -132,9 +132,7 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
         # the students' door credentials (new ones only; the handout shows them once)
         creds.ensure(lab.name, students or lab.students, lab.access.ssh_keys)
         record_scopes(lab)  # before anything is made: `down` then finds it from any state
-        extravars = plan.extravars()
-        for eng in registry.all_engines():
-            extravars.update(eng.playbook_vars(lab.name, plan.containers, svs))
+        extravars = _playbook_vars(lab, plan, svs)
         vms = [{"name": v.name, "server": v.server} for v in plan.vms]
         vm_settings = dict(plan.vm)
         stamped = not uptodate.eligible(plan, svs, students, content_key, only)  # a full run writes a stamp
@@ -157,11 +155,7 @@ def up(lab: Lab, *, students: list[str] | None = None, build: bool = False, log:
         boots = measure.VmBoots(on_event)  # which VMs boot, and how many at once (K8's context)
         where = _vm_where(vms, vm_settings, vm_remote, svs)
         try:
-            # the plan's lists go to the first play only, through a file (plan.FIRST_PLAY_ONLY)
-            plan_file = lab_dir(lab.name) / "runner" / "plan.json"
-            cmdline_vars, first_play = split_extravars(extravars, str(plan_file))
-            plan_file.parent.mkdir(parents=True, exist_ok=True)
-            plan_file.write_text(json.dumps(first_play))
+            cmdline_vars = _first_play_file(lab, extravars)
             # no VM planned: the VM task is skipped by its tag, not by a `when` per container
             run = run_playbook("up.yml", lab=lab.name, extravars=cmdline_vars, on_event=boots,
                                verbosity=verbosity, show_output=show_output, inventory=inv_path,
@@ -360,19 +354,31 @@ def _cache_choice(lab: Lab, plan: Plan, svs: list[Server], content_key: str | No
     return contentcache.images_for(cached, existing, known, wanted, base_ids)
 
 
+def _playbook_vars(lab: Lab, plan: Plan, svs: list[Server]) -> dict[str, Any]:
+    """up.yml's variables for ``plan``: the plan's, and each engine's for its containers."""
+    extravars = plan.extravars()
+    for eng in registry.all_engines():
+        extravars.update(eng.playbook_vars(lab.name, plan.containers, svs))
+    return extravars
+
+
+def _first_play_file(lab: Lab, extravars: dict[str, Any]) -> dict[str, Any]:
+    """The plan's lists go to the first play only, through a file (plan.FIRST_PLAY_ONLY): written
+    here; the variables left for the command line returned."""
+    plan_file = lab_dir(lab.name) / "runner" / "plan.json"
+    cmdline_vars, first_play = split_extravars(extravars, str(plan_file))
+    plan_file.parent.mkdir(parents=True, exist_ok=True)
+    plan_file.write_text(json.dumps(first_play))
+    return cmdline_vars
+
+
 def _build_lab_images(lab: Lab, plan: Plan, svs: list[Server], choice: contentcache.Choice, content_key: str,
                       log: Log, on_event: OnEvent | None, verbosity: int, show_output: bool) -> None:
     """Make the builders (one host per distro, from the base image), converge the lab's content
     on them, and commit each as its lab image: the other new containers start from it."""
     t0 = time.monotonic()
     bplan = replace(plan, containers=tuple(c for c in plan.containers if c.name in choice.builders), vms=())
-    extravars = bplan.extravars()
-    for eng in registry.all_engines():
-        extravars.update(eng.playbook_vars(lab.name, bplan.containers, svs))
-    plan_file = lab_dir(lab.name) / "runner" / "plan.json"
-    cmdline_vars, first_play = split_extravars(extravars, str(plan_file))
-    plan_file.parent.mkdir(parents=True, exist_ok=True)
-    plan_file.write_text(json.dumps(first_play))
+    cmdline_vars = _first_play_file(lab, _playbook_vars(lab, bplan, svs))
     run_playbook("up.yml", lab=lab.name, extravars=cmdline_vars, on_event=on_event, verbosity=verbosity,
                  show_output=show_output, skip_tags="labkit_vm")
     runner.drop_facts(lab.name, list(choice.builders))  # new containers: no facts of an earlier one
