@@ -79,12 +79,7 @@ def eligible(plan: Plan, servers: Iterable[Server], students: Sequence[str] | No
 
 
 def code_digest() -> str:
-    """labkit's own code, roles and playbooks, as a checksum."""
-    return _code_digest()
-
-
-def _code_digest() -> str:
-    """labkit's own code, roles and playbooks (a new labkit may do more at `up`)."""
+    """labkit's own code, roles and playbooks, as a checksum (a new labkit may do more at `up`)."""
     h = hashlib.sha256()
     for top in (paths.PKG_DIR, paths.roles_dir(), paths.playbooks_dir()):
         for f in sorted(top.rglob("*")):
@@ -103,7 +98,7 @@ def asked(lab: Lab, extravars: dict[str, Any], client: DockerClient, content: st
             ids[ref] = client.api.inspect_image(ref)["Id"]
         except Exception:  # noqa: BLE001 - a missing image is a change: no fast path
             ids[ref] = None
-    doc = {"lab": lab.model_dump(mode="json"), "extravars": extravars, "images": ids, "code": _code_digest(),
+    doc = {"lab": lab.model_dump(mode="json"), "extravars": extravars, "images": ids, "code": code_digest(),
            "content": content}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -97,7 +97,7 @@ def test_asked_changes_with_the_images_and_the_code(home, monkeypatch):
     a = uptodate.asked(lab, ev, client)
     assert uptodate.asked(lab, ev, client) == a
     assert uptodate.asked(lab, {"labkit_containers": [{"image": "labkit/debian:13"}]}, client) != a
-    monkeypatch.setattr(uptodate, "_code_digest", lambda: "another labkit")
+    monkeypatch.setattr(uptodate, "code_digest", lambda: "another labkit")
     assert uptodate.asked(lab, ev, client) != a
 
 
