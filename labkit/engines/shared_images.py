@@ -58,6 +58,7 @@ def publish(refs: Sequence[str], folder: Path = SHARED_DIR, log: object = None) 
         raise EngineError("the classroom's shared images are written by root",
                           "run `labkit prepare --classroom` as root (the instructor)")
     folder.mkdir(parents=True, exist_ok=True)
+    closed = []  # folders above it that others may not search, opened once all are checked
     for d in (folder, *folder.parents):
         if d == Path("/"):
             break
@@ -66,15 +67,13 @@ def publish(refs: Sequence[str], folder: Path = SHARED_DIR, log: object = None) 
             raise EngineError(f"{d}: not root's alone (owner uid {st.st_uid}, mode {st.st_mode & 0o7777:04o})",
                               f"the shared images' folder must be root's and writable by nobody else: "
                               f"`chown root:root {d}; chmod 0755 {d}`")
+        if d != folder and not st.st_mode & 0o001:
+            closed.append((d, st.st_mode & 0o7777))
     os.chmod(folder, 0o755)
     # every account must reach it: a folder above it made 0750 by another of labkit's roles (the
     # lab server's /var/lib/labkit) gets others' search bit only (no listing, nothing readable)
-    for d in folder.parents:
-        if d == Path("/"):
-            break
-        mode = d.stat().st_mode
-        if not mode & 0o001:
-            os.chmod(d, (mode & 0o7777) | 0o001)
+    for d, mode in closed:
+        os.chmod(d, mode | 0o001)
     written = []
     for ref in dict.fromkeys(refs):
         want = image_id(ref)
