@@ -41,6 +41,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -273,12 +274,16 @@ def offline(tmp_path_factory, server):
     second = _timed("prepare again", times, "prepare", "-i", str(inv), "--bundle", str(bundle), "--bundle-digest",
                     digest, "--podman", "--lxc")
     run("down", "-f", str(lab), "-i", str(inv), check=False)
-    up = _timed("up", times, "up", "-f", str(lab), "-i", str(inv))
+    # no facts table at the end of `up`: the facts are read right after, as JSON
+    up = _timed("up", times, "up", "-f", str(lab), "-i", str(inv), "--no-facts")
     facts = json.loads(run("facts", "-f", str(lab), "--json").stdout)
     verify = _timed("verify", times, "verify", "-f", str(lab), "--json", check=False)
-    still_blocked = {"server": ssh(f"python3 -c {shlex.quote(PROBE)}", check=False)}
-    for host in ("debian12", PODMAN, LXC, "vm"):
-        still_blocked[host] = run("shell", "-f", str(lab), host, "python3", "-c", PROBE, check=False)
+    # the five probes at once: each waits out its blocked connections' timeouts
+    with ThreadPoolExecutor(5) as ex:
+        probes = {"server": ex.submit(ssh, f"python3 -c {shlex.quote(PROBE)}", check=False)}
+        for host in ("debian12", PODMAN, LXC, "vm"):
+            probes[host] = ex.submit(run, "shell", "-f", str(lab), host, "python3", "-c", PROBE, check=False)
+        still_blocked = {host: f.result() for host, f in probes.items()}
     yield {"dir": d, "bundle": bundle, "digest": digest, "lab": lab, "inv": inv, "created": created, "times": times,
            "packages": packages, "lists": lists, "missing_before": missing_before,
            "probe": probe, "apt_update": apt_update, "uncovered": uncovered, "after_uncovered": after_uncovered,

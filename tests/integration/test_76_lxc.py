@@ -54,7 +54,7 @@ def lab_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def up(lab_file):
     t0 = time.monotonic()
-    p = run("up", "-f", str(lab_file))
+    p = run("up", "-f", str(lab_file), "--no-facts")  # the facts: read by the tests below
     return {"seconds": time.monotonic() - t0, "stdout": p.stdout + p.stderr}
 
 
