@@ -4,7 +4,8 @@ the last two as two pytest processes at once, so that it fits CI's time on 2 cor
 
 What decides the placing (docs/tests.md, "How CI runs the suite"):
 
-- **Stage 1, alone**: the unit tests and tests/reliability, which restart dockerd and libvirtd.
+- **Stage 1, alone**: the unit tests and tests/reliability, which restart dockerd and libvirtd
+  (scripts/test.sh runs the linters beside it: they touch no engine and run no Ansible module).
 - **Stage 2**, two streams:
   - S1: test_10 and test_15 (nothing made), test_47 (reorders the firewall's chains and
     deletes labkit's jumps on purpose), then the session's default lab with test_20 and
@@ -14,18 +15,20 @@ What decides the placing (docs/tests.md, "How CI runs the suite"):
     has libvirtd stopped).
   - S2: test_58 (its lab server is a container with its own engines, libvirtd and firewall,
     so neither test_47 nor test_30 reaches it) and test_45 (containers only; it runs after
-    test_47 is done), test_grade, test_dashboard, test_init and test_content_cache
-    (containers only).
+    test_47 is done), test_grade, test_dashboard, test_init, test_content_cache and the attack
+    test_lab_file_vars (containers only, no firewall rule checked).
 - **Stage 3**, two streams, with nothing left that stops libvirtd or reorders the firewall:
   every module whose second `up` must report changed=0, or that checks isolation, runs here.
   - A: the modules on the default lab, reused as stage 2 left it (LABKIT_TEST_DEFAULT_LAB=
-    reuse), test_70 last (it takes that lab down), with test_57, test_72 and test_80 to
-    balance the two streams (by the seconds of the last run, test-artifacts/ci-times.json).
+    reuse), test_70 last (it takes that lab down), with test_57, test_72, test_80 and the
+    attacks test_fw_ipv6 and test_fw_paths to balance the two streams (by the seconds of the
+    last run, test-artifacts/ci-times.json, with the lead's planned additions counted).
   - B: the other modules.
   The attacks of tests/security run in stage 3 too (they make labs and firewall rules that
   test_47's reordering would disturb): test_vm_login reads the default lab's VM (stream A),
   test_isolation_engines boots a VM of its own (A, to balance the two streams). Three short
-  ones that check no firewall rule run in stage 2's S1 after test_47 (S1 waits on S2 there).
+  ones that check no firewall rule run in stage 2: test_terminal and test_private_paths in S1
+  after test_47, test_lab_file_vars last in S2 (long after test_47; S1 is the longer stream).
 
 Each stream's output is printed as it comes, its lines prefixed with its name; one JUnit file
 merges them all (test-artifacts/junit.xml), and test-artifacts/ci-times.json keeps each
@@ -52,16 +55,17 @@ IMAGES = ["debian:11", "debian:12", "debian:13", "busybox"]
 # (stage name, {stream name: [pytest targets]}, extra environment); modules by stem
 STAGES: list[tuple[str, dict[str, list[str]], dict[str, str]]] = [
     ("1", {"alone": ["tests/unit", "tests/reliability"]}, {}),
-    ("2", {"S1": ["test_10_bad_input", "test_15_doctor", "test_47_isolation", "test_lab_file_vars", "test_terminal",
-                  "test_private_paths", "test_20_containers", "test_30_vm", "test_reset", "test_shared_machine"],
+    ("2", {"S1": ["test_10_bad_input", "test_15_doctor", "test_47_isolation", "test_terminal", "test_private_paths",
+                  "test_20_containers", "test_30_vm", "test_reset", "test_shared_machine"],
            "S2": ["test_58_offline_bundle", "test_45_classroom", "test_grade", "test_dashboard", "test_init",
-                  "test_content_cache"]},
+                  "test_content_cache", "test_lab_file_vars"]},
      {"LABKIT_TEST_DEFAULT_LAB": "keep"}),
     ("3", {"A": ["test_22_cli", "test_vm_login", "test_40_registry", "test_50_verify", "test_55_servers",
                  "test_56_classroom_servers", "test_60_report", "test_57_remote_vm", "test_72_down_vms",
-                 "test_80_molecule", "test_isolation_engines", "test_door_ssh", "test_door_web", "test_70_down"],
+                 "test_80_molecule", "test_isolation_engines", "test_fw_ipv6", "test_fw_paths", "test_door_ssh",
+                 "test_door_web", "test_70_down"],
            "B": ["test_76_lxc", "test_65_webclass", "test_66_public_roles", "test_75_engines", "test_77_remote_podman",
-                 "test_molecule_native", "test_78_remote_lxc", "test_server_trust", "test_lxc_rootfs", "test_fw_ipv6", "test_fw_reboot", "test_fw_paths",
+                 "test_molecule_native", "test_78_remote_lxc", "test_server_trust", "test_lxc_rootfs", "test_fw_reboot",
                  "test_fw_pty", "test_bundle_trust"]},
      {"LABKIT_TEST_DEFAULT_LAB": "reuse"}),
 ]
