@@ -173,13 +173,16 @@ def iso(tmp_path_factory):
         (www / "who").write_text("lab-server\n")
         server = subprocess.Popen(["python3", "-m", "http.server", str(SERVER_PORT), "--bind", "0.0.0.0",
                                    "--directory", str(www)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        state = {"files": files, "hosts": hosts, "up_seconds": up_seconds, "uid": pwd.getpwnam(USER).pw_uid,
+                 "down": set()}  # the labs a test took down (its `down` exited 0)
         try:
-            yield {"files": files, "hosts": hosts, "up_seconds": up_seconds, "uid": pwd.getpwnam(USER).pw_uid}
+            yield state
         finally:
             server.terminate()
             server.wait(10)
-            for f in files.values():
-                run("down", "-f", str(f), check=False)
+            for lab, f in files.items():
+                if lab not in state["down"]:  # not taken down by the last test (which failed before)
+                    run("down", "-f", str(f), check=False)
 
 
 def server_targets(iso) -> list[tuple[str, str, int]]:
@@ -316,10 +319,12 @@ def test_no_host_of_any_engine_starts_on_its_own_after_a_reboot(iso):
 
 def test_down_removes_the_rootless_users_rules_with_the_lab(iso):
     run("down", "-f", str(iso["files"]["fwiso2"]))
+    iso["down"].add("fwiso2")  # it exited 0: nothing for the fixture's own `down` to do
     save = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
     assert "labkit lab=fwiso2 " not in save
     assert f'"labkit lab=fwiso1 user={USER}"' in save  # the other lab's stay
     run("down", "-f", str(iso["files"]["fwiso1"]))
+    iso["down"].add("fwiso1")
     for prog in ("iptables-save", "ip6tables-save"):
         save = subprocess.run([prog], capture_output=True, text=True, check=True).stdout
         assert "labkit lab=fwiso" not in save, prog
