@@ -26,9 +26,14 @@ def classroom(tmp_path_factory, default_lab):
     created = run("bundle", "create", "-f", str(lab), "--no-debs", "--no-wheels", str(d / "bundle"))  # those: test_58
     run("prepare", "-i", str(inv), "--bundle", str(d / "bundle"), "--bundle-digest", bundle_digest(created))
     run("down", "-f", str(lab), "-i", str(inv), check=False)
-    up = run("up", "-f", str(lab), "-i", str(inv))
-    yield {"lab": lab, "inv": inv, "up": up}
-    run("down", "-f", str(lab), "-i", str(inv), check=False)
+    up = run("up", "-f", str(lab), "-i", str(inv), "--no-facts")  # the facts: read once, just below
+    # `labkit facts` of both servers, read once for the tests below (a pass over the VM server
+    # costs tens of seconds under emulation)
+    facts = json.loads(run("facts", "-f", str(lab), "--json").stdout)
+    state = {"lab": lab, "inv": inv, "up": up, "facts": facts, "down": False}
+    yield state
+    if not state["down"]:  # the last test's `down` did not end well: whatever it left
+        run("down", "-f", str(lab), "-i", str(inv), check=False)
 
 
 def test_one_command_brings_up_both_servers(classroom):
@@ -43,7 +48,7 @@ def test_one_command_brings_up_both_servers(classroom):
 
 
 def test_merged_facts_show_each_servers_containers_on_that_servers_kernel(classroom):
-    rows = json.loads(run("facts", "-f", str(classroom["lab"]), "--json").stdout)
+    rows = classroom["facts"]
     servers = {r["host"]: r for r in rows if r["role"] == "server"}
     assert set(servers) == {"lab-server", "server-2"}
     assert servers["lab-server"]["boot_id"] != servers["server-2"]["boot_id"]
@@ -70,8 +75,7 @@ def test_the_door_of_one_server_serves_its_students(classroom, tmp_path):
     near = [s for s in slips.values() if s["server"] == "localhost"]
     assert far and near, slips
     assert far[0]["address"] == vm_as_lab_server("server-2")["server-2"]["ansible_host"]
-    facts = json.loads(run("facts", "-f", lab, "--json").stdout)
-    vm_kernel = next(r["kernel_release"] for r in facts if r["role"] == "server" and r["host"] == "server-2")
+    vm_kernel = next(r["kernel_release"] for r in classroom["facts"] if r["role"] == "server" and r["host"] == "server-2")
     with serving(["-f", lab, "--server", "server-2"], tmp_path / "serve.log") as srv:
         p = openssh(srv, far[0]["student"], "busybox", "uname -r; id -un", password=far[0]["password"])
         assert p.returncode == 0, p.stderr
@@ -84,6 +88,7 @@ def test_second_up_changes_nothing_and_down_cleans_both(classroom):
     again = run("up", "-f", str(classroom["lab"]), "-i", str(classroom["inv"]), "--no-facts")
     assert recap(again.stdout)["changed"] == 0, again.stdout
     out = run("down", "-f", str(classroom["lab"]), "-i", str(classroom["inv"])).stdout
+    classroom["down"] = True  # it exited 0: nothing for the fixture's own `down` to do
     assert "removed 3 containers, 3 networks" in out
     p = run("status", "-f", str(classroom["lab"]), "--json", check=False)
     assert p.returncode == 8, p.stdout + p.stderr  # not up
