@@ -40,6 +40,25 @@ def vagrant_home() -> Path:
     return d
 
 
+SYSTEM_URI = "qemu:///system"
+SESSION_URI = "qemu:///session"
+
+
+def libvirt_uri() -> str:
+    """The libvirt instance this account's VMs live in: root's the system instance
+    (``qemu:///system``: bridged networks, firewall rules); an ordinary account's its own
+    session instance (``qemu:///session``: a libvirtd per account, started on demand, with
+    user-mode networking; docs/instructors/shared-machine.md). ``$LABKIT_LIBVIRT_URI``
+    chooses one of the two."""
+    env = os.environ.get("LABKIT_LIBVIRT_URI", "")
+    if env in (SYSTEM_URI, SESSION_URI):
+        return env
+    if env:
+        raise LabkitError(f"LABKIT_LIBVIRT_URI={env!r} is not a libvirt instance labkit uses",
+                          f"set it to {SYSTEM_URI} or {SESSION_URI}, or unset it")
+    return SYSTEM_URI if os.geteuid() == 0 else SESSION_URI
+
+
 def ansible_root() -> Path:
     """Folder holding ``playbooks/``, ``roles/`` and ``inventories/``.
 

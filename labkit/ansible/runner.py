@@ -24,7 +24,7 @@ from typing import Any
 
 from labkit.ansible import labvars
 from labkit.errors import Failure, InternalError, PlaybookFailed
-from labkit.paths import ansible_root, lab_dir, playbooks_dir, roles_dir, vagrant_home
+from labkit.paths import ansible_root, lab_dir, libvirt_uri, playbooks_dir, roles_dir, vagrant_home
 
 EventHandler = Callable[[dict], Any]
 KEEP_ARTIFACTS = 10
@@ -267,7 +267,7 @@ def run_playbook(
         "ANSIBLE_LOCAL_TEMP": str(tmp),
         # the lab_vm role drives Vagrant with labkit's private VAGRANT_HOME and libvirt's system URI
         "VAGRANT_HOME": str(vagrant_home()),
-        "LIBVIRT_DEFAULT_URI": "qemu:///system",
+        "LIBVIRT_DEFAULT_URI": libvirt_uri(),
         "VAGRANT_CHECKPOINT_DISABLE": "1",
         "VAGRANT_DEFAULT_PROVIDER": "libvirt",
         **(env or {}),

@@ -12,7 +12,10 @@ What it does, each step idempotent:
    (``usermod --add-subuids``): the ids its containers' users map to, disjoint from every
    other account's, so no two students' containers share a uid on the machine;
 3. saves the lab's images from Docker's store into the shared, read-only copy
-   (``labkit.engines.shared_images``), which every account's Podman loads from.
+   (``labkit.engines.shared_images``), which every account's Podman loads from;
+4. for a lab with a VM, publishes the box (built first if this machine has none) read-only in
+   ``/var/lib/labkit/vagrant-boxes`` (``labkit.vm.session``): each account's VMs boot from it in
+   the account's own libvirt session instance, on overlays of their own.
 
 It changes nothing that needs root later: no daemon, no group that is root in all but name.
 """
@@ -27,10 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labkit.engines import shared_images
-from labkit.errors import EngineError, SpecError
+from labkit.errors import BoxError, EngineError, SpecError
 from labkit.lab.catalog import default_registry
 from labkit.lab.catalog import get as distro
 from labkit.lab.spec import Lab
+from labkit.observe.checks.engine_facts import K11_IMAGE
+from labkit.vm import boxes, session
 
 IDS = 65536          # subordinate ids per account (Podman's and useradd's default)
 FIRST_ID = 100000    # where useradd starts them
@@ -43,13 +48,19 @@ class ClassroomResult:
     ranges_added: list[str] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
     images_written: list[str] = field(default_factory=list)
+    box: str = ""          # the shared box's folder, for a lab with a VM
+    box_written: bool = False
     notes: list[str] = field(default_factory=list)
 
 
 def lab_images(lab: Lab) -> list[str]:
-    """The images the lab's containers run (what the shared copy must hold)."""
+    """The images the lab's containers run (what the shared copy must hold), and for a lab with
+    a VM the image K11 runs inside it (carried in from here)."""
     reg = lab.registry or default_registry()
-    return list(dict.fromkeys(distro(c.distro).image_ref(reg) for c in lab.containers))
+    refs = [distro(c.distro).image_ref(reg) for c in lab.containers]
+    if lab.vm.enabled:
+        refs.append(K11_IMAGE)
+    return list(dict.fromkeys(refs))
 
 
 def accounts_of(names: Sequence[str], group: str | None) -> list[str]:
@@ -137,4 +148,14 @@ def prepare_classroom(lab: Lab, accounts: Sequence[str] = (), group: str | None 
             res.ranges_added.append(f"{path}: {name} {start}-{start + IDS - 1}")
             log(f"{path}: {name} gets ids {start}-{start + IDS - 1}")
     res.images_written = shared_images.publish(res.images, log=log)
+    if lab.vm.enabled:
+        if not boxes.box_present(lab.vm.box):
+            if lab.vm.box != boxes.DEFAULT_BOX:
+                raise BoxError(f"the Vagrant box {lab.vm.box} is not on this machine, and labkit builds only "
+                               f"{boxes.DEFAULT_BOX}", "add it to root's labkit Vagrant home first")
+            boxes.build_box(lab.vm.box, log=lambda m: None if log(m) else None)
+        dest, res.box_written = session.publish_box(lab.vm.box)
+        res.box = str(dest)
+        if res.box_written:
+            log(f"shared box: {lab.vm.box} -> {dest}")
     return res

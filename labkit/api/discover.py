@@ -18,7 +18,7 @@ from labkit.lab.spec import Lab
 from labkit.paths import lab_dir
 from labkit.servers import base as srv
 from labkit.servers.base import SERVER_HOME, Server, default_servers
-from labkit.vm.vms import LIBVIRT_URI, _known_labs, read_ssh_config
+from labkit.vm.vms import _known_labs, read_ssh_config, uri
 
 
 def inventory_file(lab: str) -> Path:
@@ -99,7 +99,7 @@ def vm_hosts(lab: str, students: Sequence[str] | None = None, servers: list[Serv
     others = [o for o in _known_labs() if o != lab]
     for sv in servers or default_servers():
         try:
-            p = sv.run(["virsh", "-q", "-c", LIBVIRT_URI, "list", "--all"], timeout=30)
+            p = sv.run(["virsh", "-q", "-c", uri(sv.local), "list", "--all"], timeout=30)
         except (OSError, subprocess.TimeoutExpired):
             continue
         if p.returncode != 0:  # no libvirt there: a containers-only server
@@ -182,8 +182,8 @@ def vm_resources(lab: str, servers: list[Server], students: Sequence[str] | None
             doms, vols = found.get("domains", []), found.get("volumes", [])
         else:
             doms, vols = [], []
-            for what, cmd in (("domains", ["virsh", "-q", "-c", LIBVIRT_URI, "list", "--all", "--name"]),
-                              ("volumes", ["virsh", "-q", "-c", LIBVIRT_URI, "vol-list", "default"])):
+            for what, cmd in (("domains", ["virsh", "-q", "-c", uri(sv.local), "list", "--all", "--name"]),
+                              ("volumes", ["virsh", "-q", "-c", uri(sv.local), "vol-list", "default"])):
                 try:
                     p = sv.run(cmd, timeout=60)
                 except (OSError, subprocess.TimeoutExpired):

@@ -39,11 +39,11 @@ from labkit.lab.spec import Lab
 from labkit.log import Log, quiet
 from labkit.observe import measure
 from labkit.observe.facts import HostFacts
-from labkit.paths import lab_dir, vagrant_home
+from labkit.paths import SESSION_URI, lab_dir, vagrant_home
 from labkit.plan import contentcache, uptodate
 from labkit.plan.model import Plan, make_plan, split_extravars
 from labkit.servers.base import Server
-from labkit.vm import boxes, virt, vms
+from labkit.vm import boxes, session, virt, vms
 
 
 @dataclass
@@ -214,6 +214,9 @@ def vm_settings_here(lab: Lab, log: Log, build: bool) -> dict:
     """Box present (or built), KVM or emulation decided and said: the lab_vm role's settings
     for VMs on this machine."""
     vms.check_libvirt()
+    user_network = vms.uri() == SESSION_URI  # an ordinary account: its session instance (labkit.vm.session)
+    if user_network:
+        session.box_volume(lab.vm.box)  # the shared box, linked and overlaid: nothing to build or copy
     if not boxes.box_present(lab.vm.box):
         if lab.vm.box != boxes.DEFAULT_BOX:  # --build would make labkit's own box under a foreign name
             raise BoxError(f"the Vagrant box {lab.vm.box} is not on this machine, and labkit builds only "
@@ -228,8 +231,8 @@ def vm_settings_here(lab: Lab, log: Log, build: bool) -> dict:
     log(f"VM: {'KVM' if accel.mode == 'kvm' else 'QEMU emulation (TCG)'}: {accel.reason}")
     return {
         "box": lab.vm.box, "memory": lab.vm.memory, "cpus": lab.vm.cpus, "accel": accel.mode,
-        "emulator_path": str(virt.tcg_emulator_wrapper()) if accel.emulated else "",
-        "boot_timeout": 600 if accel.emulated else 300,
+        "emulator_path": str(virt.tcg_emulator_wrapper(session=user_network)) if accel.emulated else "",
+        "boot_timeout": 600 if accel.emulated else 300, "libvirt_uri": vms.uri(), "user_network": user_network,
     }
 
 
@@ -265,7 +268,7 @@ def _diagnose(e: PlaybookFailed, servers: list, with_vms: bool, with_docker: boo
             dead.append(x.message)
             hints.append(x.hint or docker.START_HINT)
     if with_vms and (why := vms.libvirt_answers()):
-        dead.append(f"libvirtd is not answering at {vms.LIBVIRT_URI} ({why})")
+        dead.append(f"libvirtd is not answering at {vms.uri()} ({why})")
         hints.append(vms.LIBVIRT_HINT)
     if dead:
         e.message = "; ".join(dead) + "\n" + e.message

@@ -32,7 +32,7 @@ from labkit.api.discover import engine_scopes, engines, engines_on, vm_hosts
 from labkit.engines.base import HostRow
 from labkit.lab.spec import Lab
 from labkit.servers.base import Server
-from labkit.vm.vms import LIBVIRT_URI
+from labkit.vm import vms
 
 CGROUP = "/sys/fs/cgroup"
 _HEX = re.compile(r"[0-9a-f]{64}")
@@ -161,7 +161,8 @@ def domstats(text: str) -> dict[str, tuple[int | None, float | None]]:
 
 def _vm_stats(sv: Server, doms: Sequence[str]) -> dict[str, tuple[int | None, float | None]]:
     try:
-        p = sv.run(["virsh", "-c", LIBVIRT_URI, "domstats", "--raw", "--cpu-total", "--balloon", *doms], timeout=20)
+        p = sv.run(["virsh", "-c", vms.uri(sv.local), "domstats", "--raw", "--cpu-total", "--balloon", *doms],
+                   timeout=20)
     except (OSError, subprocess.TimeoutExpired):
         return {}
     return domstats(p.stdout) if p.returncode == 0 else {}

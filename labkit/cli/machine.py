@@ -212,8 +212,11 @@ def classroom_text(res: classroom_machine.ClassroomResult) -> str:
     lines += [f"  ids: {r}" for r in res.ranges_added] or ["  ids: every account already had its own range"]
     lines.append(f"  shared images ({shared_images.SHARED_DIR}): {', '.join(res.images) or 'none'}"
                  + (f" ({len(res.images_written)} written)" if res.images_written else " (all there)"))
+    if res.box:
+        lines.append(f"  shared box: {res.box}" + (" (written)" if res.box_written else " (there)"))
     lines += [f"  {n}" for n in res.notes]
-    lines.append("each account now runs `labkit up -f LAB.yml` (engine: podman) as itself: no root, no sudo")
+    lines.append("each account now runs `labkit up -f LAB.yml` (engine: podman) as itself: no root, no sudo"
+                 + ("; its VMs boot in its own libvirt session instance" if res.box else ""))
     return "\n".join(lines)
 
 

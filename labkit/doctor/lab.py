@@ -38,7 +38,7 @@ from labkit.images import build as images
 from labkit.lab import catalog
 from labkit.lab.catalog import Distro
 from labkit.lab.spec import Lab
-from labkit.paths import state_dir
+from labkit.paths import libvirt_uri, state_dir
 from labkit.plan.checkpoints import records as checkpoint_records
 from labkit.plan.model import make_plan, simple_context
 from labkit.vm import boxes
@@ -47,14 +47,14 @@ from labkit.vm.vms import vm_name
 
 
 def _virsh_names(*args: str) -> set[str] | None:
-    r = run_quiet(["virsh", "-q", "-c", "qemu:///system", "list", "--name", *args], timeout=20)
+    r = run_quiet(["virsh", "-q", "-c", libvirt_uri(), "list", "--name", *args], timeout=20)
     if r is None or r.returncode != 0:
         return None
     return {ln.strip() for ln in r.stdout.splitlines() if ln.strip()}
 
 
 def _pool_path() -> Path:
-    r = run_quiet(["virsh", "-q", "-c", "qemu:///system", "pool-dumpxml", "default"], timeout=20)
+    r = run_quiet(["virsh", "-q", "-c", libvirt_uri(), "pool-dumpxml", "default"], timeout=20)
     if r is not None and r.returncode == 0 and "<path>" in r.stdout:
         return Path(r.stdout.split("<path>", 1)[1].split("</path>", 1)[0].strip())
     return Path("/var/lib/libvirt/images")

@@ -12,7 +12,7 @@ from labkit.doctor.lab import check_lab
 from labkit.engines import docker, registry
 from labkit.errors import EngineError
 from labkit.lab.spec import Lab
-from labkit.paths import state_dir
+from labkit.paths import SYSTEM_URI, libvirt_uri, state_dir
 from labkit.servers.base import LOCAL_SOCKET
 from labkit.vm.virt import detect_accel
 from labkit.vm.vmnet import doctor_check
@@ -74,14 +74,18 @@ def check_pools(students: int) -> Check:
 def check_vm_stack(need_vm: bool, accel: str | None = None) -> list[Check]:
     level = "fail" if need_vm else "warn"
     out = []
-    r = run_quiet(["virsh", "-c", "qemu:///system", "version"])
-    denied = libvirt_denied(r.stderr if r is not None and r.returncode != 0 else "")
+    uri = libvirt_uri()  # an ordinary account's own session instance, root's system instance
+    r = run_quiet(["virsh", "-c", uri, "version"], timeout=30)
+    denied = libvirt_denied(r.stderr if r is not None and r.returncode != 0 and uri == SYSTEM_URI else "")
     if denied:
         out.append(Check("libvirt", level, *denied))
     elif r is None or r.returncode != 0:
         why = "virsh not installed" if r is None else (r.stderr.strip().splitlines() or ["no answer"])[-1]
-        out.append(Check("libvirt", level, f"libvirtd is not answering ({why})",
-                         f"`{SETUP}` starts virtlogd and libvirtd, or run `virtlogd -d; libvirtd -d` as root"))
+        out.append(Check("libvirt", level, f"libvirtd is not answering at {uri} ({why})",
+                         f"`{SETUP}` starts virtlogd and libvirtd, or run `virtlogd -d; libvirtd -d` as root"
+                         if uri == SYSTEM_URI else "this account's session instance starts on demand: the "
+                         "instructor prepares the machine (`labkit prepare --classroom`, "
+                         "docs/instructors/shared-machine.md)"))
     else:
         out.append(Check("libvirt", "ok", r.stdout.strip().splitlines()[-1]))
     if shutil.which("vagrant") is None:

@@ -39,7 +39,6 @@ SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 DISK_GB = 8
 PART_START_SECTOR = 2048  # 1 MiB
-LIBVIRT_URI = "qemu:///system"
 POOL = "default"
 MBR_BIN = Path("/usr/lib/EXTLINUX/mbr.bin")
 TOOLS = ("mmdebstrap", "mkfs.ext4", "extlinux", "sfdisk", "qemu-img", "vagrant", "mount", "virsh")
@@ -97,7 +96,7 @@ def recipe_hash() -> str:
 def vagrant_env() -> dict[str, str]:
     env = dict(os.environ)
     env["VAGRANT_HOME"] = str(paths.vagrant_home())
-    env.setdefault("LIBVIRT_DEFAULT_URI", LIBVIRT_URI)
+    env.setdefault("LIBVIRT_DEFAULT_URI", paths.libvirt_uri())
     env["VAGRANT_CHECKPOINT_DISABLE"] = "1"
     return env
 
@@ -117,7 +116,7 @@ def _run(cmd: list[str], what: str, *, env: Mapping[str, str] | None = None, tim
 
 
 def _virsh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    p = subprocess.run(["virsh", "-q", "-c", LIBVIRT_URI, *args], capture_output=True, text=True)
+    p = subprocess.run(["virsh", "-q", "-c", paths.libvirt_uri(), *args], capture_output=True, text=True)
     if check and p.returncode != 0:
         raise BoxError(f"virsh {' '.join(args)}: {p.stderr.strip()}",
                        "is libvirtd running? run scripts/setup-vm.sh")

@@ -13,7 +13,7 @@ import subprocess
 
 from labkit.errors import EngineError
 from labkit.servers.base import Server
-from labkit.vm.vms import LIBVIRT_URI
+from labkit.vm.vms import uri
 
 PREFIX = "labkit-"  # a checkpoint NAME is the snapshot labkit-NAME
 TIMEOUT = 900  # seconds: saving 1 GiB of guest memory under emulation takes a while
@@ -21,7 +21,7 @@ TIMEOUT = 900  # seconds: saving 1 GiB of guest memory under emulation takes a w
 
 def _virsh(sv: Server, *args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
     try:
-        return sv.run(["virsh", "-q", "-c", LIBVIRT_URI, *args], timeout=timeout)
+        return sv.run(["virsh", "-q", "-c", uri(sv.local), *args], timeout=timeout)
     except subprocess.TimeoutExpired:
         raise EngineError(f"virsh {' '.join(args)} did not finish within {timeout:.0f} s on {sv.name}") from None
 

@@ -214,7 +214,7 @@ def _write_if_changed(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def tcg_emulator_wrapper() -> Path:
+def tcg_emulator_wrapper(session: bool = False) -> Path:
     """Write (if needed) and return the tb-size-capping QEMU wrapper.
 
     Used as vagrant-libvirt's ``emulator_path`` in qemu mode. It lives in
@@ -225,7 +225,8 @@ def tcg_emulator_wrapper() -> Path:
     """
     text = wrapper_text()
     path = paths.state_dir() / "bin" / "qemu-system-x86_64-tcg"
-    if not world_reachable(path.parent if path.parent.exists() else paths.state_dir()):
+    # ``session``: libvirt's session instance runs QEMU as this account, which reaches its own folder
+    if not session and not world_reachable(path.parent if path.parent.exists() else paths.state_dir()):
         if os.geteuid() != 0:
             raise EngineError(
                 f"libvirt's QEMU user cannot reach {path.parent} (a parent folder is not o+x)",

@@ -17,7 +17,14 @@ from labkit import names, paths
 from labkit.doctor.check import libvirt_denied
 from labkit.errors import EngineError
 
-LIBVIRT_URI = "qemu:///system"
+
+def uri(local: bool = True) -> str:
+    """The libvirt instance of the lab's VMs on a lab server: on this machine the account's
+    (``labkit.paths.libvirt_uri``: root's system instance, an ordinary account's session
+    instance); on a remote lab server its system instance (labkit works there as root)."""
+    return paths.libvirt_uri() if local else paths.SYSTEM_URI
+
+
 POOL = "default"
 MGMT_NETWORK = "labkit"
 
@@ -29,7 +36,7 @@ def vm_name(lab: str, student: str) -> str:
 
 def _virsh(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run(["virsh", "-q", "-c", LIBVIRT_URI, *args], capture_output=True,
+        return subprocess.run(["virsh", "-q", "-c", uri(), *args], capture_output=True,
                               text=True, timeout=timeout)
     except FileNotFoundError as e:
         raise EngineError("virsh not found", "run scripts/setup-vm.sh as root") from e
@@ -39,8 +46,13 @@ LIBVIRT_HINT = ("start it: `bash scripts/setup.sh` (starts virtlogd and libvirtd
                 "`virtlogd -d; libvirtd -d` as root; then check `virsh -c qemu:///system version`")
 
 
+SESSION_HINT = ("libvirt's session instance of this account starts on demand (virtqemud or libvirtd, "
+                "`virsh -c qemu:///session uri`): libvirt must be installed, and XDG_RUNTIME_DIR a "
+                "folder of this account's (labkit sets one when there is no login session)")
+
+
 def libvirt_answers(timeout: float = 20) -> str | None:
-    """None when libvirtd answers on LIBVIRT_URI, else why not (one line)."""
+    """None when libvirtd answers on ``uri()``, else why not (one line)."""
     try:
         p = _virsh("uri", timeout=timeout)  # (`virsh version` probes QEMU: seconds)
     except subprocess.TimeoutExpired:
@@ -54,11 +66,12 @@ def libvirt_answers(timeout: float = 20) -> str | None:
 def check_libvirt() -> None:
     """EngineError naming libvirtd unless it answers (checked before a VM is planned)."""
     why = libvirt_answers()
-    denied = libvirt_denied(why or "") if LIBVIRT_URI == "qemu:///system" else None
+    denied = libvirt_denied(why or "") if uri() == paths.SYSTEM_URI else None
     if denied:  # it answers; this ordinary account lacks the right: who grants it, never "start libvirtd"
         raise EngineError(*denied)
     if why:
-        raise EngineError(f"libvirtd is not answering at {LIBVIRT_URI} ({why})", LIBVIRT_HINT)
+        raise EngineError(f"libvirtd is not answering at {uri()} ({why})",
+                          LIBVIRT_HINT if uri() == paths.SYSTEM_URI else SESSION_HINT)
 
 
 def _known_labs() -> list[str]:
@@ -168,8 +181,8 @@ def vm_facts(ssh_config: Path, host: str, timeout: float = 60) -> dict:
         p = subprocess.run(cmd, input=_FACTS_SCRIPT, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
         raise EngineError(f"ssh to {host} timed out after {timeout:.0f}s",
-                          f"is the VM running? virsh -c {LIBVIRT_URI} list --all") from e
+                          f"is the VM running? virsh -c {uri()} list --all") from e
     if p.returncode != 0:
         raise EngineError(f"ssh to {host} failed (rc={p.returncode}): {p.stderr.strip()}",
-                          f"check {ssh_config} and that the VM runs: virsh -c {LIBVIRT_URI} list --all")
+                          f"check {ssh_config} and that the VM runs: virsh -c {uri()} list --all")
     return parse_facts(p.stdout)

@@ -186,11 +186,34 @@ def test_the_vm_path_says_the_same_for_an_account_libvirt_refuses(monkeypatch: p
     from labkit.vm import vms
 
     monkeypatch.setattr(os, "geteuid", lambda: 1001)
+    monkeypatch.setenv("LABKIT_LIBVIRT_URI", "qemu:///system")  # an account that asks for the system instance
     monkeypatch.setattr(vms, "libvirt_answers", lambda: POLKIT.splitlines()[-1])
     with pytest.raises(EngineError) as e:
         vms.check_libvirt()
     assert "may not use libvirt's system instance" in e.value.message
     assert "usermod -aG libvirt" in e.value.hint and "libvirtd -d" not in e.value.hint
+
+
+def test_an_ordinary_account_uses_its_session_instance_and_is_never_told_to_start_a_daemon(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from labkit import paths
+    from labkit.errors import LabkitError
+    from labkit.vm import vms
+
+    monkeypatch.delenv("LABKIT_LIBVIRT_URI", raising=False)
+    monkeypatch.setattr(os, "geteuid", lambda: 1001)
+    assert paths.libvirt_uri() == vms.uri() == "qemu:///session"
+    assert vms.uri(local=False) == "qemu:///system"  # a remote lab server: labkit is root there
+    monkeypatch.setattr(vms, "libvirt_answers", lambda: "Failed to connect socket")
+    with pytest.raises(EngineError) as e:
+        vms.check_libvirt()
+    assert "qemu:///session" in e.value.message and "libvirtd -d" not in e.value.hint
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert paths.libvirt_uri() == "qemu:///system"
+    monkeypatch.setenv("LABKIT_LIBVIRT_URI", "qemu+ssh://elsewhere/system")
+    with pytest.raises(LabkitError) as bad:
+        paths.libvirt_uri()
+    assert "LABKIT_LIBVIRT_URI" in bad.value.message
 
 
 def _run_module(mod: object, args: dict, capsys: pytest.CaptureFixture[str]) -> dict:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import cast
 
 from labkit.engines import docker as engine
+from labkit.engines import shared_images
 from labkit.observe.checks import _fail
 from labkit.observe.facts import HostFacts
 from labkit.paths import state_dir
@@ -65,7 +66,10 @@ def k10() -> str:
     return ""
 
 
-def k11(vm: HostFacts, ssh_config: Path | None, image: str = "labkit/busybox:1.35") -> str:
+K11_IMAGE = "labkit/busybox:1.35"  # what K11 runs inside the VM, carried in from the lab server
+
+
+def k11(vm: HostFacts, ssh_config: Path | None, image: str = K11_IMAGE) -> str:
     """Start a container inside the VM (its own engine; the image carried in from the server)."""
     import testinfra
 
@@ -73,7 +77,7 @@ def k11(vm: HostFacts, ssh_config: Path | None, image: str = "labkit/busybox:1.3
     if host.run("command -v docker").rc != 0:
         _fail("K11", f"{vm.host} has no container engine (docker) inside; the box installs docker.io")
     if host.run(f"docker image inspect {shlex.quote(image)}").rc != 0:
-        saved = subprocess.run(["docker", "save", image], capture_output=True, check=True).stdout
+        saved = _image_tar(image)
         ssh = ["ssh", "-F", str(ssh_config), vm.host, "sudo", "docker", "load"]
         p = subprocess.run(ssh, input=saved, capture_output=True, timeout=300)
         if p.returncode != 0:
@@ -87,6 +91,19 @@ def k11(vm: HostFacts, ssh_config: Path | None, image: str = "labkit/busybox:1.3
         _fail("K11", f"container in {vm.host} reports kernel {kernel} boot_id {boot_id}, "
                      f"VM has {vm.kernel_release} {vm.boot_id}")
     return f"container in {vm.host}: kernel {kernel}, boot_id {boot_id[:8]}... = the VM's"
+
+
+def _image_tar(image: str) -> bytes:
+    """The image as a `docker save` tar: from this machine's Docker, or, for an ordinary account
+    that may not use it (a classroom machine), from the shared read-only copy the instructor's
+    `labkit prepare --classroom` wrote for a lab with a VM."""
+    if engine.usable_here():
+        return subprocess.run(["docker", "save", image], capture_output=True, check=True).stdout
+    tar = shared_images.SHARED_DIR / f"{shared_images.stem(image)}.tar"
+    if not tar.is_file():
+        _fail("K11", f"{image} is not in this machine's shared images ({tar}) and this account may not use "
+                     "Docker: the instructor's `labkit prepare --classroom -f LAB` writes it for a lab with a VM")
+    return tar.read_bytes()
 
 
 def chroot_dir(image: str = "labkit/debian:11") -> Path:

@@ -85,6 +85,15 @@ options:
       - Empty means not checked.
     type: str
     default: ""
+  user_network:
+    description:
+      - The machine is on QEMU's user-mode network (the Vagrantfile's C(-netdev user), for
+        libvirt's session instance of an account without root): it is reached at C(127.0.0.1) on a
+        port forwarded to its port 22. The module picks a free port before C(vagrant up) and
+        writes it to C(ssh_port) in O(workdir), which the Vagrantfile reads.
+      - A boot whose console stays empty is restarted once here too, while waiting for SSH.
+    type: bool
+    default: false
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -496,7 +505,8 @@ def login_keys(workdir, vagrant_home):
 LAST_ERROR = []
 
 
-def _ssh(host, key, command, port=22, user="vagrant", timeout=30, stdin=None):
+def _ssh(host, key, command, port=None, user="vagrant", timeout=30, stdin=None):
+    port = NET["port"] if port is None else port
     cmd = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "StrictHostKeyChecking=no",
            "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
            "-i", key, "-p", str(port), f"{user}@{host}", command]
@@ -514,12 +524,28 @@ def ssh_ok(conf):
     """Can we log in with these settings (host, port, user, key)?"""
     if not conf.get("HostName") or not conf.get("IdentityFile"):
         return False
-    return _ssh(conf["HostName"], conf["IdentityFile"], "true", port=conf.get("Port", 22),
+    return _ssh(conf["HostName"], conf["IdentityFile"], "true", port=int(conf.get("Port", 22)),
                 user=conf.get("User", "vagrant"))
 
 
+# user-mode networking (option user_network): the forwarded loopback port of the machine's SSH
+NET = {"port": 22, "user": False}
+PORT_FILE = "ssh_port"
+
+
+def free_port():
+    """A port of 127.0.0.1 nothing listens on now (QEMU binds it when the domain starts)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def address(uri, domain):
-    """The domain's IPv4 address from its DHCP lease (what vagrant-libvirt reads too), or None."""
+    """The domain's IPv4 address from its DHCP lease (what vagrant-libvirt reads too), or None.
+    On user-mode networking, 127.0.0.1 once the domain runs."""
+    if NET["user"]:
+        return "127.0.0.1" if _virsh(uri, "domstate", domain).stdout.strip() == "running" else None
     r = _virsh(uri, "domifaddr", domain, "--source", "lease")
     for line in r.stdout.splitlines():
         cols = line.split()
@@ -584,12 +610,20 @@ def running_with_known_ssh(uri, domain, workdir):
     return conf
 
 
-def wait_login(v, machine, uri, domain, keys, seconds, fresh=False, host_keys=None):
+STALLED = "stalled"
+
+
+def wait_login(v, machine, uri, domain, keys, seconds, fresh=False, host_keys=None, console=None):
     """Wait until the VM answers SSH and takes its own key (swapped in when it still takes
     another, ``host_keys`` handed over in the same call): the SSH settings when it does, None
-    when it never did, HALF_MADE (``adopt``)."""
-    deadline = time.monotonic() + seconds
+    when it never did, HALF_MADE (``adopt``). ``console``: STALLED when that file is still empty
+    STALL_SECONDS after the wait began (user-mode networking: `vagrant up` returned at once)."""
+    t0 = time.monotonic()
+    deadline = t0 + seconds
     while True:
+        if (console is not None and time.monotonic() - t0 > STALL_SECONDS
+                and (not os.path.isfile(console) or os.path.getsize(console) == 0)):
+            return STALLED
         host = address(uri, domain)
         if host is None:  # no lease record (a network labkit did not make): ask Vagrant
             try:
@@ -600,7 +634,7 @@ def wait_login(v, machine, uri, domain, keys, seconds, fresh=False, host_keys=No
         if key == HALF_MADE:
             return HALF_MADE
         if key:
-            return {"HostName": host, "Port": 22, "User": "vagrant", "IdentityFile": key}
+            return {"HostName": host, "Port": NET["port"], "User": "vagrant", "IdentityFile": key}
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.25)  # sshd answers a second or two after the lease: catch it early
@@ -638,6 +672,7 @@ def main():
             libvirt_uri=dict(type="str", default="qemu:///system"),
             timeout=dict(type="int", default=900),
             network=dict(type="str", default=""),
+            user_network=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -654,6 +689,14 @@ def main():
         env["VAGRANT_HOME"] = p["vagrant_home"]
     log = os.path.join(workdir, "vagrant.log")
     result = dict(changed=False, domain=domain, log=log, seconds=0.0)
+    port_file = os.path.join(workdir, PORT_FILE)
+    if p["user_network"]:
+        NET["user"] = True
+        try:
+            with open(port_file) as f:
+                NET["port"] = int(f.read().strip() or 0) or 22
+        except (OSError, ValueError):
+            pass
 
     if not os.path.isfile(os.path.join(workdir, "Vagrantfile")):
         if p["state"] == "absent":
@@ -693,6 +736,8 @@ def main():
         state = v.status(vm_name=machine)[0].state
     except (subprocess.CalledProcessError, IndexError) as e:
         module.fail_json(msg=f"vagrant status failed in {workdir}: {e}", **result)
+    # again: an account's first Vagrant run (above) has just put Vagrant's insecure key in its home
+    keys = login_keys(workdir, p["vagrant_home"])
 
     t0 = time.monotonic()
     if moved_from is not None:
@@ -755,8 +800,13 @@ def main():
         # the ECDSA and RSA host keys, made here while Vagrant boots the machine
         keygen = Background(make_host_keys, domain)
         failure = None
+        console = os.path.join(workdir, "console.log")
         for attempt in (1, 2):  # a second boot only after a stalled first one (BootStall)
-            with Watchdog(p["timeout"]) as wd, BootStall(uri, domain, os.path.join(workdir, "console.log")) as stall:
+            if NET["user"]:  # a free loopback port for this boot, read by the Vagrantfile
+                NET["port"] = free_port()
+                with open(port_file, "w") as f:
+                    f.write(f"{NET['port']}\n")
+            with Watchdog(p["timeout"]) as wd, BootStall(uri, domain, console) as stall:
                 try:
                     # not destroyed by Vagrant on an error: labkit decides below (python-vagrant's
                     # up() has no way to pass --no-destroy-on-error)
@@ -767,6 +817,11 @@ def main():
                     failure = (f"timed out after {p['timeout']}s" if wd.fired else
                                f"stalled: no console output and no address {STALL_SECONDS}s after it started, "
                                "twice" if stall.fired else f"failed (rc={e.returncode})")
+            if NET["user"] and failure is None and attempt == 1:
+                # `vagrant up` returned as soon as the domain started: watch the boot here
+                conf = wait_login(v, machine, uri, domain, keys, max(30, min(p["timeout"], 600)), fresh=True,
+                                  host_keys=keygen.result(), console=console)
+                stall.fired = conf == STALLED
             if not stall.fired or attempt == 2:
                 break
             with open(log, "a") as f:
@@ -814,8 +869,9 @@ def main():
             module.fail_json(msg=f"could not make the SSH host keys of {domain}: {e}", **result)
         # the guest's sshd comes up after its address: wait here, and give the VM its own key
         # (and hand it its host keys)
-        conf = wait_login(v, machine, uri, domain, keys, max(30, min(p["timeout"], 600)), fresh=True,
-                          host_keys=host_keys)
+        if conf is None or conf == STALLED:  # (on user-mode networking, known already after a first boot)
+            conf = wait_login(v, machine, uri, domain, keys, max(30, min(p["timeout"], 600)), fresh=True,
+                              host_keys=host_keys)
         result["seconds"] = round(time.monotonic() - t0, 1)
         result["phases"] = {"vagrant_up": round(t_up - t0, 1), "own_key": round(time.monotonic() - t_up, 1),
                             "host_keys": round(keygen.seconds, 1)}
