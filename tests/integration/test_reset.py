@@ -10,6 +10,7 @@ every host): two students with a Debian 12 container each, and one student with 
 """
 import json
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -43,25 +44,41 @@ SITE = """\
 """
 
 
-def _lab(tmp_path_factory, text: str):
-    d = tmp_path_factory.mktemp("lab")
-    (d / "site.yml").write_text(SITE)
-    (d / "lab.yml").write_text(text)
-    lab = str(d / "lab.yml")
-    run("down", "-f", lab, check=False)
-    run("up", "-f", lab, "--build", "--no-facts")
-    yield lab
-    run("down", "-f", lab, check=False)
+TAKEN_DOWN: set[str] = set()  # the lab files whose `down` a test saw exit 0
 
 
 @pytest.fixture(scope="module")
-def cls(tmp_path_factory):
-    yield from _lab(tmp_path_factory, LAB)
+def labs(tmp_path_factory):
+    """Both labs' files, brought up at once: the containers-only lab while the VM boots."""
+    files = []
+    for text in (LAB, VM_LAB):
+        d = tmp_path_factory.mktemp("lab")
+        (d / "site.yml").write_text(SITE)
+        (d / "lab.yml").write_text(text)
+        files.append(str(d / "lab.yml"))
+    # built once before the two ups (two builds of one image at once would each tag their own)
+    run("images", "build", "debian:12")
+    run("box", "build")
+    for lab in files:
+        run("down", "-f", lab, check=False)
+    try:
+        with ThreadPoolExecutor(2) as ex:
+            list(ex.map(lambda lab: run("up", "-f", lab, "--build", "--no-facts"), files))
+        yield files
+    finally:
+        for lab in files:
+            if lab not in TAKEN_DOWN:  # the last test's `down` did not end well: whatever it left
+                run("down", "-f", lab, check=False)
 
 
 @pytest.fixture(scope="module")
-def clsvm(tmp_path_factory):
-    yield from _lab(tmp_path_factory, VM_LAB)
+def cls(labs):
+    return labs[0]
+
+
+@pytest.fixture(scope="module")
+def clsvm(labs):
+    return labs[1]
 
 
 def ids() -> dict[str, str]:
@@ -182,11 +199,13 @@ def test_down_takes_the_checkpoints_along(cls, clsvm):
     assert checkpoint_images("cls") == ["labkit-checkpoint/labkit-cls-s01-debian12:stage2"]
     assert [c["student"] for c in json.loads(run("checkpoint", "list", "-f", cls, "--json").stdout)] == ["s01"]
     run("down", "-f", cls)
+    TAKEN_DOWN.add(cls)
     assert docker("images", "--filter", "label=labkit.lab=cls", "-q").split() == []
     assert json.loads(run("checkpoint", "list", "-f", cls, "--json").stdout) == []
     # the VM's snapshot goes with its disk, the container's checkpoint image with its label
     assert checkpoint_images("clsvm") == ["labkit-checkpoint/labkit-clsvm-s01-debian12:stage1"]
     run("down", "-f", clsvm)
+    TAKEN_DOWN.add(clsvm)
     assert docker("images", "--filter", "label=labkit.lab=clsvm", "-q").split() == []
     assert "labkit-clsvm-s01-vm" not in subprocess.run(["virsh", "-c", "qemu:///system", "list", "--all", "--name"],
                                                       capture_output=True, text=True).stdout
