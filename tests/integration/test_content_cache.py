@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -85,8 +86,11 @@ def labs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     for name in (CACHED, PLAIN):
         run("down", "--lab", name, "-q", check=False)
     try:
-        first = run("up", "-f", str(cached), "--no-facts")
-        run("up", "-f", str(plain), "--no-facts", "--no-content-cache")
+        # both at once (two labs, nothing shared: the plain one never reads or makes a lab image)
+        with ThreadPoolExecutor(2) as ex:
+            first_f = ex.submit(run, "up", "-f", str(cached), "--no-facts")
+            plain_f = ex.submit(run, "up", "-f", str(plain), "--no-facts", "--no-content-cache")
+            first, _ = first_f.result(), plain_f.result()
         yield {"cached": cached, "plain": plain, "first": first.stdout + first.stderr}
     finally:
         for name in (CACHED, PLAIN):
