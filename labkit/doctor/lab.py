@@ -38,10 +38,10 @@ from labkit.images import build as images
 from labkit.lab import catalog
 from labkit.lab.catalog import Distro
 from labkit.lab.spec import Lab
-from labkit.paths import libvirt_uri, state_dir
+from labkit.paths import SESSION_URI, libvirt_uri, state_dir
 from labkit.plan.checkpoints import records as checkpoint_records
 from labkit.plan.model import make_plan, simple_context
-from labkit.vm import boxes
+from labkit.vm import boxes, session
 from labkit.vm.virt import detect_accel
 from labkit.vm.vms import vm_name
 
@@ -57,7 +57,7 @@ def _pool_path() -> Path:
     r = run_quiet(["virsh", "-q", "-c", libvirt_uri(), "pool-dumpxml", "default"], timeout=20)
     if r is not None and r.returncode == 0 and "<path>" in r.stdout:
         return Path(r.stdout.split("<path>", 1)[1].split("</path>", 1)[0].strip())
-    return Path("/var/lib/libvirt/images")
+    return session.pool_dir() if libvirt_uri() == SESSION_URI else Path("/var/lib/libvirt/images")
 
 
 def _fs(path: Path) -> tuple[int, Path]:
@@ -109,6 +109,13 @@ def check_image(d: Distro, registry: str | None, build: bool, mirrors: list[str]
 def check_box(box: str, build: bool) -> tuple[Check, bool]:
     """The lab's Vagrant box: present, or buildable by labkit. Returns the check and whether
     the box is here."""
+    if libvirt_uri() == SESSION_URI:  # an ordinary account: the box the instructor published, linked
+        shared = session.shared_box(box)
+        if shared is None:
+            return Check("box", "fail", f"the Vagrant box {box} is not installed for the accounts of this machine",
+                         session.NOT_PUBLISHED), False
+        return Check("box", "ok", f"{box} is shared read-only in {shared} (this account's VMs are overlays on "
+                     "it)"), True
     if boxes.box_present(box):
         size = boxes.box_size(box)
         return Check("box", "ok", f"{box} is in labkit's Vagrant home" + (f" ({_mib(size)})" if size else "")), True
@@ -197,7 +204,7 @@ def check_lab(lab: Lab, build: bool = False, engine_ok: bool = True) -> list[Che
                 disk.append((state_dir() / "boxes", BOX_BUILD_BYTES + BOX_BYTES, "building the box"))
             disk.append((paths.vagrant_home(), BOX_BYTES, "the box in Vagrant"))
         pool = pool or _pool_path()  # (set whenever the lab has a VM)
-        if not boxes.pool_volumes(boxes.box_volume_prefix(lab.vm.box)):
+        if not boxes.pool_volumes(boxes.box_volume_prefix(lab.vm.box)) and libvirt_uri() != SESSION_URI:
             disk.append((pool, boxes.box_size(lab.vm.box) or BOX_BYTES, "the box in libvirt's pool"))
         names = [vm_name(lab.name, s) for s in lab.students]
         vms_up = _virsh_names() or set()

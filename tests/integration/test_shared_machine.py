@@ -4,22 +4,25 @@ Two ordinary accounts are made here (no sudo, in neither the docker nor the libv
 instructor's one-time preparation runs as root (`labkit prepare --classroom`); then each
 account, as itself, runs `labkit doctor`, `up`, `verify`, `facts`, `shell`, `report` and
 `down` on its own lab file: the same lab name, `cls30`, in both, so every name (container,
-network, state folder) would collide if anything were shared. Their containers are rootless
+network, VM, state folder) would collide if anything were shared. Their containers are rootless
 Podman in each account's own store; their images come from the shared, read-only copy the
-preparation wrote (no Docker on their path at all).
+preparation wrote (no Docker on their path at all). Their VMs boot at the same time, each in its
+account's own libvirt session instance with user-mode networking, from the box the preparation
+published read-only (each VM's disk an overlay of the account's own); K1..K12 hold for both.
 
-Proven with real clients: each account's `podman` (and `labkit status`) lists its own host
-only; a marker written in one account's container is not what the other's `labkit shell`
-reads; one account's `podman` cannot read the other's store, nor its labkit state folder; the
-first account's `down` leaves the second's container running; the first account's lab on
+Proven with real clients: each account's `podman`, `virsh` (its session instance) and
+`labkit status` list its own hosts only; a marker written in one account's container and VM is
+not what the other's `labkit shell` reads; one account's `podman` cannot read the other's
+store, nor its labkit state folder, nor its VM's disk; `ssh` to the other's VM (its forwarded
+loopback port) is refused with the account's own VM key and with Vagrant's insecure key; the
+first account's `down` leaves the second's container and VM running; the first account's lab on
 Docker fails with the permission error that names the account, the socket's group and the
-instructor's `usermod`, never a daemon to start; libvirt's system instance refuses it with
-the same kind of message (`labkit doctor` of a lab with a VM). At the end nothing of either
-account is left (containers, networks, processes), and the accounts are removed.
+instructor's `usermod`, never a daemon to start; libvirt's system instance, when an account asks
+for it, refuses it with the same kind of message. At the end nothing of either account is left
+(containers, networks, VMs, processes), and the accounts are removed.
 
-The VM is not booted here: an ordinary account's VM (libvirt's session instance) is not yet
-supported (docs/instructors/shared-machine.md says what is left); the same lab as root is
-covered by tests/integration/test_75_engines.py (rootful and rootless Podman made by root).
+The same lab as root: rootful Podman by test_75_engines, root's VM path (system instance, a
+network of its own) by test_30_vm and test_47_isolation.
 """
 import json
 import os
@@ -29,6 +32,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -41,7 +45,7 @@ LAB = "cls30"
 VENV_BIN = str(Path(sys.executable).parent)
 
 
-def as_account(user: str, *args: str, check: bool = True, timeout: int = 900,
+def as_account(user: str, *args: str, check: bool = True, timeout: int = 900, env_extra: tuple[str, ...] = (),
                ) -> subprocess.CompletedProcess:
     """Run a command as ``user`` the way a student's login shell would: its HOME, PATH with
     labkit, no XDG_RUNTIME_DIR (no systemd-logind here), nothing of root's environment."""
@@ -49,7 +53,7 @@ def as_account(user: str, *args: str, check: bool = True, timeout: int = 900,
     # PYTHONPATH, when the run has one: the accounts run the same labkit as the test
     keep = [f"PYTHONPATH={os.environ['PYTHONPATH']}"] if os.environ.get("PYTHONPATH") else []
     env = ["env", "-i", *keep, f"HOME={home}", f"USER={user}", f"LOGNAME={user}", "LANG=C.UTF-8", "COLUMNS=200",
-           f"PATH={VENV_BIN}:/usr/local/bin:/usr/bin:/bin"]
+           f"PATH={VENV_BIN}:/usr/local/bin:/usr/bin:/bin", *env_extra]
     p = subprocess.run(["runuser", "-u", user, "--", *env, *args], capture_output=True, text=True, cwd=home,
                        timeout=timeout, stdin=subprocess.DEVNULL)
     if check and p.returncode != 0:
@@ -101,9 +105,21 @@ LAB_FILE = textwrap.dedent(f"""\
     students: [s01]
     engine: podman
     containers: [debian:12]
-    vm: {{enabled: false}}
+    vm: {{enabled: true}}
     provision: {{packages: []}}
     """)
+VM = f"labkit-{LAB}-s01-vm"
+
+
+def session_virsh(user: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """virsh on the account's own session instance, the one labkit uses (its runtime folder)."""
+    home = pwd.getpwnam(user).pw_dir
+    return as_account(user, "virsh", "-q", "-c", "qemu:///session", *args, check=check,
+                      env_extra=(f"XDG_RUNTIME_DIR={home}/.cache/labkit/xdg-run",))
+
+
+def vm_dir(user: str) -> Path:
+    return Path(pwd.getpwnam(user).pw_dir) / f".local/share/labkit/labs/{LAB}/vagrant/s01"
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +131,7 @@ def accounts():
         subprocess.run(["useradd", "-m", "-s", "/bin/sh", u], check=True)
         home = Path(pwd.getpwnam(u).pw_dir)
         for name, text in (("lab.yml", LAB_FILE), ("docker.yml", LAB_FILE.replace("engine: podman\n", "")
+                                                                   .replace("vm: {enabled: true}", "vm: {enabled: false}")
                                                                    .replace(f"name: {LAB}", f"name: {LAB}d")),
                            ("vm.yml", f"name: {LAB}v\nstudents: [s01]\ncontainers: []\nvm: {{enabled: true}}\n")):
             (home / name).write_text(text)
@@ -147,10 +164,19 @@ def test_preparation_gives_each_account_its_ids_and_shares_the_images(accounts):
         st = (shared / f).stat()
         assert st.st_uid == 0 and oct(st.st_mode & 0o777) == "0o644", (f, oct(st.st_mode))
     assert oct(shared.stat().st_mode & 0o777) == "0o755"
+    assert (shared / "labkit_busybox_1_35.tar").is_file()  # K11's image, carried into the VMs
+    box = Path("/var/lib/labkit/vagrant-boxes/labkit-VAGRANTSLASH-debian12")
+    [version] = box.glob("*/libvirt")
+    for f in ("box.img", "metadata.json", "Vagrantfile"):
+        st = (version / f).stat()
+        assert st.st_uid == 0 and oct(st.st_mode & 0o777) == "0o644", (f, oct(st.st_mode))
+    for d in (box.parent, box, version.parent, version):
+        assert d.stat().st_uid == 0 and oct(d.stat().st_mode & 0o777) == "0o755", d
     # a second run changes nothing
     again = run("prepare", "--classroom", *[a for u in ACCOUNTS for a in ("--account", u)], "-f",
                 str(Path(pwd.getpwnam(ACCOUNTS[0]).pw_dir) / "lab.yml"))
     assert "every account already had its own range" in again.stdout and "(all there)" in again.stdout
+    assert f"shared box: {version} (there)" in again.stdout, again.stdout
 
 
 def test_permission_errors_name_the_account_and_who_grants_it(accounts):
@@ -162,7 +188,9 @@ def test_permission_errors_name_the_account_and_who_grants_it(accounts):
     assert f"this account ({u}) may not use the Docker engine: /var/run/docker.sock" in p.stderr, p.stderr
     assert f"`usermod -aG docker {u}`" in p.stderr and "root in all but name" in p.stderr
     assert "dockerd" not in p.stderr and "setup.sh" not in p.stderr, p.stderr
-    d = as_account(u, "labkit", "doctor", "-f", "vm.yml", "--json", check=False)
+    # an account that asks for libvirt's system instance (the default is its own session instance)
+    d = as_account(u, "labkit", "doctor", "-f", "vm.yml", "--json", check=False,
+                   env_extra=("LABKIT_LIBVIRT_URI=qemu:///system",))
     assert d.returncode == 1
     [lv] = [c for c in doctor_checks(d.stdout) if c["name"] == "libvirt"]
     assert lv["status"] == "fail" and lv["detail"].startswith(f"this account ({u}) may not use libvirt's system"), lv
@@ -171,46 +199,85 @@ def test_permission_errors_name_the_account_and_who_grants_it(accounts):
     ok = as_account(u, "labkit", "doctor", "-f", "lab.yml", "--json")
     [dk] = [c for c in doctor_checks(ok.stdout) if c["name"] == "docker engine"]
     assert dk["status"] == "skipped" and "not needed: this lab's containers are rootless Podman" in dk["detail"], dk
+    [lv] = [c for c in doctor_checks(ok.stdout) if c["name"] == "libvirt"]
+    assert lv["status"] == "ok", lv  # its own session instance answers, with no preparation of libvirt
 
 
 @pytest.fixture(scope="module")
 def both_up(accounts):
-    times = {}
-    for u in ACCOUNTS:
+    """Both accounts' `labkit up` at the same time (their VMs boot side by side)."""
+    def one(u: str) -> tuple[float, subprocess.CompletedProcess]:
         t0 = time.monotonic()
-        p = as_account(u, "labkit", "up", "-f", "lab.yml")
-        times[u] = time.monotonic() - t0
-        assert "failures=0" in p.stdout, p.stdout
-    return times
+        p = as_account(u, "labkit", "up", "-f", "lab.yml", check=False)
+        return time.monotonic() - t0, p
+
+    with ThreadPoolExecutor(len(ACCOUNTS)) as pool:
+        done = dict(zip(ACCOUNTS, pool.map(one, ACCOUNTS), strict=True))
+    for u, (secs, p) in done.items():
+        assert p.returncode == 0 and "failures=0" in p.stdout, (u, p.stdout, p.stderr)
+        print(f"{u}: labkit up (a container and the VM) in {secs:.0f}s")
+    # the disk an account's VM costs: its overlays (the box is shared, read-only)
+    for u in ACCOUNTS:
+        images = Path(pwd.getpwnam(u).pw_dir) / ".local/share/libvirt/images"
+        sizes = {f.name: f.stat().st_blocks * 512 for f in images.iterdir()}
+        print(f"{u}: VM disks in its session pool: "
+              + ", ".join(f"{n} {b / 2**20:.0f} MiB" for n, b in sorted(sizes.items())))
+    return {u: secs for u, (secs, _) in done.items()}
 
 
 def test_each_account_brings_up_and_verifies_its_own_lab(both_up):
-    for u in ACCOUNTS:
+    def checks(u: str) -> None:
         v = as_account(u, "labkit", "verify", "--lab", LAB)
         assert "0 failed" in v.stdout, v.stdout
+        assert "K11" in v.stdout and "16 passed" in v.stdout, v.stdout  # every fact, the VM's too
         f = as_account(u, "labkit", "facts", "--lab", LAB)
         uid = pwd.getpwnam(u).pw_uid
         assert f"0->{uid}" in f.stdout, f.stdout  # the container's root is the account, not the machine's
+        assert "│ vm " in f.stdout and "qemu" in f.stdout, f.stdout
         r = as_account(u, "labkit", "report", "--lab", LAB, "-o", "report")
         assert "report.html" in r.stdout
         again = as_account(u, "labkit", "up", "-f", "lab.yml")
         assert "changed=0" in again.stdout, again.stdout
+
+    with ThreadPoolExecutor(len(ACCOUNTS)) as pool:  # the two accounts at once, as in a classroom
+        list(pool.map(checks, ACCOUNTS))  # (re-raises the first failure)
 
 
 def test_neither_account_sees_or_reaches_the_others(both_up):
     a, b = ACCOUNTS
     name = f"labkit-{LAB}-s01-debian12-podman"
     for u in (a, b):
-        # each writes its own marker in its container, through labkit's own shell
+        # each writes its own marker in its container and its VM, through labkit's own shell
         as_account(u, "labkit", "shell", "--lab", LAB, "--root", "debian12-podman", "--", "sh", "-c",
                    f"echo {u} > /owner")
+        as_account(u, "labkit", "shell", "--lab", LAB, "vm", "--", "sh", "-c", f"echo {u} > /tmp/owner")
     for u, other in ((a, b), (b, a)):
         ps = as_account(u, "podman", "ps", "-a", "--format", "{{.Names}} {{.Labels}}")
         assert ps.stdout.count(name) == 1, ps.stdout  # its own, by the same name as the other's
         got = as_account(u, "labkit", "shell", "--lab", LAB, "debian12-podman", "--", "cat", "/owner")
         assert got.stdout.strip().splitlines()[-1] == u, got.stdout
+        got = as_account(u, "labkit", "shell", "--lab", LAB, "vm", "--", "cat", "/tmp/owner")
+        assert got.stdout.strip().splitlines()[-1] == u, got.stdout
         st = json.loads(as_account(u, "labkit", "status", "--lab", LAB, "--json").stdout)
-        assert [h["name"] for h in st["hosts"]] == [name], st
+        assert sorted(h["name"] for h in st["hosts"]) == sorted([name, VM]), st
+        # its libvirt session instance: its own VM, by the same name as the other's
+        assert session_virsh(u, "list", "--all", "--name").stdout.split() == [VM]
+        # the other's VM: its disk not readable; its SSH port (on 127.0.0.1) refuses this
+        # account's own VM key and Vagrant's published insecure key
+        disk = Path(pwd.getpwnam(other).pw_dir) / f".local/share/libvirt/images/{VM}.img"
+        assert disk.is_file()
+        read = as_account(u, "head", "-c", "512", str(disk), check=False)
+        assert read.returncode != 0 and "ermission denied" in read.stderr, read.stderr
+        port = (vm_dir(other) / "ssh_port").read_text().strip()
+        own_key = vm_dir(u) / "id_ed25519"
+        insecure = Path(pwd.getpwnam(u).pw_dir) / ".local/share/labkit/vagrant.d/insecure_private_key"
+        for key in (own_key, insecure):
+            assert key.is_file(), key
+            ssh = as_account(u, "ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o",
+                             "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=20",
+                             "-i", str(key), "-p", port, "vagrant@127.0.0.1", "cat /tmp/owner", check=False)
+            assert ssh.returncode == 255 and "Permission denied (publickey)" in ssh.stderr, (key, ssh.stderr)
+            assert other not in ssh.stdout
         # the other's store and labkit state: not readable
         other_home = pwd.getpwnam(other).pw_dir
         store = as_account(u, "podman", "--root", f"{other_home}/.local/share/containers/storage", "ps", "-a",
@@ -223,13 +290,18 @@ def test_neither_account_sees_or_reaches_the_others(both_up):
 def test_one_accounts_down_leaves_the_others_lab_and_nothing_of_its_own(both_up):
     a, b = ACCOUNTS
     d = as_account(a, "labkit", "down", "--lab", LAB)
-    assert "removed 1 container" in d.stdout, d.stdout
+    assert "removed 1 container" in d.stdout and "1 VM" in d.stdout, d.stdout
     assert as_account(a, "podman", "ps", "-a", "-q").stdout.strip() == ""
     assert "labkit" not in as_account(a, "podman", "network", "ls", "--format", "{{.Name}}").stdout
+    assert session_virsh(a, "list", "--all", "--name").stdout.split() == []
+    assert not (Path(pwd.getpwnam(a).pw_dir) / f".local/share/libvirt/images/{VM}.img").exists()
     st = json.loads(as_account(b, "labkit", "status", "--lab", LAB, "--json").stdout)
-    assert [(h["name"], h["state"]) for h in st["hosts"]] == [(f"labkit-{LAB}-s01-debian12-podman", "running")], st
+    assert sorted((h["name"], h["state"]) for h in st["hosts"]) == [
+        (f"labkit-{LAB}-s01-debian12-podman", "running"), (VM, "running")], st
+    assert as_account(b, "labkit", "shell", "--lab", LAB, "vm", "--", "cat", "/tmp/owner").stdout.split()[-1] == b
     as_account(b, "labkit", "down", "--lab", LAB)
     assert as_account(b, "podman", "ps", "-a", "-q").stdout.strip() == ""
+    assert session_virsh(b, "list", "--all", "--name").stdout.split() == []
 
 
 def test_nothing_of_either_account_is_left(accounts, both_up):
@@ -238,10 +310,12 @@ def test_nothing_of_either_account_is_left(accounts, both_up):
         assert as_account(u, "podman", "ps", "-a", "-q").stdout.strip() == ""
     uids = [pwd.getpwnam(u).pw_uid for u in ACCOUNTS]
     for u, uid in zip(ACCOUNTS, uids, strict=True):
-        # after `down`: no container process, conmon or slirp4netns of the account; only rootless
-        # Podman's pause process (it keeps the account's user namespace) may stay until logout
+        # after `down`: no container process, conmon, slirp4netns or QEMU of the account; only
+        # rootless Podman's pause process (it keeps the account's user namespace) may stay until
+        # logout, and the session instance's libvirtd and virtlogd, which end by themselves two
+        # minutes after their last client (--timeout=120)
         left = {Path(f"/proc/{pid}/comm").read_text().strip() for pid in processes_of(uid)}
-        assert left <= {"podman pause", "catatonit"}, (u, left)
+        assert left <= {"podman pause", "catatonit", "libvirtd", "virtlogd"}, (u, left)
     for u in ACCOUNTS:
         remove_account(u)
     for u, uid in zip(ACCOUNTS, uids, strict=True):
