@@ -11,8 +11,9 @@ What decides the placing (docs/tests.md, "How CI runs the suite"):
     deletes labkit's jumps on purpose), then the session's default lab with test_20 and
     test_30 (which stops libvirtd mid-run: libvirt then puts its jumps back on top of FORWARD).
     The default lab stays up for stage 3 (LABKIT_TEST_DEFAULT_LAB=keep). Then test_reset and
-    test_shared_machine (it reads libvirt's refusal of an ordinary account: not while test_30
-    has libvirtd stopped).
+    test_shared_machine (it reads libvirt's refusal of an ordinary account, and boots three VMs
+    at once, two accounts' in their session instances and root's: not while test_30 has
+    libvirtd stopped).
   - S2: test_58 (its lab server is a container with its own engines, libvirtd and firewall,
     so neither test_47 nor test_30 reaches it) and test_45 (containers only; it runs after
     test_47 is done), test_grade, test_dashboard, test_init, test_content_cache and the attack

@@ -21,8 +21,9 @@ instructor's `usermod`, never a daemon to start; libvirt's system instance, when
 for it, refuses it with the same kind of message. At the end nothing of either account is left
 (containers, networks, VMs, processes), and the accounts are removed.
 
-The same lab as root: rootful Podman by test_75_engines, root's VM path (system instance, a
-network of its own) by test_30_vm and test_47_isolation.
+The same lab file as root, at the same time: root's `up` (rootful Podman, the VM in libvirt's
+system instance on a network of its own), `verify` and `down` pass beside the accounts', and
+neither side's `down` touches the other's hosts.
 """
 import json
 import os
@@ -123,7 +124,7 @@ def vm_dir(user: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def accounts():
+def accounts(tmp_path_factory):
     """Two ordinary accounts (made here, removed at the end with all of theirs), each with its
     lab file in its home; the instructor's preparation run once for both, as root."""
     for u in ACCOUNTS:
@@ -140,8 +141,11 @@ def accounts():
         lab = Path(pwd.getpwnam(ACCOUNTS[0]).pw_dir) / "lab.yml"
         t0 = time.monotonic()
         prep = run("prepare", "--classroom", *[a for u in ACCOUNTS for a in ("--account", u)], "-f", str(lab))
-        yield {"prepare": prep, "prepare_seconds": time.monotonic() - t0}
+        root_lab = tmp_path_factory.mktemp("cls30-root") / "lab.yml"  # the same lab file, root's
+        root_lab.write_text(LAB_FILE)
+        yield {"prepare": prep, "prepare_seconds": time.monotonic() - t0, "root_lab": root_lab}
     finally:
+        run("down", "--lab", LAB, check=False, timeout=600)
         for u in ACCOUNTS:  # after a failure: whatever is still up (the last test removed them otherwise)
             if u in {p.pw_name for p in pwd.getpwall()}:
                 as_account(u, "labkit", "down", "-f", "lab.yml", check=False, timeout=300)
@@ -205,14 +209,16 @@ def test_permission_errors_name_the_account_and_who_grants_it(accounts):
 
 @pytest.fixture(scope="module")
 def both_up(accounts):
-    """Both accounts' `labkit up` at the same time (their VMs boot side by side)."""
+    """Both accounts' `labkit up` and root's of the same lab file, at the same time (their VMs
+    boot side by side)."""
     def one(u: str) -> tuple[float, subprocess.CompletedProcess]:
         t0 = time.monotonic()
-        p = as_account(u, "labkit", "up", "-f", "lab.yml", check=False)
+        p = (run("up", "-f", str(accounts["root_lab"]), check=False) if u == "root"
+             else as_account(u, "labkit", "up", "-f", "lab.yml", check=False))
         return time.monotonic() - t0, p
 
-    with ThreadPoolExecutor(len(ACCOUNTS)) as pool:
-        done = dict(zip(ACCOUNTS, pool.map(one, ACCOUNTS), strict=True))
+    with ThreadPoolExecutor(len(ACCOUNTS) + 1) as pool:
+        done = dict(zip((*ACCOUNTS, "root"), pool.map(one, (*ACCOUNTS, "root")), strict=True))
     for u, (secs, p) in done.items():
         assert p.returncode == 0 and "failures=0" in p.stdout, (u, p.stdout, p.stderr)
         print(f"{u}: labkit up (a container and the VM) in {secs:.0f}s")
@@ -227,6 +233,10 @@ def both_up(accounts):
 
 def test_each_account_brings_up_and_verifies_its_own_lab(both_up):
     def checks(u: str) -> None:
+        if u == "root":  # the same lab as root: every fact, K10 and K12 too (root has Docker)
+            v = run("verify", "--lab", LAB)
+            assert "16 passed, 0 failed" in v.stdout and "n/a" not in v.stdout, v.stdout
+            return
         v = as_account(u, "labkit", "verify", "--lab", LAB)
         assert "0 failed" in v.stdout, v.stdout
         assert "K11" in v.stdout and "16 passed" in v.stdout, v.stdout  # every fact, the VM's too
@@ -239,8 +249,8 @@ def test_each_account_brings_up_and_verifies_its_own_lab(both_up):
         again = as_account(u, "labkit", "up", "-f", "lab.yml")
         assert "changed=0" in again.stdout, again.stdout
 
-    with ThreadPoolExecutor(len(ACCOUNTS)) as pool:  # the two accounts at once, as in a classroom
-        list(pool.map(checks, ACCOUNTS))  # (re-raises the first failure)
+    with ThreadPoolExecutor(len(ACCOUNTS) + 1) as pool:  # the two accounts and root at once
+        list(pool.map(checks, (*ACCOUNTS, "root")))  # (re-raises the first failure)
 
 
 def test_neither_account_sees_or_reaches_the_others(both_up):
@@ -299,6 +309,15 @@ def test_one_accounts_down_leaves_the_others_lab_and_nothing_of_its_own(both_up)
     assert sorted((h["name"], h["state"]) for h in st["hosts"]) == [
         (f"labkit-{LAB}-s01-debian12-podman", "running"), (VM, "running")], st
     assert as_account(b, "labkit", "shell", "--lab", LAB, "vm", "--", "cat", "/tmp/owner").stdout.split()[-1] == b
+    # root's lab of the same name: untouched by A's down; its down leaves B's lab running
+    st = json.loads(run("status", "--lab", LAB, "--json").stdout)
+    assert sorted((h["name"], h["state"]) for h in st["hosts"]) == [
+        (f"labkit-{LAB}-s01-debian12-podman", "running"), (VM, "running")], st
+    d = run("down", "--lab", LAB)
+    assert "removed 1 container" in d.stdout and "1 VM" in d.stdout, d.stdout
+    assert VM not in subprocess.run(["virsh", "-q", "-c", "qemu:///system", "list", "--all", "--name"],
+                                    capture_output=True, text=True).stdout
+    assert session_virsh(b, "list", "--all", "--name").stdout.split() == [VM]
     as_account(b, "labkit", "down", "--lab", LAB)
     assert as_account(b, "podman", "ps", "-a", "-q").stdout.strip() == ""
     assert session_virsh(b, "list", "--all", "--name").stdout.split() == []
