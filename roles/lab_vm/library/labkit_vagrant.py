@@ -819,9 +819,14 @@ def main():
                                "twice" if stall.fired else f"failed (rc={e.returncode})")
             if NET["user"] and failure is None and attempt == 1:
                 # `vagrant up` returned as soon as the domain started: watch the boot here
-                conf = wait_login(v, machine, uri, domain, keys, max(30, min(p["timeout"], 600)), fresh=True,
-                                  host_keys=keygen.result(), console=console)
-                stall.fired = conf == STALLED
+                try:
+                    made = keygen.result()
+                except (OSError, subprocess.CalledProcessError):
+                    made = None  # (said after the loop, where the result is asked again)
+                if made is not None:
+                    conf = wait_login(v, machine, uri, domain, keys, max(30, min(p["timeout"], 600)), fresh=True,
+                                      host_keys=made, console=console)
+                    stall.fired = conf == STALLED
             if not stall.fired or attempt == 2:
                 break
             with open(log, "a") as f:
