@@ -115,10 +115,11 @@ def _containers(lab: str, client: DockerClient) -> dict[str, Any]:
     return out
 
 
-def _domains(lab: str, uri: str = "qemu:///system") -> list[str] | None:
+def _domains(lab: str) -> list[str] | None:
+    """The lab's domains in this account's libvirt instance, as `virsh list --all` shows them."""
     if not shutil.which("virsh"):
         return None
-    p = subprocess.run(["virsh", "-q", "-c", uri, "list", "--all"], capture_output=True, text=True, timeout=30)
+    p = subprocess.run(["virsh", "-q", "-c", paths.libvirt_uri(), "list", "--all"], capture_output=True, text=True, timeout=30)
     if p.returncode != 0:
         return None
     return sorted(" ".join(ln.split()) for ln in p.stdout.splitlines() if f"labkit-{lab}-" in ln)
