@@ -269,7 +269,7 @@ def _diagnose(e: PlaybookFailed, servers: list, with_vms: bool, with_docker: boo
             hints.append(x.hint or docker.START_HINT)
     if with_vms and (why := vms.libvirt_answers()):
         dead.append(f"libvirtd is not answering at {vms.uri()} ({why})")
-        hints.append(vms.LIBVIRT_HINT)
+        hints.append(vms.libvirt_hint())
     if dead:
         e.message = "; ".join(dead) + "\n" + e.message
     hints.append("once the cause is fixed, `labkit up` again resumes where this run stopped")

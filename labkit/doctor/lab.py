@@ -41,7 +41,7 @@ from labkit.lab.spec import Lab
 from labkit.paths import SESSION_URI, libvirt_uri, state_dir
 from labkit.plan.checkpoints import records as checkpoint_records
 from labkit.plan.model import make_plan, simple_context
-from labkit.vm import boxes, session
+from labkit.vm import boxes, session, vms
 from labkit.vm.virt import detect_accel
 from labkit.vm.vms import vm_name
 
@@ -55,8 +55,9 @@ def _virsh_names(*args: str) -> set[str] | None:
 
 def _pool_path() -> Path:
     r = run_quiet(["virsh", "-q", "-c", libvirt_uri(), "pool-dumpxml", "default"], timeout=20)
-    if r is not None and r.returncode == 0 and "<path>" in r.stdout:
-        return Path(r.stdout.split("<path>", 1)[1].split("</path>", 1)[0].strip())
+    found = vms.pool_folder(r.stdout) if r is not None and r.returncode == 0 else None
+    if found is not None:
+        return found
     return session.pool_dir() if libvirt_uri() == SESSION_URI else Path("/var/lib/libvirt/images")
 
 

@@ -14,6 +14,7 @@ from labkit.errors import EngineError
 from labkit.lab.spec import Lab
 from labkit.paths import SYSTEM_URI, libvirt_uri, state_dir
 from labkit.servers.base import LOCAL_SOCKET
+from labkit.vm import vms
 from labkit.vm.virt import detect_accel
 from labkit.vm.vmnet import doctor_check
 
@@ -83,9 +84,7 @@ def check_vm_stack(need_vm: bool, accel: str | None = None) -> list[Check]:
         why = "virsh not installed" if r is None else (r.stderr.strip().splitlines() or ["no answer"])[-1]
         out.append(Check("libvirt", level, f"libvirtd is not answering at {uri} ({why})",
                          f"`{SETUP}` starts virtlogd and libvirtd, or run `virtlogd -d; libvirtd -d` as root"
-                         if uri == SYSTEM_URI else "this account's session instance starts on demand: the "
-                         "instructor prepares the machine (`labkit prepare --classroom`, "
-                         "docs/instructors/shared-machine.md)"))
+                         if uri == SYSTEM_URI else vms.SESSION_HINT))
     else:
         out.append(Check("libvirt", "ok", r.stdout.strip().splitlines()[-1]))
     if shutil.which("vagrant") is None:

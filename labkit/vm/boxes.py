@@ -72,9 +72,14 @@ def _box_dir(name: str) -> Path:
     return d
 
 
+def box_dirname(name: str) -> str:
+    """Vagrant's folder name of a box in ``VAGRANT_HOME/boxes`` (its ``/`` as ``-VAGRANTSLASH-``)."""
+    return name.replace("/", "-VAGRANTSLASH-")
+
+
 def box_volume_prefix(name: str) -> str:
     """Prefix of the libvirt volumes vagrant-libvirt makes from this box (one per box file)."""
-    return name.replace("/", "-VAGRANTSLASH-") + "_vagrant_box_image_"
+    return box_dirname(name) + "_vagrant_box_image_"
 
 
 def read_packages(path: Path | None = None) -> list[str]:
@@ -193,7 +198,7 @@ def list_boxes() -> list[dict]:
 
 def box_size(name: str = DEFAULT_BOX) -> int:
     """Bytes of the box's disk image as Vagrant holds it (0 when the box is not added)."""
-    d = paths.vagrant_home() / "boxes" / name.replace("/", "-VAGRANTSLASH-")
+    d = paths.vagrant_home() / "boxes" / box_dirname(name)
     return sum(f.stat().st_size for f in d.glob("*/libvirt/*.img")) if d.is_dir() else 0
 
 
@@ -201,7 +206,7 @@ def box_present(name: str = DEFAULT_BOX) -> bool:
     """Is the box in labkit's VAGRANT_HOME for libvirt? Read from Vagrant's own folder layout
     (``boxes/<name, / as -VAGRANTSLASH->/<version>/libvirt/metadata.json``), not with
     ``vagrant box list``, which starts Ruby for 1-2 s at every `labkit up` with a VM."""
-    d = paths.vagrant_home() / "boxes" / name.replace("/", "-VAGRANTSLASH-")
+    d = paths.vagrant_home() / "boxes" / box_dirname(name)
     return any(d.glob("*/libvirt/metadata.json"))
 
 

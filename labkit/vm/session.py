@@ -25,15 +25,11 @@ from pathlib import Path
 
 from labkit import paths
 from labkit.errors import BoxError
+from labkit.vm import boxes, vms
 
 SHARED_BOXES = Path("/var/lib/labkit/vagrant-boxes")
 POOL = "default"
 FILES = ("metadata.json", "Vagrantfile", "box.img")
-
-
-def box_dirname(box: str) -> str:
-    """Vagrant's folder name of a box in ``VAGRANT_HOME/boxes``."""
-    return box.replace("/", "-VAGRANTSLASH-")
 
 
 def _virsh(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -51,10 +47,10 @@ def publish_box(box: str, source_home: Path | None = None) -> tuple[Path, bool]:
     """As root: copy the box from ``source_home`` (root's Vagrant home) to the shared folder,
     readable by every account, writable by root only; unchanged files are not copied again.
     (the box's folder, whether anything was copied)."""
-    src = _version_dir((source_home or paths.vagrant_home()) / "boxes" / box_dirname(box))
+    src = _version_dir((source_home or paths.vagrant_home()) / "boxes" / boxes.box_dirname(box))
     if src is None:
         raise BoxError(f"the box {box} is not in root's Vagrant home", "build it first: `labkit box build`")
-    dest = SHARED_BOXES / box_dirname(box) / src.parent.name / "libvirt"
+    dest = SHARED_BOXES / boxes.box_dirname(box) / src.parent.name / "libvirt"
     same = dest.is_dir() and all(
         (dest / f).is_file() and (dest / f).stat().st_size == (src / f).stat().st_size
         and int((dest / f).stat().st_mtime) == int((src / f).stat().st_mtime) for f in FILES)
@@ -68,10 +64,10 @@ def publish_box(box: str, source_home: Path | None = None) -> tuple[Path, bool]:
         (tmp / f).chmod(0o644)
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(tmp, dest)
-    for d in (SHARED_BOXES, SHARED_BOXES / box_dirname(box), dest.parent, dest):
+    for d in (SHARED_BOXES, SHARED_BOXES / boxes.box_dirname(box), dest.parent, dest):
         d.chmod(0o755)
     # older versions of the box: no account's Vagrant home points at them any more
-    for old in (SHARED_BOXES / box_dirname(box)).iterdir():
+    for old in (SHARED_BOXES / boxes.box_dirname(box)).iterdir():
         if old != dest.parent:
             shutil.rmtree(old, ignore_errors=True)
     return dest, True
@@ -80,7 +76,7 @@ def publish_box(box: str, source_home: Path | None = None) -> tuple[Path, bool]:
 def shared_box(box: str) -> Path | None:
     """The published box's ``<version>/libvirt`` folder, None when the instructor has not
     published it."""
-    return _version_dir(SHARED_BOXES / box_dirname(box))
+    return _version_dir(SHARED_BOXES / boxes.box_dirname(box))
 
 
 NOT_PUBLISHED = ("the instructor prepares this machine once, as root: `labkit prepare --classroom` "
@@ -92,7 +88,7 @@ def link_box(box: str) -> Path:
     """This account's Vagrant home sees the shared box (a link, nothing copied). A box the
     account added itself is left as it is. The box's ``<version>/libvirt`` folder."""
     shared = shared_box(box)
-    mine = paths.vagrant_home() / "boxes" / box_dirname(box)
+    mine = paths.vagrant_home() / "boxes" / boxes.box_dirname(box)
     if mine.is_symlink() or not mine.exists():
         if shared is None:
             raise BoxError(f"the Vagrant box {box} is not installed for the accounts of this machine", NOT_PUBLISHED)
@@ -121,8 +117,7 @@ def _ensure_pool() -> Path:
     if info.returncode == 0:
         if "running" not in info.stdout:
             _virsh("pool-start", POOL)
-        xml = _virsh("pool-dumpxml", POOL).stdout
-        return Path(xml.split("<path>", 1)[1].split("</path>", 1)[0].strip()) if "<path>" in xml else pool_dir()
+        return vms.pool_folder(_virsh("pool-dumpxml", POOL).stdout) or pool_dir()
     pool_dir().mkdir(parents=True, exist_ok=True)
     for args in (("pool-define-as", POOL, "dir", "--target", str(pool_dir())), ("pool-start", POOL),
                  ("pool-autostart", POOL)):
@@ -136,7 +131,7 @@ def _ensure_pool() -> Path:
 def volume_name(box: str, image: Path) -> str:
     """The volume vagrant-libvirt makes from a box image in the pool (its own rule: the box name,
     ``_vagrant_box_image_0_`` and the image's mtime, for a box without a version)."""
-    return f"{box_dirname(box)}_vagrant_box_image_0_{int(image.stat().st_mtime)}_box.img"
+    return f"{boxes.box_volume_prefix(box)}0_{int(image.stat().st_mtime)}_box.img"
 
 
 def box_volume(box: str) -> str:

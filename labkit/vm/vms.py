@@ -51,6 +51,17 @@ SESSION_HINT = ("libvirt's session instance of this account starts on demand (vi
                 "folder of this account's (labkit sets one when there is no login session)")
 
 
+def pool_folder(xml: str) -> Path | None:
+    """The folder of a directory storage pool, from its ``virsh pool-dumpxml``; None without one."""
+    return Path(xml.split("<path>", 1)[1].split("</path>", 1)[0].strip()) if "<path>" in xml else None
+
+
+def libvirt_hint() -> str:
+    """How to get this account's libvirt instance answering: root's system instance is started;
+    an ordinary account's session instance starts on demand (never: start a daemon as root)."""
+    return LIBVIRT_HINT if uri() == paths.SYSTEM_URI else SESSION_HINT
+
+
 def libvirt_answers(timeout: float = 20) -> str | None:
     """None when libvirtd answers on ``uri()``, else why not (one line)."""
     try:
@@ -70,8 +81,7 @@ def check_libvirt() -> None:
     if denied:  # it answers; this ordinary account lacks the right: who grants it, never "start libvirtd"
         raise EngineError(*denied)
     if why:
-        raise EngineError(f"libvirtd is not answering at {uri()} ({why})",
-                          LIBVIRT_HINT if uri() == paths.SYSTEM_URI else SESSION_HINT)
+        raise EngineError(f"libvirtd is not answering at {uri()} ({why})", libvirt_hint())
 
 
 def _known_labs() -> list[str]:
