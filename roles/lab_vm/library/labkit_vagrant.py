@@ -826,8 +826,8 @@ def main():
                 if made is not None:
                     conf = wait_login(v, machine, uri, domain, keys, max(30, min(p["timeout"], 600)), fresh=True,
                                       host_keys=made, console=console)
-                    stall.fired = conf == STALLED
-            if not stall.fired or attempt == 2:
+            stalled = stall.fired or conf == STALLED  # in `vagrant up`, or (user-mode) in the SSH wait
+            if not stalled or attempt == 2:
                 break
             with open(log, "a") as f:
                 f.write(f"\n==== labkit: {domain} printed nothing and got no address {STALL_SECONDS}s after it "
