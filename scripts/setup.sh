@@ -73,6 +73,16 @@ if docker_up; then
   say "dockerd answering (server $(docker version --format '{{.Server.Version}}'))"
 else
   [ "$(id -u)" = 0 ] || { echo "setup: dockerd is not running and only root can start it: sudo $0" >&2; exit 1; }
+  # A pid file left by a dockerd that did not stop cleanly names a pid that may since be another
+  # process's: dockerd would then wait for a containerd that is not there. Drop such files.
+  for pidfile in /var/run/docker.pid /var/run/docker/containerd/containerd.pid; do
+    [ -f "$pidfile" ] || continue
+    pid=$(cat "$pidfile" 2>/dev/null || true)
+    case "$(cat "/proc/$pid/comm" 2>/dev/null || true)" in
+      dockerd|containerd) ;;
+      *) say "removing stale $pidfile (pid $pid is not dockerd's or containerd's)"; rm -f "$pidfile" ;;
+    esac
+  done
   say "starting dockerd (log: $LOGDIR/dockerd.log)"
   setsid nohup dockerd >>"$LOGDIR/dockerd.log" 2>&1 < /dev/null &
   for _ in $(seq 1 60); do docker_up && break; sleep 1; done
