@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -25,6 +26,28 @@ def run(*args, check=True, timeout=1800, env=None):
     if check and p.returncode != 0:
         raise AssertionError(f"labkit {' '.join(args)} exited {p.returncode}\n{p.stdout}\n{p.stderr}")
     return p
+
+
+def content_parents(lab_file: Path, d: Path, env: dict | None = None) -> dict[str, str]:
+    """`labkit run` of a play on every host with Python: each host's name and the command line
+    of its task's parent process there. Under Mitogen's strategy that parent is Mitogen's Python
+    (``/usr/bin/python3(mitogen:...)``); under plain Ansible, the module's own ``python3``."""
+    pb = d / "parent.yml"
+    pb.write_text(textwrap.dedent(r"""
+        - name: Who runs the tasks
+          hosts: python
+          gather_facts: false
+          tasks:
+            - name: The task's parent process
+              ansible.builtin.shell: "tr '\\0' ' ' < /proc/$PPID/cmdline"
+              register: parent
+              changed_when: false
+            - name: Say it
+              ansible.builtin.debug:
+                msg: "parent-of {{ inventory_hostname }} is {{ parent.stdout }}"
+        """))
+    p = run("run", "-f", str(lab_file), str(pb), "-v", env=env)
+    return dict(re.findall(r'"msg": "parent-of (\S+) is (.*?)\s*"', p.stdout))
 
 
 def docker(*args) -> str:

@@ -26,8 +26,9 @@ def _group(name: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in name)
 
 
-def host_vars(row: Mapping[str, Any], ssh: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """How Ansible reaches one lab host (a row of ``api.hosts``)."""
+def host_vars(row: Mapping[str, Any], ssh: Mapping[str, str] | None = None, mitogen: bool = False) -> dict[str, Any]:
+    """How Ansible reaches one lab host (a row of ``api.hosts``). ``mitogen``: a container Mitogen's
+    strategy can reach gets the connection name it takes over (labkit.ansible.mitogen)."""
     if row["role"] == "vm":
         ssh = ssh or {}
         hv: dict[str, Any] = {"ansible_connection": "ssh", "ansible_host": ssh.get("HostName", row["name"]),
@@ -43,7 +44,11 @@ def host_vars(row: Mapping[str, Any], ssh: Mapping[str, str] | None = None) -> d
         hv["ansible_ssh_common_args"] = args
         return hv
     r = HostRow.of(row)
-    hv = registry.of(r).ansible_hostvars(r)
+    engine = registry.of(r)
+    hv = engine.ansible_hostvars(r)
+    fast = engine.mitogen_connection(r) if mitogen else None
+    if fast:
+        hv["ansible_connection"] = fast
     if _python(row):
         hv["ansible_python_interpreter"] = "/usr/bin/python3"
     return hv
@@ -59,14 +64,16 @@ def _python(row: Mapping[str, Any]) -> bool:
 
 
 def build(rows: Iterable[Mapping[str, Any]], ssh: Mapping[str, Mapping[str, str]] | None = None,
-          group_vars: Mapping[str, Mapping[str, Any]] | None = None, servers: Iterable[Any] = ()) -> dict:
+          group_vars: Mapping[str, Mapping[str, Any]] | None = None, servers: Iterable[Any] = (),
+          mitogen: bool = False) -> dict:
     """The inventory (Ansible's YAML structure) of the lab's hosts.
 
     Groups: ``lab`` (every host), ``containers``, ``vms``, ``python`` (hosts that run
     modules), ``no_python`` (BusyBox), one per distro by the name ``labkit shell`` takes
     (``debian12``, ``busybox``, ``vm``, ``debian12-podman`` as ``debian12_podman``), one per
     engine of the containers (``docker``, ``podman``, ``lxc``), ``family_<family>``, ``student_<id>`` and
-    ``server_<name>``; ``lab_servers`` only when ``servers`` are given.
+    ``server_<name>``; ``lab_servers`` only when ``servers`` are given. ``mitogen``: for a run with
+    Mitogen's strategy (see ``host_vars``).
     """
     hosts: dict[str, dict] = {}
     groups: dict[str, set[str]] = {}
@@ -76,7 +83,7 @@ def build(rows: Iterable[Mapping[str, Any]], ssh: Mapping[str, Mapping[str, str]
 
     for r in rows:
         name = r["name"]
-        hosts[name] = host_vars(r, (ssh or {}).get(name))
+        hosts[name] = host_vars(r, (ssh or {}).get(name), mitogen)
         short = "vm" if r["role"] == "vm" else names.host_slug(catalog.get(r["distro"]).slug, r.get(
             "engine", "docker"), r.get("user", "")) if r.get("distro") else name
         add("lab", name)

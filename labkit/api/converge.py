@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from labkit.ansible import inventory as inv_mod
-from labkit.ansible import labvars
+from labkit.ansible import labvars, mitogen
 from labkit.ansible.runner import EventHandler as OnEvent
 from labkit.ansible.runner import RunResult, fact_cache_env, run_playbook
 from labkit.api.discover import engines, hosts, ssh_configs
@@ -111,8 +111,9 @@ def converge_on(lab: Lab, svs: list[Server], playbooks: list[str] | None = None,
     if limit:
         pattern = f"{pattern}:&{limit}"
     skips = [*lab.provision.skip_tags, *(skip_tags.split(",") if skip_tags else [])]
+    fast = mitogen.wanted(lab.provision.mitogen) and bool(mitogen.env())
     env = {"ANSIBLE_ROLES_PATH": os.pathsep.join([*lab.provision.roles_path, str(roles_dir())]),
-           **fact_cache_env(lab.name)}
+           **fact_cache_env(lab.name), **(mitogen.env() if fast else {})}
     if lab.provision.collections_path:
         env["ANSIBLE_COLLECTIONS_PATH"] = os.pathsep.join(lab.provision.collections_path)
     cmdline = " ".join(x for x in ("--check" if check else "", "--diff" if diff else "") if x) or None
@@ -121,7 +122,8 @@ def converge_on(lab: Lab, svs: list[Server], playbooks: list[str] | None = None,
             if h.state == "running" and (only is None or h.name in only)]
     if not rows:
         raise NotUp(f"lab '{lab.name}' has no running hosts", "bring it up with `labkit up`")
-    inv = inv_mod.build(rows, ssh_configs(lab.name, rows), labvars.group_vars(lab.provision.group_vars, lab.trusted))
+    inv = inv_mod.build(rows, ssh_configs(lab.name, rows), labvars.group_vars(lab.provision.group_vars, lab.trusted),
+                        mitogen=fast)
     inv_path = lab_dir(lab.name) / "converge" / "hosts.yml"
     inv_path.parent.mkdir(exist_ok=True)
     inv_mod.write_to(inv_path, inv)

@@ -140,6 +140,13 @@ class Engine(Protocol):
         """How Ansible reaches the container: connection plugin and its settings."""
         ...
 
+    def mitogen_connection(self, row: HostRow) -> str | None:
+        """The connection name Mitogen's strategy takes over for the container (``docker``), or
+        None when Mitogen cannot reach it as ``ansible_hostvars`` says (another engine host, a
+        wrapper executable): the lab's content then reaches it with the plugin of
+        ``ansible_hostvars`` (labkit.ansible.mitogen)."""
+        ...
+
     def checks(self, users: Sequence[str]) -> list[CheckRow]:
         """What a lab with this engine's containers needs on this machine (``labkit doctor``)."""
         ...

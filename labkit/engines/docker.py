@@ -286,6 +286,10 @@ class DockerEngine:
             hv["ansible_docker_extra_args"] = f"-H {row.via['docker_host']}"
         return hv
 
+    def mitogen_connection(self, row: HostRow) -> str | None:
+        # Mitogen's docker connection runs this machine's `docker exec` (no -H: not a remote server's)
+        return "docker" if row.local or not row.via.get("docker_host") else None
+
     def checks(self, users: Sequence[str]) -> list[CheckRow]:
         return []  # dockerd itself is checked for every lab (labkit.doctor.machine.check_engine)
 

@@ -336,6 +336,9 @@ class LxcEngine:
             hv["ansible_lxc_attach_executable"] = row.via["lxc_attach"]
         return hv
 
+    def mitogen_connection(self, row: HostRow) -> str | None:
+        return None  # labkit's own connection (labkit_lxc): Mitogen's lxc one drives other tools
+
     def checks(self, users: Sequence[str]) -> list[CheckRow]:
         return checks()
 

@@ -460,6 +460,12 @@ class PodmanEngine:
             hv["ansible_podman_executable"] = f"{WRAPPER_DIR}/{row.user}/podman"
         return hv
 
+    def mitogen_connection(self, row: HostRow) -> str | None:
+        # Mitogen's podman connection runs `podman exec` as the one running labkit: root's
+        # containers here, not a rootless user's (a wrapper) nor a remote server's
+        hv = self.ansible_hostvars(row)
+        return "podman" if "ansible_podman_executable" not in hv else None
+
     def checks(self, users: Sequence[str]) -> list[CheckRow]:
         return checks(list(users))
 

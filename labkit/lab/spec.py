@@ -195,6 +195,9 @@ class Provision(_Model):
     skip_tags: list[str] = Field(default_factory=lambda: ["molecule-notest", "notest"], description=(
         "Tags skipped in every run (Molecule's defaults); molecule-idempotence-notest is also "
         "skipped on the idempotence check"))
+    mitogen: bool = Field(True, description=(
+        "Run your content with Mitogen's strategy (one Python per host for a run: about 3x faster "
+        "on Docker containers and VMs); false runs it as plain Ansible (so does LABKIT_MITOGEN=0)"))
 
 
 SSH_KEY_RE = r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/=]+( [^\n]*)?$"

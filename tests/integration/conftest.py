@@ -5,6 +5,7 @@ import os
 from tests.labs import (  # noqa: F401 - the helpers the tests import from here
     PROBE,
     bundle_digest,
+    content_parents,
     docker,
     loopback_server,
     nc_outcome,

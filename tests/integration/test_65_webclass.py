@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import docker, run, virsh
+from .conftest import content_parents, docker, run, virsh
 
 pytestmark = pytest.mark.integration
 
@@ -163,6 +163,15 @@ def test_inventory_reaches_the_hosts_with_python(webclass):
         env=tool_env(),
     )
     assert hosts.stdout.split()[-1:] == ["labkit-webclass-s01-busybox"], hosts.stdout
+
+
+@pytest.mark.vm
+def test_content_runs_with_mitogen_on_containers_and_the_vm(webclass, tmp_path):
+    """The lab's content reaches both containers and the VM (SSH) through Mitogen's Python, one
+    per host for the run (labkit.ansible.mitogen; `provision.mitogen` is on by default)."""
+    assert webclass["proc"].returncode == 0, webclass["proc"].stdout + webclass["proc"].stderr
+    got = content_parents(WEBCLASS, tmp_path)
+    assert set(got) == PYTHON_HOSTS and all("(mitogen:" in cmd for cmd in got.values()), got
 
 
 @pytest.mark.vm

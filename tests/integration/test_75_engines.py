@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import docker, podman, podman_user, recap, run
+from .conftest import content_parents, docker, podman, podman_user, recap, run
 
 pytestmark = [pytest.mark.integration]
 LAB, STUDENTS, USER = "pm75", ("a", "b"), "lk75user"
@@ -170,6 +170,17 @@ def _connect(pre: list[str], container: str, addr: str, port: int = 9) -> int:
                               capture_output=True, timeout=5, cwd="/").returncode
     except subprocess.TimeoutExpired:
         return 124
+
+
+def test_content_runs_with_mitogen_where_it_reaches(up, lab_file, tmp_path):
+    """The lab's own content runs under Mitogen's strategy (labkit.ansible.mitogen): Docker's and
+    root's Podman containers through Mitogen's Python, the rootless user's Podman through its
+    wrapper as plain Ansible, in one run; with LABKIT_MITOGEN=0 every host runs plain."""
+    want = {name(s, short): short != f"debian12-podman-{USER}" for s in STUDENTS for short in ENGINES}
+    got = content_parents(lab_file, tmp_path)
+    assert {h: "(mitogen:" in cmd for h, cmd in got.items()} == want, got
+    plain = content_parents(lab_file, tmp_path, env={**os.environ, "LABKIT_MITOGEN": "0"})
+    assert set(plain) == set(want) and not any("mitogen" in cmd for cmd in plain.values()), plain
 
 
 def test_students_podman_networks_are_isolated(up, rootless_user):

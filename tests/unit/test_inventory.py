@@ -94,3 +94,31 @@ def test_without_content_keys_the_lab_is_as_before():
     lab = load_lab(None)
     p = lab.provision
     assert not (p.playbooks or p.roles or p.prepare or lab.tests)
+
+
+def test_a_run_with_mitogen_gives_its_connection_names_where_it_reaches():
+    """Mitogen's strategy takes over `docker`, `podman` and `ssh` by name: local Docker and root's
+    Podman get those names, the rest keep the plugin that reaches them (a remote server's Docker
+    needs its -H, a rootless user's Podman its wrapper, LXC labkit's own connection)."""
+    rows = [*ROWS,
+            {"name": "labkit-l-s1-rocky9-podman", "role": "container", "distro": "rockylinux:9", "engine": "podman",
+             "student": "s1", "server": "localhost"},
+            {"name": "labkit-l-s1-rocky9-podman-u1", "role": "container", "distro": "rockylinux:9", "engine": "podman",
+             "student": "s1", "server": "localhost", "user": "u1"},
+            {"name": "labkit-l-s1-debian12-lxc", "role": "container", "distro": "debian:12", "engine": "lxc",
+             "student": "s1", "server": "localhost"}]
+    plain = inv.build(rows, SSH)["all"]["children"]["lab"]["hosts"]
+    fast = inv.build(rows, SSH, mitogen=True)["all"]["children"]["lab"]["hosts"]
+    conn = {h: (plain[h]["ansible_connection"], fast[h]["ansible_connection"]) for h in plain}
+    assert conn == {
+        "labkit-l-s1-debian12": ("community.docker.docker", "docker"),
+        "labkit-l-s1-busybox": ("community.docker.docker", "docker"),  # no Python: in no play (group no_python)
+        "labkit-l-s-2-debian12": ("community.docker.docker", "community.docker.docker"),
+        "labkit-l-s1-vm": ("ssh", "ssh"),
+        "labkit-l-s1-rocky9-podman": ("containers.podman.podman", "podman"),
+        "labkit-l-s1-rocky9-podman-u1": ("containers.podman.podman", "containers.podman.podman"),
+        "labkit-l-s1-debian12-lxc": ("labkit_lxc", "labkit_lxc"),
+    }
+    # nothing else differs
+    assert {h: {k: v for k, v in hv.items() if k != "ansible_connection"} for h, hv in fast.items()} == \
+        {h: {k: v for k, v in hv.items() if k != "ansible_connection"} for h, hv in plain.items()}

@@ -1,0 +1,32 @@
+"""When the lab's content runs with Mitogen's strategy (labkit.ansible.mitogen): pure logic."""
+import pytest
+
+from labkit.ansible import mitogen
+from labkit.errors import UsageError
+
+
+def test_the_lab_file_decides_unless_the_variable_says(monkeypatch):
+    monkeypatch.delenv(mitogen.ENV, raising=False)
+    assert mitogen.wanted(True) and not mitogen.wanted(False)
+    monkeypatch.setenv(mitogen.ENV, "0")
+    assert not mitogen.wanted(True)
+    monkeypatch.setenv(mitogen.ENV, "1")
+    assert mitogen.wanted(False)
+
+
+@pytest.mark.parametrize("bad", ["yes", "off", "2", "true"])
+def test_a_variable_that_is_not_0_or_1_is_refused_by_name(bad, monkeypatch):
+    monkeypatch.setenv(mitogen.ENV, bad)
+    with pytest.raises(UsageError, match=f"{mitogen.ENV}={bad!r}"):
+        mitogen.wanted(True)
+
+
+def test_the_strategy_is_mitogens_own_plugin_folder():
+    d = mitogen.strategy_dir()
+    assert d is not None and (d / "mitogen_linear.py").is_file()  # a labkit dependency
+    assert mitogen.env() == {"ANSIBLE_STRATEGY_PLUGINS": str(d), "ANSIBLE_STRATEGY": "mitogen_linear"}
+
+
+def test_without_mitogen_installed_the_run_is_plain_ansible(monkeypatch):
+    monkeypatch.setattr(mitogen.importlib.util, "find_spec", lambda name: None)
+    assert mitogen.strategy_dir() is None and mitogen.env() == {}
