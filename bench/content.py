@@ -15,7 +15,11 @@ no VM), in one run:
 The ratio that compares like with like is labkit's content step without the cache over plain
 ansible-playbook's first converge (both converge every host from the base image).
 
-    .venv/bin/python bench/content.py [N,N,...]     # default 1,10,40; results in bench/results/content-<time>.json
+    .venv/bin/python bench/content.py [N,N,...][,vm]  # default 1,10,40,vm; results in bench/results/content-<time>.json
+
+``vm``: one student with a container and the VM (labkit's first `up` with the content against
+plain ansible-playbook over the same lab brought up bare). At each size, plain ansible-playbook
+also runs a third time with Mitogen's strategy (as labkit runs content), nothing to change.
 """
 from __future__ import annotations
 
@@ -34,18 +38,21 @@ sys.path.insert(0, str(ROOT))
 
 from run import ENV, LABKIT, RESULTS, machine, sh  # noqa: E402
 
+from labkit.ansible.mitogen import env as mitogen_env  # noqa: E402
+
 WEBCLASS = ROOT / "examples" / "webclass"
 ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
 FORKS = 20  # labkit.ansible.runner.run_playbook's
 NAME = "bench-content"
 
 
-def lab_files(d: Path, n: int) -> tuple[Path, Path]:
+def lab_files(d: Path, n: int, vm: bool = False) -> tuple[Path, Path]:
     """The lab with its content, and the same lab bare (labkit's own provisioning only)."""
     for part in ("prepare.yml", "site.yml"):
         shutil.copy(WEBCLASS / part, d / part)
     shutil.copytree(WEBCLASS / "roles", d / "roles", dirs_exist_ok=True)
-    base = {"name": NAME, "students": n, "containers": ["debian:12"], "vm": {"enabled": False}}
+    base = {"name": NAME, "students": n, "containers": ["debian:12"],
+            "vm": {"enabled": True, "memory": 512} if vm else {"enabled": False}}
     content = {**base, "provision": {
         "packages": [], "prepare": ["prepare.yml"], "playbooks": ["site.yml"],
         "group_vars": {"python": {"webserver_lesson": "Lesson 3: one kernel, many distros"}}}}
@@ -74,12 +81,17 @@ def labkit_up(*args: str) -> dict:
     return out
 
 
-def plain(inventory: str, d: Path) -> dict:
-    """Plain ansible-playbook of prepare + site over labkit's inventory (pipelining on, FORKS)."""
+def plain(inventory: str, d: Path, mitogen: bool = False) -> dict:
+    """Plain ansible-playbook of prepare + site over labkit's inventory (pipelining on, FORKS);
+    ``mitogen``: with Mitogen's strategy and its docker connection, as labkit runs content."""
     env = dict(ENV, ANSIBLE_PIPELINING="True", ANSIBLE_ROLES_PATH=str(d / "roles"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_HOST_KEY_CHECKING="False")
+    extra: list[str] = []
+    if mitogen:
+        env.update(mitogen_env())
+        extra = ["-e", "ansible_connection=docker"]  # containers only (one_size's labs)
     t0 = time.monotonic()
-    p = subprocess.run([ANSIBLE_PLAYBOOK, "-i", inventory, "-f", str(FORKS), "-l", "python",
+    p = subprocess.run([ANSIBLE_PLAYBOOK, "-i", inventory, "-f", str(FORKS), "-l", "python", *extra,
                         str(d / "prepare.yml"), str(d / "site.yml")], capture_output=True, text=True, env=env, cwd=d)
     secs = time.monotonic() - t0
     if p.returncode != 0:
@@ -103,6 +115,7 @@ def one_size(d: Path, n: int) -> dict:
         inv = sh([LABKIT, "inventory", "--lab", NAME, "--path"]).stdout.strip()
         r["plain_first_converge"] = plain(inv, d)
         r["plain_second_run"] = plain(inv, d)
+        r["plain_mitogen_third_run"] = plain(inv, d, mitogen=True)
     finally:
         sh([LABKIT, "down", "--lab", NAME, "-q"], check=False)
     nc = r["labkit_first_up_no_cache"]
@@ -115,8 +128,32 @@ def one_size(d: Path, n: int) -> dict:
     return r
 
 
+def with_vm(d: Path) -> dict:
+    """One student with a Debian 12 container and the VM: labkit's first `up` with the content
+    (no cache applies to a VM), against plain ansible-playbook over the same lab brought up bare."""
+    content, bare = lab_files(d, 1, vm=True)
+    r: dict = {"students": 1, "vm": True}
+    sh([LABKIT, "down", "--lab", NAME, "-q"], check=False)
+    try:
+        r["labkit_first_up"] = labkit_up("-f", str(content))
+        r["labkit_rerun_nothing_changed"] = labkit_up("-f", str(content))
+        sh([LABKIT, "down", "--lab", NAME, "-q"])
+        r["labkit_bare_up"] = labkit_up("-f", str(bare))
+        inv = sh([LABKIT, "inventory", "--lab", NAME, "--path"]).stdout.strip()
+        r["plain_first_converge"] = plain(inv, d)
+        r["plain_second_run"] = plain(inv, d)
+    finally:
+        sh([LABKIT, "down", "--lab", NAME, "-q"], check=False)
+    up = r["labkit_first_up"]
+    step = up.get("prepare_seconds", 0.0) + up.get("content_seconds", 0.0)
+    r["labkit_content_step_seconds"] = round(step, 1)
+    r["ratio_content_step_vs_plain_first"] = round(step / r["plain_first_converge"]["seconds"], 2)
+    return r
+
+
 def main() -> None:
-    sizes = [int(x) for x in (sys.argv[1] if len(sys.argv) > 1 else "1,10,40").split(",")]
+    args = (sys.argv[1] if len(sys.argv) > 1 else "1,10,40,vm").split(",")
+    sizes = [int(x) for x in args if x != "vm"]
     res: dict = {"machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                  "i_content": []}
     RESULTS.mkdir(exist_ok=True)
@@ -125,6 +162,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="labkit-bench-content-") as tmp:
             res["i_content"].append(one_size(Path(tmp), n))
         out.write_text(json.dumps(res, indent=2) + "\n")  # kept after each size
+        print(json.dumps(res["i_content"][-1], indent=2), flush=True)
+    if "vm" in args:
+        with tempfile.TemporaryDirectory(prefix="labkit-bench-content-") as tmp:
+            res["i_content"].append(with_vm(Path(tmp)))
+        out.write_text(json.dumps(res, indent=2) + "\n")
         print(json.dumps(res["i_content"][-1], indent=2), flush=True)
     print(f"results: {out}")
 
