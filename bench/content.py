@@ -100,6 +100,21 @@ def plain(inventory: str, d: Path, mitogen: bool = False) -> dict:
     return {"seconds": round(secs, 1), "changed": changed}
 
 
+def bare_then_plain(d: Path, bare: Path, r: dict) -> str:
+    """The same lab brought up bare by labkit, then plain ansible-playbook's first converge and
+    second run over its inventory (into ``r``); the inventory's path."""
+    r["labkit_bare_up"] = labkit_up("-f", str(bare))
+    inv = sh([LABKIT, "inventory", "--lab", NAME, "--path"]).stdout.strip()
+    r["plain_first_converge"] = plain(inv, d)
+    r["plain_second_run"] = plain(inv, d)
+    return inv
+
+
+def content_step(up: dict) -> float:
+    """labkit's content step in one `up`: prepare and the converge."""
+    return round(up.get("prepare_seconds", 0.0) + up.get("content_seconds", 0.0), 1)
+
+
 def one_size(d: Path, n: int) -> dict:
     content, bare = lab_files(d, n)
     r: dict = {"students": n}
@@ -111,16 +126,12 @@ def one_size(d: Path, n: int) -> dict:
         sh([LABKIT, "down", "--lab", NAME, "-q"])
         r["labkit_first_up_no_cache"] = labkit_up("-f", str(content), "--no-content-cache")
         sh([LABKIT, "down", "--lab", NAME, "-q"])
-        r["labkit_bare_up"] = labkit_up("-f", str(bare))
-        inv = sh([LABKIT, "inventory", "--lab", NAME, "--path"]).stdout.strip()
-        r["plain_first_converge"] = plain(inv, d)
-        r["plain_second_run"] = plain(inv, d)
+        inv = bare_then_plain(d, bare, r)
         r["plain_mitogen_third_run"] = plain(inv, d, mitogen=True)
     finally:
         sh([LABKIT, "down", "--lab", NAME, "-q"], check=False)
-    nc = r["labkit_first_up_no_cache"]
-    step = nc.get("prepare_seconds", 0.0) + nc.get("content_seconds", 0.0)
-    r["labkit_content_step_no_cache_seconds"] = round(step, 1)
+    step = content_step(r["labkit_first_up_no_cache"])
+    r["labkit_content_step_no_cache_seconds"] = step
     r["ratio_content_step_vs_plain_first"] = round(step / r["plain_first_converge"]["seconds"], 2)
     r["ratio_first_up_vs_plain_first"] = round(r["labkit_first_up"]["seconds"] / r["plain_first_converge"]["seconds"], 2)
     r["ratio_rerun_vs_plain_second"] = round(r["labkit_rerun_nothing_changed"]["seconds"]
@@ -138,15 +149,11 @@ def with_vm(d: Path) -> dict:
         r["labkit_first_up"] = labkit_up("-f", str(content))
         r["labkit_rerun_nothing_changed"] = labkit_up("-f", str(content))
         sh([LABKIT, "down", "--lab", NAME, "-q"])
-        r["labkit_bare_up"] = labkit_up("-f", str(bare))
-        inv = sh([LABKIT, "inventory", "--lab", NAME, "--path"]).stdout.strip()
-        r["plain_first_converge"] = plain(inv, d)
-        r["plain_second_run"] = plain(inv, d)
+        bare_then_plain(d, bare, r)
     finally:
         sh([LABKIT, "down", "--lab", NAME, "-q"], check=False)
-    up = r["labkit_first_up"]
-    step = up.get("prepare_seconds", 0.0) + up.get("content_seconds", 0.0)
-    r["labkit_content_step_seconds"] = round(step, 1)
+    step = content_step(r["labkit_first_up"])
+    r["labkit_content_step_seconds"] = step
     r["ratio_content_step_vs_plain_first"] = round(step / r["plain_first_converge"]["seconds"], 2)
     return r
 
