@@ -35,7 +35,10 @@ def host_vars(row: Mapping[str, Any], ssh: Mapping[str, str] | None = None, mito
                               "ansible_port": int(ssh.get("Port", 22)), "ansible_user": ssh.get("User", "vagrant"),
                               "ansible_become": True, "ansible_python_interpreter": "/usr/bin/python3",
                               # an emulated VM on a busy lab server can take more than SSH's 10 s to answer
-                              "ansible_timeout": 60}
+                              "ansible_timeout": 60,
+                              # its host key is new at every boot (the options below say so to ssh; this
+                              # says it to Ansible and Mitogen, which would put StrictHostKeyChecking=yes first)
+                              "ansible_host_key_checking": False}
         if ssh.get("IdentityFile"):
             hv["ansible_ssh_private_key_file"] = ssh["IdentityFile"].strip('"')
         args = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes -o ConnectTimeout=60"

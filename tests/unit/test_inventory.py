@@ -38,6 +38,8 @@ def test_host_vars_name_key_paths_never_keys():
     hv = inv.build(ROWS, SSH)["all"]["children"]["lab"]["hosts"]
     vm = hv["labkit-l-s1-vm"]
     assert vm["ansible_ssh_private_key_file"].endswith("private_key") and "ProxyCommand" in vm["ansible_ssh_common_args"]
+    # a new host key at every boot: not checked by ssh, Ansible or Mitogen (which reads this variable)
+    assert "StrictHostKeyChecking=no" in vm["ansible_ssh_common_args"] and vm["ansible_host_key_checking"] is False
     assert hv["labkit-l-s-2-debian12"]["ansible_docker_extra_args"] == "-H ssh://root@srv2:22"
     assert "ansible_python_interpreter" not in hv["labkit-l-s1-busybox"]
 
