@@ -27,8 +27,8 @@ def _group(name: str) -> str:
 
 
 def host_vars(row: Mapping[str, Any], ssh: Mapping[str, str] | None = None, mitogen: bool = False) -> dict[str, Any]:
-    """How Ansible reaches one lab host (a row of ``api.hosts``). ``mitogen``: a container Mitogen's
-    strategy can reach gets the connection name it takes over (labkit.ansible.mitogen)."""
+    """How Ansible reaches one lab host (a row of ``api.hosts``). ``mitogen``: a container with Python
+    that Mitogen's strategy can reach gets the connection name it takes over (labkit.ansible.mitogen)."""
     if row["role"] == "vm":
         ssh = ssh or {}
         hv: dict[str, Any] = {"ansible_connection": "ssh", "ansible_host": ssh.get("HostName", row["name"]),
@@ -49,7 +49,8 @@ def host_vars(row: Mapping[str, Any], ssh: Mapping[str, str] | None = None, mito
     r = HostRow.of(row)
     engine = registry.of(r)
     hv = engine.ansible_hostvars(r)
-    fast = engine.mitogen_connection(r) if mitogen else None
+    # Mitogen starts its Python on the host: a host without one (BusyBox's raw tasks) keeps its plugin
+    fast = engine.mitogen_connection(r) if mitogen and _python(row) else None
     if fast:
         hv["ansible_connection"] = fast
     if _python(row):

@@ -101,7 +101,8 @@ def test_without_content_keys_the_lab_is_as_before():
 def test_a_run_with_mitogen_gives_its_connection_names_where_it_reaches():
     """Mitogen's strategy takes over `docker`, `podman` and `ssh` by name: local Docker and root's
     Podman get those names, the rest keep the plugin that reaches them (a remote server's Docker
-    needs its -H, a rootless user's Podman its wrapper, LXC labkit's own connection)."""
+    needs its -H, a rootless user's Podman its wrapper, LXC labkit's own connection, and a host
+    without Python, BusyBox, plain Ansible's raw tasks: Mitogen starts a Python on the host)."""
     rows = [*ROWS,
             {"name": "labkit-l-s1-rocky9-podman", "role": "container", "distro": "rockylinux:9", "engine": "podman",
              "student": "s1", "server": "localhost"},
@@ -114,7 +115,7 @@ def test_a_run_with_mitogen_gives_its_connection_names_where_it_reaches():
     conn = {h: (plain[h]["ansible_connection"], fast[h]["ansible_connection"]) for h in plain}
     assert conn == {
         "labkit-l-s1-debian12": ("community.docker.docker", "docker"),
-        "labkit-l-s1-busybox": ("community.docker.docker", "docker"),  # no Python: in no play (group no_python)
+        "labkit-l-s1-busybox": ("community.docker.docker", "community.docker.docker"),  # no Python: raw tasks only
         "labkit-l-s-2-debian12": ("community.docker.docker", "community.docker.docker"),
         "labkit-l-s1-vm": ("ssh", "ssh"),
         "labkit-l-s1-rocky9-podman": ("containers.podman.podman", "podman"),
