@@ -63,11 +63,11 @@ STAGES: list[tuple[str, dict[str, list[str]], dict[str, str]]] = [
      {"LABKIT_TEST_DEFAULT_LAB": "keep"}),
     ("3", {"A": ["test_22_cli", "test_vm_login", "test_40_registry", "test_50_verify", "test_55_servers",
                  "test_56_classroom_servers", "test_60_report", "test_57_remote_vm", "test_72_down_vms",
-                 "test_80_molecule", "test_isolation_engines", "test_fw_ipv6", "test_fw_paths", "test_door_ssh",
+                 "test_isolation_engines", "test_fw_ipv6", "test_fw_paths", "test_door_ssh",
                  "test_door_web", "test_70_down"],
            "B": ["test_76_lxc", "test_65_webclass", "test_66_public_roles", "test_75_engines", "test_77_remote_podman",
                  "test_molecule_native", "test_78_remote_lxc", "test_server_trust", "test_lxc_rootfs", "test_fw_reboot",
-                 "test_fw_pty", "test_bundle_trust"]},
+                 "test_fw_pty", "test_bundle_trust", "test_80_molecule"]},
      {"LABKIT_TEST_DEFAULT_LAB": "reuse"}),
 ]
 DEFAULT_LAB_USERS = ("default_lab", "default_facts")
