@@ -22,6 +22,16 @@ from labkit.errors import UsageError
 
 ENV = "LABKIT_MITOGEN"
 STRATEGY = "mitogen_linear"
+# Mitogen's multiplexer listens on a UNIX socket in TMPDIR named like tempfile.mktemp's
+# "mitogen_unix_XXXXXXXX.sock"; the kernel binds paths of at most 107 bytes
+SOCKET_NAME = len("mitogen_unix_") + 8 + len(".sock")
+UNIX_PATH_MAX = 107
+
+
+def socket_fits(tmpdir: Path) -> bool:
+    """Whether Mitogen's socket can be made in ``tmpdir`` (a deep LABKIT_HOME may leave no room:
+    the run then goes as plain Ansible)."""
+    return len(os.fsencode(str(tmpdir))) + 1 + SOCKET_NAME <= UNIX_PATH_MAX
 
 
 def strategy_dir() -> Path | None:

@@ -195,6 +195,11 @@ def drop_facts(lab: str, hosts: Iterable[str] | None = None) -> None:
             (d / h).unlink(missing_ok=True)
 
 
+def run_tmp(lab: str) -> Path:
+    """The TMPDIR of the lab's runs on this machine: a folder of the run, emptied after it."""
+    return lab_dir(lab) / "runner" / "tmp"
+
+
 def run_playbook(
     playbook: str,
     *,
@@ -228,7 +233,7 @@ def run_playbook(
     # Ansible's and its modules' temp files on this machine (AnsiballZ payloads, Vagrant's)
     # go into a folder of the run, emptied after it, even when a signal stopped the modules
     # before they could clean up (and at the next run after a SIGKILL of labkit itself)
-    tmp = private / "tmp"
+    tmp = run_tmp(lab)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(mode=0o700)
     # the extra variables as a YAML file of the run (-e @FILE), not ansible-runner's JSON on the

@@ -16,7 +16,7 @@ import yaml
 from labkit.ansible import inventory as inv_mod
 from labkit.ansible import labvars, mitogen
 from labkit.ansible.runner import EventHandler as OnEvent
-from labkit.ansible.runner import RunResult, fact_cache_env, run_playbook
+from labkit.ansible.runner import RunResult, fact_cache_env, run_playbook, run_tmp
 from labkit.api.discover import engines, hosts, ssh_configs
 from labkit.api.select import check_students, lab_lock
 from labkit.errors import IdempotenceFailed, NotUp, PlaybookFailed, SpecError, UsageError
@@ -111,7 +111,7 @@ def converge_on(lab: Lab, svs: list[Server], playbooks: list[str] | None = None,
     if limit:
         pattern = f"{pattern}:&{limit}"
     skips = [*lab.provision.skip_tags, *(skip_tags.split(",") if skip_tags else [])]
-    fast = mitogen.wanted(lab.provision.mitogen) and bool(mitogen.env())
+    fast = mitogen.wanted(lab.provision.mitogen) and bool(mitogen.env()) and mitogen.socket_fits(run_tmp(lab.name))
     env = {"ANSIBLE_ROLES_PATH": os.pathsep.join([*lab.provision.roles_path, str(roles_dir())]),
            **fact_cache_env(lab.name), **(mitogen.env() if fast else {})}
     if lab.provision.collections_path:

@@ -1,4 +1,7 @@
 """When the lab's content runs with Mitogen's strategy (labkit.ansible.mitogen): pure logic."""
+import socket
+from pathlib import Path
+
 import pytest
 
 from labkit.ansible import mitogen
@@ -30,3 +33,17 @@ def test_the_strategy_is_mitogens_own_plugin_folder():
 def test_without_mitogen_installed_the_run_is_plain_ansible(monkeypatch):
     monkeypatch.setattr(mitogen.importlib.util, "find_spec", lambda name: None)
     assert mitogen.strategy_dir() is None and mitogen.env() == {}
+
+
+def test_a_run_folder_too_deep_for_mitogens_socket_goes_without_it(tmp_path):
+    """Mitogen binds a UNIX socket in the run's TMPDIR: 107 bytes at most, so a deep LABKIT_HOME
+    runs the content as plain Ansible rather than failing."""
+    room = mitogen.UNIX_PATH_MAX - 1 - mitogen.SOCKET_NAME
+    assert mitogen.socket_fits(Path("/" + "d" * (room - 1)))
+    assert not mitogen.socket_fits(Path("/" + "d" * room))
+    # the kernel's own limit: a socket path of UNIX_PATH_MAX bytes binds, one byte more does not
+    fill = mitogen.UNIX_PATH_MAX - len(str(tmp_path)) - 1
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(tmp_path / ("s" * fill)))
+    with socket.socket(socket.AF_UNIX) as s, pytest.raises(OSError):
+        s.bind(str(tmp_path / ("t" * (fill + 1))))
