@@ -49,12 +49,12 @@ def host_vars(row: Mapping[str, Any], ssh: Mapping[str, str] | None = None, mito
     r = HostRow.of(row)
     engine = registry.of(r)
     hv = engine.ansible_hostvars(r)
-    # Mitogen starts its Python on the host: a host without one (BusyBox's raw tasks) keeps its plugin
-    fast = engine.mitogen_connection(r) if mitogen and _python(row) else None
-    if fast:
-        hv["ansible_connection"] = fast
     if _python(row):
         hv["ansible_python_interpreter"] = "/usr/bin/python3"
+        # Mitogen starts its Python on the host: a host without one (BusyBox's raw tasks) keeps its plugin
+        fast = engine.mitogen_connection(r) if mitogen else None
+        if fast:
+            hv["ansible_connection"] = fast
     return hv
 
 

@@ -54,6 +54,12 @@ def wanted(lab_setting: bool) -> bool:
     return lab_setting
 
 
+def run_env(lab_setting: bool, tmpdir: Path) -> dict[str, str]:
+    """Ansible's settings for one content run whose TMPDIR is ``tmpdir``: Mitogen's strategy when
+    it is wanted (``wanted``), installed and its socket fits there; else empty (plain Ansible)."""
+    return env() if wanted(lab_setting) and socket_fits(tmpdir) else {}
+
+
 def env() -> dict[str, str]:
     """Ansible's settings for a run with Mitogen's strategy (empty when Mitogen is not installed:
     the run then goes as plain Ansible)."""

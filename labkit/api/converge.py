@@ -111,9 +111,9 @@ def converge_on(lab: Lab, svs: list[Server], playbooks: list[str] | None = None,
     if limit:
         pattern = f"{pattern}:&{limit}"
     skips = [*lab.provision.skip_tags, *(skip_tags.split(",") if skip_tags else [])]
-    fast = mitogen.wanted(lab.provision.mitogen) and bool(mitogen.env()) and mitogen.socket_fits(run_tmp(lab.name))
+    strategy = mitogen.run_env(lab.provision.mitogen, run_tmp(lab.name))
     env = {"ANSIBLE_ROLES_PATH": os.pathsep.join([*lab.provision.roles_path, str(roles_dir())]),
-           **fact_cache_env(lab.name), **(mitogen.env() if fast else {})}
+           **fact_cache_env(lab.name), **strategy}
     if lab.provision.collections_path:
         env["ANSIBLE_COLLECTIONS_PATH"] = os.pathsep.join(lab.provision.collections_path)
     cmdline = " ".join(x for x in ("--check" if check else "", "--diff" if diff else "") if x) or None
@@ -123,7 +123,7 @@ def converge_on(lab: Lab, svs: list[Server], playbooks: list[str] | None = None,
     if not rows:
         raise NotUp(f"lab '{lab.name}' has no running hosts", "bring it up with `labkit up`")
     inv = inv_mod.build(rows, ssh_configs(lab.name, rows), labvars.group_vars(lab.provision.group_vars, lab.trusted),
-                        mitogen=fast)
+                        mitogen=bool(strategy))
     inv_path = lab_dir(lab.name) / "converge" / "hosts.yml"
     inv_path.parent.mkdir(exist_ok=True)
     inv_mod.write_to(inv_path, inv)

@@ -47,3 +47,10 @@ def test_a_run_folder_too_deep_for_mitogens_socket_goes_without_it(tmp_path):
         s.bind(str(tmp_path / ("s" * fill)))
     with socket.socket(socket.AF_UNIX) as s, pytest.raises(OSError):
         s.bind(str(tmp_path / ("t" * (fill + 1))))
+
+
+def test_a_run_gets_the_strategy_only_when_wanted_and_its_socket_fits(monkeypatch, tmp_path):
+    monkeypatch.delenv(mitogen.ENV, raising=False)
+    assert mitogen.run_env(True, tmp_path) == mitogen.env() != {}
+    assert mitogen.run_env(False, tmp_path) == {}
+    assert mitogen.run_env(True, Path("/" + "d" * mitogen.UNIX_PATH_MAX)) == {}
