@@ -47,12 +47,34 @@
     return p === null || p === undefined ? "-" : p.toFixed(1) + "%";
   }
 
+  // Make parent's children look like `wanted`, keeping every node that is already there and
+  // alike (tag and attributes): a button under the instructor's pointer is never replaced by a
+  // new one by a redraw, so a click is not lost to the live updates.
+  function patch(parent, wanted) {
+    const have = Array.from(parent.childNodes);
+    wanted.forEach((w, i) => {
+      const h = have[i];
+      if (!h) parent.append(w);
+      else if (h.nodeType === Node.TEXT_NODE && w.nodeType === Node.TEXT_NODE) {
+        if (h.nodeValue !== w.nodeValue) h.nodeValue = w.nodeValue;
+      } else if (alike(h, w)) patch(h, Array.from(w.childNodes));
+      else h.replaceWith(w);
+    });
+    for (const extra of have.slice(wanted.length)) extra.remove();
+  }
+  function alike(a, b) {
+    if (a.nodeType !== Node.ELEMENT_NODE || a.nodeName !== b.nodeName) return false;
+    if (a.attributes.length !== b.attributes.length) return false;
+    for (const at of b.attributes) if (a.getAttribute(at.name) !== at.value) return false;
+    return true;
+  }
+
   function head(cols) {
     const tr = el("tr");
     tr.append(el("th", "Student"));
     for (const c of cols) tr.append(el("th", c));
     tr.append(el("th", "Last activity"), el("th", "Last grade"), el("th", "Actions"));
-    table.tHead.replaceChildren(tr);
+    patch(table.tHead, [tr]);
   }
 
   function hostCell(st, col, act) {
@@ -137,7 +159,7 @@
       tr.append(seen, gradeCell(st.student), actionCell(st, act));
       rows.push(tr);
     }
-    table.tBodies[0].replaceChildren(...rows);
+    patch(table.tBodies[0], rows);
     live.textContent = "live · " + view.students.length + " students · read " +
       new Date((view.time - skew) * 1000).toLocaleTimeString() + (view.error ? " · " + view.error : "");
     live.className = view.error ? "err" : "muted";
