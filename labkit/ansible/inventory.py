@@ -44,6 +44,8 @@ def host_vars(row: Mapping[str, Any], ssh: Mapping[str, str] | None = None, mito
         args = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes -o ConnectTimeout=60"
         if ssh.get("ProxyCommand"):
             args += " -o ProxyCommand=" + json.dumps(ssh["ProxyCommand"])
+        if ssh.get("ControlPath"):  # a connection labkit shares for one command (labkit.vm.sshmux)
+            args += " -o ControlMaster=no -o ControlPath=" + ssh["ControlPath"]
         hv["ansible_ssh_common_args"] = args
         return hv
     r = HostRow.of(row)

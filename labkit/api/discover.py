@@ -18,6 +18,7 @@ from labkit.lab.spec import Lab
 from labkit.paths import lab_dir
 from labkit.servers import base as srv
 from labkit.servers.base import SERVER_HOME, Server, default_servers
+from labkit.vm import sshmux
 from labkit.vm.vms import _known_labs, read_ssh_config, uri
 
 
@@ -146,6 +147,15 @@ def ssh_config(lab: str) -> Path:
     path.write_text("".join(p.read_text() + "\n" for p in parts))
     path.chmod(0o600)
     return path
+
+
+@contextmanager
+def vm_ssh(lab: str, rows: Sequence[HostRow]) -> Iterator[sshmux.Shared]:
+    """The lab's ssh config, with one shared connection to each running VM of ``rows`` for the
+    block (labkit.vm.sshmux): commands that read the VMs many times log in once per VM."""
+    vms = [r.name for r in rows if r.role == "vm" and r.state == "running"]
+    with sshmux.shared(ssh_config(lab), vms) as shared:
+        yield shared
 
 
 def ssh_configs(lab: str, rows: Sequence[HostRow]) -> dict[str, dict[str, str]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from labkit import names
 from labkit.ansible import inventory as inv_mod
 from labkit.ansible import labvars
-from labkit.api.discover import engines, hosts, ssh_configs
+from labkit.api.discover import engines, hosts, ssh_configs, vm_ssh
 from labkit.api.planning import context
 from labkit.api.select import check_students
 from labkit.errors import LabkitError, UsageError
@@ -73,7 +73,10 @@ def grade(lab: Lab, students: Sequence[str] | None = None, out_dir: str | Path |
             g.junit = str(junit)
             return g
 
-        with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(who)))) as pool:
+        # one shared connection per VM of the graded students while their tests run
+        with vm_ssh(lab.name, [r for r in rows if r.student in who]) as vm, \
+                ThreadPoolExecutor(max_workers=max(1, min(jobs, len(who)))) as pool:
+            cfgs = vm.settings(cfgs)
             grades = list(pool.map(one, who))
     keep_last(last_file(lab.name), grades)
     if out_dir is not None:

@@ -11,7 +11,7 @@ from labkit import names
 from labkit.ansible import inventory as inv_mod
 from labkit.ansible import labvars
 from labkit.ansible.runner import connection_plugins
-from labkit.api.discover import engines, hosts, network_names, running, ssh_config, ssh_configs
+from labkit.api.discover import engines, hosts, network_names, running, ssh_config, ssh_configs, vm_ssh
 from labkit.api.planning import container_plan, context, vm_plan
 from labkit.api.select import check_students
 from labkit.engines import registry
@@ -33,6 +33,7 @@ from labkit.observe.verify import (
 from labkit.paths import lab_dir, slug
 from labkit.plan.model import make_plan
 from labkit.servers.base import Server
+from labkit.vm.sshmux import Shared
 
 
 def status(lab: Lab) -> dict[str, Any]:
@@ -60,7 +61,8 @@ def facts(lab: Lab) -> list[HostFacts]:
     """Side-by-side facts of the lab server and every running host of the lab."""
     with engines(lab.name) as svs:
         up = running(lab, svs)
-        return collect(up, ssh_config(lab.name), servers=svs)
+        with vm_ssh(lab.name, up) as vm:
+            return collect(up, vm.config, servers=svs)
 
 
 def verify(lab: Lab, only: list[str] | None = None, junit: str | Path | None = None,
@@ -72,23 +74,28 @@ def verify(lab: Lab, only: list[str] | None = None, junit: str | Path | None = N
     user = tests if tests is not None else ([] if only else list(lab.tests))
     with engines(lab.name) as svs:
         up = running(lab, svs)
-        cfg = ssh_config(lab.name)
-        view = build_view(collect(up, cfg, servers=svs), lab.name, cfg)
-        work = lab_dir(lab.name) / "verify"
-        work.mkdir(exist_ok=True)
-        facts_junit = work / "facts.xml" if (junit and user) else junit
-        results = run_checks(view, only, facts_junit)
-        if user:
-            inv_path = inv_mod.write_to(work / "hosts.yml", inv_mod.build(
-                up, ssh_configs(lab.name, up), labvars.group_vars(lab.provision.group_vars, lab.trusted)))
-            mine, user_junit = run_user_tests(user, inv_path, lab.provision.hosts, work, trust=lab.trusted)
-            for r in mine:  # the engine of each host, as for the facts' rows
-                h = view.hosts.get(r.host)
-                r.engine = engine_label(h) if h is not None else ""
-            results += mine
-            if junit and facts_junit:
-                merge_junit([Path(facts_junit), user_junit], Path(junit))
-        return results
+        with vm_ssh(lab.name, up) as vm:
+            return _verify(lab, up, svs, vm, only, junit, user)
+
+
+def _verify(lab: Lab, up: list[HostRow], svs: list[Server], vm: Shared, only: list[str] | None,
+            junit: str | Path | None, user: list[str]) -> list[CheckResult]:
+    view = build_view(collect(up, vm.config, servers=svs), lab.name, vm.config)
+    work = lab_dir(lab.name) / "verify"
+    work.mkdir(exist_ok=True)
+    facts_junit = work / "facts.xml" if (junit and user) else junit
+    results = run_checks(view, only, facts_junit)
+    if user:
+        inv_path = inv_mod.write_to(work / "hosts.yml", inv_mod.build(
+            up, vm.settings(ssh_configs(lab.name, up)), labvars.group_vars(lab.provision.group_vars, lab.trusted)))
+        mine, user_junit = run_user_tests(user, inv_path, lab.provision.hosts, work, trust=lab.trusted)
+        for r in mine:  # the engine of each host, as for the facts' rows
+            h = view.hosts.get(r.host)
+            r.engine = engine_label(h) if h is not None else ""
+        results += mine
+        if junit and facts_junit:
+            merge_junit([Path(facts_junit), user_junit], Path(junit))
+    return results
 
 
 def shell_command(lab: Lab, host: str, student: str | None = None, root: bool = False,
