@@ -11,7 +11,8 @@ Inactive unless a lab is named (``--labkit-file lab.yml`` or ``--labkit-lab NAME
 
 ``--labkit-up`` brings the lab up for the session (and converges the lab file's content)
 and takes it down at the end; ``lab.run("site.yml")`` runs a playbook on the live lab;
-``lab.inventory`` is the inventory file (for ``ansible``/testinfra of your own).
+``lab.inventory`` is the inventory file (for ``ansible``/testinfra of your own); for the
+session its VMs are reached through one shared SSH connection each.
 """
 from __future__ import annotations
 
@@ -108,8 +109,9 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     if up:
         api.up(spec, with_facts=False)
     try:
-        _, path = api.inventory(spec)
-        yield Lab(spec, path)
+        # one SSH login per VM for the session: each testinfra command would log in anew
+        with api.shared_inventory(spec) as path:
+            yield Lab(spec, path)
     finally:
         if up:
             api.down(spec)

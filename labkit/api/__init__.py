@@ -26,7 +26,16 @@ from labkit.api.down import DownResult, down
 from labkit.api.grade import grade
 from labkit.api.planning import PlanReport, container_plan, context, network_name, network_plan, plan, vm_plan
 from labkit.api.prepare import prepare
-from labkit.api.query import ReportResult, facts, inventory, report, shell_command, status, verify
+from labkit.api.query import (
+                                 ReportResult,
+                                 facts,
+                                 inventory,
+                                 report,
+                                 shared_inventory,
+                                 shell_command,
+                                 status,
+                                 verify,
+)
 from labkit.api.reset import ResetResult, reset
 from labkit.api.select import (
                                  LAB_FILES,
@@ -46,6 +55,6 @@ __all__ = [
     "check_students", "container_plan", "context", "converge", "down", "engine_scopes", "engines", "facts",
     "forget_lab", "grade", "has_content", "hosts", "idempotence", "inventory", "lab_lock", "lab_servers", "labs_up",
     "measure_containers", "network_name", "network_names", "network_plan", "network_rows", "package_warnings",
-    "plan", "prepare", "report", "reset", "ResetResult", "checkpoint", "resolve_lab", "save_lab", "select_lab", "shell_command", "ssh_config", "status",
+    "plan", "prepare", "report", "reset", "ResetResult", "checkpoint", "resolve_lab", "save_lab", "select_lab", "shared_inventory", "shell_command", "ssh_config", "status",
     "up", "verify", "vm_hosts", "vm_plan", "vm_resources",
 ]

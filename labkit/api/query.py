@@ -1,8 +1,11 @@
 """What a live lab is, read: ``status``, ``facts``, ``verify``, ``shell``, ``report``, ``inventory``."""
 from __future__ import annotations
 
+import os
 import shlex
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -205,18 +208,43 @@ def _ssh_url(sv: Server) -> str:
     return f"ssh://{user + '@' if user else ''}{hv.get('ansible_host', sv.name)}:{hv.get('ansible_port', 22)}"
 
 
-def inventory(lab: Lab, fmt: str = "yaml", *, with_servers: bool = False) -> tuple[str, Path]:
-    """The lab's hosts as an inventory (YAML, INI or JSON) and the file labkit keeps current."""
+def _outside_rows(lab: Lab) -> tuple[list[HostRow], list[Server]]:
+    """The lab's hosts as a program outside labkit reaches them: a remote engine through
+    ssh://, not labkit's short-lived tunnel."""
     with engines(lab.name) as svs:
         rows = hosts(lab.name, servers=svs)
     by_name = {sv.name: sv for sv in svs}
-    # for use outside labkit: a remote engine through ssh://, not labkit's short-lived tunnel
-    rows = [replace(r, via={**r.via, "docker_host": _ssh_url(by_name[r.server])})
-            if not r.local and r.role == "container" else r for r in rows]
+    return [replace(r, via={**r.via, "docker_host": _ssh_url(by_name[r.server])})
+            if not r.local and r.role == "container" else r for r in rows], svs
+
+
+def inventory(lab: Lab, fmt: str = "yaml", *, with_servers: bool = False) -> tuple[str, Path]:
+    """The lab's hosts as an inventory (YAML, INI or JSON) and the file labkit keeps current."""
+    rows, svs = _outside_rows(lab)
     gv = labvars.group_vars(lab.provision.group_vars, lab.trusted)
     inv = inv_mod.build(rows, ssh_configs(lab.name, rows), gv, svs if with_servers else ())
     path = inv_mod.write(lab.name, inv_mod.build(rows, ssh_configs(lab.name, rows), gv))
     return inv_mod.render(inv, fmt), path
+
+
+@contextmanager
+def shared_inventory(lab: Lab) -> Iterator[Path]:
+    """The lab's inventory for a session of many commands (labkit's pytest plugin): while the
+    block runs, a copy whose VMs are reached through one shared SSH connection each
+    (labkit.vm.sshmux); the file labkit keeps current when no VM is up."""
+    _, path = inventory(lab)
+    rows, _ = _outside_rows(lab)
+    with vm_ssh(lab.name, rows) as vm:
+        if not vm.sockets:
+            yield path
+            return
+        gv = labvars.group_vars(lab.provision.group_vars, lab.trusted)
+        shared = inv_mod.write_to(path.with_name(f"hosts.shared-{os.getpid()}.yml"),
+                                  inv_mod.build(rows, vm.settings(ssh_configs(lab.name, rows)), gv))
+        try:
+            yield shared
+        finally:
+            shared.unlink(missing_ok=True)
 
 
 def inventory_env(lab: Lab, path: Path) -> dict[str, str]:

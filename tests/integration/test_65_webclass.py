@@ -216,6 +216,15 @@ def test_vm_and_containers_kernels(lab):
     assert vm.check_output("uname -r") != ct.check_output("uname -r")
     assert bb.check_output("uname -r") == ct.check_output("uname -r")
     assert set(lab.hosts("python")) == PYTHON_HOSTS
+
+
+def test_the_vm_is_reached_through_one_shared_connection(lab):
+    import os
+    text = open(lab.inventory).read()
+    assert text.count("ControlPath=") == 1 and "ControlMaster=no" in text, text
+    sock = text.split("ControlPath=")[1].split()[0].strip("'").strip('"')
+    assert os.path.exists(sock), sock
+    assert lab.host("vm").run("true").rc == 0
 """
 
 
@@ -250,7 +259,8 @@ def test_pytest_plugin(webclass):
     assert all(c["outcome"] == "passed" for c in got), got
     per_host = {c["name"] for c in got if c["name"].startswith("test_nginx_serves_the_lesson[")}
     assert per_host == {f"test_nginx_serves_the_lesson[{h}]" for h in PYTHON_HOSTS}, got
-    assert "test_vm_and_containers_kernels" in {c["name"] for c in got}
+    assert {"test_vm_and_containers_kernels", "test_the_vm_is_reached_through_one_shared_connection"} <= {
+        c["name"] for c in got}
 
 
 # ------------------------------------------------------------------ failures, on containers only
