@@ -232,13 +232,13 @@ def shared_inventory(lab: Lab) -> Iterator[Path]:
     """The lab's inventory for a session of many commands (labkit's pytest plugin): while the
     block runs, a copy whose VMs are reached through one shared SSH connection each
     (labkit.vm.sshmux); the file labkit keeps current when no VM is up."""
-    _, path = inventory(lab)
     rows, _ = _outside_rows(lab)
+    gv = labvars.group_vars(lab.provision.group_vars, lab.trusted)
+    path = inv_mod.write(lab.name, inv_mod.build(rows, ssh_configs(lab.name, rows), gv))
     with vm_ssh(lab.name, rows) as vm:
         if not vm.sockets:
             yield path
             return
-        gv = labvars.group_vars(lab.provision.group_vars, lab.trusted)
         shared = inv_mod.write_to(path.with_name(f"hosts.shared-{os.getpid()}.yml"),
                                   inv_mod.build(rows, vm.settings(ssh_configs(lab.name, rows)), gv))
         try:

@@ -67,8 +67,8 @@ def shared(config: Path, hosts: Sequence[str], timeout: float = 30) -> Iterator[
             procs[h] = (sock, subprocess.Popen(
                 ["ssh", "-F", str(config), "-M", "-N", "-o", f"ControlPath={sock}", "-o", "ControlPersist=no",
                  "-o", "BatchMode=yes", h],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=True))  # a ^C of the user's reaches labkit, which ends it
+                # in labkit's process group: a ^C, or the terminal closing, ends it with labkit
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         ready: dict[str, str] = {}
         pending = dict(procs)
         deadline = time.monotonic() + timeout
