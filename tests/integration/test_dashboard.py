@@ -184,10 +184,15 @@ def watch_until_done(driver: Any, student: str, timeout: float = 300) -> list[tu
     seen: list[tuple[str, str]] = []
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        try:
-            now = (host_state(driver, student), status(driver, student))
-        except Exception:  # noqa: BLE001 - the table was redrawn under us
+        # both cells read in one script: the page cannot change between the two readings
+        state, said = driver.execute_script(
+            "const t = (s) => { const e = document.querySelector(s); return e ? e.innerText : null; };"
+            "return [t(arguments[0]), t(arguments[1])];",
+            f'td.host[data-student="{student}"][data-host="debian12"] .state', f'[data-status="{student}"]')
+        if state is None or said is None:  # not drawn yet
+            time.sleep(0.1)
             continue
+        now = (str(state), str(said))
         if seen or "…" in now[1]:
             if not seen or seen[-1] != now:
                 seen.append(now)
