@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """The whole test suite as CI runs it (`scripts/test.sh` with no arguments), in three stages,
-the last two as two pytest processes at once, so that it fits CI's time on 2 cores.
+each as two pytest processes at once, so that it fits CI's time on 2 cores.
 
 What decides the placing (docs/tests.md, "How CI runs the suite"):
 
-- **Stage 1, alone**: the unit tests and tests/reliability, which restart dockerd and libvirtd
-  (scripts/test.sh runs the linters beside it: they touch no engine and run no Ansible module).
+- **Stage 1**, two streams: the unit tests (pure logic: no engine, no Ansible module) beside
+  tests/reliability, which restarts dockerd and libvirtd (scripts/test.sh runs the linters beside
+  them too: they touch no engine and run no Ansible module).
 - **Stage 2**, two streams:
   - S1: test_10 and test_15 (nothing made), test_47 (reorders the firewall's chains and
     deletes labkit's jumps on purpose), then the session's default lab with test_20 and
@@ -21,7 +22,7 @@ What decides the placing (docs/tests.md, "How CI runs the suite"):
 - **Stage 3**, two streams, with nothing left that stops libvirtd or reorders the firewall:
   every module whose second `up` must report changed=0, or that checks isolation, runs here.
   - A: the modules on the default lab, reused as stage 2 left it (LABKIT_TEST_DEFAULT_LAB=
-    reuse), test_70 last (it takes that lab down), with test_57, test_72, test_80 and the
+    reuse), test_70 last (it takes that lab down), with test_57, test_72, test_66 and the
     attacks test_fw_ipv6 and test_fw_paths to balance the two streams (by the seconds of the
     last run, test-artifacts/ci-times.json, with the lead's planned additions counted).
   - B: the other modules.
@@ -55,7 +56,7 @@ FOLDERS = (INTEGRATION, ROOT / "tests" / "security")  # where a stream's modules
 IMAGES = ["debian:11", "debian:12", "debian:13", "busybox"]
 # (stage name, {stream name: [pytest targets]}, extra environment); modules by stem
 STAGES: list[tuple[str, dict[str, list[str]], dict[str, str]]] = [
-    ("1", {"alone": ["tests/unit", "tests/reliability"]}, {}),
+    ("1", {"unit": ["tests/unit"], "reliability": ["tests/reliability"]}, {}),
     ("2", {"S1": ["test_10_bad_input", "test_15_doctor", "test_47_isolation", "test_terminal", "test_private_paths",
                   "test_20_containers", "test_30_vm", "test_reset", "test_shared_machine"],
            "S2": ["test_58_offline_bundle", "test_45_classroom", "test_grade", "test_dashboard", "test_init",
@@ -64,8 +65,8 @@ STAGES: list[tuple[str, dict[str, list[str]], dict[str, str]]] = [
     ("3", {"A": ["test_22_cli", "test_vm_login", "test_40_registry", "test_50_verify", "test_55_servers",
                  "test_56_classroom_servers", "test_60_report", "test_57_remote_vm", "test_72_down_vms",
                  "test_isolation_engines", "test_fw_ipv6", "test_fw_paths", "test_door_ssh",
-                 "test_door_web", "test_70_down"],
-           "B": ["test_76_lxc", "test_65_webclass", "test_66_public_roles", "test_75_engines", "test_77_remote_podman",
+                 "test_door_web", "test_66_public_roles", "test_70_down"],
+           "B": ["test_76_lxc", "test_65_webclass", "test_75_engines", "test_77_remote_podman",
                  "test_molecule_native", "test_78_remote_lxc", "test_server_trust", "test_lxc_rootfs", "test_fw_reboot",
                  "test_fw_pty", "test_bundle_trust", "test_80_molecule"]},
      {"LABKIT_TEST_DEFAULT_LAB": "reuse"}),
@@ -187,7 +188,7 @@ def table(times_file: Path) -> str:
             continue
         parts = mod.split(".")
         key = parts[-1] if parts[1] in ("integration", "security") else f"tests/{parts[1]}"
-        lines.append(f"| `{'/'.join(parts)}.py` | {where.get(key, '1 / alone')} | {secs:.0f} |")
+        lines.append(f"| `{'/'.join(parts)}.py` | {where.get(key, '1 / unit')} | {secs:.0f} |")
     streams = ", ".join(f"{k} {v} s" for k, v in t["streams"].items())
     busy = t.get("cpu_busy", {})
     stages = ", ".join(f"{k}: {v} s" + (f" (CPU {busy[k]:.0%} busy)" if k in busy else "") for k, v in t["stages"].items())
@@ -205,6 +206,13 @@ def cpu_ticks() -> tuple[int, int]:
 
 
 def main() -> int:
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        print(f"usage: {sys.argv[0]} [--table [CI-TIMES.json]]\n{__doc__}")
+        return 0
+    if sys.argv[1:] and sys.argv[1:2] != ["--table"]:
+        print(f"{sys.argv[0]}: unknown arguments {sys.argv[1:]} (it runs the whole suite with none; --help)",
+              file=sys.stderr)
+        return 2
     if sys.argv[1:2] == ["--table"]:
         print(table(Path(sys.argv[2]) if len(sys.argv) > 2 else ART / "ci-times.json"))
         return 0

@@ -20,7 +20,7 @@ lint_rc=0
 mkdir -p test-artifacts
 test_rc=0
 if [ $# -eq 0 ]; then
-  # the whole suite: in three stages, the last two as two streams at once (scripts/pytest_ci.py).
+  # the whole suite: in three stages, each as two streams at once (scripts/pytest_ci.py).
   # Lint runs beside stage 1 (which leaves a core half idle: the reliability tests wait on
   # restarted daemons); its lines are prefixed [lint], its exit code read when the tests end.
   rm -f test-artifacts/lint.rc

@@ -148,6 +148,7 @@ def server(tmp_path_factory):
     """The blocked lab server's container (not yet blocked), its inventory variables and ssh."""
     if os.geteuid() != 0 or shutil.which("nsenter") is None:
         pytest.skip("needs root and nsenter (util-linux) to block the server's traffic")
+    t0 = time.monotonic()
     d = tmp_path_factory.mktemp("server")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "id")], check=True)
     run("images", "build", "debian:12")
@@ -194,7 +195,7 @@ def server(tmp_path_factory):
             return subprocess.run(["nsenter", "-t", pid, "-n", "sh", "-s", *args], input=script, text=True,
                                   capture_output=True, timeout=120)
 
-        yield {"vars": vars_, "ssh": ssh, "instructor": gateway, "netns": netns}
+        yield {"vars": vars_, "ssh": ssh, "instructor": gateway, "netns": netns, "seconds": time.monotonic() - t0}
     finally:
         _docker("rm", "-f", "-v", SERVER, check=False)
         _docker("network", "rm", NETWORK, check=False)
@@ -231,10 +232,12 @@ def offline(tmp_path_factory, server):
                    "containers: [debian:12, busybox, {distro: debian:12, engine: podman}, {distro: debian:12, engine: lxc}]\n"
                    "vm: {enabled: true}\n"
                    "provision: {packages: []}\n")
+    times: dict[str, float] = {"server": server["seconds"]}
+    t0 = time.monotonic()
     run("images", "build", "busybox")
     run("box", "build")
+    times["images and box"] = time.monotonic() - t0
     bundle = d / "bundle"
-    times: dict[str, float] = {}
     created = _timed("bundle create", times, "bundle", "create", "-f", str(lab), "-i", str(inv), str(bundle))
     digest = re.search(r"^bundle digest: (sha256:[0-9a-f]{64})$", created.stdout, re.M)[1]  # prepare requires it
 
@@ -265,8 +268,8 @@ def offline(tmp_path_factory, server):
     (other / "manifest.json").write_text(json.dumps(manifest))
     _recompute_sums(other)  # a whole bundle for trixie, with its own digest (as if made for trixie)
     other_digest = "sha256:" + hashlib.sha256((other / "SHA256SUMS").read_bytes()).hexdigest()
-    uncovered = run("prepare", "-i", str(inv), "--bundle", str(other), "--bundle-digest", other_digest,
-                    "--podman", "--lxc", check=False)
+    uncovered = _timed("prepare of an uncovered release", times, "prepare", "-i", str(inv), "--bundle", str(other),
+                       "--bundle-digest", other_digest, "--podman", "--lxc", check=False)
     after_uncovered = [p for p in packages if _installed(ssh, p)]
 
     first = _timed("prepare", times, "prepare", "-i", str(inv), "--bundle", str(bundle), "--bundle-digest", digest,
@@ -279,11 +282,13 @@ def offline(tmp_path_factory, server):
     facts = json.loads(run("facts", "-f", str(lab), "--json").stdout)
     verify = _timed("verify", times, "verify", "-f", str(lab), "--json", check=False)
     # the five probes at once: each waits out its blocked connections' timeouts
+    t0 = time.monotonic()
     with ThreadPoolExecutor(5) as ex:
         probes = {"server": ex.submit(ssh, f"python3 -c {shlex.quote(PROBE)}", check=False)}
         for host in ("debian12", PODMAN, LXC, "vm"):
             probes[host] = ex.submit(run, "shell", "-f", str(lab), host, "python3", "-c", PROBE, check=False)
         still_blocked = {host: f.result() for host, f in probes.items()}
+    times["probes"] = time.monotonic() - t0
     yield {"dir": d, "bundle": bundle, "digest": digest, "lab": lab, "inv": inv, "created": created, "times": times,
            "packages": packages, "lists": lists, "missing_before": missing_before,
            "probe": probe, "apt_update": apt_update, "uncovered": uncovered, "after_uncovered": after_uncovered,
