@@ -25,6 +25,9 @@ from pathlib import Path
 from labkit.paths import run_dir, write_private
 
 UNIX_PATH_MAX = 107  # bytes of a UNIX socket's path (sun_path, without its NUL)
+# a master whose VM went away (reset, destroyed) ends within about 30 s and takes its socket
+# along: the commands after it log in to whatever answers at the address now
+KEEPALIVE = ("-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=3")
 
 
 @dataclass
@@ -66,7 +69,7 @@ def shared(config: Path, hosts: Sequence[str], timeout: float = 30) -> Iterator[
                 continue
             procs[h] = (sock, subprocess.Popen(
                 ["ssh", "-F", str(config), "-M", "-N", "-o", f"ControlPath={sock}", "-o", "ControlPersist=no",
-                 "-o", "BatchMode=yes", h],
+                 "-o", "BatchMode=yes", *KEEPALIVE, h],
                 # in labkit's process group: a ^C, or the terminal closing, ends it with labkit
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         ready: dict[str, str] = {}
