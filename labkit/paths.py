@@ -9,6 +9,7 @@ from pathlib import Path
 from labkit.errors import LabkitError
 
 PKG_DIR = Path(__file__).resolve().parent  # the labkit package itself
+UNIX_PATH_MAX = 107  # bytes of a UNIX socket's path (sun_path, without its NUL)
 _PKG = PKG_DIR
 
 
@@ -117,6 +118,11 @@ def session_env() -> None:
     if cur and os.path.isdir(cur) and os.access(cur, os.W_OK):
         return
     os.environ["XDG_RUNTIME_DIR"] = str(private_dir(Path.home() / ".cache" / "labkit" / "xdg-run"))
+
+
+def socket_fits(path: str | Path) -> bool:
+    """Whether a UNIX socket can be bound at ``path``: the kernel takes UNIX_PATH_MAX bytes at most."""
+    return len(os.fsencode(str(path))) <= UNIX_PATH_MAX
 
 
 def private_dir(d: Path) -> Path:

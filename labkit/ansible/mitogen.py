@@ -18,6 +18,7 @@ import importlib.util
 import os
 from pathlib import Path
 
+from labkit import paths
 from labkit.errors import UsageError
 
 ENV = "LABKIT_MITOGEN"
@@ -25,13 +26,12 @@ STRATEGY = "mitogen_linear"
 # Mitogen's multiplexer listens on a UNIX socket in TMPDIR named like tempfile.mktemp's
 # "mitogen_unix_XXXXXXXX.sock"; the kernel binds paths of at most 107 bytes
 SOCKET_NAME = len("mitogen_unix_") + 8 + len(".sock")
-UNIX_PATH_MAX = 107
 
 
 def socket_fits(tmpdir: Path) -> bool:
     """Whether Mitogen's socket can be made in ``tmpdir`` (a deep LABKIT_HOME may leave no room:
     the run then goes as plain Ansible)."""
-    return len(os.fsencode(str(tmpdir))) + 1 + SOCKET_NAME <= UNIX_PATH_MAX
+    return paths.socket_fits(tmpdir / ("x" * SOCKET_NAME))
 
 
 def strategy_dir() -> Path | None:

@@ -22,9 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from labkit.paths import run_dir, write_private
+from labkit.paths import run_dir, socket_fits, write_private
 
-UNIX_PATH_MAX = 107  # bytes of a UNIX socket's path (sun_path, without its NUL)
 # a master whose VM went away (reset, destroyed) ends within about 30 s and takes its socket
 # along: the commands after it log in to whatever answers at the address now
 KEEPALIVE = ("-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=3")
@@ -41,10 +40,6 @@ class Shared:
         """Per-VM ssh settings (``ssh_configs``) with the master's socket added as ``ControlPath``."""
         return {h: {**c, **({"ControlPath": self.sockets[h]} if h in self.sockets else {})}
                 for h, c in configs.items()}
-
-
-def fits(path: str) -> bool:
-    return len(os.fsencode(path)) <= UNIX_PATH_MAX
 
 
 def head(sockets: Mapping[str, str]) -> str:
@@ -65,7 +60,7 @@ def shared(config: Path, hosts: Sequence[str], timeout: float = 30) -> Iterator[
         d = run_dir()
         for i, h in enumerate(hosts):
             sock = str(d / f"mux-{tag}-{i}")
-            if not fits(sock):
+            if not socket_fits(sock):
                 continue
             procs[h] = (sock, subprocess.Popen(
                 ["ssh", "-F", str(config), "-M", "-N", "-o", f"ControlPath={sock}", "-o", "ControlPersist=no",

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from labkit import paths
 from labkit.ansible import mitogen
 from labkit.errors import UsageError
 
@@ -38,11 +39,11 @@ def test_without_mitogen_installed_the_run_is_plain_ansible(monkeypatch):
 def test_a_run_folder_too_deep_for_mitogens_socket_goes_without_it(tmp_path):
     """Mitogen binds a UNIX socket in the run's TMPDIR: 107 bytes at most, so a deep LABKIT_HOME
     runs the content as plain Ansible rather than failing."""
-    room = mitogen.UNIX_PATH_MAX - 1 - mitogen.SOCKET_NAME
+    room = paths.UNIX_PATH_MAX - 1 - mitogen.SOCKET_NAME
     assert mitogen.socket_fits(Path("/" + "d" * (room - 1)))
     assert not mitogen.socket_fits(Path("/" + "d" * room))
     # the kernel's own limit: a socket path of UNIX_PATH_MAX bytes binds, one byte more does not
-    fill = mitogen.UNIX_PATH_MAX - len(str(tmp_path)) - 1
+    fill = paths.UNIX_PATH_MAX - len(str(tmp_path)) - 1
     with socket.socket(socket.AF_UNIX) as s:
         s.bind(str(tmp_path / ("s" * fill)))
     with socket.socket(socket.AF_UNIX) as s, pytest.raises(OSError):
@@ -53,4 +54,4 @@ def test_a_run_gets_the_strategy_only_when_wanted_and_its_socket_fits(monkeypatc
     monkeypatch.delenv(mitogen.ENV, raising=False)
     assert mitogen.run_env(True, tmp_path) == mitogen.env() != {}
     assert mitogen.run_env(False, tmp_path) == {}
-    assert mitogen.run_env(True, Path("/" + "d" * mitogen.UNIX_PATH_MAX)) == {}
+    assert mitogen.run_env(True, Path("/" + "d" * paths.UNIX_PATH_MAX)) == {}

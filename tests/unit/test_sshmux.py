@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from labkit import paths
 from labkit.ansible import inventory
 from labkit.vm import sshmux
 
@@ -30,9 +31,9 @@ def test_the_inventory_sends_a_vms_commands_through_the_socket() -> None:
     assert "ControlPath" not in inventory.host_vars(row, {"HostName": "10.0.0.2"})["ansible_ssh_common_args"]
 
 
-def test_fits_is_the_kernels_limit(tmp_path: Path) -> None:
+def test_socket_fits_is_the_kernels_limit(tmp_path: Path) -> None:
     short, long_ = "/tmp/" + "a" * 102, "/tmp/" + "a" * 103  # 107 and 108 bytes
-    assert sshmux.fits(short) and not sshmux.fits(long_)
+    assert paths.socket_fits(short) and not paths.socket_fits(long_)
     d = tmp_path / "s"
     d.mkdir()
     s = socket.socket(socket.AF_UNIX)
