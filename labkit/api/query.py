@@ -222,8 +222,9 @@ def inventory(lab: Lab, fmt: str = "yaml", *, with_servers: bool = False) -> tup
     """The lab's hosts as an inventory (YAML, INI or JSON) and the file labkit keeps current."""
     rows, svs = _outside_rows(lab)
     gv = labvars.group_vars(lab.provision.group_vars, lab.trusted)
-    inv = inv_mod.build(rows, ssh_configs(lab.name, rows), gv, svs if with_servers else ())
-    path = inv_mod.write(lab.name, inv_mod.build(rows, ssh_configs(lab.name, rows), gv))
+    cfgs = ssh_configs(lab.name, rows)
+    inv = inv_mod.build(rows, cfgs, gv, svs if with_servers else ())
+    path = inv_mod.write(lab.name, inv_mod.build(rows, cfgs, gv))
     return inv_mod.render(inv, fmt), path
 
 
@@ -234,13 +235,14 @@ def shared_inventory(lab: Lab) -> Iterator[Path]:
     (labkit.vm.sshmux); the file labkit keeps current when no VM is up."""
     rows, _ = _outside_rows(lab)
     gv = labvars.group_vars(lab.provision.group_vars, lab.trusted)
-    path = inv_mod.write(lab.name, inv_mod.build(rows, ssh_configs(lab.name, rows), gv))
+    cfgs = ssh_configs(lab.name, rows)
+    path = inv_mod.write(lab.name, inv_mod.build(rows, cfgs, gv))
     with vm_ssh(lab.name, rows) as vm:
         if not vm.sockets:
             yield path
             return
         shared = inv_mod.write_to(path.with_name(f"hosts.shared-{os.getpid()}.yml"),
-                                  inv_mod.build(rows, vm.settings(ssh_configs(lab.name, rows)), gv))
+                                  inv_mod.build(rows, vm.settings(cfgs), gv))
         try:
             yield shared
         finally:
