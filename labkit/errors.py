@@ -109,11 +109,13 @@ class PlaybookFailed(LabkitError):
     exit_code = 5
 
     def __init__(self, message: str, hint: str | None = None, *, failures: Iterable[Failure] | None = None,
-                 artifacts: Path | None = None, host_facts: Mapping[str, dict[str, Any]] | None = None) -> None:
+                 artifacts: Path | None = None, host_facts: Mapping[str, dict[str, Any]] | None = None,
+                 stats: Mapping[str, dict[str, int]] | None = None) -> None:
         super().__init__(message, hint)
         self.failures = list(failures or [])
         self.artifacts = artifacts
         self.host_facts = dict(host_facts or {})  # labkit_* facts hosts reported before the failure
+        self.stats = dict(stats or {})  # Ansible's recap of the run (ansible-runner's stats), when it had one
 
 
 class IdempotenceFailed(LabkitError):

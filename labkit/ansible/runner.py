@@ -282,19 +282,7 @@ def run_playbook(
     changes: list[Change] = []
 
     def handler(event: dict) -> bool:
-        f = _failure_from(event)
-        if f:
-            failures.append(f)
-        if event.get("event") == "runner_on_ok":
-            data = event.get("event_data") or {}
-            res = data.get("res") or {}
-            if res.get("changed"):
-                changes.append(Change(data.get("host", "?"), data.get("task", ""), _diff_text(res)))
-            facts = res.get("ansible_facts") or {}
-            mine = {k: v for k, v in facts.items() if k.startswith("labkit_")}
-            mine.update(script_facts(res.get("stdout_lines")))
-            if mine:
-                host_facts.setdefault(data.get("host", "?"), {}).update(mine)
+        record(event, failures, host_facts, changes)
         if on_event:
             on_event(event)
         return True  # keep the event in artifacts
@@ -330,6 +318,23 @@ def run_playbook(
     res = _result(r, playbook, secs, failures, host_facts, changes, forced)
     res.changes = changes
     return res
+
+
+def record(event: dict, failures: list[Failure], host_facts: dict[str, dict], changes: list[Change]) -> None:
+    """What one event of a run tells: a failure, a changed task, labkit's facts of a host."""
+    f = _failure_from(event)
+    if f:
+        failures.append(f)
+    if event.get("event") == "runner_on_ok":
+        data = event.get("event_data") or {}
+        res = data.get("res") or {}
+        if res.get("changed"):
+            changes.append(Change(data.get("host", "?"), data.get("task", ""), _diff_text(res)))
+        facts = res.get("ansible_facts") or {}
+        mine = {k: v for k, v in facts.items() if k.startswith("labkit_")}
+        mine.update(script_facts(res.get("stdout_lines")))
+        if mine:
+            host_facts.setdefault(data.get("host", "?"), {}).update(mine)
 
 
 def script_facts(lines: object) -> dict[str, list[str]]:
@@ -416,19 +421,42 @@ def _result(r: Any, playbook: str, secs: float, failures: list[Failure], host_fa
                 lines = [ln for ln in (artifacts / "stdout").read_text(errors="replace").splitlines() if ln.strip()]
             except OSError:
                 lines = []
-            said = [re.sub(r"\x1b\[[0-9;]*m", "", ln) for ln in lines[:6]]
+            said = [re.sub(r"\x1b\[[0-9;]*m", "", ln) for ln in _without_warnings(lines)[:6]]
             if said:
                 failures.append(Failure("-", playbook, " / ".join(said)))
-        detail = "\n  ".join(str(f) for f in failures[:20]) or f"status {r.status}, rc {result.rc}"
-        hosts = sorted({f.host for f in failures})
-        lost = "" if forced else _lost_handlers_hint(failures, changes or [])
-        raise PlaybookFailed(
-            f"{playbook} failed on {', '.join(hosts) or 'the lab server'} (status {r.status}, rc {result.rc}):\n  "
-            + detail,
-            f"full output kept in {artifacts}/stdout; rerun with -v for Ansible's own output"
-            + (f"; {lost}" if lost else ""),
-            failures=failures,
-            artifacts=artifacts,
-            host_facts=host_facts,
-        )
+        raise failed(playbook, r.status, result.rc, failures, artifacts, host_facts, changes or [], forced,
+                     result.stats)
     return result
+
+
+def _without_warnings(lines: list[str]) -> list[str]:
+    """Ansible's output without Python's warnings (``FILE.py:N: SomeWarning: ...`` and the line
+    of source it quotes), which say nothing about the run."""
+    out: list[str] = []
+    skip = False
+    for ln in lines:
+        if re.search(r"\.py:\d+: \w*Warning: ", ln):
+            skip = True
+            continue
+        if skip and ln.startswith((" ", "\t")):
+            skip = False
+            continue
+        skip = False
+        out.append(ln)
+    return out
+
+
+def failed(playbook: str, status: str, rc: int, failures: list[Failure], artifacts: Path, host_facts: dict,
+           changes: list[Change], forced: bool, stats: dict | None = None) -> PlaybookFailed:
+    """The error of a failed run of ``playbook``, naming its failed hosts and tasks."""
+    detail = "\n  ".join(str(f) for f in failures[:20]) or f"status {status}, rc {rc}"
+    hosts = sorted({f.host for f in failures})
+    lost = "" if forced else _lost_handlers_hint(failures, changes)
+    return PlaybookFailed(
+        f"{playbook} failed on {', '.join(hosts) or 'the lab server'} (status {status}, rc {rc}):\n  " + detail,
+        f"full output kept in {artifacts}/stdout; rerun with -v for Ansible's own output" + (f"; {lost}" if lost else ""),
+        failures=failures,
+        artifacts=artifacts,
+        host_facts=host_facts,
+        stats=stats,
+    )

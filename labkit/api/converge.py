@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from labkit.ansible import inventory as inv_mod
-from labkit.ansible import labvars, mitogen
+from labkit.ansible import labvars, mitogen, parts
 from labkit.ansible.runner import EventHandler as OnEvent
 from labkit.ansible.runner import RunResult, fact_cache_env, run_playbook, run_tmp
 from labkit.api.discover import engines, hosts, ssh_configs
@@ -23,6 +23,9 @@ from labkit.errors import IdempotenceFailed, NotUp, PlaybookFailed, SpecError, U
 from labkit.lab.spec import Lab
 from labkit.paths import lab_dir, roles_dir
 from labkit.servers.base import Server
+
+# the play between provision.prepare and the content in their one run (labkit.ansible.parts)
+PREPARED = "prepare done"
 
 
 @dataclass
@@ -39,7 +42,8 @@ class ContentFailed(PlaybookFailed):
     any failed playbook."""
 
     def __init__(self, e: PlaybookFailed, step: str, seconds: float, done: ConvergeResult) -> None:
-        super().__init__(e.message, e.hint, failures=e.failures, artifacts=e.artifacts, host_facts=e.host_facts)
+        super().__init__(e.message, e.hint, failures=e.failures, artifacts=e.artifacts, host_facts=e.host_facts,
+                         stats=e.stats)
         self.step = step
         self.seconds = seconds
         self.done = done
@@ -129,21 +133,40 @@ def converge_on(lab: Lab, svs: list[Server], playbooks: list[str] | None = None,
     inv_mod.write_to(inv_path, inv)
     ev = _extra_vars(lab, extra_vars)
 
-    def go(pb: Path, skip: list[str], step: str) -> RunResult:
+    def go(pb: Path, skip: list[str], step: str, handler: OnEvent | None = on_event) -> RunResult:
         t0 = time.monotonic()
         try:
             return run_playbook(str(pb), lab=lab.name, inventory=inv_path, extravars=ev, limit=pattern,
                                 tags=tags, skip_tags=",".join(dict.fromkeys(skip)) or None, cmdline=cmdline,
-                                env=env, project_dir=pb.parent, on_event=on_event, verbosity=verbosity,
+                                env=env, project_dir=pb.parent, on_event=handler, verbosity=verbosity,
                                 show_output=show_output)
         except PlaybookFailed as e:  # which of the lab's runs failed: `labkit test` names the step
             raise ContentFailed(e, step, time.monotonic() - t0, res) from None
 
-    if prepare and lab.provision.prepare and playbooks is None:
-        res.prepare = go(_site_of(lab, lab.provision.prepare, "prepare.yml"), skips, "prepare")
     site = _site(lab, playbooks, lab.provision.hosts)
-    if first:
-        res.run = go(site, skips, "converge")
+    with_prepare = prepare and bool(lab.provision.prepare) and playbooks is None
+    if with_prepare and first:  # one run for both steps (labkit.ansible.parts), told apart as two
+        pre = _site_of(lab, lab.provision.prepare, "prepare.yml")
+        both = _site_of(lab, [str(pre), parts.mark_play(PREPARED, "prepare"), str(site)], "prepare-site.yml")
+        tracker = parts.Parts(["prepare", "converge"], [PREPARED], on_event)
+        try:
+            whole = go(both, skips, "prepare", tracker)
+        except ContentFailed as e:
+            if parts.ran_a_task(tracker):
+                i, err, done = parts.failure(tracker, [str(pre), str(site)], e)
+                res.prepare = done[0] if done else None
+                raise ContentFailed(err, ("prepare", "converge")[i], tracker.parts[i].seconds, res) from None
+            # Ansible could not start the run (a playbook it cannot read): each step alone, as it
+            # always was, so that the error is the step's own
+            res.prepare = go(pre, skips, "prepare")
+            res.run = go(site, skips, "converge")
+        else:
+            res.prepare, res.run = parts.results(tracker, [str(pre), str(site)], whole)
+    else:
+        if with_prepare:
+            res.prepare = go(_site_of(lab, lab.provision.prepare, "prepare.yml"), skips, "prepare")
+        if first:
+            res.run = go(site, skips, "converge")
     if idempotence or not first:
         res.idempotence = go(site, [*skips, "molecule-idempotence-notest"], "idempotence")
         changed = res.idempotence.changed_hosts()
@@ -163,9 +186,12 @@ def idempotence(lab: Lab, **opts: Any) -> ConvergeResult:
         return converge_on(lab, svs, None, first=False, **opts)
 
 
-def _site_of(lab: Lab, playbooks: list[str], name: str) -> Path:
+def _site_of(lab: Lab, playbooks: Sequence[str | dict[str, Any]], name: str) -> Path:
+    """A playbook of labkit's that imports ``playbooks`` (paths) in order, with labkit's own
+    plays (dicts) between them."""
     d = lab_dir(lab.name) / "converge"
     d.mkdir(exist_ok=True)
     f = d / name
-    f.write_text("---\n" + yaml.safe_dump([{"import_playbook": p} for p in playbooks]))
+    f.write_text("---\n" + yaml.safe_dump([p if isinstance(p, dict) else {"import_playbook": p} for p in playbooks],
+                                          sort_keys=False))
     return f

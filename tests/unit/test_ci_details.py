@@ -233,17 +233,48 @@ def test_a_failed_run_of_the_labs_content_says_which_step(monkeypatch, labkit_ho
     monkeypatch.setattr(converge_mod, "ssh_configs", lambda *a, **k: {})
     monkeypatch.setattr(converge_mod.inv_mod, "build", lambda *a, **k: {"all": {}})
 
-    def fake_run(pb, **kw):
-        if pb.endswith("site.yml"):
-            raise PlaybookFailed("site.yml failed", failures=[Failure(HOST, "T", "m")])
-        return run_result(0.5)
+    ran = []
+
+    def fake_run(pb, **kw):  # prepare and the content in one run (labkit.ansible.parts): its events
+        ran.append(Path(pb).name)
+        send = kw["on_event"]
+        for name, kind, task in (("Prepare", "ok", "P"), ("labkit: prepare done", "skipped", "mark"),
+                                 ("Converge", "failed", "T")):
+            send({"event": "playbook_on_play_start", "event_data": {"name": name}})
+            send({"event": f"runner_on_{kind}", "event_data": {"host": HOST, "task": task, "res": {"msg": "m"}}})
+        raise PlaybookFailed("prepare-site.yml failed", failures=[Failure(HOST, "T", "m")],
+                             stats={"ok": {HOST: 1}, "failures": {HOST: 1}, "skipped": {HOST: 1}})
 
     monkeypatch.setattr(converge_mod, "run_playbook", fake_run)
     the_lab = lab(playbooks=[__file__], prepare=[__file__])
     with pytest.raises(ContentFailed) as ei:
         converge_mod.converge_on(the_lab, [], prepare=True)
+    assert ran == ["prepare-site.yml"]
     assert ei.value.step == "converge" and ei.value.exit_code == 5
-    assert ei.value.done.prepare is not None and ei.value.failures[0].host == HOST
+    assert ei.value.done.prepare is not None and ei.value.done.prepare.stats["ok"] == {HOST: 1}
+    assert [(f.host, f.task) for f in ei.value.failures] == [(HOST, "T")]
+    assert ei.value.message.startswith(f"{converge_mod.lab_dir('ci')}/converge/site.yml failed on {HOST}")
+
+
+def test_a_run_ansible_could_not_start_goes_again_as_one_run_per_step(monkeypatch, labkit_home):
+    """No task ran (Ansible could not read a playbook): prepare and the content run apart, so the
+    error is the step's own, as it was before the two ran as one."""
+    monkeypatch.setattr(converge_mod, "hosts", lambda *a, **k: [SimpleNamespace(state="running")])
+    monkeypatch.setattr(converge_mod, "ssh_configs", lambda *a, **k: {})
+    monkeypatch.setattr(converge_mod.inv_mod, "build", lambda *a, **k: {"all": {}})
+    ran = []
+
+    def fake_run(pb, **kw):
+        ran.append(Path(pb).name)
+        if Path(pb).name != "prepare.yml":
+            raise PlaybookFailed(f"{pb} failed", failures=[Failure("-", pb, "could not read site.yml")])
+        return run_result(0.5)
+
+    monkeypatch.setattr(converge_mod, "run_playbook", fake_run)
+    with pytest.raises(ContentFailed) as ei:
+        converge_mod.converge_on(lab(playbooks=[__file__], prepare=[__file__]), [], prepare=True)
+    assert ran == ["prepare-site.yml", "prepare.yml", "site.yml"]
+    assert ei.value.step == "converge" and ei.value.done.prepare is not None
 
 
 # ------------------------------------------------------------------ inventory --env, status
