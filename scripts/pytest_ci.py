@@ -60,7 +60,7 @@ STAGES: list[tuple[str, dict[str, list[str]], dict[str, str]]] = [
     ("2", {"S1": ["test_10_bad_input", "test_15_doctor", "test_47_isolation", "test_terminal", "test_private_paths",
                   "test_20_containers", "test_30_vm", "test_reset", "test_shared_machine"],
            "S2": ["test_58_offline_bundle", "test_45_classroom", "test_grade", "test_dashboard", "test_init",
-                  "test_content_cache", "test_lab_file_vars"]},
+                  "test_content_cache", "test_lab_file_vars", "test_prepare_content"]},
      {"LABKIT_TEST_DEFAULT_LAB": "keep"}),
     ("3", {"A": ["test_22_cli", "test_vm_login", "test_40_registry", "test_50_verify", "test_55_servers",
                  "test_56_classroom_servers", "test_60_report", "test_57_remote_vm", "test_72_down_vms",
