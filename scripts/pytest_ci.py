@@ -8,7 +8,7 @@ What decides the placing (docs/tests.md, "How CI runs the suite"):
   tests/reliability, which restarts dockerd and libvirtd (scripts/test.sh runs the linters beside
   them too: they touch no engine and run no Ansible module).
 - **Stage 2**, two streams:
-  - S1: test_10 and test_15 (nothing made), test_47 (reorders the firewall's chains and
+  - S1: test_15 (nothing made), test_47 (reorders the firewall's chains and
     deletes labkit's jumps on purpose), then the session's default lab with test_20 and
     test_30 (which stops libvirtd mid-run: libvirt then puts its jumps back on top of FORWARD).
     The default lab stays up for stage 3 (LABKIT_TEST_DEFAULT_LAB=keep). Then test_reset and
@@ -17,8 +17,10 @@ What decides the placing (docs/tests.md, "How CI runs the suite"):
     libvirtd stopped).
   - S2: test_58 (its lab server is a container with its own engines, libvirtd and firewall,
     so neither test_47 nor test_30 reaches it) and test_45 (containers only; it runs after
-    test_47 is done), test_grade, test_dashboard, test_init, test_content_cache and the attack
-    test_lab_file_vars (containers only, no firewall rule checked).
+    test_47 is done), test_grade, test_dashboard, test_init, test_content_cache, the attack
+    test_lab_file_vars (containers only, no firewall rule checked), test_prepare_content, then
+    the short ones that need no lab of the session: test_10 (nothing made), test_terminal and
+    test_private_paths (S1, with the default lab's VM to boot, is the longer stream).
 - **Stage 3**, two streams, with nothing left that stops libvirtd or reorders the firewall:
   every module whose second `up` must report changed=0, or that checks isolation, runs here.
   - A: the modules on the default lab, reused as stage 2 left it (LABKIT_TEST_DEFAULT_LAB=
@@ -29,8 +31,8 @@ What decides the placing (docs/tests.md, "How CI runs the suite"):
   The attacks of tests/security run in stage 3 too (they make labs and firewall rules that
   test_47's reordering would disturb): test_vm_login reads the default lab's VM (stream A),
   test_isolation_engines boots a VM of its own (A, to balance the two streams). Three short
-  ones that check no firewall rule run in stage 2: test_terminal and test_private_paths in S1
-  after test_47, test_lab_file_vars last in S2 (long after test_47; S1 is the longer stream).
+  ones that check no firewall rule run in stage 2, in S2, long after test_47: test_lab_file_vars,
+  test_terminal and test_private_paths.
 
 Each stream's output is printed as it comes, its lines prefixed with its name; one JUnit file
 merges them all (test-artifacts/junit.xml), and test-artifacts/ci-times.json keeps each
@@ -57,10 +59,11 @@ IMAGES = ["debian:11", "debian:12", "debian:13", "busybox"]
 # (stage name, {stream name: [pytest targets]}, extra environment); modules by stem
 STAGES: list[tuple[str, dict[str, list[str]], dict[str, str]]] = [
     ("1", {"unit": ["tests/unit"], "reliability": ["tests/reliability"]}, {}),
-    ("2", {"S1": ["test_10_bad_input", "test_15_doctor", "test_47_isolation", "test_terminal", "test_private_paths",
-                  "test_20_containers", "test_30_vm", "test_reset", "test_shared_machine"],
+    ("2", {"S1": ["test_15_doctor", "test_47_isolation", "test_20_containers", "test_30_vm", "test_reset",
+                  "test_shared_machine"],
            "S2": ["test_58_offline_bundle", "test_45_classroom", "test_grade", "test_dashboard", "test_init",
-                  "test_content_cache", "test_lab_file_vars", "test_prepare_content"]},
+                  "test_content_cache", "test_lab_file_vars", "test_prepare_content", "test_10_bad_input",
+                  "test_terminal", "test_private_paths"]},
      {"LABKIT_TEST_DEFAULT_LAB": "keep"}),
     ("3", {"A": ["test_22_cli", "test_vm_login", "test_40_registry", "test_50_verify", "test_55_servers",
                  "test_56_classroom_servers", "test_60_report", "test_57_remote_vm", "test_72_down_vms",
