@@ -1,7 +1,7 @@
 """Real ansible-runner runs against localhost (no container engine needed)."""
 import pytest
 
-from labkit.ansible.runner import _failure_from, run_playbook, script_facts
+from labkit.ansible.runner import _failure_from, _without_warnings, run_playbook, script_facts
 from labkit.errors import PlaybookFailed
 
 OK = """
@@ -104,6 +104,16 @@ def test_a_playbook_that_does_not_parse_is_named_with_ansibles_words(tmp_path, l
     with pytest.raises(PlaybookFailed) as ei:
         run_playbook(str(pb), lab="t1")
     assert "YAML parsing failed" in ei.value.message or "Syntax Error" in ei.value.message
+    assert "Warning: " not in ei.value.message  # Python's warnings (cryptography's, here) say nothing of it
+
+
+def test_pythons_warnings_are_left_out_of_ansibles_words():
+    lines = ["/v/ansible/_ssh_agent.py:18: CryptographyDeprecationWarning: DSA is deprecated.",
+             "  from cryptography.hazmat.primitives.asymmetric.dsa import (",
+             "[ERROR]: couldn't resolve module/action 'x'", "  indented line of Ansible's own",
+             "x.py:3: UserWarning: once", "Origin: /tmp/site.yml:3:7"]
+    assert _without_warnings(lines) == ["[ERROR]: couldn't resolve module/action 'x'", "  indented line of Ansible's own",
+                                        "Origin: /tmp/site.yml:3:7"]
 
 
 def test_script_facts_read_from_a_shell_tasks_output():
