@@ -144,9 +144,9 @@ def converge_on(lab: Lab, svs: list[Server], playbooks: list[str] | None = None,
             raise ContentFailed(e, step, time.monotonic() - t0, res) from None
 
     site = _site(lab, playbooks, lab.provision.hosts)
-    with_prepare = prepare and bool(lab.provision.prepare) and playbooks is None
-    if with_prepare and first:  # one run for both steps (labkit.ansible.parts), told apart as two
-        pre = _site_of(lab, lab.provision.prepare, "prepare.yml")
+    pre = _site_of(lab, lab.provision.prepare, "prepare.yml") \
+        if prepare and lab.provision.prepare and playbooks is None else None
+    if pre and first:  # one run for both steps (labkit.ansible.parts), told apart as two
         both = _site_of(lab, [str(pre), parts.mark_play(PREPARED, "prepare"), str(site)], "prepare-site.yml")
         tracker = parts.Parts(["prepare", "converge"], [PREPARED], on_event)
         try:
@@ -155,7 +155,7 @@ def converge_on(lab: Lab, svs: list[Server], playbooks: list[str] | None = None,
             if parts.ran_a_task(tracker):
                 i, err, done = parts.failure(tracker, [str(pre), str(site)], e)
                 res.prepare = done[0] if done else None
-                raise ContentFailed(err, ("prepare", "converge")[i], tracker.parts[i].seconds, res) from None
+                raise ContentFailed(err, tracker.parts[i].name, tracker.parts[i].seconds, res) from None
             # Ansible could not start the run (a playbook it cannot read): each step alone, as it
             # always was, so that the error is the step's own
             res.prepare = go(pre, skips, "prepare")
@@ -163,8 +163,8 @@ def converge_on(lab: Lab, svs: list[Server], playbooks: list[str] | None = None,
         else:
             res.prepare, res.run = parts.results(tracker, [str(pre), str(site)], whole)
     else:
-        if with_prepare:
-            res.prepare = go(_site_of(lab, lab.provision.prepare, "prepare.yml"), skips, "prepare")
+        if pre:
+            res.prepare = go(pre, skips, "prepare")
         if first:
             res.run = go(site, skips, "converge")
     if idempotence or not first:
