@@ -196,8 +196,31 @@ def drop_facts(lab: str, hosts: Iterable[str] | None = None) -> None:
 
 
 def run_tmp(lab: str) -> Path:
-    """The TMPDIR of the lab's runs on this machine: a folder of the run, emptied after it."""
-    return lab_dir(lab) / "runner" / "tmp"
+    """The TMPDIR of this process's runs for ``lab`` on this machine: a folder of the run,
+    removed after it. It is the process's own (``runner/tmp/PID``): two runs for one lab at once
+    (``labkit prepare`` of two classrooms: both are lab ``_servers``) never share it."""
+    return lab_dir(lab) / "runner" / "tmp" / str(os.getpid())
+
+
+def _fresh_tmp(lab: str) -> Path:
+    """This run's empty temp folder. The folders of processes that are gone (a SIGKILL of labkit
+    left them) are removed first; those of runs still going are left alone."""
+    tmp = run_tmp(lab)
+    for d in list(tmp.parent.iterdir()) if tmp.parent.is_dir() else []:
+        if d != tmp and not (d.name.isdigit() and _alive(int(d.name))):
+            shutil.rmtree(d, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                d.unlink()  # a file in the folder's place
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(mode=0o700, parents=True)
+    return tmp
+
+
+def _drop_tmp(tmp: Path) -> None:
+    """Remove the run's temp folder, and their parent when no other run has one there."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        tmp.parent.rmdir()
 
 
 def run_playbook(
@@ -233,14 +256,12 @@ def run_playbook(
     # Ansible's and its modules' temp files on this machine (AnsiballZ payloads, Vagrant's)
     # go into a folder of the run, emptied after it, even when a signal stopped the modules
     # before they could clean up (and at the next run after a SIGKILL of labkit itself)
-    tmp = run_tmp(lab)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(mode=0o700)
+    tmp = _fresh_tmp(lab)
     # the extra variables as a YAML file of the run (-e @FILE), not ansible-runner's JSON on the
     # command line: YAML keeps a lab file's values tagged !unsafe (labkit.ansible.labvars)
     ev_file: str | None = None
     if extravars:
-        evp = private / "extravars.yml"
+        evp = tmp / "extravars.yml"  # the run's own: another run for the lab may be going
         fd = os.open(evp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(labvars.dump(extravars))
@@ -309,7 +330,7 @@ def run_playbook(
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)
-        shutil.rmtree(tmp, ignore_errors=True)
+        _drop_tmp(tmp)
     if interrupted:
         raise KeyboardInterrupt(f"{playbook} interrupted by signal {interrupted[0]}")
     if r.status in ("canceled", "timeout"):

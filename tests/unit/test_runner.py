@@ -123,3 +123,4 @@ def test_script_facts_read_from_a_shell_tasks_output():
              "labkit-changed: motd"]
     assert script_facts(lines) == {"labkit_packages_unavailable": ["curl", "git"], "labkit_packages_applets": []}
     assert script_facts(None) == {} and script_facts("labkit-fact: labkit_a=b") == {}
+
