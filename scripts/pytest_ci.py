@@ -6,7 +6,7 @@ What decides the placing (docs/tests.md, "How CI runs the suite"):
 
 - **Stage 1**, two streams: the unit tests (pure logic: no engine, no Ansible module) beside
   tests/reliability, which restarts dockerd and libvirtd (scripts/test.sh runs the linters beside
-  them too: they touch no engine and run no Ansible module).
+  them too: they touch no engine and run no Ansible module), and the box's build (neither).
 - **Stage 2**, two streams:
   - S1: test_15 (nothing made), test_47 (reorders the firewall's chains and
     deletes labkit's jumps on purpose), then the session's default lab with test_20 and
@@ -120,8 +120,13 @@ def target(t: str) -> str:
 
 def pytest(name: str, targets: list[str], junit: Path, env: dict[str, str]) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "pytest", f"--junitxml={junit}", "--durations=15", *map(target, targets)]
+    return spawn(name, cmd, env)
+
+
+def spawn(name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """``cmd`` started in the background, its lines printed as they come, prefixed ``[name]``."""
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                         env={**os.environ, **env})
+                         env={**os.environ, **(env or {})})
     prefix = f"[{name}] "
 
     def pump() -> None:
@@ -164,17 +169,24 @@ def merge(parts: list[Path], out: Path) -> None:
     ET.ElementTree(root).write(out, encoding="utf-8", xml_declaration=True)
 
 
-def prebuild() -> int:
-    """The images and the box the streams share, made once before they start (skipped when up
-    to date): two streams building the same image at once would each tag their own. The images
-    (Docker) and the box (mmdebstrap, then Vagrant) share nothing, so they are built at once: on
-    a machine that has neither, the box's build hides behind the images'."""
+def box_build() -> subprocess.Popen[str]:
+    """The box the streams share, built while stage 1 runs (skipped when up to date): it needs
+    neither Docker nor libvirtd (mmdebstrap, then Vagrant's folder), which stage 1 restarts and
+    stops, and stage 1 leaves a core half idle. On a machine without it, its two minutes or so
+    are then out of stage 2's time."""
+    return spawn("box", [str(Path(sys.executable).parent / "labkit"), "box", "build"])
+
+
+def prebuild(box: subprocess.Popen[str]) -> int:
+    """The images the streams share, made once before stage 2 starts (skipped when up to date):
+    two streams building the same image at once would each tag their own. Built after stage 1
+    (its reliability tests restart dockerd). The box's build, started with stage 1, is waited
+    for too."""
     labkit = str(Path(sys.executable).parent / "labkit")
-    cmds = ([labkit, "images", "build", *IMAGES], [labkit, "box", "build"])
-    procs = [(cmd, subprocess.Popen(cmd, cwd=ROOT)) for cmd in cmds]
+    images = [labkit, "images", "build", *IMAGES]
+    made = subprocess.Popen(images, cwd=ROOT)
     worst = 0
-    for cmd, proc in procs:
-        rc = proc.wait()
+    for cmd, rc in (([labkit, "box", "build"], finish(box)), (images, made.wait())):
         if rc != 0:
             print(f"pytest_ci: {' '.join(cmd[1:])} failed (exit {rc}): the streams would fail on it", flush=True)
             worst = worst or rc
@@ -225,13 +237,14 @@ def main() -> int:
     parts: list[Path] = []
     worst = 0
     times: dict[str, object] = {"stages": {}, "streams": {}, "cpu_busy": {}}
+    box = box_build()
     for stage, streams, env in STAGES:
         ts = time.monotonic()
         busy0, total0 = cpu_ticks()
         print(f"pytest_ci: stage {stage}: " + "; ".join(f"[{n}] {' '.join(Path(t).stem for t in ts_)}"
                                                      for n, ts_ in streams.items()), flush=True)
         if stage == "2":
-            rc = prebuild()
+            rc = prebuild(box)
             if rc:
                 return rc
         procs = {}
