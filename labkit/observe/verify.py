@@ -4,8 +4,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import pytest
+from typing import Any
 
 from labkit.ansible.runner import connection_plugins
 from labkit.engines.capabilities import label
@@ -39,43 +38,50 @@ class View:
         return [self.hosts[c] for c in self.containers if self.hosts[c].server == h.server]
 
 
-class _Plugin:
-    """Gives the checks their ``view`` and parameters, and collects each outcome."""
+def _plugin(view: View) -> Any:
+    """The pytest plugin that gives the checks their ``view`` and parameters and collects each
+    outcome. pytest is imported here, when checks run: not with every labkit command."""
+    import pytest
 
-    def __init__(self, view: View):
-        self._view = view
-        self.results: list[CheckResult] = []
+    class _Plugin:
+        """Gives the checks their ``view`` and parameters, and collects each outcome."""
 
-    @pytest.fixture(scope="session")
-    def view(self) -> View:
-        return self._view
+        def __init__(self, view: View):
+            self._view = view
+            self.results: list[CheckResult] = []
 
-    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
-        v = self._view
-        for name, values in (("container", v.containers), ("vm", v.vms), ("lab_host", v.containers + v.vms)):
-            if name in metafunc.fixturenames:
-                metafunc.parametrize(name, values, ids=values)
+        @pytest.fixture(scope="session")
+        def view(self) -> View:
+            return self._view
 
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when != "call" and not (report.when == "setup" and report.outcome != "passed"):
-            return
-        m = re.search(r"test_(K\d+)(?:\[(.*)\])?", report.nodeid)
-        if not m:
-            return
-        fact, host = m.group(1), m.group(2) or "lab-server"
-        if "NOTSET" in host:
-            host = "-"
-        if report.passed:
-            detail = str(dict(report.user_properties).get("detail", ""))
-        elif report.skipped:
-            detail = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else "skipped"
-            if "empty parameter set" in detail:
-                detail = "not applicable: the lab has no " + ("VM" if "(vm)" in detail else "such host")
-        else:
-            exc = getattr(report.longrepr, "reprcrash", None)
-            detail = exc.message if exc else str(report.longrepr).splitlines()[-1]
-            detail = re.sub(r"^[\w.]*FactFailed: ", "", detail).split("\nassert")[0]
-        self.results.append(CheckResult(fact, host, str(report.outcome), detail))
+        def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+            v = self._view
+            for name, values in (("container", v.containers), ("vm", v.vms), ("lab_host", v.containers + v.vms)):
+                if name in metafunc.fixturenames:
+                    metafunc.parametrize(name, values, ids=values)
+
+        def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+            if report.when != "call" and not (report.when == "setup" and report.outcome != "passed"):
+                return
+            m = re.search(r"test_(K\d+)(?:\[(.*)\])?", report.nodeid)
+            if not m:
+                return
+            fact, host = m.group(1), m.group(2) or "lab-server"
+            if "NOTSET" in host:
+                host = "-"
+            if report.passed:
+                detail = str(dict(report.user_properties).get("detail", ""))
+            elif report.skipped:
+                detail = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else "skipped"
+                if "empty parameter set" in detail:
+                    detail = "not applicable: the lab has no " + ("VM" if "(vm)" in detail else "such host")
+            else:
+                exc = getattr(report.longrepr, "reprcrash", None)
+                detail = exc.message if exc else str(report.longrepr).splitlines()[-1]
+                detail = re.sub(r"^[\w.]*FactFailed: ", "", detail).split("\nassert")[0]
+            self.results.append(CheckResult(fact, host, str(report.outcome), detail))
+
+    return _Plugin(view)
 
 
 def build_view(facts: list[HostFacts], lab: str, ssh_config: Path | None = None) -> View:
@@ -106,7 +112,9 @@ def run_checks(view: View, only: list[str] | None = None, junit: str | Path | No
             "-p", "no:cacheprovider", "-p", "no:terminal", "-p", "no:randomly"]
     if junit:
         args += [f"--junitxml={junit}", "-o", "junit_suite_name=labkit-verify"]
-    plugin = _Plugin(view)
+    import pytest
+
+    plugin = _plugin(view)
     rc = pytest.main(args, plugins=[plugin])
     if rc not in (0, 1, 5) or (rc == 5 and not only):
         raise InternalError(f"the checks could not run (pytest exit {rc})")
