@@ -8,13 +8,13 @@ import time
 from labkit.ansible.runner import run_tmp
 from labkit.paths import lab_dir
 
-OK = """
+QUICK = """
 - hosts: lab_servers
   gather_facts: false
   tasks:
-    - name: Say hello
-      ansible.builtin.command: echo hello
-      changed_when: false
+    - name: Say this run is done
+      ansible.builtin.command: touch {{ out }}
+      changed_when: true
 """
 
 
@@ -51,8 +51,7 @@ def test_two_runs_for_one_lab_at_once_keep_their_own_temp_folders(tmp_path, labk
     files. Before, both used one folder and the first to end emptied it under the other."""
     slow, quick = tmp_path / "slow.yml", tmp_path / "quick.yml"
     slow.write_text(SLOW_COPY)
-    quick.write_text(OK + "\n    - name: Say it is done\n      ansible.builtin.file:\n"
-                     "        path: \"{{ out }}\"\n        state: touch\n        mode: \"0600\"\n")
+    quick.write_text(QUICK)
     done, out = tmp_path / "quick-done", tmp_path / "out.txt"
     env = {**os.environ, "LABKIT_HOME": os.environ["LABKIT_HOME"]}
     stale = run_tmp("t1").parent / "999999999"  # a process that is gone left it
