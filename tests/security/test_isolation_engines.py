@@ -236,11 +236,12 @@ def verdict(src: dict, key: str, r: str, hosts: dict) -> bool:
     want = expected(src, d) if d else "blocked"
     if r.startswith("open"):
         who = r.split()[1] if len(r.split()) > 1 else ""
-        if d is not None and d["kind"] == "rootless" and want == "blocked" and r.split()[-1] not in {*hosts, "lab-server"}:
+        named = set(r.split()[1:]) & {*hosts, "lab-server"}
+        if d is not None and d["kind"] == "rootless" and want == "blocked" and not named:
             # a rootless container's address exists only in its user's namespace: from anywhere
             # else it is an outside address, which a host reaches by its route to the internet.
-            # An answer naming no host of the labs (seen in CI: an HTTP "date: ... GMT" line
-            # from this machine's network) is not the target, nor any lab host
+            # An answer naming no host of the labs (seen in a fresh-clone run here: an HTTP
+            # "date: ... GMT" line from this machine's network) is not the target, nor any lab host
             return True
         return who == src["name"] or (want != "blocked" and r == want)
     if want != "blocked":
