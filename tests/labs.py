@@ -333,7 +333,7 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if proc.poll() is not None:
-            raise AssertionError(f"labkit serve exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+            raise AssertionError(f"{proc.args} exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
             return
         time.sleep(0.2)

@@ -35,7 +35,7 @@ from labkit import api, paths
 from labkit.engines import registry
 from labkit.engines.base import HostRow
 from labkit.vm import vms
-from tests.labs import PROBE, nc_outcome, podman, podman_user, run
+from tests.labs import PROBE, nc_outcome, podman, podman_user, run, wait_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.vm]
 
@@ -121,7 +121,10 @@ def listen(h: dict) -> None:
     if h["kind"] == "vm":
         p = in_vm(h, f"sudo mkdir -p /srv/who && echo {h['name']} | sudo tee /srv/who/who >/dev/null && "
                      f"sudo systemd-run --unit=labkit-fwiso-who --collect python3 -m http.server {PORT} "
-                     "--bind 0.0.0.0 --directory /srv/who")
+                     "--bind 0.0.0.0 --directory /srv/who && "
+                     # systemd-run returns once the unit starts, before Python (emulated) binds the port
+                     f"for i in $(seq 240); do ss -Hltn 'sport = :{PORT}' | grep -q . && exit 0; sleep 0.5; done; "
+                     "systemctl status labkit-fwiso-who; exit 1")
     else:
         p = in_host(h, ["sh", "-c", f"mkdir -p /srv/who && echo {h['name']} > /srv/who/who && "
                                     f"busybox httpd -p {PORT} -h /srv/who"])
@@ -173,6 +176,7 @@ def iso(tmp_path_factory):
         (www / "who").write_text("lab-server\n")
         server = subprocess.Popen(["python3", "-m", "http.server", str(SERVER_PORT), "--bind", "0.0.0.0",
                                    "--directory", str(www)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(SERVER_PORT, server)
         state = {"files": files, "hosts": hosts, "up_seconds": up_seconds, "uid": pwd.getpwnam(USER).pw_uid,
                  "down": set()}  # the labs a test took down (its `down` exited 0)
         try:
