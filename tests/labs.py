@@ -188,6 +188,17 @@ print(json.dumps(out))
 """
 
 
+def vm_who_listener(name: str, unit: str, port: int) -> str:
+    """A shell command for a lab VM: serve /who (the host's ``name``) on ``port`` with Python's
+    http.server as systemd unit ``unit``, and return once the port is bound. systemd-run returns
+    when the unit starts, before Python (slow under emulation) listens."""
+    return (f"sudo mkdir -p /srv/who && echo {name} | sudo tee /srv/who/who >/dev/null && "
+            f"sudo systemd-run --unit={unit} --collect python3 -m http.server {port} "
+            "--bind 0.0.0.0 --directory /srv/who && "
+            f"for i in $(seq 240); do ss -Hltn 'sport = :{port}' | grep -q . && exit 0; sleep 0.5; done; "
+            f"systemctl status {unit}; exit 1")
+
+
 def nc_outcome(rc: int, text: str) -> str:
     """A BusyBox `nc` probe's outcome (what it printed, and its exit code), named as PROBE names
     them: nc says "timed out" or "Connection refused"; a connection that answers prints the HTTP
@@ -236,7 +247,7 @@ def write_inventory(path, servers: dict) -> None:
 def loopback_server(d: Path, port: int, name: str):
     """This machine as a remote lab server ``name``: its own sshd on 127.0.0.1:``port`` with a
     host key and root's key made for the test only (in ``d``), until the block ends. Yields the
-    inventory path (``d/hosts.yml``) and the ssh command line that reaches it. Needs root and
+    inventory path (``d/hosts.yml``), the ssh command line that reaches it and the sshd process. Needs root and
     openssh-server (scripts/test.sh installs it)."""
     if os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists():
         pytest.skip("needs root and openssh-server (scripts/test.sh installs it)")
@@ -263,7 +274,7 @@ def loopback_server(d: Path, port: int, name: str):
                                      "ansible_python_interpreter": "/usr/bin/python3",
                                      "ansible_ssh_common_args": "-o StrictHostKeyChecking=no "
                                                                 "-o UserKnownHostsFile=/dev/null"}})
-        yield {"inv": inv, "ssh": ssh}
+        yield {"inv": inv, "ssh": ssh, "sshd": sshd}
     finally:
         sshd.terminate()
         sshd.wait(10)

@@ -16,6 +16,8 @@ from tests.labs import (  # noqa: F401 - the helpers the tests import from here
     ssh_masters,
     virsh,
     vm_as_lab_server,
+    vm_who_listener,
+    wait_port,
     write_inventory,
 )
 

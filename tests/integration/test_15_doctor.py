@@ -14,7 +14,7 @@ import time
 import pytest
 import yaml
 
-from .conftest import docker, run
+from .conftest import docker, run, wait_port
 
 pytestmark = pytest.mark.integration
 
@@ -105,12 +105,7 @@ def test_registry_distro_on_a_reachable_mirror(tmp_path):
     proc = subprocess.Popen([exe, "serve", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ref = f"127.0.0.1:{port}/library/ubuntu:24.04"
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_port(port, proc)
         f = lab_file(tmp_path, "drmirror", f"students: [a]\ncontainers: [ubuntu:24.04]\n"
                                            f"registry: 127.0.0.1:{port}\nvm: {{enabled: false}}\n")
         rc, checks, _, _ = doctor(f)

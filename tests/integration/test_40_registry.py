@@ -7,11 +7,10 @@ lets labkit pull it through the lab's `registry:` mirror setting.
 import shutil
 import socket
 import subprocess
-import time
 
 import pytest
 
-from .conftest import docker, recap, run
+from .conftest import docker, recap, run, wait_port
 
 pytestmark = pytest.mark.integration
 
@@ -36,12 +35,7 @@ def registry(tmp_path_factory):
         f"http:\n  addr: 127.0.0.1:{port}\n"
     )
     proc = subprocess.Popen([exe, "serve", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(50):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
+    wait_port(port, proc)
     yield f"127.0.0.1:{port}"
     proc.terminate()
     proc.wait(10)

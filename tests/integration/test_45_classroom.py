@@ -55,7 +55,7 @@ def test_limits_visible_in_docker_inspect(classroom):
 
 def test_no_student_reaches_another_students_container(classroom):
     target = "labkit-class40-st02-busybox"
-    docker("exec", "-d", target, "busybox", "httpd", "-p", "8080", "-h", "/etc")
+    docker("exec", target, "busybox", "httpd", "-p", "8080", "-h", "/etc")  # returns once it listens
     # an HTTP request with BusyBox nc (Debian's static BusyBox wget crashes on every request)
     get = f"printf 'GET /hostname HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {ip(target)} 8080"
     # same network (a helper container on st02's network): reachable

@@ -29,7 +29,7 @@ from labkit.vm import vms
 from labkit.vm.vmnet import netpool
 from tests.conftest import labkit_cmd
 
-from .conftest import PROBE, docker, nc_outcome, recap, run
+from .conftest import PROBE, docker, nc_outcome, recap, run, vm_who_listener, wait_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.vm]
 LAB, STUDENTS = "iso", ("a", "b")
@@ -129,16 +129,15 @@ def iso(tmp_path_factory):
         # listeners: each serves /who naming its host
         docker("exec", ct, "sh", "-c", f"mkdir -p /srv/who && echo {ct} > /srv/who/who && "
                                        f"busybox httpd -p {PORT} -h /srv/who")
-        subprocess.run(["ssh", "-F", str(cfg), vm,
-                        f"sudo mkdir -p /srv/who && echo {vm} | sudo tee /srv/who/who >/dev/null && "
-                        f"sudo systemd-run --unit=labkit-iso-who --collect python3 -m http.server {PORT} "
-                        "--bind 0.0.0.0 --directory /srv/who"], check=True, capture_output=True, timeout=120)
+        subprocess.run(["ssh", "-F", str(cfg), vm, vm_who_listener(vm, "labkit-iso-who", PORT)], check=True,
+                       capture_output=True, timeout=300)
     www = d / "server-www"
     www.mkdir()
     (www / "who").write_text("lab-server\n")
     server = subprocess.Popen(["python3", "-m", "http.server", str(SERVER_PORT), "--bind", "0.0.0.0",
                                "--directory", str(www)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+        wait_port(SERVER_PORT, server)
         deadline = time.monotonic() + 60
         while True:  # every listener answers the lab server
             seen = from_server([(h, v["ip"], PORT) for h, v in hosts.items()]

@@ -110,6 +110,8 @@ def test_down_removes_the_vm_from_the_remote_server(far):
     assert not (paths.lab_dir("far1") / "vagrant").exists()
     st = run("status", "-f", far["lab"], "--json", check=False)
     assert st.returncode == 8 and json.loads(st.stdout)["hosts"] == [], st.stdout + st.stderr  # not up
-    time.sleep(1)
-    left = [cmd for _, cmd in process_cmdlines() if f"-W {addresses[0]}" in cmd]
+    deadline = time.monotonic() + 30  # a ProxyCommand ends once its master has closed: give it that time
+    while (left := [cmd for _, cmd in process_cmdlines() if f"-W {addresses[0]}" in cmd]) and \
+            time.monotonic() < deadline:
+        time.sleep(0.5)
     assert left == [], "an ssh ProxyCommand to the removed VM is still running"

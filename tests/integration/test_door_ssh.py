@@ -73,15 +73,18 @@ def test_login_shell_with_a_terminal_resize_and_ctrl_c(door_lab):
     async def session():
         async with connect(door_lab, "s01") as c:
             p = await c.create_process("debian12", term_type="xterm", term_size=(100, 30))
+
+            async def upto(text: str) -> str:  # the shell's output, not the echo of what was typed
+                return await asyncio.wait_for(p.stdout.readuntil(text), 60)
             p.stdin.write("id -un; tty\n")
-            await asyncio.sleep(1.5)
+            out = await upto("/dev/pts/")
             p.change_terminal_size(132, 43)
-            await asyncio.sleep(1.0)
-            p.stdin.write("stty size; sleep 60\n")
-            await asyncio.sleep(1.5)
+            await asyncio.sleep(1.0)  # the resize travels as its own SSH message, before the next line
+            p.stdin.write("stty size; echo sleeping-$((1+1)); sleep 60\n")
+            out += await upto("sleeping-2")
             p.stdin.write("\x03")  # Ctrl-C: a byte the host's terminal turns into SIGINT for sleep
             p.stdin.write("echo after-$((40+2)); exit 3\n")
-            out = await asyncio.wait_for(p.stdout.read(), 30)
+            out += await asyncio.wait_for(p.stdout.read(), 30)
             return out, p.exit_status
     out, code = arun(session())
     assert "student" in out and "/dev/pts/" in out, out
@@ -220,13 +223,13 @@ def in_session_while(door: dict, student: str, *labkit_args: str) -> tuple[str, 
     async def session():
         async with connect(door, student) as c:
             p = await c.create_process("debian12", term_type="xterm")
-            p.stdin.write("echo in-session\n")
-            await asyncio.sleep(1)
+            p.stdin.write("echo in-\"\"session\n")  # its output, not the echo of the line, says in-session
+            said = await asyncio.wait_for(p.stdout.readuntil("in-session"), 60)
             cmd = await asyncio.create_subprocess_exec(*labkit_cmd(), *labkit_args, stdout=asyncio.subprocess.PIPE,
                                                        stderr=asyncio.subprocess.DEVNULL)
             out = await asyncio.wait_for(p.stdout.read(), 120)
             err = await p.stderr.read()
-            return out + err, (await cmd.communicate())[0]
+            return said + out + err, (await cmd.communicate())[0]
     return arun(session())
 
 

@@ -122,9 +122,11 @@ def test_a_servers_role_converges_and_is_idempotent_with_systemd(lab):
     p = run("run", "-f", lab["lab"], str(lab["dir"] / "systemd.yml"), "--idempotence", check=False)
     assert p.returncode == 0, p.stdout + p.stderr
     assert all(f"[{h}]" in p.stdout for h in (SYSD, SYSD_PODMAN)), p.stdout  # both ran it
+    # systemd says the unit started before its Python binds the port: ask for up to 30 s
+    fetch = ("import time, urllib.request\nfor i in range(60):\n    try:\n"
+             "        print(urllib.request.urlopen('http://127.0.0.1:8080/').read().decode()); break\n"
+             "    except OSError:\n        time.sleep(0.5)\n")
     for name, cli in ((SYSD, ["docker"]), (SYSD_PODMAN, ["podman"])):
-        page = docker("exec", name, "python3", "-c", "import urllib.request; print(urllib.request.urlopen("
-                      "'http://127.0.0.1:8080/').read().decode())") if cli == ["docker"] else podman(
-            "exec", name, "python3", "-c", "import urllib.request; print(urllib.request.urlopen("
-            "'http://127.0.0.1:8080/').read().decode())").stdout
+        page = docker("exec", name, "python3", "-c", fetch) if cli == ["docker"] else podman(
+            "exec", name, "python3", "-c", fetch).stdout
         assert "hello from a systemd unit" in page, name

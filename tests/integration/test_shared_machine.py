@@ -25,6 +25,7 @@ The same lab file as root, at the same time: root's `up` (rootful Podman, the VM
 system instance on a network of its own), `verify` and `down` pass beside the accounts', and
 neither side's `down` touches the other's hosts.
 """
+import contextlib
 import json
 import os
 import pwd
@@ -323,6 +324,15 @@ def test_one_accounts_down_leaves_the_others_lab_and_nothing_of_its_own(both_up)
     assert session_virsh(b, "list", "--all", "--name").stdout.split() == []
 
 
+def comms(pids) -> set[str]:
+    """The command names of the processes ``pids`` still running."""
+    names = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            names.add(Path(f"/proc/{pid}/comm").read_text().strip())
+    return names
+
+
 def test_nothing_of_either_account_is_left(accounts, both_up):
     # (after the module's tests; this one runs last) the accounts' processes end when removed
     for u in ACCOUNTS:
@@ -333,8 +343,10 @@ def test_nothing_of_either_account_is_left(accounts, both_up):
         # rootless Podman's pause process (it keeps the account's user namespace) may stay until
         # logout, and the session instance's libvirtd and virtlogd, which end by themselves two
         # minutes after their last client (--timeout=120)
-        left = {Path(f"/proc/{pid}/comm").read_text().strip() for pid in processes_of(uid)}
-        assert left <= {"podman pause", "catatonit", "libvirtd", "virtlogd"}, (u, left)
+        allowed, deadline = {"podman pause", "catatonit", "libvirtd", "virtlogd"}, time.monotonic() + 30
+        while not (left := comms(processes_of(uid))) <= allowed and time.monotonic() < deadline:
+            time.sleep(0.5)  # what `down` stopped may still be exiting
+        assert left <= allowed, (u, left)
     for u in ACCOUNTS:
         remove_account(u)
     for u, uid in zip(ACCOUNTS, uids, strict=True):

@@ -1,4 +1,5 @@
 """SIGTERM and SIGINT during an image build: labkit exits 130 and leaves no temp dir behind."""
+import contextlib
 import os
 import signal
 import subprocess
@@ -8,7 +9,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import process_cmdlines
+
 pytestmark = pytest.mark.integration
+
+
+def mmdebstrap_in(sid: int) -> bool:
+    """An mmdebstrap runs in session ``sid``."""
+    for pid, cmd in process_cmdlines():
+        if "mmdebstrap" in cmd:
+            with contextlib.suppress(OSError):
+                if os.getsid(pid) == sid:
+                    return True
+    return False
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -28,7 +41,9 @@ def test_signal_during_image_build_cleans_up(tmp_path, sig):
     while time.monotonic() < deadline and not (tmp.exists() and any(tmp.iterdir())):
         time.sleep(0.2)
     assert tmp.exists() and any(tmp.iterdir()), "the build never started"
-    time.sleep(2)  # mmdebstrap is at work
+    while time.monotonic() < deadline and not mmdebstrap_in(p.pid):  # labkit's own, not another build's
+        time.sleep(0.2)
+    assert mmdebstrap_in(p.pid), "mmdebstrap never started"
     os.killpg(p.pid, sig) if sig == signal.SIGINT else p.send_signal(sig)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 130, (out, err)

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from labkit import paths
-from tests.labs import podman, run
+from tests.labs import podman, run, wait_port
 
 pytestmark = pytest.mark.integration
 
@@ -96,6 +96,7 @@ def lab(tmp_path_factory):
     server = subprocess.Popen(["python3", "-m", "http.server", str(PORT6), "--bind", "::", "--directory",
                                str(d / "www")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+        wait_port(PORT6, server)  # bound to ::, so it answers on 127.0.0.1 too
         yield {"file": f, "dir": d, "bridge": bridge, "ll": ll}
     finally:
         server.terminate()

@@ -132,9 +132,13 @@ def test_after_a_reboot_the_lab_stays_down_until_up_makes_its_rules(tmp_path):
         rc, res = module("labkit_firewall", {"lab": LAB, "state": "absent"})
         assert rc == 0 and lab_rules() == [], res
         os.kill(info["State"]["Pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 60  # dockerd records the exit
+        while json.loads(docker("inspect", CT))[0]["State"]["Status"] != "exited":
+            assert time.monotonic() < deadline, json.loads(docker("inspect", CT))[0]["State"]
+            time.sleep(0.2)
         time.sleep(3)  # time enough for dockerd to restart it, if its policy said so
-        st = json.loads(docker("inspect", CT))[0]["State"]
-        assert not st["Running"], f"{CT} came back on its own, with no firewall rule"
+        now = json.loads(docker("inspect", CT))[0]
+        assert not now["State"]["Running"] and now["RestartCount"] == 0, f"{CT} came back on its own, with no firewall rule"
         assert info["HostConfig"]["RestartPolicy"]["Name"] == "no"
         status = json.loads(run("status", "-f", str(f), "--json").stdout)
         assert [(h["name"], h["state"]) for h in status["hosts"]] == [(CT, "exited")]

@@ -35,7 +35,7 @@ from labkit import api, paths
 from labkit.engines import registry
 from labkit.engines.base import HostRow
 from labkit.vm import vms
-from tests.labs import PROBE, nc_outcome, podman, podman_user, run, wait_port
+from tests.labs import PROBE, nc_outcome, podman, podman_user, run, vm_who_listener, wait_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.vm]
 
@@ -119,12 +119,7 @@ def addresses(h: dict) -> tuple[str, str]:
 def listen(h: dict) -> None:
     """Start the host's listener on PORT, serving /who: the host's name."""
     if h["kind"] == "vm":
-        p = in_vm(h, f"sudo mkdir -p /srv/who && echo {h['name']} | sudo tee /srv/who/who >/dev/null && "
-                     f"sudo systemd-run --unit=labkit-fwiso-who --collect python3 -m http.server {PORT} "
-                     "--bind 0.0.0.0 --directory /srv/who && "
-                     # systemd-run returns once the unit starts, before Python (emulated) binds the port
-                     f"for i in $(seq 240); do ss -Hltn 'sport = :{PORT}' | grep -q . && exit 0; sleep 0.5; done; "
-                     "systemctl status labkit-fwiso-who; exit 1")
+        p = in_vm(h, vm_who_listener(h["name"], "labkit-fwiso-who", PORT))
     else:
         p = in_host(h, ["sh", "-c", f"mkdir -p /srv/who && echo {h['name']} > /srv/who/who && "
                                     f"busybox httpd -p {PORT} -h /srv/who"])

@@ -15,13 +15,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.labs import loopback_server, run, write_inventory
+from tests.labs import loopback_server, run, wait_port, write_inventory
 
 ROOT = Path(__file__).resolve().parents[2]
 PORT, SERVER = 2231, "hostkey-server"
@@ -56,12 +55,12 @@ def test_server_host_key_is_pinned_at_prepare_and_checked_after(tmp_path):
             (tmp_path / "hostkey").unlink()
             (tmp_path / "hostkey.pub").unlink()
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "hostkey")], check=True)
-            subprocess.run(["pkill", "-f", f"sshd -D -e -f {tmp_path}/sshd_config"], check=False)
-            time.sleep(0.5)
+            server["sshd"].terminate()
+            server["sshd"].wait(10)  # its port is free
             mitm = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(tmp_path / "sshd_config")],
                                     stderr=open(tmp_path / "mitm.log", "w"))
             try:
-                time.sleep(1)
+                wait_port(PORT, mitm)
                 for cmd in (["up", "-f", str(lab), "-i", str(inv), "--plan"], ["prepare", "-i", str(inv)]):
                     p = run(*cmd, check=False)
                     assert p.returncode != 0, (cmd, p.stdout, p.stderr)
