@@ -475,7 +475,7 @@ def load_lab(path: str | Path | None = None) -> Lab:
         roster = data.pop("roster")
         if not isinstance(roster, str) or not roster.strip():
             raise SpecError(f"{p}: roster: expected a file name (CSV or YAML), got {roster!r}")
-        rp = (p.parent / roster).resolve()
+        rp = _local_path(p.parent, roster, str(p), "roster")
         try:
             entries = roster_entries(rp)
         except SpecError as e:
@@ -499,6 +499,19 @@ def load_lab(path: str | Path | None = None) -> Lab:
 PATH_KEYS = ("prepare", "playbooks", "roles_path", "collections_path")
 
 
+def _local_path(base: Path, value: str, at: str, key: str) -> Path:
+    """``value`` of lab file key ``key`` as an absolute path (relative to ``base``); a value no
+    file could have (a NUL, a name too long) is an error naming ``at`` and the key."""
+    if "\0" in value:
+        raise SpecError(f"{at}: {key}: {value!r}: a path cannot hold a NUL character")
+    try:
+        rp = (base / value).resolve()
+        rp.exists()  # raises for a name too long, where exists() alone would not say why
+    except OSError as e:
+        raise SpecError(f"{at}: {key}: {value[:80]!r}: not a usable path: {e.strerror}") from None
+    return rp
+
+
 def _resolve_paths(data: Any, p: Path, text: str) -> None:
     """Make the lab file's paths absolute (relative to its folder) and check they exist:
     a missing one is an error naming the key path, its line and the resolved path."""
@@ -510,9 +523,9 @@ def _resolve_paths(data: Any, p: Path, text: str) -> None:
     def fix(value: Any, loc: tuple, want_dir: bool | None = None) -> Any:
         if not isinstance(value, str) or not value.strip():
             return value
-        rp = (base / value).resolve()
         line = lines.get(loc)
         at = f"{p}:{line}" if line else str(p)
+        rp = _local_path(base, value, at, _fmt_path(loc))
         if not rp.exists():
             raise SpecError(f"{at}: {_fmt_path(loc)}: {rp}: not found",
                             f"paths in the lab file are relative to its folder ({base})")
@@ -536,6 +549,13 @@ def _resolve_paths(data: Any, p: Path, text: str) -> None:
         data["tests"] = [fix(v, ("tests", i)) for i, v in enumerate(data["tests"])]
 
 
+def _is_dir(p: Path) -> bool:
+    try:
+        return p.is_dir()
+    except OSError:  # a name too long for any file
+        return False
+
+
 def check_roles(lab: Lab, source: str, text: str | None = None) -> None:
     """Each role of provision.roles exists (a folder in the roles path, or a collection's role
     in collections_path or the installed ansible collections); else exit 2 naming it."""
@@ -551,7 +571,7 @@ def check_roles(lab: Lab, source: str, text: str | None = None) -> None:
             cands.append(colls[-1] / ns / coll / "roles" / name)
         else:
             cands = [Path(d) / r.role for d in lab.provision.roles_path]
-        if not any(c.is_dir() for c in cands):
+        if not any(_is_dir(c) for c in cands):
             line = lines.get(("provision", "roles", i))
             at = f"{source}:{line}" if line else source
             raise SpecError(f"{at}: provision.roles[{i}]: role '{r.role}' not found; looked in: "

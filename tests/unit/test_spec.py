@@ -95,6 +95,20 @@ def test_roster_errors_name_the_roster(tmp_path):
         spec.load_lab(write(tmp_path, "name: c\nroster: dup.csv\nstudents: [a]\ncontainers: [busybox]\n"))
 
 
+@pytest.mark.parametrize("line,where", [
+    ('roster: "\\0"', r"lab.yml: roster: .*cannot hold a NUL"),
+    ("roster: " + "x" * 300, r"lab.yml: roster: .*not a usable path: File name too long"),
+    ('students: [a]\ntests: ["a\\0b"]', r"lab.yml:4: tests\[0\]: .*cannot hold a NUL"),
+    ("students: [a]\nprovision: {playbooks: [" + "y" * 300 + "]}",
+     r"lab.yml:4: provision.playbooks\[0\]: .*not a usable path"),
+    ("students: [a]\nprovision: {roles: [" + "r" * 300 + "]}", r"lab.yml:4: provision.roles\[0\]: role .* not found"),
+])
+def test_a_path_no_file_could_have_is_a_clear_error(tmp_path, line, where):
+    """Found by the fuzzing in tests/reliability: a NUL or a name too long was a traceback."""
+    with pytest.raises(SpecError, match=where):
+        spec.load_lab(write(tmp_path, f"name: c\ncontainers: [busybox]\n{line}\n"))
+
+
 @pytest.mark.parametrize("extra,key", [
     ("volumes: ['/:/host']", "volumes"),
     ("mounts: [{source: /var/run/docker.sock, target: /var/run/docker.sock}]", "mounts"),
