@@ -14,11 +14,14 @@ and build constants) is stored beside the box in ``state_dir()/boxes/<slug>/``.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import tarfile
 import tempfile
@@ -108,16 +111,43 @@ def vagrant_env() -> dict[str, str]:
 
 def _run(cmd: list[str], what: str, *, env: Mapping[str, str] | None = None, timeout: float = 1800,
          cwd: str | Path | None = None) -> str:
+    """Run a build step in a process group of its own. Interrupted (Ctrl-C, SIGTERM) or timed
+    out, the whole group gets SIGTERM and time to undo what it did (mmdebstrap unmounts its
+    chroot's file systems), then SIGKILL: no apt or dpkg of the step goes on writing into the
+    build folder while it is removed."""
     try:
-        p = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
     except FileNotFoundError as e:
         raise BoxError(f"{what}: {cmd[0]} not found", "run scripts/setup-vm.sh as root") from e
-    except subprocess.TimeoutExpired as e:
-        raise BoxError(f"{what}: timed out after {timeout:.0f}s", f"command: {' '.join(cmd)}") from e
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException as e:
+        _stop_group(proc)
+        if isinstance(e, subprocess.TimeoutExpired):
+            raise BoxError(f"{what}: timed out after {timeout:.0f}s", f"command: {' '.join(cmd)}") from e
+        raise
+    p = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
     if p.returncode != 0:
         tail = "\n".join((p.stderr or p.stdout).strip().splitlines()[-15:])
         raise BoxError(f"{what} failed (rc={p.returncode}): {tail}", f"command: {' '.join(cmd)}")
     return p.stdout
+
+
+def _stop_group(proc: subprocess.Popen, grace: float = 10) -> None:
+    """SIGTERM to ``proc``'s process group, SIGKILL to what is left after ``grace`` seconds."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            with contextlib.suppress(subprocess.TimeoutExpired, ValueError):
+                proc.communicate(timeout=0.2)  # reaps the leader, drains its pipes
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return  # the whole group is gone
+            time.sleep(0.1)
 
 
 def _virsh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -405,8 +435,25 @@ def _drop_stale_volumes(name: str, log: Log) -> None:
         log(f"  deleted old box volume {vol}")
 
 
+def mounts_under(top: Path) -> list[str]:
+    """The mount points at or below ``top``, deepest first (from /proc/self/mountinfo)."""
+    base = str(top)
+    found = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
+            if point == base or point.startswith(base + "/"):
+                found.append(point)
+    return sorted(found, key=len, reverse=True)
+
+
 def _cleanup_build(work: Path) -> None:
-    mnt = work / "mnt"
-    if mnt.exists() and os.path.ismount(mnt):
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+    """Remove the build folder. What an interrupted step left mounted in it (the loop mount,
+    the chroot's /proc, /sys, /dev/pts, /dev/shm of a killed mmdebstrap) is detached first: the
+    folder is never removed across a mount."""
+    for point in mounts_under(work):
+        subprocess.run(["umount", "-l", point], capture_output=True)
+    if mounts_under(work):
+        raise BoxError(f"{work}: file systems are still mounted in the build folder; it was left as it is",
+                       f"unmount them (grep {work} /proc/mounts), then remove it")
     shutil.rmtree(work, ignore_errors=True)
