@@ -127,11 +127,10 @@ def _run(cmd: list[str], what: str, *, env: Mapping[str, str] | None = None, tim
         if isinstance(e, subprocess.TimeoutExpired):
             raise BoxError(f"{what}: timed out after {timeout:.0f}s", f"command: {' '.join(cmd)}") from e
         raise
-    p = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
-    if p.returncode != 0:
-        tail = "\n".join((p.stderr or p.stdout).strip().splitlines()[-15:])
-        raise BoxError(f"{what} failed (rc={p.returncode}): {tail}", f"command: {' '.join(cmd)}")
-    return p.stdout
+    if proc.returncode != 0:
+        tail = "\n".join((err or out).strip().splitlines()[-15:])
+        raise BoxError(f"{what} failed (rc={proc.returncode}): {tail}", f"command: {' '.join(cmd)}")
+    return out
 
 
 def _stop_group(proc: subprocess.Popen, grace: float = 10) -> None:
