@@ -96,6 +96,7 @@ class Open:
     close: Callable[[str], None]
     last_input: float = field(default_factory=time.monotonic)
     started: float = field(default_factory=time.time)
+    stamp: str | None = None  # the student's credential when it opened (Door.opened): another one ends it
 
     def touch(self) -> None:
         self.last_input = time.monotonic()
@@ -132,16 +133,12 @@ class Door:
         return [sv for sv in self._servers if self.only is None or sv.name in self.only]
 
     # -- who
-    def reload(self) -> list[str]:
-        """Re-read the credentials when they changed; returns the students no longer there
-        or with a new password (``--rotate``): their sessions end."""
+    def reload(self) -> None:
+        """Re-read the credentials when they changed (a stat otherwise)."""
         m = creds.store_mtime(self.lab.name)
-        if m == self._mtime:
-            return []
-        before = {s: e.hash for s, e in self._entries.items()}
-        self._entries = creds.entries(self.lab.name) if m else {}
-        self._mtime = m
-        return sorted(s for s, h in before.items() if s not in self._entries or self._entries[s].hash != h)
+        if m != self._mtime:
+            self._entries = creds.entries(self.lab.name) if m else {}
+            self._mtime = m
 
     def stamp(self, student: str) -> str | None:
         """The student's current credential (None: none): a login made with another has ended."""
@@ -218,6 +215,8 @@ class Door:
 
     # -- sessions
     def opened(self, s: Open) -> None:
+        if s.stamp is None:
+            s.stamp = self.stamp(s.student)
         self.sessions.add(s)
         self.event("open", s.student, host=s.host, via=s.via, source=s.peer)
 
@@ -227,17 +226,26 @@ class Door:
             self.event("close", s.student, host=s.host, via=s.via, source=s.peer,
                        seconds=round(time.time() - s.started), **({"why": why} if why else {}))
 
+    def ended_why(self, s: Open) -> str | None:
+        """Why ``s`` may not stay open: its student's access was revoked, or the password it
+        was opened with changed (``--rotate``); None when it may. Also asked when a session
+        ends by itself, as it does when `down --student` takes the host along."""
+        current = self.stamp(s.student)
+        if current is None:
+            return "your access was revoked"
+        if current != s.stamp:
+            return "your password was changed: log in again with the new one"
+        return None
+
     def sweep(self) -> None:
         """Close the sessions of revoked students, and those idle past the lab's time."""
-        gone = set(self.reload())
         now = time.monotonic()
         for s in list(self.sessions):
-            if s.student not in self._entries:
-                s.close("your access was revoked")
-            elif s.student in gone:
-                s.close("your password was changed: log in again with the new one")
-            elif now - s.last_input > self.lab.access.idle_timeout:
-                s.close(f"closed after {self.lab.access.idle_timeout} s without input")
+            why = self.ended_why(s)
+            if why is None and now - s.last_input > self.lab.access.idle_timeout:
+                why = f"closed after {self.lab.access.idle_timeout} s without input"
+            if why is not None:
+                s.close(why)
 
     def event(self, what: str, student: str, **info: Any) -> None:
         """One line of the session log (who, when, which host, from where; never what was typed)."""

@@ -210,6 +210,10 @@ class _GateSession(asyncssh.SSHServerSession[bytes]):
             self.open = Open(self.student, host.short, "sftp" if self.sftp else "ssh", self.peer, self._close)
             self.door.opened(self.open)
             code = await self._pump()
+            why = self.door.ended_why(self.open)
+            if why is not None:  # the host went with the access (`down --student`): say why
+                self._say(why)
+                self.door.closed(self.open, why)
             if code < 0:  # ended by a signal: as a shell reports it (SSH exit statuses are 0-255)
                 code = 128 - code
         except asyncio.CancelledError:

@@ -99,6 +99,32 @@ def _row(name: str, student: str, server: str = "localhost", state: str = "runni
                    server=server, local=server == "localhost", engine="docker" if role == "container" else "")
 
 
+def test_sessions_end_with_their_students_credential_whoever_read_it_first(labkit_home):
+    """A session ends when its student's access is revoked or the password it was opened
+    with is rotated: found by the sweep even when a login read the new credentials first,
+    and said when the session ended by itself (its host went with `down --student`)."""
+    from labkit.door import core
+
+    lab = spec.parse_lab({"name": "c", "students": ["s01", "s02", "s03"], "containers": ["debian:12"]}, "t")
+    creds.ensure("c", ["s01", "s02", "s03"])
+    door = core.Door(lab)
+    door.reload()
+    said: dict[str, str] = {}
+    sessions = {s: core.Open(s, "debian12", "ssh", "peer", lambda why, s=s: said.setdefault(s, why))
+                for s in ("s01", "s02", "s03")}
+    for o in sessions.values():
+        door.opened(o)
+    door.sweep()
+    assert said == {} and all(door.ended_why(o) is None for o in sessions.values())
+    creds.ensure("c", ["s01"], rotate=True)
+    creds.revoke("c", ["s02"])
+    assert door.known("s03")  # a login in between reads the new credentials before the sweep does
+    assert door.ended_why(sessions["s02"]) == "your access was revoked"
+    door.sweep()
+    assert said == {"s01": "your password was changed: log in again with the new one",
+                    "s02": "your access was revoked"}
+
+
 def test_door_finds_only_the_students_own_running_hosts(labkit_home, monkeypatch):
     """The door's one rule, on host rows as the engines report them: a short name among the
     student's own hosts of this lab on the served servers; anything else is refused."""
