@@ -201,8 +201,11 @@ def server(tmp_path_factory):
         _docker("network", "rm", NETWORK, check=False)
 
 
-def _installed(ssh, pkg: str) -> bool:
-    return ssh(f"dpkg-query -W -f='${{db:Status-Status}}' {pkg} 2>/dev/null", check=False).stdout == "installed"
+def _installed(ssh, packages: list[str]) -> set[str]:
+    """Which of ``packages`` dpkg has installed on the server (one query for them all)."""
+    out = ssh("dpkg-query -W -f='${Package} ${db:Status-Status}\\n' " + " ".join(map(shlex.quote, packages))
+              + " 2>/dev/null", check=False).stdout
+    return {line.split()[0] for line in out.splitlines() if line.split()[1:] == ["installed"]}
 
 
 def _recompute_sums(bundle: Path) -> None:
@@ -245,7 +248,9 @@ def offline(tmp_path_factory, server):
     lists = bundle_mod.role_packages()
     # what prepare --podman --lxc installs: every list of the role
     packages = list(dict.fromkeys(lists["server"] + lists["vm"] + lists["podman"] + lists["lxc"]))
-    missing_before = [p for p in packages if not _installed(ssh, p)]
+    t0 = time.monotonic()
+    had = _installed(ssh, packages)
+    missing_before = [p for p in packages if p not in had]
     sources_before = ssh("sha256sum /etc/apt/sources.list; ls -A /etc/apt/sources.list.d").stdout
     block = server["netns"](BLOCK, server["instructor"])
     assert block.returncode == 0, block.stderr
@@ -255,8 +260,10 @@ def offline(tmp_path_factory, server):
                      "sudo apt-get -o Dir::State::Lists=$d/lists -o Dir::Cache=$d/cache "
                      "-o APT::Sandbox::User=root update 2>&1; "
                      "sudo rm -rf $d", check=False)
+    times["checks before"] = time.monotonic() - t0
 
     # a bundle for another release: refused on this server, naming it and the fix
+    t0 = time.monotonic()
     other = d / "trixie"
     shutil.copytree(bundle, other, copy_function=os.link)  # hard links: only the files rewritten are replaced
     manifest = json.loads((other / "manifest.json").read_text())
@@ -268,18 +275,20 @@ def offline(tmp_path_factory, server):
     (other / "manifest.json").write_text(json.dumps(manifest))
     _recompute_sums(other)  # a whole bundle for trixie, with its own digest (as if made for trixie)
     other_digest = "sha256:" + hashlib.sha256((other / "SHA256SUMS").read_bytes()).hexdigest()
+    times["bundle for trixie"] = time.monotonic() - t0
     uncovered = _timed("prepare of an uncovered release", times, "prepare", "-i", str(inv), "--bundle", str(other),
                        "--bundle-digest", other_digest, "--podman", "--lxc", check=False)
-    after_uncovered = [p for p in packages if _installed(ssh, p)]
+    had = _installed(ssh, packages)
+    after_uncovered = [p for p in packages if p in had]
 
     first = _timed("prepare", times, "prepare", "-i", str(inv), "--bundle", str(bundle), "--bundle-digest", digest,
                    "--podman", "--lxc")
     second = _timed("prepare again", times, "prepare", "-i", str(inv), "--bundle", str(bundle), "--bundle-digest",
                     digest, "--podman", "--lxc")
-    run("down", "-f", str(lab), "-i", str(inv), check=False)
+    _timed("down before up", times, "down", "-f", str(lab), "-i", str(inv), check=False)
     # no facts table at the end of `up`: the facts are read right after, as JSON
     up = _timed("up", times, "up", "-f", str(lab), "-i", str(inv), "--no-facts")
-    facts = json.loads(run("facts", "-f", str(lab), "--json").stdout)
+    facts = json.loads(_timed("facts", times, "facts", "-f", str(lab), "--json").stdout)
     verify = _timed("verify", times, "verify", "-f", str(lab), "--json", check=False)
     # the five probes at once: each waits out its blocked connections' timeouts
     t0 = time.monotonic()
@@ -349,7 +358,8 @@ def test_prepare_installs_the_missing_packages_from_the_bundle_alone(offline, se
     ssh = server["ssh"]
     # a fresh server: every package of the lab_server role was missing, and is installed now
     assert offline["missing_before"] == offline["packages"]
-    assert [p for p in offline["packages"] if not _installed(ssh, p)] == []
+    have = _installed(ssh, offline["packages"])
+    assert [p for p in offline["packages"] if p not in have] == []
     # the engine and libvirt run, started without systemd (sshd is the server's PID 1)
     assert ssh("cat /proc/1/comm").stdout.strip() == "sshd"
     assert ssh("sudo docker version --format '{{.Server.Version}}'").stdout.strip()
