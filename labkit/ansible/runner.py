@@ -22,6 +22,7 @@ from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
 
+from labkit import procs
 from labkit.ansible import labvars
 from labkit.errors import Failure, InternalError, PlaybookFailed
 from labkit.paths import ansible_root, lab_dir, libvirt_uri, playbooks_dir, roles_dir, vagrant_home
@@ -113,56 +114,6 @@ def _failure_from(event: dict) -> Failure | None:
                    unreachable=(kind == "runner_on_unreachable"))
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every live descendant of ``pid`` (from /proc), children first."""
-    parents: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        parents.setdefault(ppid, []).append(int(d.name))
-    out, todo = [], [pid]
-    while todo:
-        for c in parents.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-def stop_process_tree(grace: float = 30.0) -> list[int]:
-    """Stop everything this process started (ansible-playbook, its modules, vagrant, ssh...).
-
-    ansible-runner runs ansible-playbook in a session of its own, so a Ctrl-C on labkit never
-    reaches it, and a `vagrant up` would go on alone, racing the next run. SIGTERM first,
-    SIGKILL what is left after ``grace`` seconds. Returns the pids that were signalled.
-    """
-    pids = _descendants(os.getpid())
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for p in pids:
-            try:
-                os.kill(p, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 5)
-        while time.monotonic() < deadline:
-            # zombies count as stopped: their parents (pexpect, ansible) reap them
-            if not any(_alive(p) for p in pids):
-                return pids
-            time.sleep(0.2)
-    return pids
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
 def connection_plugins() -> str:
     """ANSIBLE_CONNECTION_PLUGINS with labkit's own (``labkit_lxc``) first, then Ansible's
     default places: for every Ansible labkit runs (playbooks, the user's testinfra tests)."""
@@ -207,7 +158,7 @@ def _fresh_tmp(lab: str) -> Path:
     left them) are removed first; those of runs still going are left alone."""
     tmp = run_tmp(lab)
     for d in list(tmp.parent.iterdir()) if tmp.parent.is_dir() else []:
-        if d != tmp and not (d.name.isdigit() and _alive(int(d.name))):
+        if d != tmp and not (d.name.isdigit() and procs.alive(int(d.name))):
             shutil.rmtree(d, ignore_errors=True)
             with contextlib.suppress(OSError):
                 d.unlink()  # a file in the folder's place
@@ -314,7 +265,7 @@ def run_playbook(
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         interrupted.append(signum)
-        stop_process_tree()
+        procs.stop_descendants()
 
     main = threading.current_thread() is threading.main_thread()
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
@@ -334,7 +285,7 @@ def run_playbook(
     if interrupted:
         raise KeyboardInterrupt(f"{playbook} interrupted by signal {interrupted[0]}")
     if r.status in ("canceled", "timeout"):
-        stop_process_tree()
+        procs.stop_descendants()
     secs = time.monotonic() - t0
     res = _result(r, playbook, secs, failures, host_facts, changes, forced)
     res.changes = changes

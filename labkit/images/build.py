@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
+from labkit import procs
 from labkit.engines import docker as engine
 from labkit.errors import ImageError
 from labkit.lab import catalog
@@ -160,7 +161,8 @@ def _run(cmd: list[str], what: str, logfile: Path) -> None:
     # mmdebstrap's own temp files go into the build's work folder, removed whatever happens
     env = dict(os.environ, TMPDIR=str(logfile.parent))
     with logfile.open("wb") as f:
-        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+        # a group of its own: an interrupt stops mmdebstrap with its apt and dpkg (labkit.procs)
+        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         _RUNNING.add(p)
         try:
             p.wait()
@@ -292,8 +294,7 @@ def build(refs: Iterable[str], force: bool = False, log: Log = quiet, jobs: int 
         except KeyboardInterrupt:  # Ctrl-C / SIGTERM: stop the builds; each removes its work folder
             for f in futs:
                 f.cancel()
-            for p in list(_RUNNING):
-                p.terminate()
+            procs.stop_groups(list(_RUNNING))
             for f in futs:
                 try:
                     f.result(timeout=60)

@@ -14,14 +14,12 @@ and build constants) is stored beside the box in ``state_dir()/boxes/<slug>/``.
 """
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tarfile
 import tempfile
@@ -32,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from labkit import paths
+from labkit import paths, procs
 from labkit.errors import BoxError
 from labkit.log import Log, quiet
 
@@ -123,7 +121,7 @@ def _run(cmd: list[str], what: str, *, env: Mapping[str, str] | None = None, tim
     try:
         out, err = proc.communicate(timeout=timeout)
     except BaseException as e:
-        _stop_group(proc)
+        procs.stop_groups([proc])
         if isinstance(e, subprocess.TimeoutExpired):
             raise BoxError(f"{what}: timed out after {timeout:.0f}s", f"command: {' '.join(cmd)}") from e
         raise
@@ -131,22 +129,6 @@ def _run(cmd: list[str], what: str, *, env: Mapping[str, str] | None = None, tim
         tail = "\n".join((err or out).strip().splitlines()[-15:])
         raise BoxError(f"{what} failed (rc={proc.returncode}): {tail}", f"command: {' '.join(cmd)}")
     return out
-
-
-def _stop_group(proc: subprocess.Popen, grace: float = 10) -> None:
-    """SIGTERM to ``proc``'s process group, SIGKILL to what is left after ``grace`` seconds."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            with contextlib.suppress(subprocess.TimeoutExpired, ValueError):
-                proc.communicate(timeout=0.2)  # reaps the leader, drains its pipes
-            try:
-                os.killpg(proc.pid, 0)
-            except ProcessLookupError:
-                return  # the whole group is gone
-            time.sleep(0.1)
 
 
 def _virsh(*args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -7,7 +7,7 @@ as well as on the module ``main``.
 
 The layers, bottom to top (docs/design.md, "Architecture"):
 
-    0  leaves: errors, paths, names, log, engines.capabilities, doctor.check
+    0  leaves: errors, paths, names, log, procs, engines.capabilities, doctor.check
     1  lab        the lab file's model: spec, catalog
     2  access     students' credentials, the door's identity, the handout
     2  servers    this machine or a lab server over SSH
@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[2] / "labkit"
-LEAVES = {"labkit", "labkit.errors", "labkit.paths", "labkit.names", "labkit.log",
+LEAVES = {"labkit", "labkit.errors", "labkit.paths", "labkit.names", "labkit.log", "labkit.procs",
           "labkit.engines.capabilities", "labkit.doctor.check"}
 RANK = {"lab": 1, "access": 2, "servers": 2, "plan": 3, "engines": 4, "vm": 5, "ansible": 5, "images": 6, "observe": 7,
         "doctor": 8, "api": 9, "door": 9.5, "cli": 10, "pytest_plugin": 10}

@@ -71,7 +71,7 @@ def test_interrupted_run_leaves_no_process_behind(tmp_path, labkit_home, signame
     import threading
     import time
 
-    from labkit.ansible.runner import _descendants
+    from labkit.procs import descendants as _descendants
 
     pb = tmp_path / "slow.yml"
     pb.write_text(SLOW)
