@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
+from labkit.paths import state_dir
 from tests.conftest import labkit_cmd, process_cmdlines
 
 
@@ -26,6 +28,26 @@ def run(*args, check=True, timeout=1800, env=None):
     if check and p.returncode != 0:
         raise AssertionError(f"labkit {' '.join(args)} exited {p.returncode}\n{p.stdout}\n{p.stderr}")
     return p
+
+
+def down_leftovers(*args: str, env: dict | None = None) -> subprocess.CompletedProcess | None:
+    """`labkit down ARGS` (not checked) when this machine records the lab as up: what an earlier
+    run or a failed test left. `up` records a lab before it makes anything, and only a full
+    `down` forgets it, so a lab not recorded has nothing to take down; a `down` would still run
+    its playbook over every engine (about 5-7 s here). The lab: ``-f FILE``'s name, ``--lab``,
+    or LABKIT_LAB."""
+    a = list(args)
+    if "-f" in a:
+        name = yaml.safe_load(Path(a[a.index("-f") + 1]).read_text())["name"]
+    elif "--lab" in a:
+        name = a[a.index("--lab") + 1]
+    else:
+        name = os.environ.get("LABKIT_LAB", "demo")
+    home = {**os.environ, **(env or {})}.get("LABKIT_HOME")
+    labs = Path(home) / "labs" if home else state_dir() / "labs"
+    if not (labs / name / "lab.json").is_file():
+        return None
+    return run("down", *args, check=False, env=env)
 
 
 def content_parents(lab_file: Path, d: Path, env: dict | None = None) -> dict[str, str]:
@@ -112,18 +134,18 @@ def default_lab():
     mode = os.environ.get("LABKIT_TEST_DEFAULT_LAB", "")
     if mode == "reuse" and _default_lab_running():
         yield {"reused": True}
-        run("down", check=False)
+        down_leftovers()
         return
     run("images", "build", "debian:11", "debian:12", "debian:13", "busybox")
     run("box", "build")
-    run("down", check=False)
+    down_leftovers()
     interrupted = interrupt_up_during_vm_creation()
     t0 = time.monotonic()
     first = run("up")
     info = {"first": first, "first_seconds": time.monotonic() - t0, "interrupted": interrupted}
     yield info
     if mode != "keep":
-        run("down", check=False)
+        down_leftovers()
 
 
 def _default_lab_running() -> bool:
@@ -423,12 +445,12 @@ def door_lab(tmp_path_factory):
     lab = d / "door.yml"
     lab.write_text(DOOR_LAB.format(key=key.with_suffix(".pub").read_text().strip()))
     run("images", "build", "debian:12", "busybox")
-    run("down", "-f", str(lab), check=False)
-    run("up", "-f", str(lab))
+    down_leftovers("-f", str(lab))
+    run("up", "-f", str(lab), "--no-facts")
     handout = json.loads(run("access", "-f", str(lab), "--format", "json").stdout)
     passwords = {s["student"]: s["password"] for s in handout["students"]}
     try:
         with serving(["-f", str(lab)], d / "serve.log") as srv:
             yield {"lab": str(lab), "dir": d, "passwords": passwords, "handout": handout, "key": key, **srv}
     finally:
-        run("down", "-f", str(lab), check=False)
+        down_leftovers("-f", str(lab))

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from tests.conftest import labkit_cmd
+from tests.labs import down_leftovers
 
 from .conftest import docker, run
 
@@ -36,15 +37,15 @@ def codes(tmp_path_factory):
     f.write_text(CODES)
     f2.write_text(CODES2)
     run("images", "build", "busybox")
-    run("down", "-f", str(f), check=False)
+    down_leftovers("-f", str(f))
     before = run("up", "-f", str(f), "--plan", "--json")
     before_table = run("up", "-f", str(f), "--plan")
     up = run("up", "-f", str(f), "--no-facts")
     run("up", "-f", str(f2), "--no-facts")
     yield {"file": f, "file2": f2, "up": up, "dir": d, "plan_before": json.loads(before.stdout),
            "plan_table": before_table.stdout}
-    run("down", "-f", str(f), check=False)
-    run("down", "-f", str(f2), check=False)
+    down_leftovers("-f", str(f))
+    down_leftovers("-f", str(f2))
 
 
 # ------------------------------------------------------------------ the VM shell's quoting
@@ -238,12 +239,12 @@ def failing_test(tmp_path_factory):
     (d / "lab.yml").write_text(CI)
     (d / "fail.yml").write_text(FAIL)
     run("images", "build", "busybox")
-    run("down", "-f", str(d / "lab.yml"), check=False)
+    down_leftovers("-f", str(d / "lab.yml"))
     p = run("test", "-f", str(d / "lab.yml"), "--keep", "--junit", str(d / "out" / "results.xml"), check=False)
     state = {"dir": d, "file": str(d / "lab.yml"), "test": p, "junit": d / "out" / "results.xml", "down": False}
     yield state
     if not state["down"]:  # the last test's `down` did not end well: whatever it left
-        run("down", "-f", str(d / "lab.yml"), check=False)
+        down_leftovers("-f", str(d / "lab.yml"))
 
 
 def _handler_ran(f: str) -> bool:

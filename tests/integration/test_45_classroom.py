@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from tests.labs import down_leftovers
+
 from .conftest import docker, recap, run
 
 pytestmark = pytest.mark.integration
@@ -17,11 +19,11 @@ def classroom(tmp_path_factory):
     f = d / "lab.yml"
     f.write_text("name: class40\nroster: roster.csv\ncontainers: [busybox]\nvm: {enabled: false}\n"
                  "limits: {memory: 64m, cpus: 0.25, pids: 64}\nprovision: {packages: []}\n")
-    run("down", "-f", str(f), check=False)
+    down_leftovers("-f", str(f))
     up = run("up", "-f", str(f), "--no-facts")
     yield f, up
     if f not in TAKEN_DOWN:  # the last test's `down` did not end well: whatever it left
-        run("down", "-f", str(f), check=False)
+        down_leftovers("-f", str(f))
 
 
 TAKEN_DOWN: set = set()  # the lab files whose `down` a test saw exit 0

@@ -28,6 +28,7 @@ from labkit import api, paths
 from labkit.vm import vms
 from labkit.vm.vmnet import netpool
 from tests.conftest import labkit_cmd
+from tests.labs import down_leftovers
 
 from .conftest import PROBE, docker, nc_outcome, recap, run, vm_who_listener, wait_port
 
@@ -111,7 +112,7 @@ def iso(tmp_path_factory):
                    "provision: {packages: []}\n")
     run("images", "build", "busybox")
     run("box", "build")
-    run("down", "-f", str(lab), check=False)
+    down_leftovers("-f", str(lab))
     # one student at a time: on 2 cores under emulation, two guests booting at once (next to
     # other labs' VMs) starve each other past systemd's and Vagrant's timeouts
     t0 = time.monotonic()
@@ -151,7 +152,7 @@ def iso(tmp_path_factory):
         server.terminate()
         server.wait(10)
         if str(lab) not in TAKEN_DOWN:  # the down test did not see its down exit 0: whatever is left
-            run("down", "-f", str(lab), check=False)
+            down_leftovers("-f", str(lab))
 
 
 TAKEN_DOWN: set[str] = set()  # the lab files whose `down` a test saw exit 0
@@ -198,12 +199,33 @@ def test_every_listener_answers_the_lab_server(iso):
     assert seen["server"] == "open lab-server"
 
 
-def test_a_students_hosts_reach_each_other_and_nothing_of_the_other_student(iso):
+def _server_addresses(iso) -> dict[str, str]:
+    """The lab server's address and each student network's gateway (the server on that network)."""
+    return {"server-uplink": server_address(), **{f"gateway-of-{h}": t["gateway"] for h, t in iso["hosts"].items()}}
+
+
+def _dns_pairs() -> dict[str, str]:
+    return {f"labkit-{LAB}-{s}-vm": f"labkit-{LAB}-{other}-vm" for s, other in (STUDENTS, STUDENTS[::-1])}
+
+
+@pytest.fixture(scope="module")
+def seen(iso) -> dict[str, dict[str, str]]:
+    """One probe from every host with the targets of the three tests below at once (their keys
+    differ): every other host; the lab server's listener on its own address and on each
+    gateway; from a VM, DNS at its own gateway and at the other student's. The rules are not
+    touched in between, and each blocked target costs each probe WAIT seconds once, not three
+    times (an SSH login and Python's start under emulation too)."""
+    server = [(k, ip, SERVER_PORT) for k, ip in _server_addresses(iso).items()]
+    dns = {vm: [("own", iso["hosts"][vm]["gateway"], 53), ("other", iso["hosts"][o]["gateway"], 53)]
+           for vm, o in _dns_pairs().items()}
+    return probe_each(iso, {src: [(dst, t["ip"], PORT) for dst, t in iso["hosts"].items() if dst != src]
+                            + server + dns.get(src, []) for src in iso["hosts"]})
+
+
+def test_a_students_hosts_reach_each_other_and_nothing_of_the_other_student(iso, seen):
     """From every host: its own other host answers (connect succeeds), every host of the other
     student times out (dropped, not refused); containers towards VMs as VMs towards containers."""
     results, want = {}, {}
-    seen = probe_each(iso, {src: [(dst, t["ip"], PORT) for dst, t in iso["hosts"].items() if dst != src]
-                            for src in iso["hosts"]})
     for src, h in iso["hosts"].items():
         got = seen[src]
         for dst, t in iso["hosts"].items():
@@ -219,25 +241,19 @@ def test_a_students_hosts_reach_each_other_and_nothing_of_the_other_student(iso)
                    if d == dst and iso["hosts"][s]["student"] == t["student"])
 
 
-def test_student_hosts_cannot_reach_the_lab_servers_services(iso):
+def test_student_hosts_cannot_reach_the_lab_servers_services(iso, seen):
     """A service listening on the lab server (all addresses) is out of reach from every
     student host: on the server's own address, and on each student network's gateway."""
-    addrs = {"server-uplink": server_address()}
-    for h, t in iso["hosts"].items():
-        addrs[f"gateway-of-{h}"] = t["gateway"]
-    targets = [(k, ip, SERVER_PORT) for k, ip in addrs.items()]
-    mine = from_server(targets)
+    addrs = _server_addresses(iso)
+    mine = from_server([(k, ip, SERVER_PORT) for k, ip in addrs.items()])
     assert all(r == "open lab-server" for r in mine.values()), mine  # it listens on every one of them
-    for src, got in probe_each(iso, {src: targets for src in iso["hosts"]}).items():
-        assert got == {k: "timeout" for k in addrs}, (src, got)
+    for src, got in seen.items():
+        assert {k: got[k] for k in addrs} == {k: "timeout" for k in addrs}, (src, got)
 
 
-def test_vm_gets_dhcp_and_dns_from_its_own_gateway_only(iso):
+def test_vm_gets_dhcp_and_dns_from_its_own_gateway_only(iso, seen):
     """What provisioning needs from the server stays open: the VM's DNS at its own gateway
     (tcp/53 connects), not at the other student's gateway."""
-    pairs = {f"labkit-{LAB}-{s}-vm": f"labkit-{LAB}-{other}-vm" for s, other in (STUDENTS, STUDENTS[::-1])}
-    seen = probe_each(iso, {vm: [("own", iso["hosts"][vm]["gateway"], 53), ("other", iso["hosts"][o]["gateway"], 53)]
-                            for vm, o in pairs.items()})
     for s in STUDENTS:
         vm = f"labkit-{LAB}-{s}-vm"
         got = seen[vm]
@@ -333,7 +349,7 @@ def test_interrupted_up_then_down_leaves_nothing(tmp_path):
     path = tmp_path / "lab.yml"
     path.write_text(f"name: {lab}\nstudents: [a]\ncontainers: [busybox]\nvm: {{enabled: true}}\n"
                     "provision: {packages: []}\n")
-    run("down", "-f", str(path), check=False)
+    down_leftovers("-f", str(path))
     p = subprocess.Popen(labkit_cmd() + ["up", "-f", str(path), "--no-facts"], stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
@@ -373,7 +389,7 @@ def test_docker_reordering_keeps_labkit_first_through_docker_user(tmp_path):
     def sh(*cmd, check=True):
         return subprocess.run(list(cmd), capture_output=True, text=True, check=check)
 
-    run("down", "-f", str(path), check=False)
+    down_leftovers("-f", str(path))
     sh("ip", "netns", "del", ns, check=False)
     sh("ip", "netns", "add", ns)
     listener, probe_net = None, "zz-iso47-probe"
@@ -414,5 +430,5 @@ def test_docker_reordering_keeps_labkit_first_through_docker_user(tmp_path):
         subprocess.run(["docker", "network", "rm", probe_net], capture_output=True)
         sh("ip", "netns", "del", ns, check=False)
         sh("ip", "link", "del", host_if, check=False)
-        run("down", "-f", str(path), check=False)
+        down_leftovers("-f", str(path))
     assert lab_rules(lab) == []

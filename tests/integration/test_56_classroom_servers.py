@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.labs import openssh, serving
+from tests.labs import down_leftovers, openssh, serving
 
 from .conftest import bundle_digest, recap, run, vm_as_lab_server, write_inventory
 
@@ -25,7 +25,7 @@ def classroom(tmp_path_factory, default_lab):
                    "provision: {packages: []}\n")
     created = run("bundle", "create", "-f", str(lab), "--no-debs", "--no-wheels", str(d / "bundle"))  # those: test_58
     run("prepare", "-i", str(inv), "--bundle", str(d / "bundle"), "--bundle-digest", bundle_digest(created))
-    run("down", "-f", str(lab), "-i", str(inv), check=False)
+    down_leftovers("-f", str(lab), "-i", str(inv))
     up = run("up", "-f", str(lab), "-i", str(inv), "--no-facts")  # the facts: read once, just below
     # `labkit facts` of both servers, read once for the tests below (a pass over the VM server
     # costs tens of seconds under emulation)
@@ -33,7 +33,7 @@ def classroom(tmp_path_factory, default_lab):
     state = {"lab": lab, "inv": inv, "up": up, "facts": facts, "down": False}
     yield state
     if not state["down"]:  # the last test's `down` did not end well: whatever it left
-        run("down", "-f", str(lab), "-i", str(inv), check=False)
+        down_leftovers("-f", str(lab), "-i", str(inv))
 
 
 def test_one_command_brings_up_both_servers(classroom):

@@ -16,6 +16,7 @@ import pytest
 
 from labkit import paths
 from tests.conftest import process_cmdlines
+from tests.labs import down_leftovers
 
 from .conftest import bundle_digest, loopback_server, recap, run, virsh
 
@@ -37,12 +38,12 @@ def far(tmp_path_factory):
         created = run("bundle", "create", "-f", str(lab), "--no-debs", "--no-wheels", str(d / "bundle"))  # test_58
         prepared = [run("prepare", "-i", str(inv), "--bundle", str(d / "bundle"), "--bundle-digest",
                         bundle_digest(created)) for _ in range(2)]
-        run("down", "-f", str(lab), "-i", str(inv), check=False)
+        down_leftovers("-f", str(lab), "-i", str(inv))
         up = run("up", "-f", str(lab), "-i", str(inv), "--no-facts")  # the facts: read by a test below
         state = {"lab": str(lab), "inv": str(inv), "up": up, "prepared": prepared, "dir": d, "down": False}
         yield state
         if not state["down"]:  # the last test's `down` did not end well: whatever it left
-            run("down", "-f", str(lab), "-i", str(inv), check=False)
+            down_leftovers("-f", str(lab), "-i", str(inv))
 
 
 def test_prepare_installs_the_vm_stack_and_the_box_once(far):

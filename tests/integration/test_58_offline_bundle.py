@@ -49,6 +49,7 @@ from packaging.utils import canonicalize_name
 
 from labkit.engines.lxc_layout import IDMAP
 from labkit.images import bundle as bundle_mod
+from tests.labs import down_leftovers
 
 from .conftest import recap, run, write_inventory
 
@@ -304,7 +305,7 @@ def offline(tmp_path_factory, server):
            "first": first, "second": second, "up": up, "facts": facts, "verify": verify,
            "still_blocked": still_blocked, "sources_before": sources_before,
            "sources_after": ssh("sha256sum /etc/apt/sources.list; ls -A /etc/apt/sources.list.d").stdout}
-    run("down", "-f", str(lab), "-i", str(inv), check=False)
+    down_leftovers("-f", str(lab), "-i", str(inv))
     print("\n" + ", ".join(f"{k}: {v:.0f} s" for k, v in times.items()))
 
 

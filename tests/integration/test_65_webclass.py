@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.labs import down_leftovers
+
 from .conftest import content_parents, docker, run, virsh
 
 pytestmark = pytest.mark.integration
@@ -93,7 +95,7 @@ def webclass(tmp_path_factory):
     d = tmp_path_factory.mktemp("webclass")
     run("images", "build", "debian:12", "debian:13", "busybox")
     run("box", "build")
-    run("down", "-f", str(WEBCLASS), check=False)
+    down_leftovers("-f", str(WEBCLASS))
     junit = d / "webclass.xml"
     t0 = time.monotonic()
     p = run("test", "-f", str(WEBCLASS), "--keep", "--junit", str(junit), check=False, timeout=3600)
@@ -284,7 +286,7 @@ def test_not_idempotent_is_exit_6(tmp_path):
         "    - name: Report nothing\n      ansible.builtin.command: 'true'\n      changed_when: false\n"
     )
     f = small_lab(tmp_path, "wc-idem", "  playbooks: [site.yml]\n")
-    run("down", "-f", str(f), check=False)
+    down_leftovers("-f", str(f))
     p = run("test", "-f", str(f), check=False, timeout=1200)
     assert p.returncode == 6, p.stdout + p.stderr
     err = p.stderr[p.stderr.index("error:") :]
@@ -301,7 +303,7 @@ def test_failing_user_test_is_exit_1_with_its_junit_case(tmp_path):
         "def test_motd_names_windows(host):\n    assert 'Windows' in host.file('/etc/motd').content_string\n"
     )
     f = small_lab(tmp_path, "wc-fail", "", "tests: [tests]\n")
-    run("down", "-f", str(f), check=False)
+    down_leftovers("-f", str(f))
     junit = tmp_path / "out.xml"
     p = run("test", "-f", str(f), "--junit", str(junit), check=False, timeout=1200)
     assert p.returncode == 1, p.stdout + p.stderr

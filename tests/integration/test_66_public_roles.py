@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.labs import down_leftovers
+
 from .conftest import docker, recap, run
 
 pytestmark = pytest.mark.integration
@@ -44,9 +46,9 @@ def lab_file(tmp_path_factory) -> Path:
         "provision:\n  packages: []\n  roles: [example.aptrole]\n"
     )
     run("images", "build", "debian:12")
-    run("down", "-f", str(f), check=False)
+    down_leftovers("-f", str(f))
     yield f
-    run("down", "-f", str(f), check=False)
+    down_leftovers("-f", str(f))
 
 
 def sh(cmd: str) -> str:

@@ -11,6 +11,7 @@ import pwd
 import subprocess
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -190,16 +191,20 @@ def test_students_podman_networks_are_isolated(up, rootless_user):
         return podman("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", c,
                       user=user).stdout.strip()
 
+    want = {}  # (short, address, port) -> (the argv of Podman as that user, the exit code expected)
     for short, user in (("debian12-podman", ""), (f"debian12-podman-{USER}", rootless_user)):
         pre = podman("--version", user=user).args[:-1]  # the argv of Podman as that user
         own, other = ip(name("a", short), user), ip(name("b", short), user)
         gateway = own.rsplit(".", 1)[0] + ".1"
-        assert _connect(pre, name("a", short), other) == 124, (short, other)     # no answer: blocked
+        want[short, other, 9] = pre, 124  # no answer: blocked
         if user:
-            assert _connect(pre, name("a", short), gateway) == 1, (short, gateway)   # refused: reached
+            want[short, gateway, 9] = pre, 1  # refused: reached
         else:
-            assert _connect(pre, name("a", short), gateway) == 124, (short, gateway)  # the server: dropped
-            assert _connect(pre, name("a", short), "deb.debian.org", 80) == 0    # the uplink: NATed out
+            want[short, gateway, 9] = pre, 124  # the server: dropped
+            want[short, "deb.debian.org", 80] = pre, 0  # the uplink: NATed out
+    with ThreadPoolExecutor(len(want)) as ex:  # the blocked ones wait out their 5 s at once
+        got = dict(zip(want, ex.map(lambda k: _connect(want[k][0], name("a", k[0]), k[1], k[2]), want), strict=True))
+    assert got == {k: code for k, (_, code) in want.items()}, got
 
 
 def test_second_up_changes_nothing(up, lab_file):

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from labkit import paths
+from tests.labs import down_leftovers
 
 from .conftest import docker, loopback_server, podman_user, recap, run, ssh_masters
 from .conftest import podman as podman_cli
@@ -50,13 +51,13 @@ def far(tmp_path_factory):
                            f"  - {{distro: debian:12, engine: podman, user: {USER}}}\n")
             t0 = time.monotonic()
             prepared = run("prepare", "-i", str(inv), "--podman")
-            run("down", "-f", str(lab), "-i", str(inv), check=False)
+            down_leftovers("-f", str(lab), "-i", str(inv))
             up = run("up", "-f", str(lab), "-i", str(inv))
             state = {"lab": str(lab), "inv": str(inv), "up": up, "prepared": prepared, "t0": t0, "down": False}
             yield state
         finally:
             if lab.exists() and not state.get("down"):  # not taken down by the last test (it failed before)
-                run("down", "-f", str(lab), "-i", str(inv), check=False)
+                down_leftovers("-f", str(lab), "-i", str(inv))
 
 
 def test_prepare_sets_podman_up_on_the_server(far):

@@ -19,6 +19,7 @@ import pytest
 
 from labkit import paths
 from labkit.engines import lxc_layout, lxc_server
+from tests.labs import down_leftovers
 
 from .conftest import docker, loopback_server, recap, run, ssh_masters
 
@@ -76,14 +77,14 @@ def far(tmp_path_factory):
             prepared = run("prepare", "-i", str(inv), "--lxc")
             t_prepare = time.monotonic() - t0
             if mine_in_lxc_path() or docker("ps", "-aq", "--filter", f"label=labkit.lab={LAB}").strip():
-                run("down", "-f", str(lab), "-i", str(inv), check=False)  # an earlier run's leftovers
+                down_leftovers("-f", str(lab), "-i", str(inv))  # an earlier run's leftovers
             t_up = time.monotonic()
             up = run("up", "-f", str(lab), "-i", str(inv))
             yield {"lab": str(lab), "inv": str(inv), "up": up, "prepared": prepared, "t0": t0,
                    "seconds": {"prepare": t_prepare, "up": time.monotonic() - t_up}}
         finally:
             if mine_in_lxc_path() or docker("ps", "-aq", "--filter", f"label=labkit.lab={LAB}").strip():
-                run("down", "-f", str(lab), "-i", str(inv), check=False)  # a test failed half-way
+                down_leftovers("-f", str(lab), "-i", str(inv))  # a test failed half-way
 
 
 def test_prepare_sets_lxc_up_on_the_server(far):

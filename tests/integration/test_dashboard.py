@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.labs import serving
+from tests.labs import down_leftovers, serving
 
 from .conftest import docker, run
 
@@ -71,7 +71,7 @@ def dash_lab(tmp_path_factory: pytest.TempPathFactory):
     (d / "lab.yml").write_text(LAB)
     lab = str(d / "lab.yml")
     run("images", "build", "debian:12")
-    run("down", "-f", lab, check=False)
+    down_leftovers("-f", lab)
     run("up", "-f", lab, "--no-facts")  # no test reads the facts table
     handout = json.loads(run("access", "-f", lab, "--format", "json").stdout)
     # --rotate: a new one even when an earlier run of this test left one (a full `down` keeps it)
@@ -84,7 +84,7 @@ def dash_lab(tmp_path_factory: pytest.TempPathFactory):
         with serving(["-f", lab], d / "serve.log") as srv:
             yield {"lab": lab, "dir": d, "passwords": passwords, "instructor": teacher["password"], **srv}
     finally:
-        run("down", "-f", lab, check=False)
+        down_leftovers("-f", lab)
 
 
 def base(lab: dict) -> str:

@@ -9,6 +9,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from tests.labs import down_leftovers
+
 from .conftest import docker, run
 
 pytestmark = pytest.mark.integration
@@ -52,11 +54,11 @@ def graded(tmp_path_factory):
     (d / "lab.yml").write_text(LAB)
     lab = str(d / "lab.yml")
     run("images", "build", "debian:12")
-    run("down", "-f", lab, check=False)
+    down_leftovers("-f", lab)
     run("up", "-f", lab, "--no-facts")  # no test reads the facts table
     docker("exec", "labkit-grade-s02-debian12", "rm", "/srv/page.html")  # s02 breaks the lesson's page
     yield {"lab": lab, "dir": d}
-    run("down", "-f", lab, check=False)
+    down_leftovers("-f", lab)
 
 
 def test_grade_fails_only_the_broken_check_of_the_student_who_broke_it(graded):

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.labs import down_leftovers
+
 from .conftest import docker, podman, run
 
 pytestmark = pytest.mark.integration
@@ -66,10 +68,10 @@ def lab(tmp_path_factory):
     (d / "systemd.yml").write_text(SYSTEMD)
     shutil.copytree(ROLES, d / "roles")  # roles/ beside the lab file is on the roles path
     f = str(d / "lab.yml")
-    run("down", "-f", f, check=False)
+    down_leftovers("-f", f)
     run("up", "-f", f, "--build", "--no-facts")
     yield {"lab": f, "dir": d}
-    run("down", "-f", f, check=False)
+    down_leftovers("-f", f)
 
 
 def test_pid1_is_the_init_the_lab_chose_and_the_facts_hold(lab):

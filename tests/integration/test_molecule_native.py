@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.labs import down_leftovers
+
 from .conftest import docker, run, virsh
 
 pytestmark = [pytest.mark.integration, pytest.mark.vm]
@@ -53,7 +55,7 @@ def scenario(tmp_path_factory):
     took = time.monotonic() - t0
     print(f"molecule test -s labkit: {took:.0f}s")
     yield {"role": role, "lab_file": lab_file, "init": init, "out": out, "rc": rc, "seconds": took}
-    run("down", "-f", str(lab_file), check=False)  # whatever the test left
+    down_leftovers("-f", str(lab_file))  # whatever the test left
 
 
 def _tail(text: str, n: int = 60) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from labkit import paths
+from tests.labs import down_leftovers
 
 from .conftest import run
 
@@ -89,10 +90,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     (d / "lab.yml").write_text(LAB)
     _write(d)
     run("images", "build", "busybox")
-    run("down", "-f", str(d / "lab.yml"), "-q", check=False)
+    down_leftovers("-f", str(d / "lab.yml"), "-q")
     first = run("up", "-f", str(d / "lab.yml"), "--no-facts", "--no-content-cache")
     yield {"dir": d, "file": str(d / "lab.yml"), "first": first}
-    run("down", "-f", str(d / "lab.yml"), "-q", check=False)
+    down_leftovers("-f", str(d / "lab.yml"), "-q")
 
 
 def test_one_run_for_both_steps_and_a_recap_each_that_adds_up_to_ansibles(lab: dict) -> None:

@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.labs import down_leftovers
+
 from .conftest import docker, run
 
 pytestmark = pytest.mark.integration
@@ -60,7 +62,7 @@ def labs(tmp_path_factory):
     run("images", "build", "debian:12")
     run("box", "build")
     for lab in files:
-        run("down", "-f", lab, check=False)
+        down_leftovers("-f", lab)
     try:
         with ThreadPoolExecutor(2) as ex:
             list(ex.map(lambda lab: run("up", "-f", lab, "--build", "--no-facts"), files))
@@ -68,7 +70,7 @@ def labs(tmp_path_factory):
     finally:
         for lab in files:
             if lab not in TAKEN_DOWN:  # the last test's `down` did not end well: whatever it left
-                run("down", "-f", lab, check=False)
+                down_leftovers("-f", lab)
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +86,11 @@ def clsvm(labs):
 def ids() -> dict[str, str]:
     """Every host of both labs and its id: the container's, the VM domain's UUID."""
     out = {}
-    for lab in ("cls", "clsvm"):
-        for name in docker("ps", "-a", "--filter", f"label=labkit.lab={lab}", "--format", "{{.Names}}").split():
-            out[name] = docker("inspect", "-f", "{{.Id}}", name).strip()
+    for line in docker("ps", "-a", "--no-trunc", "--filter", "label=labkit.lab", "--format",
+                       '{{.Label "labkit.lab"}} {{.Names}} {{.ID}}').splitlines():
+        lab, name, cid = line.split()
+        if lab in ("cls", "clsvm"):
+            out[name] = cid
     dom = "labkit-clsvm-s01-vm"
     p = subprocess.run(["virsh", "-q", "-c", "qemu:///system", "domuuid", dom], capture_output=True, text=True)
     if p.returncode == 0:
@@ -142,8 +146,10 @@ def test_reset_says_what_it_would_lose_and_asks(cls, clsvm):
 
 
 def _work_and_less(lab: str, host: str) -> tuple[bool, bool]:
-    return (sh(lab, "s01", host, "cat ~/work.txt").stdout == "mine\n",
-            sh(lab, "s01", host, "command -v less").returncode == 0)
+    """(~/work.txt holds exactly "mine", less is installed): one shell for both (a VM's costs seconds)."""
+    said = sh(lab, "s01", host, "printf 'mine\\n' | cmp -s - ~/work.txt && echo work; "
+                                "command -v less >/dev/null && echo less").stdout.split()
+    return "work" in said, "less" in said
 
 
 def test_checkpoint_restore_brings_back_files_and_packages(cls, clsvm):

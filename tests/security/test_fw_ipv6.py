@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from labkit import paths
-from tests.labs import podman, run, wait_port
+from tests.labs import down_leftovers, podman, run, wait_port
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +86,7 @@ def lab(tmp_path_factory):
     f.write_text(f"name: {LAB}\nstudents: [a]\ncontainers: [{{distro: busybox, engine: podman}}]\n"
                  "vm: {enabled: false}\nprovision: {packages: []}\n")
     run("images", "build", "busybox")
-    run("down", "-f", str(f), check=False)
+    down_leftovers("-f", str(f))
     run("up", "-f", str(f), "--no-facts", "-q")
     bridge = podman("network", "inspect", "--format", "{{.NetworkInterface}}", f"labkit-{LAB}-a").stdout.strip()
     ll = subprocess.run(["ip", "-6", "-o", "addr", "show", "dev", bridge, "scope", "link"], capture_output=True,
@@ -101,7 +101,7 @@ def lab(tmp_path_factory):
     finally:
         server.terminate()
         server.wait(10)
-        run("down", "-f", str(f), check=False)
+        down_leftovers("-f", str(f))
 
 
 def test_ipv6_rules_block_what_the_container_reaches_without_them(lab):

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from labkit import paths
-from tests.labs import local_user, podman_user, run
+from tests.labs import down_leftovers, local_user, podman_user, run
 
 pytestmark = pytest.mark.integration
 
@@ -172,11 +172,11 @@ def test_the_image_hand_off_cannot_be_swapped_or_redirected(attacker, tmp_path):
             lab.write_text(f"name: fwpaths\nstudents: [a]\ncontainers: [{{distro: busybox, engine: podman, "
                            f"user: {user}}}]\nvm: {{enabled: false}}\nprovision: {{packages: []}}\n")
             run("images", "build", "busybox")
-            run("down", "-f", str(lab), check=False)
+            down_leftovers("-f", str(lab))
             try:
                 up = run("up", "-f", str(lab), "--no-facts", check=False)
             finally:
-                run("down", "-f", str(lab), check=False)
+                down_leftovers("-f", str(lab))
     finally:
         os.killpg(swapper.pid, signal.SIGKILL)
         swapper.wait()

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from labkit import paths
-from tests.labs import docker, run
+from tests.labs import docker, down_leftovers, run
 
 pytestmark = pytest.mark.integration
 
@@ -123,7 +123,7 @@ def test_after_a_reboot_the_lab_stays_down_until_up_makes_its_rules(tmp_path):
     f.write_text(f"name: {LAB}\nstudents: [a]\ncontainers: [busybox]\nvm: {{enabled: false}}\n"
                  "provision: {packages: []}\n")
     run("images", "build", "busybox")
-    run("down", "-f", str(f), check=False)
+    down_leftovers("-f", str(f))
     try:
         run("up", "-f", str(f), "--no-facts", "-q")
         assert lab_rules()
@@ -147,4 +147,4 @@ def test_after_a_reboot_the_lab_stays_down_until_up_makes_its_rules(tmp_path):
         assert lab_rules()
         assert json.loads(docker("inspect", CT))[0]["State"]["Running"]
     finally:
-        run("down", "-f", str(f), check=False)
+        down_leftovers("-f", str(f))

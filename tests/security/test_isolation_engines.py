@@ -35,7 +35,7 @@ from labkit import api, paths
 from labkit.engines import registry
 from labkit.engines.base import HostRow
 from labkit.vm import vms
-from tests.labs import PROBE, nc_outcome, podman, podman_user, run, vm_who_listener, wait_port
+from tests.labs import PROBE, down_leftovers, nc_outcome, podman, podman_user, run, vm_who_listener, wait_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.vm]
 
@@ -150,7 +150,7 @@ def iso(tmp_path_factory):
         run("images", "build", "busybox")
         run("box", "build")
         for f in files.values():
-            run("down", "-f", str(f), check=False)
+            down_leftovers("-f", str(f))
         t0 = time.monotonic()
         with ThreadPoolExecutor(2) as ex:  # the containers-only lab comes up while the VM boots
             list(ex.map(lambda f: run("up", "-f", str(f), "--no-facts", "-q"), files.values()))
@@ -181,7 +181,7 @@ def iso(tmp_path_factory):
             server.wait(10)
             for lab, f in files.items():
                 if lab not in state["down"]:  # not taken down by the last test (which failed before)
-                    run("down", "-f", str(f), check=False)
+                    down_leftovers("-f", str(f))
 
 
 def server_targets(iso) -> list[tuple[str, str, int]]:
@@ -287,20 +287,27 @@ def test_rootless_traffic_is_dropped_by_labkits_output_rules(iso):
     uplink = next(t for t in server_targets(iso) if t[0] == "server-uplink")
     bypass = ["OUTPUT", "-m", "owner", "--uid-owner", str(uid), "-m", "comment", "--comment", "fwiso-bypass",
               "-j", "ACCEPT"]
+    sources = {}  # each rootless host -> what it probes
     for src in (h for h in hosts.values() if h["kind"] == "rootless"):
         other = docker_b if src["student"] != "b" else next(
             h for h in hosts.values() if h["kind"] == "docker" and h["student"] == "c")
-        targets = [(other["name"], other["ip"], PORT), uplink] + (
+        sources[src["name"]] = src, [(other["name"], other["ip"], PORT), uplink] + (
             [(vm["name"], vm["ip"], PORT)] if src["student"] != vm["student"] else [])
-        blocked = probe(src, targets)
-        subprocess.run(["iptables", "-w", "-I", *bypass[:1], "1", *bypass[1:]], check=True)
-        try:
-            opened = probe(src, targets)
-        finally:
-            subprocess.run(["iptables", "-w", "-D", *bypass], check=True)
-        assert not any(r.startswith("open") for r in blocked.values()), (src["name"], blocked)
+
+    def every_probe() -> dict[str, dict[str, str]]:  # all sources at once: their timeouts run together
+        with ThreadPoolExecutor(len(sources)) as ex:
+            return dict(zip(sources, ex.map(lambda k: probe(*sources[k]), sources), strict=True))
+
+    blocked = every_probe()
+    subprocess.run(["iptables", "-w", "-I", *bypass[:1], "1", *bypass[1:]], check=True)
+    try:
+        opened = every_probe()
+    finally:
+        subprocess.run(["iptables", "-w", "-D", *bypass], check=True)
+    for src, (_, targets) in sources.items():
+        assert not any(r.startswith("open") for r in blocked[src].values()), (src, blocked[src])
         want = {k: "open lab-server" if k == "server-uplink" else f"open {k}" for k, _, _ in targets}
-        assert opened == want, (src["name"], opened)
+        assert opened[src] == want, (src, opened[src])
 
 
 def test_no_host_of_any_engine_starts_on_its_own_after_a_reboot(iso):

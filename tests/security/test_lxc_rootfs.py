@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 
 from labkit.paths import roles_dir
-from tests.labs import docker, run
+from tests.labs import docker, down_leftovers, run
 
 pytestmark = [pytest.mark.integration]
 LAB, STUDENTS = "lxsec", ("a", "b")
@@ -211,12 +211,12 @@ def lab(tmp_path_factory):
         vm: {{enabled: false}}
         provision: {{packages: []}}
         """))
-    run("down", "-f", str(f), check=False)  # an earlier run's, made by older code
+    down_leftovers("-f", str(f))  # an earlier run's, made by older code
     t0 = time.monotonic()
     run("up", "-f", str(f), "--no-facts")
     print(f"lxsec: up {time.monotonic() - t0:.1f} s")
     yield f
-    run("down", "-f", str(f), check=False)
+    down_leftovers("-f", str(f))
 
 
 def name_of(student: str) -> str:
