@@ -265,6 +265,30 @@ def write_inventory(path, servers: dict) -> None:
     path.write_text(json.dumps({"all": {"children": {"lab_servers": {"hosts": servers}}}}))
 
 
+@pytest.fixture(scope="session")
+def vm_server(default_lab, tmp_path_factory):
+    """The default lab's VM made a second lab server (``server-2``) by `labkit prepare`, with a
+    bundle of BusyBox's image (checksummed; the Debian packages and wheels: test_58), prepared
+    twice: test_55 checks both runs, test_56 puts a classroom of two servers on it. The image
+    is removed from the VM's engine first, so that the first run has it to load."""
+    from labkit import api
+
+    d = tmp_path_factory.mktemp("vmserver")
+    lab = d / "lab.yml"
+    lab.write_text("name: srv\nstudents: [a]\ncontainers: [busybox]\nvm: {enabled: false}\n")
+    created = run("bundle", "create", "-f", str(lab), "--no-debs", "--no-wheels", str(d / "b"))
+    digest = bundle_digest(created)
+    inv = d / "hosts.yml"
+    write_inventory(inv, vm_as_lab_server("server-2"))
+    subprocess.run(["ssh", "-F", str(api.ssh_config("demo")), "labkit-demo-s01-vm",
+                    "sudo docker rmi -f labkit/busybox:1.35 >/dev/null 2>&1; true"],
+                   capture_output=True, text=True, timeout=300, check=True)
+    prepare = ("prepare", "-i", str(inv), "--bundle", str(d / "b"), "--bundle-digest", digest)
+    first = run(*prepare)
+    second = run(*prepare)
+    return {"bundle": d / "b", "digest": digest, "inventory": inv, "first": first, "second": second}
+
+
 @contextlib.contextmanager
 def loopback_server(d: Path, port: int, name: str):
     """This machine as a remote lab server ``name``: its own sshd on 127.0.0.1:``port`` with a

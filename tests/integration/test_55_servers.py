@@ -8,36 +8,26 @@ import pytest
 
 from labkit import api
 
-from .conftest import bundle_digest, recap, run, vm_as_lab_server, write_inventory
+from .conftest import recap, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.vm]
 VM = "labkit-demo-s01-vm"
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory, default_lab):
-    d = tmp_path_factory.mktemp("bundle")
-    lab = d / "lab.yml"
-    lab.write_text("name: srv\nstudents: [a]\ncontainers: [busybox]\nvm: {enabled: false}\n")
-    # images and checksums are what this file tests; the Debian packages and wheels: test_58
-    created = run("bundle", "create", "-f", str(lab), "--no-debs", "--no-wheels", str(d / "b"))
-    (d / "b.digest").write_text(bundle_digest(created))
-    return d / "b"
+def bundle(vm_server):
+    return vm_server["bundle"]
 
 
-def digest(bundle) -> str:
-    return (bundle.parent / "b.digest").read_text()
-
-
-def test_bundle_has_manifest_and_checksums_and_loads_idempotently(bundle):
+def test_bundle_has_manifest_and_checksums_and_loads_idempotently(bundle, vm_server):
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert [e["image"] for e in manifest["images"]] == ["labkit/busybox:1.35"]
     assert "images/busybox.tar" in (bundle / "SHA256SUMS").read_text()
-    out = run("bundle", "load", str(bundle), "--digest", digest(bundle)).stdout
+    out = run("bundle", "load", str(bundle), "--digest", vm_server["digest"]).stdout
     assert "present with the same recipe, skipped" in out
 
 
-def test_a_corrupt_bundle_is_refused_naming_the_file(bundle, tmp_path):
+def test_a_corrupt_bundle_is_refused_naming_the_file(bundle, vm_server, tmp_path):
     import shutil
 
     bad = tmp_path / "bad"
@@ -45,7 +35,7 @@ def test_a_corrupt_bundle_is_refused_naming_the_file(bundle, tmp_path):
     with (bad / "images" / "busybox.tar").open("r+b") as f:
         f.seek(100)
         f.write(b"X")
-    p = run("bundle", "load", str(bad), "--digest", digest(bundle), check=False)  # the sums are whole
+    p = run("bundle", "load", str(bad), "--digest", vm_server["digest"], check=False)  # the sums are whole
     assert p.returncode == 4 and "images/busybox.tar does not match its checksum" in p.stderr
 
 
@@ -55,13 +45,9 @@ def ssh(cmd: str) -> str:
                           check=True).stdout
 
 
-def test_the_vm_prepared_as_a_second_lab_server_runs_containers_on_its_own_kernel(bundle, tmp_path):
-    inv = tmp_path / "hosts.yml"
-    write_inventory(inv, vm_as_lab_server("server-2"))
-    ssh("sudo docker rmi -f labkit/busybox:1.35 >/dev/null 2>&1; true")
-    first = run("prepare", "-i", str(inv), "--bundle", str(bundle), "--bundle-digest", digest(bundle))
+def test_the_vm_prepared_as_a_second_lab_server_runs_containers_on_its_own_kernel(vm_server):
+    first, second = vm_server["first"], vm_server["second"]  # the image was gone from the VM's engine
     assert recap(first.stdout)["failures"] == 0 and recap(first.stdout)["changed"] > 0
-    second = run("prepare", "-i", str(inv), "--bundle", str(bundle), "--bundle-digest", digest(bundle))
     assert recap(second.stdout)["changed"] == 0, second.stdout
     out = ssh("sudo docker run --rm --network none labkit/busybox:1.35 cat /proc/sys/kernel/random/boot_id").strip()
     vm_boot = ssh("cat /proc/sys/kernel/random/boot_id").strip()

@@ -8,13 +8,13 @@ import pytest
 
 from tests.labs import down_leftovers, openssh, serving
 
-from .conftest import bundle_digest, recap, run, vm_as_lab_server, write_inventory
+from .conftest import recap, run, vm_as_lab_server, write_inventory
 
 pytestmark = [pytest.mark.integration, pytest.mark.vm]
 
 
 @pytest.fixture(scope="module")
-def classroom(tmp_path_factory, default_lab):
+def classroom(tmp_path_factory, vm_server):  # the default lab's VM, prepared as server-2
     d = tmp_path_factory.mktemp("duo")
     inv = d / "hosts.yml"
     write_inventory(inv, {"localhost": {"ansible_connection": "local",
@@ -23,8 +23,6 @@ def classroom(tmp_path_factory, default_lab):
     lab = d / "lab.yml"
     lab.write_text("name: duo\nstudents: [a1, a2, a3]\ncontainers: [busybox]\nvm: {enabled: false}\n"
                    "provision: {packages: []}\n")
-    created = run("bundle", "create", "-f", str(lab), "--no-debs", "--no-wheels", str(d / "bundle"))  # those: test_58
-    run("prepare", "-i", str(inv), "--bundle", str(d / "bundle"), "--bundle-digest", bundle_digest(created))
     down_leftovers("-f", str(lab), "-i", str(inv))
     up = run("up", "-f", str(lab), "-i", str(inv), "--no-facts")  # the facts: read once, just below
     # `labkit facts` of both servers, read once for the tests below (a pass over the VM server
