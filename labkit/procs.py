@@ -105,6 +105,6 @@ def stop_groups(procs: Iterable[subprocess.Popen], grace: float = 10.0) -> None:
                 with contextlib.suppress(subprocess.TimeoutExpired, ValueError):
                     p.communicate(timeout=0.05)
             p.poll()  # reaps a leader that ended (its group may live on)
-        return not live_groups({p.pid for p in procs})
+        return all(p.returncode is not None for p in procs) and not live_groups({p.pid for p in procs})
 
     _escalate(send, gone, grace)

@@ -1,5 +1,4 @@
 """SIGTERM and SIGINT during an image build: labkit exits 130 and leaves no temp dir behind."""
-import contextlib
 import os
 import signal
 import subprocess
@@ -9,20 +8,17 @@ from pathlib import Path
 
 import pytest
 
+from labkit import procs
 from labkit.vm import boxes
 from tests.conftest import process_cmdlines
 
 pytestmark = pytest.mark.integration
 
 
-def mmdebstrap_in(sid: int) -> bool:
-    """An mmdebstrap runs in session ``sid``."""
-    for pid, cmd in process_cmdlines():
-        if "mmdebstrap" in cmd:
-            with contextlib.suppress(OSError):
-                if os.getsid(pid) == sid:
-                    return True
-    return False
+def mmdebstrap_under(pid: int) -> bool:
+    """An mmdebstrap runs under process ``pid`` (labkit runs it in a process group of its own)."""
+    mine = set(procs.descendants(pid))
+    return any("mmdebstrap" in cmd for p, cmd in process_cmdlines() if p in mine)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -43,9 +39,9 @@ def test_signal_during_image_build_cleans_up(tmp_path, sig):
         assert p.poll() is None, p.communicate()  # labkit ended before building: say why
         time.sleep(0.2)
     assert tmp.exists() and any(tmp.iterdir()), "the build never started"
-    while time.monotonic() < deadline and not mmdebstrap_in(p.pid):  # labkit's own, not another build's
+    while time.monotonic() < deadline and not mmdebstrap_under(p.pid):  # labkit's own, not another build's
         time.sleep(0.2)
-    assert mmdebstrap_in(p.pid), "mmdebstrap never started"
+    assert mmdebstrap_under(p.pid), "mmdebstrap never started"
     os.killpg(p.pid, sig) if sig == signal.SIGINT else p.send_signal(sig)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 130, (out, err)
