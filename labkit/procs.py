@@ -14,23 +14,32 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 KILL_WAIT = 5.0  # after SIGKILL: how long to wait for the kernel to take them away
 
 
+def _stat(d: Path) -> list[str]:
+    """The fields of /proc/PID/stat after the command name: state, ppid, pgrp, ..."""
+    return (d / "stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _every_stat() -> Iterator[tuple[int, list[str]]]:
+    """(pid, its stat fields) of every process, skipping those that end while being read."""
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                yield int(d.name), _stat(d)
+            except (OSError, IndexError):
+                continue
+
+
 def descendants(pid: int) -> list[int]:
     """Every live descendant of ``pid`` (from /proc), children first."""
     parents: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        parents.setdefault(ppid, []).append(int(d.name))
+    for child, fields in _every_stat():
+        parents.setdefault(int(fields[1]), []).append(child)
     out, todo = [], [pid]
     while todo:
         for c in parents.get(todo.pop(), []):
@@ -42,26 +51,15 @@ def descendants(pid: int) -> list[int]:
 def alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie counts as stopped: its parent reaps it)."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return _stat(Path(f"/proc/{pid}"))[0] != "Z"
     except (OSError, IndexError):
         return False
-    return state != "Z"
 
 
 def live_groups(pgids: set[int]) -> set[int]:
     """Which of the process groups ``pgids`` still have a running member (zombies, which
     their new parent reaps in its own time, do not count)."""
-    out: set[int] = set()
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z" and int(fields[2]) in pgids:
-            out.add(int(fields[2]))
-    return out
+    return {int(f[2]) for _, f in _every_stat() if f[0] != "Z" and int(f[2]) in pgids}
 
 
 def _escalate(send: Callable[[int], None], gone: Callable[[], bool], grace: float) -> None:
