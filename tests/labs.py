@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labkit.paths import state_dir
 from tests.conftest import labkit_cmd, process_cmdlines
 
 
@@ -30,12 +29,14 @@ def run(*args, check=True, timeout=1800, env=None):
     return p
 
 
-def down_leftovers(*args: str, env: dict | None = None) -> subprocess.CompletedProcess | None:
-    """`labkit down ARGS` (not checked) when this machine records the lab as up: what an earlier
-    run or a failed test left. `up` records a lab before it makes anything, and only a full
-    `down` forgets it, so a lab not recorded has nothing to take down; a `down` would still run
-    its playbook over every engine (about 5-7 s here). The lab: ``-f FILE``'s name, ``--lab``,
-    or LABKIT_LAB."""
+def down_leftovers(*args: str) -> subprocess.CompletedProcess | None:
+    """`labkit down ARGS` (not checked) when this machine records the lab as up (`labkit.api`'s
+    ``labs_up``): what an earlier run or a failed test left. `up` records a lab before it makes
+    anything, and only a full `down` forgets it, so a lab not recorded has nothing to take down;
+    a `down` would still run its playbook over every engine (about 5-7 s here). The lab:
+    ``-f FILE``'s name, ``--lab``, or LABKIT_LAB."""
+    from labkit import api
+
     a = list(args)
     if "-f" in a:
         name = yaml.safe_load(Path(a[a.index("-f") + 1]).read_text())["name"]
@@ -43,11 +44,7 @@ def down_leftovers(*args: str, env: dict | None = None) -> subprocess.CompletedP
         name = a[a.index("--lab") + 1]
     else:
         name = os.environ.get("LABKIT_LAB", "demo")
-    home = {**os.environ, **(env or {})}.get("LABKIT_HOME")
-    labs = Path(home) / "labs" if home else state_dir() / "labs"
-    if not (labs / name / "lab.json").is_file():
-        return None
-    return run("down", *args, check=False, env=env)
+    return run("down", *args, check=False) if name in api.labs_up() else None
 
 
 def content_parents(lab_file: Path, d: Path, env: dict | None = None) -> dict[str, str]:
