@@ -122,15 +122,15 @@ class Terminal:
     """One PTY opened from the page: lives on while its websocket comes and goes (60 s
     without one ends it), ends with the shell, on logout, revocation or idle time."""
 
-    def __init__(self, site: Site, login: tuple[str, Login], host: str, peer: str, proc: Session) -> None:
-        self.site, self.login_key, self.student, self.host, self.proc = site, login[0], login[1].student, host, proc
+    def __init__(self, site: Site, login_key: str, login: Login, host: str, peer: str, proc: Session) -> None:
+        self.site, self.login_key, self.student, self.host, self.proc = site, login_key, login.student, host, proc
         self.id = secrets.token_urlsafe(18)
         self.buf = bytearray()
         self.ws: web.WebSocketResponse | None = None
         self.lock = asyncio.Lock()
         self.reaper: asyncio.TimerHandle | None = None
         self.ending: asyncio.Task[None] | None = None
-        self.open = Open(self.student, host, "web", peer, self.close, stamp=login[1].stamp)
+        self.open = Open(self.student, host, "web", peer, self.close, stamp=login.stamp)
         self.pump = asyncio.ensure_future(self._pump())
 
     async def _pump(self) -> None:
@@ -439,7 +439,7 @@ paste: Ctrl+Shift+V; or the right-click menu. SSH works too: the command is on y
                     ws, f"{host.short} cannot be opened now ({type(e).__name__}): tell your instructor"
                 )
                 return ws
-            term = Terminal(self, (key, login), host.short, peer, proc)
+            term = Terminal(self, key, login, host.short, peer, proc)
             self.terminals[term.id] = term
             self.door.opened(term.open)
             await term.attach(ws, resumed=False)
