@@ -13,12 +13,14 @@ apart, in ``access/instructor.json``: made and shown once by ``labkit access --i
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import json
 import os
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,10 +213,44 @@ def serve_state_file(lab: str) -> Path:
     return access_dir(lab) / "serve.json"
 
 
-def serve_state(lab: str) -> dict[str, Any]:
-    """What a running `labkit serve` of ``lab`` wrote ({} when none runs)."""
+@contextlib.contextmanager
+def serving_state(lab: str, state: Mapping[str, Any]) -> Iterator[None]:
+    """Publish what a running `labkit serve` of ``lab`` offers while the block runs.
+
+    The file is held under a shared flock for as long as the server runs: the kernel drops
+    the lock when the process ends, also by SIGKILL or a crash, so a file left behind by a
+    dead server is never read as a running one (see `serve_state`)."""
+    path = serve_state_file(lab)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        data = json.loads(serve_state_file(lab).read_text())
-    except (FileNotFoundError, ValueError):
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(dict(state), indent=1).encode())
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    finally:
+        os.close(fd)
+
+
+def serve_state(lab: str) -> dict[str, Any]:
+    """What a running `labkit serve` of ``lab`` wrote ({} when none runs, also when one died
+    without removing its file: nobody holds its lock then)."""
+    try:
+        fd = os.open(serve_state_file(lab), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
         return {}
+    with os.fdopen(fd, "rb") as f:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass  # a server holds it: it runs
+        else:
+            return {}  # left behind by a server that is gone
+        try:
+            data = json.loads(f.read())
+        except ValueError:
+            return {}
     return data if isinstance(data, dict) else {}

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import ssl
@@ -64,27 +63,25 @@ async def _serve(lab: Lab, ident: Identity, opts: Options, ready: asyncio.Event 
         state = {"pid": os.getpid(), "bind": opts.bind, "ssh_port": opts.ssh_port, "https_port": opts.https_port,
                  "ssh_fingerprint": ident.ssh_fingerprint, "tls_fingerprint": ident.tls_fingerprint,
                  "servers": sorted(opts.servers) if opts.servers else None}
-        creds.serve_state_file(lab.name).write_text(json.dumps(state, indent=1))
-        log.info("serving lab %s: ssh on %s:%d (host key %s), https on %s:%d (certificate SHA-256 %s); "
-                 "students: %s", lab.name, opts.bind or "*", opts.ssh_port, ident.ssh_fingerprint,
-                 opts.bind or "*", opts.https_port, ident.tls_fingerprint, ", ".join(door.students()) or "none yet")
-        if ready is not None:
-            ready.set()
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), SWEEP)
-            door.sweep()
-        log.info("stopping: closing %d open session(s)", len(door.sessions))
-        ssh_srv.close()
-        for s in list(door.sessions):
-            s.close("the door is closing (labkit serve stopped)")
-        await web.stop(web_srv)
-        await asyncio.sleep(0.2)
+        with creds.serving_state(lab.name, state):
+            log.info("serving lab %s: ssh on %s:%d (host key %s), https on %s:%d (certificate SHA-256 %s); "
+                     "students: %s", lab.name, opts.bind or "*", opts.ssh_port, ident.ssh_fingerprint,
+                     opts.bind or "*", opts.https_port, ident.tls_fingerprint, ", ".join(door.students()) or "none yet")
+            if ready is not None:
+                ready.set()
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), SWEEP)
+                door.sweep()
+            log.info("stopping: closing %d open session(s)", len(door.sessions))
+            ssh_srv.close()
+            for s in list(door.sessions):
+                s.close("the door is closing (labkit serve stopped)")
+            await web.stop(web_srv)
+            await asyncio.sleep(0.2)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        with contextlib.suppress(FileNotFoundError):
-            creds.serve_state_file(lab.name).unlink()
         await asyncio.to_thread(door.close)
 
 

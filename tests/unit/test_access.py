@@ -6,6 +6,8 @@ import csv
 import io
 import json
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -123,6 +125,27 @@ def test_sessions_end_with_their_students_credential_whoever_read_it_first(labki
     door.sweep()
     assert said == {"s01": "your password was changed: log in again with the new one",
                     "s02": "your access was revoked"}
+
+
+def test_serve_state_is_read_only_while_its_server_lives(labkit_home):
+    """The handout prints the ports of the running `labkit serve`; a state file left behind by
+    a server that died (SIGKILL: nothing of its own clean-up ran) is not read as a running one."""
+    assert creds.serve_state("c") == {}
+    with creds.serving_state("c", {"ssh_port": 40022}):
+        assert creds.serve_state("c") == {"ssh_port": 40022}
+    assert creds.serve_state("c") == {} and not creds.serve_state_file("c").exists()
+    code = ("import sys, time; from labkit.access import creds\n"
+            "with creds.serving_state('c', {'ssh_port': 54427}):\n"
+            "    print('up', flush=True); time.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "up\n"
+        assert creds.serve_state("c")["ssh_port"] == 54427
+    finally:
+        child.kill()
+        child.wait()
+    assert json.loads(creds.serve_state_file("c").read_text())["ssh_port"] == 54427  # left behind
+    assert creds.serve_state("c") == {}
 
 
 def test_door_finds_only_the_students_own_running_hosts(labkit_home, monkeypatch):
