@@ -25,9 +25,9 @@ What decides the placing (docs/tests.md, "How CI runs the suite"):
   every module whose second `up` must report changed=0, or that checks isolation, runs here.
   - A: the modules on the default lab, reused as stage 2 left it (LABKIT_TEST_DEFAULT_LAB=
     reuse), test_70 last (it takes that lab down), with test_57, test_72, test_66 and the
-    attacks test_fw_ipv6, test_fw_paths and test_lxc_rootfs to balance the two streams (by the
-    seconds of the last run, test-artifacts/ci-times.json, with the lead's planned additions
-    counted).
+    attacks test_fw_ipv6, test_fw_paths, test_lxc_rootfs, test_server_trust and test_fw_pty
+    to balance the two streams (by the seconds of the last run, test-artifacts/ci-times.json,
+    with the lead's planned additions counted).
   - B: the other modules.
   The attacks of tests/security run in stage 3 too (they make labs and firewall rules that
   test_47's reordering would disturb): test_vm_login reads the default lab's VM (stream A),
@@ -69,10 +69,10 @@ STAGES: list[tuple[str, dict[str, list[str]], dict[str, str]]] = [
     ("3", {"A": ["test_22_cli", "test_vm_login", "test_40_registry", "test_50_verify", "test_55_servers",
                  "test_56_classroom_servers", "test_60_report", "test_57_remote_vm", "test_72_down_vms",
                  "test_isolation_engines", "test_fw_ipv6", "test_fw_paths", "test_lxc_rootfs", "test_door_ssh",
-                 "test_door_web", "test_66_public_roles", "test_70_down"],
+                 "test_door_web", "test_66_public_roles", "test_server_trust", "test_fw_pty", "test_70_down"],
            "B": ["test_76_lxc", "test_65_webclass", "test_75_engines", "test_77_remote_podman",
-                 "test_molecule_native", "test_78_remote_lxc", "test_server_trust", "test_fw_reboot",
-                 "test_fw_pty", "test_bundle_trust", "test_80_molecule"]},
+                 "test_molecule_native", "test_78_remote_lxc", "test_fw_reboot", "test_bundle_trust",
+                 "test_80_molecule"]},
      {"LABKIT_TEST_DEFAULT_LAB": "reuse"}),
 ]
 DEFAULT_LAB_USERS = ("default_lab", "default_facts")

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.labs import down_leftovers
+
 from .conftest import docker, run
 
 pytestmark = pytest.mark.integration
@@ -84,7 +86,7 @@ def labs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     tmp = tmp_path_factory.mktemp("content")
     cached, plain = _lab(tmp, CACHED, 3), _lab(tmp, PLAIN, 1)
     for name in (CACHED, PLAIN):
-        run("down", "--lab", name, "-q", check=False)
+        down_leftovers("--lab", name, "-q")
     try:
         # both at once (two labs, nothing shared: the plain one never reads or makes a lab image)
         with ThreadPoolExecutor(2) as ex:
@@ -93,8 +95,8 @@ def labs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
             first, _ = first_f.result(), plain_f.result()
         yield {"cached": cached, "plain": plain, "first": first.stdout + first.stderr}
     finally:
-        for name in (CACHED, PLAIN):
-            run("down", "--lab", name, "-q", check=False)
+        for name in (CACHED, PLAIN):  # the plain lab; the cached one too if a test failed before its down
+            down_leftovers("--lab", name, "-q")
 
 
 def test_students_start_from_the_lab_image(labs: dict) -> None:

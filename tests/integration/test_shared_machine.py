@@ -39,6 +39,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.labs import down_leftovers
+
 from .conftest import run
 
 pytestmark = [pytest.mark.integration]
@@ -146,7 +148,7 @@ def accounts(tmp_path_factory):
         root_lab.write_text(LAB_FILE)
         yield {"prepare": prep, "prepare_seconds": time.monotonic() - t0, "root_lab": root_lab}
     finally:
-        run("down", "--lab", LAB, check=False, timeout=600)
+        down_leftovers("--lab", LAB)  # root's lab, when a test failed before its down
         for u in ACCOUNTS:  # after a failure: whatever is still up (the last test removed them otherwise)
             if u in {p.pw_name for p in pwd.getpwall()}:
                 as_account(u, "labkit", "down", "-f", "lab.yml", check=False, timeout=300)
