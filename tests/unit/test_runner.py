@@ -31,6 +31,29 @@ def test_successful_run_returns_stats(tmp_path, labkit_home):
     assert r.artifacts.is_dir()
 
 
+POLL = """
+- hosts: lab_servers
+  gather_facts: false
+  tasks:
+    - name: Read the setting
+      ansible.builtin.assert:
+        that: lookup('ansible.builtin.config', 'DEFAULT_INTERNAL_POLL_INTERVAL') == 0.01
+"""
+
+
+def test_labkits_own_runs_read_its_ansible_cfg_not_the_users(tmp_path, labkit_home, monkeypatch):
+    """playbooks/ansible.cfg (the main loop's poll interval) is what labkit's own runs read, also
+    when the user has a ~/.ansible.cfg of their own."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".ansible.cfg").write_text("[defaults]\ninternal_poll_interval = 0.5\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("ANSIBLE_CONFIG", raising=False)
+    pb = tmp_path / "poll.yml"
+    pb.write_text(POLL)
+    assert run_playbook(str(pb), lab="t1").total("ok") == 1
+
+
 def test_failed_run_raises_naming_host_task_and_keeps_artifacts(tmp_path, labkit_home):
     pb = tmp_path / "bad.yml"
     pb.write_text(BAD)
