@@ -8,11 +8,13 @@ without exposing the engine on the network.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from labkit import procs
 from labkit.errors import EngineError, SpecError
 from labkit.paths import lab_dir, run_dir
 
@@ -234,15 +237,64 @@ def write_executable(exe: Path, text: str) -> Path:
     return exe
 
 
-def close_podman_ssh(lab: str, server: Server) -> None:
-    """End the shared SSH connection of ``podman_wrapper``'s calls, if one is open: after the
-    labkit command, each call (``labkit shell``) has a connection of its own."""
+_HOLDS: dict[str, int] = {}  # this process's open_podman_ssh calls not yet closed, by control path
+_HOLDS_LOCK = threading.Lock()
+
+
+@contextmanager
+def _mux_lock(path: str) -> Iterator[None]:
+    """Held while a command joins or leaves the shared connection's users (``{path}.lock``)."""
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def open_podman_ssh(lab: str, server: Server) -> None:
+    """This labkit command shares the SSH connection of ``podman_wrapper``'s and the LXC
+    wrappers' calls to ``server`` until `close_podman_ssh`: the marker (a folder) holds one file
+    per command using it, so several commands on the lab at once (a second `labkit shell`,
+    `labkit serve` beside `labkit status`) each keep it while they run."""
     path = server.control_path(lab)
-    Path(f"{path}.on").unlink(missing_ok=True)
-    if Path(path).exists():
-        argv = server.ssh_argv()
-        subprocess.run(argv[:-1] + ["-o", f"ControlPath={path}", "-O", "exit", argv[-1]],
-                       capture_output=True, timeout=20)
+    marker = Path(f"{path}.on")
+    with _HOLDS_LOCK:
+        _HOLDS[path] = _HOLDS.get(path, 0) + 1
+    with _mux_lock(path):
+        if marker.is_file() or marker.is_symlink():  # an older labkit's marker (a file)
+            marker.unlink()
+        marker.mkdir(mode=0o700, exist_ok=True)
+        (marker / str(os.getpid())).touch()
+
+
+def close_podman_ssh(lab: str, server: Server) -> None:
+    """This command is done with the shared SSH connection. The last of the commands using it
+    removes the marker and ends the connection: after them, each call (`labkit shell`) has a
+    connection of its own. A command that died without getting here does not count."""
+    path = server.control_path(lab)
+    marker = Path(f"{path}.on")
+    with _HOLDS_LOCK:  # engines() nested, or run twice at once, in one process
+        _HOLDS[path] = _HOLDS.get(path, 1) - 1
+        if _HOLDS[path] > 0:
+            return
+        del _HOLDS[path]
+    with _mux_lock(path):
+        (marker / str(os.getpid())).unlink(missing_ok=True)
+        users = list(marker.iterdir()) if marker.is_dir() else []
+        for f in users:
+            if not (f.name.isdigit() and procs.alive(int(f.name))):
+                f.unlink(missing_ok=True)
+        if any(f.exists() for f in users):
+            return
+        if marker.is_dir():
+            marker.rmdir()
+        else:
+            marker.unlink(missing_ok=True)
+        if Path(path).exists():
+            argv = server.ssh_argv()
+            subprocess.run(argv[:-1] + ["-o", f"ControlPath={path}", "-O", "exit", argv[-1]],
+                           capture_output=True, timeout=20)
 
 
 @contextmanager
@@ -253,7 +305,7 @@ def engines(lab: str, servers: list[Server], timeout: float = 30) -> Iterator[li
         for s in servers:
             if s.local:
                 continue
-            Path(f"{s.control_path(lab)}.on").touch()  # the Podman and LXC wrappers' calls share one SSH connection
+            open_podman_ssh(lab, s)  # the Podman and LXC wrappers' calls share one SSH connection
             # this command's own socket: another labkit command on the lab at the same time
             # (a second `labkit shell`) has its own tunnel
             sock = lab_dir(lab) / f"docker-{s.name}-{os.getpid()}.sock"

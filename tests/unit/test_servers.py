@@ -1,12 +1,15 @@
 """Pure logic of many lab servers: spreading students, ssh settings, inventory reading, bundles."""
 import hashlib
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from labkit.errors import LabkitError, SpecError
 from labkit.images import bundle
-from labkit.servers.base import Server, assign, from_inventory
+from labkit.servers.base import Server, assign, close_podman_ssh, from_inventory, open_podman_ssh
 
 
 def servers(*names):
@@ -89,3 +92,32 @@ def test_bundle_checksums_name_the_bad_file(tmp_path):
         bundle.verify(tmp_path)
     with pytest.raises(LabkitError, match="not a labkit bundle"):
         bundle.verify(tmp_path / "images")
+
+
+def test_the_shared_ssh_connection_stays_while_any_command_on_the_lab_uses_it(labkit_home):
+    """Podman's and LXC's wrappers share one SSH connection to a remote server while a labkit
+    command runs (its marker exists). A second command on the same lab ending (a second
+    `labkit shell`; `labkit status` beside `labkit serve`) must not end it under the first; a
+    command killed before its clean-up does not hold it forever."""
+    s = Server("far", False, {"ansible_host": "192.0.2.7"})
+    marker = Path(s.control_path("lab1") + ".on")
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("")  # an older labkit's marker, a file
+    code = ("import sys, time\nfrom labkit.servers.base import Server, open_podman_ssh\n"
+            "open_podman_ssh('lab1', Server('far', False, {'ansible_host': '192.0.2.7'}))\n"
+            "print('in', flush=True); time.sleep(60)\n")
+    other = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout is not None and other.stdout.readline() == "in\n"
+        assert marker.is_dir()
+        open_podman_ssh("lab1", s)
+        open_podman_ssh("lab1", s)  # nested in one command
+        close_podman_ssh("lab1", s)
+        close_podman_ssh("lab1", s)
+        assert marker.is_dir(), "the other command still uses the connection"
+    finally:
+        other.kill()
+        other.wait()
+    open_podman_ssh("lab1", s)
+    close_podman_ssh("lab1", s)
+    assert not marker.exists(), "the killed command's claim is not counted"
