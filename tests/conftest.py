@@ -1,5 +1,8 @@
+import contextlib
 import os
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,20 @@ def labkit_home(tmp_path, monkeypatch):
     home = tmp_path / "labkit-home"
     monkeypatch.setenv("LABKIT_HOME", str(home))
     return home
+
+
+@contextlib.contextmanager
+def child_holding(code: str) -> Iterator[subprocess.Popen]:
+    """A real second process running ``code`` (labkit importable), once it has printed its first
+    line (the code prints it when it holds what the test needs); SIGKILLed when the block ends,
+    so nothing of its own clean-up runs."""
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip(), "the child process ended early"
+        yield child
+    finally:
+        child.kill()
+        child.wait()
 
 
 def role_module(role: str, name: str):

@@ -6,8 +6,6 @@ import csv
 import io
 import json
 import stat
-import subprocess
-import sys
 
 import pytest
 
@@ -15,6 +13,7 @@ from labkit.access import creds, handout
 from labkit.door.core import Throttle
 from labkit.errors import SpecError
 from labkit.lab import spec
+from tests.conftest import child_holding
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx5dWtfdGVzdF9rZXlfZm9yX3MwMV9fX19fX19fX19f s01@laptop"
 
@@ -137,13 +136,8 @@ def test_serve_state_is_read_only_while_its_server_lives(labkit_home):
     code = ("import sys, time; from labkit.access import creds\n"
             "with creds.serving_state('c', {'ssh_port': 54427}):\n"
             "    print('up', flush=True); time.sleep(60)\n")
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout is not None and child.stdout.readline() == "up\n"
+    with child_holding(code):
         assert creds.serve_state("c")["ssh_port"] == 54427
-    finally:
-        child.kill()
-        child.wait()
     assert json.loads(creds.serve_state_file("c").read_text())["ssh_port"] == 54427  # left behind
     assert creds.serve_state("c") == {}
 

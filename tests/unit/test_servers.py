@@ -1,8 +1,6 @@
 """Pure logic of many lab servers: spreading students, ssh settings, inventory reading, bundles."""
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +8,7 @@ import pytest
 from labkit.errors import LabkitError, SpecError
 from labkit.images import bundle
 from labkit.servers.base import Server, assign, close_podman_ssh, from_inventory, open_podman_ssh
+from tests.conftest import child_holding
 
 
 def servers(*names):
@@ -106,18 +105,13 @@ def test_the_shared_ssh_connection_stays_while_any_command_on_the_lab_uses_it(la
     code = ("import sys, time\nfrom labkit.servers.base import Server, open_podman_ssh\n"
             "open_podman_ssh('lab1', Server('far', False, {'ansible_host': '192.0.2.7'}))\n"
             "print('in', flush=True); time.sleep(60)\n")
-    other = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert other.stdout is not None and other.stdout.readline() == "in\n"
+    with child_holding(code):
         assert marker.is_dir()
         open_podman_ssh("lab1", s)
         open_podman_ssh("lab1", s)  # nested in one command
         close_podman_ssh("lab1", s)
         close_podman_ssh("lab1", s)
         assert marker.is_dir(), "the other command still uses the connection"
-    finally:
-        other.kill()
-        other.wait()
     open_podman_ssh("lab1", s)
     close_podman_ssh("lab1", s)
     assert not marker.exists(), "the killed command's claim is not counted"
