@@ -1,9 +1,12 @@
 """Where labkit keeps its state, and where its Ansible content lives."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 from labkit.errors import LabkitError
@@ -148,3 +151,16 @@ def write_private(path: Path, data: bytes) -> None:
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def locked_beside(path: Path) -> Iterator[None]:
+    """An exclusive flock on ``PATH.lock`` beside ``path`` while the block runs: other threads
+    and processes doing the same wait their turn (the kernel frees it if the holder dies)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -6,9 +6,7 @@ and one JUnit file per student. The last grade of each student is kept (``last.j
 grading one student keeps the others'), for the dashboard of `labkit serve`."""
 from __future__ import annotations
 
-import contextlib
 import csv
-import fcntl
 import html
 import io
 import json
@@ -16,10 +14,12 @@ import os
 import re
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from labkit.paths import locked_beside
 
 
 @dataclass
@@ -64,18 +64,6 @@ def from_dict(d: dict[str, Any]) -> Grade:
     return Grade(str(d.get("student", "")), checks, notes, str(d.get("junit") or ""))
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive flock beside ``path`` (graders in threads and processes merge in turn)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def read_last(path: Path) -> dict[str, tuple[float, Grade]]:
     """The last grade of each student kept in ``path`` (last.json), with when it was made."""
     try:
@@ -97,7 +85,7 @@ def keep_last(path: Path, grades: Sequence[Grade], when: float | None = None) ->
     """Merge ``grades`` into ``path`` (last.json): each student's replaces their own, the others'
     stay. Written whole and renamed, under a lock."""
     when = time.time() if when is None else when
-    with _locked(path):
+    with locked_beside(path):
         data = {s: {"time": t, "grade": g.as_dict()} for s, (t, g) in read_last(path).items()}
         data.update({g.student: {"time": when, "grade": g.as_dict()} for g in grades})
         tmp = path.with_name(f".{path.name}.{os.getpid()}")

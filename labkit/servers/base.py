@@ -8,7 +8,6 @@ without exposing the engine on the network.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shlex
@@ -24,7 +23,7 @@ from typing import Any
 
 from labkit import procs
 from labkit.errors import EngineError, SpecError
-from labkit.paths import lab_dir, run_dir
+from labkit.paths import lab_dir, locked_beside, run_dir
 
 LOCAL_SOCKET = "unix:///var/run/docker.sock"
 # On a remote lab server: labkit's folder (bundle copies, the Vagrant home, the VMs' Vagrant
@@ -241,17 +240,6 @@ _HOLDS: dict[str, int] = {}  # this process's open_podman_ssh calls not yet clos
 _HOLDS_LOCK = threading.Lock()
 
 
-@contextmanager
-def _mux_lock(path: str) -> Iterator[None]:
-    """Held while a command joins or leaves the shared connection's users (``{path}.lock``)."""
-    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def open_podman_ssh(lab: str, server: Server) -> None:
     """This labkit command shares the SSH connection of ``podman_wrapper``'s and the LXC
     wrappers' calls to ``server`` until `close_podman_ssh`: the marker (a folder) holds one file
@@ -261,7 +249,7 @@ def open_podman_ssh(lab: str, server: Server) -> None:
     marker = Path(f"{path}.on")
     with _HOLDS_LOCK:
         _HOLDS[path] = _HOLDS.get(path, 0) + 1
-    with _mux_lock(path):
+    with locked_beside(Path(path)):
         if marker.is_file() or marker.is_symlink():  # an older labkit's marker (a file)
             marker.unlink()
         marker.mkdir(mode=0o700, exist_ok=True)
@@ -279,13 +267,13 @@ def close_podman_ssh(lab: str, server: Server) -> None:
         if _HOLDS[path] > 0:
             return
         del _HOLDS[path]
-    with _mux_lock(path):
+    with locked_beside(Path(path)):
         (marker / str(os.getpid())).unlink(missing_ok=True)
-        users = list(marker.iterdir()) if marker.is_dir() else []
-        for f in users:
-            if not (f.name.isdigit() and procs.alive(int(f.name))):
-                f.unlink(missing_ok=True)
-        if any(f.exists() for f in users):
+        others = list(marker.iterdir()) if marker.is_dir() else []
+        dead = [f for f in others if not (f.name.isdigit() and procs.alive(int(f.name)))]
+        for f in dead:
+            f.unlink(missing_ok=True)
+        if len(dead) < len(others):  # another command still uses it
             return
         if marker.is_dir():
             marker.rmdir()
