@@ -10,17 +10,17 @@
   answers labkit's reads there (the lab's containers by marker, measurements, accounts,
   what the server lacks) as JSON.
 
-Within a labkit command (while the ``mux`` marker exists) every call shares one SSH connection
-with the Podman wrappers' (``Server.control_path``).
+Within a labkit command on the lab every call shares one SSH connection with the Podman
+wrappers' (``labkit.servers.sshshare``).
 """
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
 import sys
 
 from labkit.engines.lxc_layout import server_source
+from labkit.servers import sshshare
 
 
 def remote(sudo: list[str], program: list[str], args: list[str]) -> str:
@@ -34,20 +34,20 @@ def tty_wanted(stdin_tty: bool, stdout_tty: bool) -> bool:
     return stdin_tty and stdout_tty
 
 
-def main(mode: str, ssh: list[str], sudo: list[str], args: list[str], mux: dict | None = None,
+def main(mode: str, ssh: list[str], sudo: list[str], args: list[str], mux: str | None = None,
          python: str = "python3") -> int:
     """Run ``lxc-attach ARGS`` (mode ``attach``) or labkit's reads (mode ``read``) on the server:
     ``ssh`` is the server's argv up to (and with) its destination; ``sudo`` the words before
-    the program there (``sudo -n`` when the inventory says become)."""
-    dest, opts = ssh[-1], ssh[:-1]
-    if mux and os.path.exists(mux["marker"]):
-        opts = opts + list(mux["options"])
-    if mode == "read":
-        src = server_source()
-        p = subprocess.run([*opts, "-T", dest, remote(sudo, [python, "-"], args)], input=src)
-        return p.returncode
-    if mode != "attach":
+    the program there (``sudo -n`` when the inventory says become); ``mux`` the socket of the
+    connection shared while a labkit command on the lab runs (``labkit.servers.sshshare``)."""
+    if mode not in ("attach", "read"):
         sys.stderr.write(f"labkit: unknown LXC wrapper mode {mode!r}\n")
         return 2
-    tty = ["-t"] if tty_wanted(sys.stdin.isatty(), sys.stdout.isatty()) else ["-T"]
-    return subprocess.run([*opts, *tty, dest, remote(sudo, ["lxc-attach"], args)]).returncode
+    dest = ssh[-1]
+    with sshshare.call(ssh, mux) as shared:
+        opts = [*ssh[:-1], *shared]
+        if mode == "read":
+            p = subprocess.run([*opts, "-T", dest, remote(sudo, [python, "-"], args)], input=server_source())
+            return p.returncode
+        tty = ["-t"] if tty_wanted(sys.stdin.isatty(), sys.stdout.isatty()) else ["-T"]
+        return subprocess.run([*opts, *tty, dest, remote(sudo, ["lxc-attach"], args)]).returncode

@@ -412,7 +412,7 @@ def podman_wrapper(lab: str, server: Server, user: str = "") -> str:
     d = lab_dir(lab) / PODMAN_WRAPPERS / server.name / (user or "_root")
     d.mkdir(parents=True, exist_ok=True)
     ssh = server.ssh_argv()
-    # within a labkit command (engines(): the marker exists) every call shares one connection
+    # within a labkit command on the lab every call shares one connection (servers.sshshare)
     mux = servers.mux(lab, server)
     prefix = (["sudo", "-n"] if server.become() else []) + ([f"{WRAPPER_DIR}/{user}/podman"] if user else ["podman"])
     text = (f"#!{sys.executable}\n# labkit: Podman ({user or 'root'}) on lab server {server.name}, over SSH "

@@ -17,10 +17,11 @@ the machine that runs them:
 """
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
 import sys
+
+from labkit.servers import sshshare
 
 NO_MOUNT = "labkit: `podman mount` is not offered over SSH (the mount point is on the lab server); copy with `podman cp`\n"
 
@@ -58,16 +59,18 @@ def tty_wanted(args: list[str]) -> bool:
     return any(f in ("-t", "--tty", "-it", "-ti") for f in flags)
 
 
-def main(ssh: list[str], prefix: list[str], args: list[str], mux: dict | None = None) -> int:
+def main(ssh: list[str], prefix: list[str], args: list[str], mux: str | None = None) -> int:
     """Run ``podman ARGS`` on the server: ``ssh`` is the server's argv up to (and with) its
-    destination; ``prefix`` the remote words before Podman's arguments; ``mux``: the options
-    that share one connection, used while its ``marker`` file exists (a labkit command runs)."""
+    destination; ``prefix`` the remote words before Podman's arguments; ``mux``: the socket of
+    the connection shared while a labkit command on the lab runs (``labkit.servers.sshshare``)."""
     if args[:1] == ["mount"]:
         sys.stderr.write(NO_MOUNT)
         return 125
-    dest, opts = ssh[-1], ssh[:-1]
-    if mux and os.path.exists(mux["marker"]):
-        opts = opts + list(mux["options"])
+    with sshshare.call(ssh, mux) as shared:
+        return _run([*ssh[:-1], *shared], ssh[-1], prefix, args)
+
+
+def _run(opts: list[str], dest: str, prefix: list[str], args: list[str]) -> int:
     if args[:1] == ["cp"]:
         cp = split_cp(args[1:])
         if cp is not None:

@@ -13,17 +13,15 @@ import os
 import shlex
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from labkit import procs
 from labkit.errors import EngineError, SpecError
-from labkit.paths import lab_dir, locked_beside, run_dir
+from labkit.paths import lab_dir, run_dir
+from labkit.servers import sshshare
 
 LOCAL_SOCKET = "unix:///var/run/docker.sock"
 # On a remote lab server: labkit's folder (bundle copies, the Vagrant home, the VMs' Vagrant
@@ -218,12 +216,10 @@ def assign(students: list[str], servers: list[Server], previous: dict[str, str] 
     return {st: out[st] for st in students}
 
 
-def mux(lab: str, server: Server) -> dict[str, Any]:
-    """The options with which a wrapper's calls share one SSH connection to ``server``, while
-    the marker exists (``engines()`` makes it for the length of a labkit command)."""
-    cp = server.control_path(lab)
-    return {"marker": f"{cp}.on", "options": ["-o", "ControlMaster=auto", "-o", f"ControlPath={cp}",
-                                              "-o", "ControlPersist=60"]}
+def mux(lab: str, server: Server) -> str:
+    """The socket of the SSH connection a wrapper's calls to ``server`` share while labkit
+    commands on the lab run (``labkit.servers.sshshare``)."""
+    return server.control_path(lab)
 
 
 def write_executable(exe: Path, text: str) -> Path:
@@ -236,53 +232,16 @@ def write_executable(exe: Path, text: str) -> Path:
     return exe
 
 
-_HOLDS: dict[str, int] = {}  # this process's open_podman_ssh calls not yet closed, by control path
-_HOLDS_LOCK = threading.Lock()
-
-
 def open_podman_ssh(lab: str, server: Server) -> None:
-    """This labkit command shares the SSH connection of ``podman_wrapper``'s and the LXC
-    wrappers' calls to ``server`` until `close_podman_ssh`: the marker (a folder) holds one file
-    per command using it, so several commands on the lab at once (a second `labkit shell`,
-    `labkit serve` beside `labkit status`) each keep it while they run."""
-    path = server.control_path(lab)
-    marker = Path(f"{path}.on")
-    with _HOLDS_LOCK:
-        _HOLDS[path] = _HOLDS.get(path, 0) + 1
-    with locked_beside(Path(path)):
-        if marker.is_file() or marker.is_symlink():  # an older labkit's marker (a file)
-            marker.unlink()
-        marker.mkdir(mode=0o700, exist_ok=True)
-        (marker / str(os.getpid())).touch()
+    """This labkit command shares one SSH connection for the Podman and LXC wrappers' calls to
+    ``server`` until `close_podman_ssh` (with any other command on the lab at the same time)."""
+    sshshare.join(server.control_path(lab), open_=True)
 
 
 def close_podman_ssh(lab: str, server: Server) -> None:
-    """This command is done with the shared SSH connection. The last of the commands using it
-    removes the marker and ends the connection: after them, each call (`labkit shell`) has a
-    connection of its own. A command that died without getting here does not count."""
+    """This command is done with the shared SSH connection; the last of its users ends it."""
     path = server.control_path(lab)
-    marker = Path(f"{path}.on")
-    with _HOLDS_LOCK:  # engines() nested, or run twice at once, in one process
-        _HOLDS[path] = _HOLDS.get(path, 1) - 1
-        if _HOLDS[path] > 0:
-            return
-        del _HOLDS[path]
-    with locked_beside(Path(path)):
-        (marker / str(os.getpid())).unlink(missing_ok=True)
-        others = list(marker.iterdir()) if marker.is_dir() else []
-        dead = [f for f in others if not (f.name.isdigit() and procs.alive(int(f.name)))]
-        for f in dead:
-            f.unlink(missing_ok=True)
-        if len(dead) < len(others):  # another command still uses it
-            return
-        if marker.is_dir():
-            marker.rmdir()
-        else:
-            marker.unlink(missing_ok=True)
-        if Path(path).exists():
-            argv = server.ssh_argv()
-            subprocess.run(argv[:-1] + ["-o", f"ControlPath={path}", "-O", "exit", argv[-1]],
-                           capture_output=True, timeout=20)
+    sshshare.leave(path, sshshare.exit_argv(server.ssh_argv(), path))
 
 
 @contextmanager

@@ -115,3 +115,29 @@ def test_the_shared_ssh_connection_stays_while_any_command_on_the_lab_uses_it(la
     open_podman_ssh("lab1", s)
     close_podman_ssh("lab1", s)
     assert not marker.exists(), "the killed command's claim is not counted"
+
+
+def test_a_wrappers_call_keeps_the_shared_connection_until_its_ssh_ends(labkit_home, tmp_path):
+    """A wrapper's call that joined the shared connection while a labkit command ran (a `labkit
+    shell` on a remote Podman container, beside `labkit status`) is a user of its own: the
+    command ending must not end the connection under it (test_58's probes once got ssh's 255);
+    the call, ending last, ends it."""
+    s = Server("far", False, {"ansible_host": "192.0.2.7"})
+    path = s.control_path("lab1")
+    log, go = tmp_path / "ssh.log", tmp_path / "go"
+    fake = tmp_path / "ssh"  # records its arguments; a session says so, then waits for `go`
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {log}\ncase "$*" in *"-O exit"*) exit 0;; esac\n'
+                    f'echo in\nwhile [ ! -e {go} ]; do sleep 0.05; done\n')
+    fake.chmod(0o755)
+    open_podman_ssh("lab1", s)  # the labkit command
+    Path(path).touch()  # its connection's socket
+    code = (f"import sys\nfrom labkit.engines.podman_ssh import main\n"
+            f"sys.exit(main([{str(fake)!r}, 'far'], ['podman'], ['ps'], {path!r}))\n")
+    with child_holding(code) as child:
+        assert f"ControlPath={path}" in log.read_text(), "the call shares the command's connection"
+        close_podman_ssh("lab1", s)  # the command ends first (its own ssh is the fake too)
+        assert Path(path + ".on").is_dir() and "-O exit" not in log.read_text(), "ended under the call"
+        go.touch()
+        assert child.wait(10) == 0
+    assert not Path(path + ".on").exists()
+    assert [ln for ln in log.read_text().splitlines() if "-O exit" in ln] == [f"-o ControlPath={path} -O exit far"]
