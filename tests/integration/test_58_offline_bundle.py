@@ -291,19 +291,30 @@ def offline(tmp_path_factory, server):
     up = _timed("up", times, "up", "-f", str(lab), "-i", str(inv), "--no-facts")
     facts = json.loads(_timed("facts", times, "facts", "-f", str(lab), "--json").stdout)
     verify = _timed("verify", times, "verify", "-f", str(lab), "--json", check=False)
-    # the five probes at once: each waits out its blocked connections' timeouts
+    # a listener on another network of the server (Docker's default bridge, no lab's): on this fresh
+    # server Podman's CNI plugin put its accepting rules above labkit's when the first container
+    # started; labkit's come first again before `up` is done
+    ssh("sudo docker run -d --rm --name lk58-other --network bridge labkit/debian:12 python3 -m http.server 8000")
+    other = ssh("sudo docker inspect -f '{{.NetworkSettings.IPAddress}}' lk58-other").stdout.strip()
+    reach = (f"import socket\ntry:\n    socket.create_connection(({other!r}, 8000), 5).close(); print('reached')\n"
+             "except OSError as e:\n    print('blocked', e)\n")
+    # the six probes at once: each waits out its blocked connections' timeouts
     t0 = time.monotonic()
-    with ThreadPoolExecutor(5) as ex:
+    with ThreadPoolExecutor(6) as ex:
         probes = {"server": ex.submit(ssh, f"python3 -c {shlex.quote(PROBE)}", check=False)}
         for host in ("debian12", PODMAN, LXC, "vm"):
             probes[host] = ex.submit(run, "shell", "-f", str(lab), host, "python3", "-c", PROBE, check=False)
+        other_net = ex.submit(run, "shell", "-f", str(lab), PODMAN, "python3", "-c", reach, check=False)
         still_blocked = {host: f.result() for host, f in probes.items()}
+    ssh("sudo docker rm -f lk58-other", check=False)
+    forward = ssh("sudo iptables -S FORWARD").stdout
     times["probes"] = time.monotonic() - t0
     yield {"dir": d, "bundle": bundle, "digest": digest, "lab": lab, "inv": inv, "created": created, "times": times,
            "packages": packages, "lists": lists, "missing_before": missing_before,
            "probe": probe, "apt_update": apt_update, "uncovered": uncovered, "after_uncovered": after_uncovered,
            "first": first, "second": second, "up": up, "facts": facts, "verify": verify,
-           "still_blocked": still_blocked, "sources_before": sources_before,
+           "still_blocked": still_blocked, "other_net": other_net.result(), "forward": forward,
+           "sources_before": sources_before,
            "sources_after": ssh("sha256sum /etc/apt/sources.list; ls -A /etc/apt/sources.list.d").stdout}
     down_leftovers("-f", str(lab), "-i", str(inv))
     print("\n" + ", ".join(f"{k}: {v:.0f} s" for k, v in times.items()))
@@ -341,6 +352,17 @@ def test_the_server_reaches_no_mirror(offline):
     # after prepare and up, the server and the classroom's hosts on it still reach nothing
     for host, p in offline["still_blocked"].items():
         assert "reached" not in p.stdout and p.returncode == 0, (host, p.stdout, p.stderr)
+
+
+def test_podmans_first_containers_on_a_fresh_server_reach_no_other_network(offline):
+    """Podman's CNI plugin puts its own rules (accepting all of a container's traffic) at the top
+    of FORWARD when the server's first container starts: labkit's jump is first again when `up`
+    ends, and the Podman container reaches no other network of the server."""
+    p = offline["other_net"]
+    assert p.returncode == 0 and p.stdout.startswith("blocked"), (p.stdout, p.stderr)
+    rules = [ln for ln in offline["forward"].splitlines() if ln.startswith("-A FORWARD")]
+    assert any("CNI-FORWARD" in ln for ln in rules), offline["forward"]  # what the plugin put there
+    assert rules[0] in ("-A FORWARD -m comment --comment labkit -j LABKIT-FORWARD", "-A FORWARD -j DOCKER-USER"), rules
 
 
 def test_a_bundle_for_another_release_is_refused_naming_the_server_and_the_fix(offline):
