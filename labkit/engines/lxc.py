@@ -289,7 +289,7 @@ def lxc_wrappers(lab: str, server: Server) -> dict[str, str]:
     (cheap), so a changed inventory takes effect."""
     d = lab_dir(lab) / LXC_WRAPPERS / server.name
     d.mkdir(parents=True, exist_ok=True)
-    ssh, mux = server.ssh_argv(), servers.mux(lab, server)
+    ssh, mux = server.ssh_argv(), server.control_path(lab)
     sudo = ["sudo", "-n"] if server.become() else []
     python = server.python()
     out = {}

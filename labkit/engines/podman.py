@@ -413,7 +413,7 @@ def podman_wrapper(lab: str, server: Server, user: str = "") -> str:
     d.mkdir(parents=True, exist_ok=True)
     ssh = server.ssh_argv()
     # within a labkit command on the lab every call shares one connection (servers.sshshare)
-    mux = servers.mux(lab, server)
+    mux = server.control_path(lab)
     prefix = (["sudo", "-n"] if server.become() else []) + ([f"{WRAPPER_DIR}/{user}/podman"] if user else ["podman"])
     text = (f"#!{sys.executable}\n# labkit: Podman ({user or 'root'}) on lab server {server.name}, over SSH "
             "(labkit/engines/podman_ssh.py)\nimport sys\nfrom labkit.engines.podman_ssh import main\n"

@@ -216,12 +216,6 @@ def assign(students: list[str], servers: list[Server], previous: dict[str, str] 
     return {st: out[st] for st in students}
 
 
-def mux(lab: str, server: Server) -> str:
-    """The socket of the SSH connection a wrapper's calls to ``server`` share while labkit
-    commands on the lab run (``labkit.servers.sshshare``)."""
-    return server.control_path(lab)
-
-
 def write_executable(exe: Path, text: str) -> Path:
     """Write ``text`` to the executable ``exe`` unless it says that already (atomically)."""
     if not exe.is_file() or exe.read_text() != text:
